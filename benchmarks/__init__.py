@@ -1,0 +1,1 @@
+"""estbench.benchmarks: problems, data, the runner. Imports estimators."""

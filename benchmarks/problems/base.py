@@ -1,0 +1,90 @@
+"""What a benchmark problem is.
+
+A problem owns a distribution p_theta, a function f and, where one exists, the
+closed-form gradient of E[f]. The runner asks it for per-replicate gradient
+estimates, a chunk of replicates at a time, and never looks inside.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Iterable
+
+import torch
+
+from estimators import Estimator
+
+
+@dataclass(frozen=True)
+class Context:
+    """How to compute: typed, shared by every cell of a run."""
+
+    dtype: torch.dtype = torch.float64
+    device: str = "cpu"
+
+
+@dataclass
+class Chunk:
+    """Gradient estimates of one chunk of replicates.
+
+    grads: {parameter group: [r, P]} one row per replicate (P coordinates).
+    state: the estimator's state after the chunk.
+    """
+
+    grads: dict[str, torch.Tensor]
+    state: Any = None
+
+
+class Problem(abc.ABC):
+    """A benchmark problem. Subclasses set ``name`` and ``description``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: parameter groups whose gradients are reported, in order
+    groups: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def settings(self, sweep: Any) -> list[Any]:
+        """The settings objects (frozen dataclasses) this problem runs for a sweep."""
+
+    def prepare(self, setting: Any, ctx: Context) -> Any:
+        """One-time work for a setting (data, checkpoints), shared by its cells; not timed."""
+        return None
+
+    @abc.abstractmethod
+    def chunk(
+        self,
+        estimator: Estimator,
+        setting: Any,
+        prepared: Any,
+        n_samples: int,
+        replicates: int,
+        state: Any,
+        ctx: Context,
+    ) -> Chunk:
+        """``replicates`` independent gradient estimates, each from ``n_samples`` draws."""
+
+    def chunk_size(self, setting: Any, n_samples: int) -> int:
+        """How many replicates to compute at once (bounds memory)."""
+        return 1000
+
+    def true_gradient(self, setting: Any, ctx: Context) -> dict[str, torch.Tensor] | None:
+        """{group: [P]} the exact gradient, or None where no closed form exists."""
+        return None
+
+    def columns(self, setting: Any) -> dict[str, Any]:
+        """The setting as result-table columns."""
+        return asdict(setting)
+
+    def setting_label(self, setting: Any) -> str:
+        """A short readable label of a setting (benchmark ids, progress bars)."""
+        return ",".join(f"{k}={v}" for k, v in self.columns(setting).items())
+
+
+def product(**axes: Iterable[Any]) -> list[dict[str, Any]]:
+    """Cartesian product of named value lists, in the order given."""
+    combos: list[dict[str, Any]] = [{}]
+    for key, values in axes.items():
+        combos = [{**c, key: v} for c in combos for v in values]
+    return combos

@@ -1,0 +1,107 @@
+"""Streaming statistics of gradient estimates, in constant memory.
+
+Replicates arrive a chunk at a time as [r, P] tensors. Per coordinate we keep
+the count, mean and sum of squared deviations (M2) in float64 and merge chunks
+with the numerically stable pairwise update of Chan, Golub & LeVeque (1979):
+
+    n = n_a + n_b,  delta = mean_b - mean_a
+    mean = mean_a + delta * n_b / n
+    M2   = M2_a + M2_b + delta^2 * n_a * n_b / n
+
+The same is kept for the coordinate average of each replicate, which gives an
+exact standard error for the coordinate-averaged bias even when coordinates
+of one estimate are correlated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+class Moments:
+    """Running mean and M2 of rows of shape [P] (or scalars with P = ())."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:  # x: [r, *P]
+        x = x.detach().to(dtype=torch.float64)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        mean_b = x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
+        self.n = n
+
+    @property
+    def var(self) -> torch.Tensor:
+        """Unbiased per-coordinate variance."""
+        assert self.m2 is not None and self.n >= 2
+        return self.m2 / (self.n - 1)
+
+
+class GradientStats:
+    """Statistics of one parameter group's gradient estimates."""
+
+    def __init__(self) -> None:
+        self.coords = Moments()  # per coordinate, [P]
+        self.avg = Moments()  # coordinate average of each replicate, scalar
+
+    def update(self, g: torch.Tensor) -> None:  # g: [r, P]
+        self.coords.update(g)
+        self.avg.update(g.detach().to(torch.float64).mean(1))
+
+    @property
+    def n(self) -> int:
+        return self.coords.n
+
+    def summary(self, truth: torch.Tensor | None) -> "Summary":
+        """Reduce to the result-table numbers; ``truth`` is [P] or None."""
+        n = self.n
+        mean_c = self.coords.mean.cpu()
+        var_c = self.coords.var.cpu()
+        mean = mean_c.mean().item()
+        variance = var_c.mean().item()
+        std_c = var_c.sqrt()
+        snr_c = torch.where(std_c > 0, mean_c.abs() / std_c, torch.where(mean_c == 0, 0.0, math.inf))
+        out = Summary(
+            n=n,
+            mean=mean,
+            variance=variance,
+            total_variance=var_c.sum().item(),
+            snr=snr_c.mean().item(),
+        )
+        if truth is not None:
+            truth = truth.to(torch.float64).cpu()
+            err_c = mean_c - truth
+            out.true_grad = truth.mean().item()
+            out.bias = err_c.mean().item()
+            se = math.sqrt(self.avg.var.item() / n)
+            out.bias_z = out.bias / se if se > 0 else (0.0 if out.bias == 0 else math.copysign(math.inf, out.bias))
+            out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
+        return out
+
+
+@dataclass
+class Summary:
+    n: int
+    mean: float
+    variance: float
+    total_variance: float
+    snr: float
+    true_grad: float = math.nan
+    bias: float = math.nan
+    bias_z: float = math.nan
+    mse: float = math.nan

@@ -1,0 +1,134 @@
+"""A sweep: which problems, estimators and settings to run. Typed, validated once.
+
+A sweep comes from defaults, a TOML file (``--config sweep.toml``) and command
+line options, later ones overriding earlier ones. A TOML file uses the same
+names as the command line, with underscores::
+
+    problem = ["gaussian-quadratic", "gaussian-cos"]
+    estimator = ["reparameterization", "reinforce"]
+    mu = [1.0]
+    sigma = [0.5, 1, 2]
+    k = [1.0]
+    dim = [1, 100]
+    n_samples = [1, 8]
+    replicates = 1000
+    seed = 0
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import estimators
+
+from . import problems
+
+
+class SweepError(ValueError):
+    """Bad sweep input; the message names the bad value and the valid choices."""
+
+
+def _default(*values: Any):
+    return field(default_factory=lambda: list(values))
+
+
+@dataclass
+class Sweep:
+    problem: list[str] = field(default_factory=problems.available)
+    estimator: list[str] = field(default_factory=estimators.available)
+    # toy Gaussian settings (swept as a Cartesian product)
+    mu: list[float] = _default(1.0)
+    sigma: list[float] = _default(1.0)
+    k: list[float] = _default(1.0)
+    dim: list[int] = _default(1)
+    # every problem
+    n_samples: list[int] = _default(4)
+    replicates: int = 1000
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    def validate(self) -> "Sweep":
+        """Check names and values; raise SweepError with a clear message."""
+        for name in self.problem:
+            if name not in problems.available():
+                raise SweepError(str(estimators.UnknownNameError("problem", name, problems.available())))
+        for name in self.estimator:
+            if name not in estimators.available():
+                raise SweepError(str(estimators.UnknownNameError("estimator", name, estimators.available())))
+        if not self.problem:
+            raise SweepError("no problem selected; valid problems: " + ", ".join(problems.available()))
+        if not self.estimator:
+            raise SweepError("no estimator selected; valid estimators: " + ", ".join(estimators.available()))
+        for s in self.sigma:
+            if not (s > 0 and math.isfinite(s)):
+                raise SweepError(f"sigma must be > 0, got sigma={s:g}")
+        for d in self.dim:
+            if d < 1:
+                raise SweepError(f"dim must be >= 1, got dim={d}")
+        for n in self.n_samples:
+            if n < 1:
+                raise SweepError(f"n_samples must be >= 1, got n_samples={n}")
+        if self.replicates < 2:
+            raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
+        if self.dtype not in ("float64", "float32"):
+            raise SweepError(f"dtype must be one of float64, float32; got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        return self
+
+    def with_overrides(self, **values: Any) -> "Sweep":
+        """A copy with the given fields replaced; None values are ignored."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in ("replicates", "seed", "dtype", "device")}
+_TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str}
+
+
+def _coerce(path: Path, key: str, value: Any) -> Any:
+    if key in _LIST_FIELDS:
+        values = value if isinstance(value, list) else [value]
+        want = _TYPES[key]
+        out = []
+        for v in values:
+            ok = isinstance(v, str) if want is str else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and (want is float or float(v).is_integer())
+            )
+            if not ok:
+                raise SweepError(f"{path}: {key} must be a list of {want.__name__} values, got {v!r}")
+            out.append(want(v))
+        return out
+    if key in ("replicates", "seed"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SweepError(f"{path}: {key} must be an integer, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise SweepError(f"{path}: {key} must be a string, got {value!r}")
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a sweep file into Sweep field values; errors name the file (and the line)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SweepError(f"cannot read sweep file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path}: malformed TOML: {exc}") from exc
+    valid = [f.name for f in fields(Sweep)]
+    out = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        norm = {"problems": "problem", "estimators": "estimator"}.get(norm, norm)
+        if norm not in valid:
+            raise SweepError(f"{path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+        out[norm] = _coerce(path, norm, value)
+    return out

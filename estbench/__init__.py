@@ -1,0 +1,1 @@
+"""estbench: the command line that ties the layers together (see estbench.cli)."""

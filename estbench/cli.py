@@ -1,0 +1,165 @@
+"""The ``estbench`` command line: list, run, report, perf.
+
+Bad input (unknown names, impossible values, malformed files) prints one line
+naming the bad value and the valid choices, and exits with status 2.
+A run in which some cells failed exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+import estimators
+from benchmarks import problems
+from benchmarks.problems import SettingError
+from benchmarks.sweep import Sweep, SweepError, load_toml
+
+EXIT_FAILED_CELLS = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to run (default: everything registered)")
+    g.add_argument("--problem", nargs="+", metavar="NAME", help="problems to run (default: all)")
+    g.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators to run (default: all)")
+    g.add_argument("--config", metavar="FILE", help="TOML sweep file; command-line options override it")
+    g.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="load estimators from a Python file or module (repeatable)")
+    s = p.add_argument_group("toy Gaussian settings (several values give a sweep)")
+    s.add_argument("--mu", nargs="+", type=float, help="mean of every coordinate (default: 1)")
+    s.add_argument("--sigma", nargs="+", type=float, help="standard deviation, > 0 (default: 1)")
+    s.add_argument("--k", nargs="+", type=float, help="parameter of the test function (default: 1)")
+    s.add_argument("--dim", nargs="+", type=_positive_int, help="dimension, >= 1 (default: 1)")
+    r = p.add_argument_group("estimates")
+    r.add_argument("--n-samples", nargs="+", type=_positive_int, dest="n_samples",
+                   help="draws per gradient estimate (default: 4)")
+    r.add_argument("--replicates", type=_positive_int, help="independent estimates per cell, >= 2 (default: 1000)")
+    r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
+    r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type (default: float64)")
+    r.add_argument("--device", help="cpu or cuda (default: cpu)")
+
+
+def _load_plugins(specs: Sequence[str]) -> None:
+    for spec in specs:
+        try:
+            estimators.load_plugin(spec)
+        except estimators.PluginError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep:
+    _load_plugins(args.plugin)
+    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    sweep = Sweep().with_overrides(**values)
+    names = ["problem", "estimator", "mu", "sigma", "k", "dim", "n_samples", "replicates", "seed", "dtype", "device"]
+    sweep = sweep.with_overrides(**{n: getattr(args, n) for n in names})
+    return sweep.validate()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _load_plugins(args.plugin)
+    print("estimators:")
+    names = estimators.available()
+    width = max(len(n) for n in names + problems.available())
+    for name in names:
+        cls = estimators.get_class(name)
+        origin = estimators.origin(name)
+        suffix = "" if origin == "built-in" else f"  [plugin: {origin}]"
+        print(f"  {name:<{width}}  {cls.description}{suffix}")
+    print("problems:")
+    for name in problems.available():
+        print(f"  {name:<{width}}  {problems.get(name).description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks import runner
+
+    sweep = sweep_from_args(args)
+    all_cells = list(runner.cells(sweep))
+    bar = _progress(len(all_cells), args.quiet)
+    rows = runner.run(sweep, out=args.out, progress=lambda cell: bar(cell.label))
+    bar(None)
+    failed = runner.n_failed(rows)
+    print(f"wrote {len(rows)} rows ({len(all_cells)} cells) to {args.out}", file=sys.stderr)
+    if failed:
+        print(f"{failed} rows failed; see the status and error columns of {args.out}", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    """A tqdm progress bar on stderr; returns a callback(label) and closes on callback(None)."""
+    if quiet:
+        return lambda label: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def update(label: str | None) -> None:
+        if label is None:
+            bar.close()
+            return
+        bar.set_postfix_str(label[-60:], refresh=False)
+        bar.update(1)
+
+    return update
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from benchmarks import perf
+
+    perf.main(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="estbench", description="Benchmark suite for Monte Carlo gradient estimators.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list estimators and problems")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a sweep and write tidy results (CSV)")
+    _add_sweep_options(p)
+    p.add_argument("--out", default="results.csv", help="results file, written as cells complete (default: results.csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("perf", help="speed of the vectorized runner against a per-replicate backward() loop")
+    p.add_argument("--replicates", type=_positive_int, default=1000)
+    p.add_argument("--dim", type=_positive_int, default=100)
+    p.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats; the median is kept")
+    p.set_defaults(func=cmd_perf)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, SweepError, SettingError, estimators.UnknownNameError, estimators.PluginError) as exc:
+        print(f"estbench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("estbench: interrupted; completed cells are in the results file", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

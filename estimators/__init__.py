@@ -1,0 +1,43 @@
+"""estbench.estimators: Monte Carlo gradient estimators behind one interface.
+
+Imports torch only. See :mod:`estimators.base` for the interface and
+:mod:`estimators.registry` for names and plugins.
+"""
+
+from .base import Estimator, EstimatorError, Function, Surrogate, evaluate, score_surrogate
+from .builtin import Reinforce, ReinforceEMA, ReinforceLOO, Reparameterization
+from .registry import (
+    ENTRY_POINT_GROUP,
+    PluginError,
+    UnknownNameError,
+    available,
+    builtin_names,
+    get,
+    get_class,
+    load_plugin,
+    origin,
+    register,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Estimator",
+    "EstimatorError",
+    "Function",
+    "PluginError",
+    "Reinforce",
+    "ReinforceEMA",
+    "ReinforceLOO",
+    "Reparameterization",
+    "Surrogate",
+    "UnknownNameError",
+    "available",
+    "builtin_names",
+    "evaluate",
+    "get",
+    "get_class",
+    "load_plugin",
+    "origin",
+    "register",
+    "score_surrogate",
+]

@@ -1,0 +1,160 @@
+"""The estimator interface, stated once.
+
+Every estimator answers one question: given a distribution ``p_theta`` whose
+parameters carry gradients, a batched function ``f`` and a number of samples
+``n``, build a **surrogate objective** whose value is the Monte Carlo estimate
+of ``E_{x ~ p_theta}[f(x)]`` and whose gradient (through autograd, to whatever
+the distribution's parameters depend on) is an unbiased estimate of
+``grad_theta E_{x ~ p_theta}[f(x)]``.
+
+Shapes at the boundary::
+
+    dist            batch_shape B, event_shape E
+    f(x)            x: [n, *B, *E]  ->  [n, *B]    (one value per sample)
+    surrogate.loss  [*B]                            (mean over the n samples)
+    surrogate.f     [n, *B]                         (the values of f, detached)
+
+Independent batch elements give independent estimates: summing ``loss`` over
+the batch and calling ``backward()`` on parameters expanded per batch element
+yields one gradient estimate per element. That is how the runner draws R
+replicates at once, and how the same estimator object serves an encoder
+whose outputs parameterize ``q(z | x)`` for a batch of images.
+
+The surrogate idea is Pyro's (Schulman et al. 2015, "Gradient Estimation Using
+Stochastic Computation Graphs"): the score term ``(f - b).detach() * log p``
+is written as ``(f - b).detach() * (log p - (log p).detach())`` so the value
+of the loss stays equal to the plain Monte Carlo average of ``f``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch.distributions import Distribution
+
+Function = Callable[[torch.Tensor], torch.Tensor]
+
+
+class EstimatorError(ValueError):
+    """An estimator cannot be used as asked (wrong distribution, too few samples...).
+
+    ``capability`` is True when the estimator simply does not apply to this
+    distribution or sample size (the runner then marks the cell 'skipped'),
+    False for a genuine error such as f returning the wrong shape.
+    """
+
+    def __init__(self, message: str, capability: bool = False):
+        super().__init__(message)
+        self.capability = capability
+
+
+@dataclass
+class Surrogate:
+    """What an estimator returns.
+
+    loss:  [*B] surrogate objective; value = MC average of f, gradient = estimate.
+    f:     [n, *B] values of f at the samples, detached (for diagnostics).
+    state: the estimator's new state (None for stateless estimators).
+    """
+
+    loss: torch.Tensor
+    f: torch.Tensor
+    state: Any = None
+
+
+def dist_name(dist: Distribution) -> str:
+    """A readable name for a distribution, seeing through Independent."""
+    name = type(dist).__name__
+    base = getattr(dist, "base_dist", None)
+    if base is not None:
+        name = f"{name}({type(base).__name__})"
+    return name
+
+
+class Estimator(abc.ABC):
+    """Base class of every estimator, built in or plugin.
+
+    Subclasses set ``name`` (a stable string, the public key used by the
+    command line and the results table), ``description`` (one line) and
+    implement :meth:`surrogate`. Capabilities are declared, not inferred
+    from classes:
+
+    ``requires_rsample``  the estimator differentiates through samples and
+                          needs ``dist.has_rsample`` (pathwise estimators);
+    ``min_samples``       smallest number of samples per estimate;
+    ``stateful``          the estimator carries state between calls (e.g. a
+                          moving-average baseline); the runner warms it up.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    requires_rsample: ClassVar[bool] = False
+    min_samples: ClassVar[int] = 1
+    stateful: ClassVar[bool] = False
+
+    def init_state(self) -> Any:
+        """The state before the first call (None for stateless estimators)."""
+        return None
+
+    def check(self, dist: Distribution, n_samples: int) -> None:
+        """Raise EstimatorError if this estimator cannot serve ``dist`` with ``n_samples``."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int):
+            raise EstimatorError(
+                f"estimator {self.name!r}: n_samples must be an int, got {n_samples!r}"
+            )
+        if n_samples < self.min_samples:
+            raise EstimatorError(
+                f"estimator {self.name!r} needs n_samples >= {self.min_samples}, "
+                f"got n_samples={n_samples} (distribution {dist_name(dist)})",
+                capability=True,
+            )
+        if self.requires_rsample and not dist.has_rsample:
+            raise EstimatorError(
+                f"estimator {self.name!r} needs a reparameterizable distribution "
+                f"(has_rsample=True), but {dist_name(dist)} has no rsample(); "
+                f"use a score-function estimator such as 'reinforce' instead",
+                capability=True,
+            )
+
+    @abc.abstractmethod
+    def surrogate(
+        self, dist: Distribution, f: Function, n_samples: int, state: Any = None
+    ) -> Surrogate:
+        """Build the surrogate objective; see the module docstring."""
+
+    def __call__(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        self.check(dist, n_samples)
+        return self.surrogate(dist, f, n_samples, state)
+
+    def __repr__(self) -> str:
+        return f"<estimator {self.name!r}>"
+
+
+def evaluate(f: Function, x: torch.Tensor, dist: Distribution, n_samples: int) -> torch.Tensor:
+    """Call f on samples ``x`` [n, *B, *E] and check it returns [n, *B]."""
+    fx = f(x)
+    expected = (n_samples, *dist.batch_shape)
+    if not isinstance(fx, torch.Tensor) or tuple(fx.shape) != expected:
+        got = tuple(fx.shape) if isinstance(fx, torch.Tensor) else type(fx).__name__
+        raise EstimatorError(
+            f"f must return one value per sample, shape {expected} for samples of shape "
+            f"{tuple(x.shape)}; got {got}"
+        )
+    return fx
+
+
+def score_surrogate(
+    fx: torch.Tensor, log_prob: torch.Tensor, baseline: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """Score-function surrogate, mean over the sample axis: [n, *B] -> [*B].
+
+    Value: mean(f). Gradient: mean(grad f) (for parameters f itself depends on,
+    such as a decoder's; samples are not differentiated) plus
+    mean((f - b) * grad log p). ``b`` must not depend on the sample it is
+    subtracted from, or the estimate is biased.
+    """
+    weight = (fx.detach() - baseline).detach()
+    return (fx + weight * (log_prob - log_prob.detach())).mean(0)

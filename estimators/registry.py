@@ -1,0 +1,178 @@
+"""The estimator registry: built-ins plus plugins.
+
+Modelled on xarray's backend registry: built-ins are always there; installed
+packages add estimators through the entry-point group ``estbench.estimators``
+(loaded lazily, once); a local file or module can be loaded explicitly with
+:func:`load_plugin`. A broken plugin becomes a warning naming it, never a
+crash of the whole suite; an unknown name raises an error listing valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+import warnings
+from pathlib import Path
+
+from .base import Estimator
+from .builtin import BUILTINS
+
+ENTRY_POINT_GROUP = "estbench.estimators"
+
+_BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in BUILTINS}
+_PLUGINS: dict[str, type[Estimator]] = {}
+_PLUGIN_ORIGIN: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+class UnknownNameError(KeyError):
+    """An unknown estimator or problem name; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        self.message = f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PluginError(TypeError):
+    """A plugin does not implement the estimator interface."""
+
+
+def validate(cls: object, origin: str) -> type[Estimator]:
+    """Check that ``cls`` implements the public interface; raise PluginError naming ``origin``."""
+    where = f"plugin {origin}"
+    if not (inspect.isclass(cls) and issubclass(cls, Estimator)):
+        raise PluginError(f"{where}: {cls!r} is not a subclass of estimators.Estimator")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise PluginError(f"{where}: {cls.__name__}.name must be a non-empty string, got {name!r}")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise PluginError(f"{where}: {cls.__name__} does not implement {missing}")
+    if name in _BUILTIN and _BUILTIN[name] is not cls:
+        raise PluginError(f"{where}: name {name!r} clashes with a built-in estimator")
+    if name in _PLUGINS and _PLUGINS[name] is not cls:
+        raise PluginError(
+            f"{where}: name {name!r} is already registered by {_PLUGIN_ORIGIN[name]}"
+        )
+    if not isinstance(getattr(cls, "min_samples", 1), int) or cls.min_samples < 1:
+        raise PluginError(f"{where}: {cls.__name__}.min_samples must be an int >= 1")
+    return cls
+
+
+def register(cls: type[Estimator], origin: str | None = None) -> type[Estimator]:
+    """Register an estimator class (usable as a decorator). Returns the class."""
+    origin = origin or f"{cls.__module__}.{cls.__qualname__}"
+    validate(cls, origin)
+    _PLUGINS[cls.name] = cls
+    _PLUGIN_ORIGIN[cls.name] = origin
+    return cls
+
+
+def _register_module_estimators(module: object, origin: str) -> list[str]:
+    """Register the estimators a plugin module exposes.
+
+    A module may list them in ``ESTIMATORS``; otherwise every Estimator
+    subclass defined in the module itself is taken.
+    """
+    found = getattr(module, "ESTIMATORS", None)
+    if found is None:
+        found = [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj)
+            and issubclass(obj, Estimator)
+            and obj.__module__ == getattr(module, "__name__", None)
+            and not inspect.isabstract(obj)
+        ]
+    if not found:
+        raise PluginError(f"plugin {origin}: defines no Estimator subclass")
+    names = []
+    for cls in found:
+        register(cls, origin)
+        names.append(cls.name)
+    return names
+
+
+def load_plugin(spec: str) -> list[str]:
+    """Load estimators from a Python file path or an importable module name.
+
+    Returns the names registered. Raises PluginError (naming the plugin) if the
+    file cannot be found or imported, or defines no valid estimator.
+    """
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise PluginError(f"plugin {spec}: no such file")
+        mod_name = f"estbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # a plugin's own bug: report it, naming the plugin
+            del sys.modules[mod_name]
+            raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except Exception as exc:
+            raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
+    return _register_module_estimators(module, spec)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"{ep.name} = {ep.value} (entry point)"
+        try:
+            obj = ep.load()
+            if inspect.ismodule(obj):
+                _register_module_estimators(obj, origin)
+            else:
+                register(obj, origin)
+        except Exception as exc:  # a broken plugin must not break the suite
+            warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
+
+
+def _all() -> dict[str, type[Estimator]]:
+    _load_entry_points()
+    return {**_BUILTIN, **_PLUGINS}
+
+
+def available() -> list[str]:
+    """Names of all estimators: built-ins first, then plugins, in registration order."""
+    return list(_all())
+
+
+def builtin_names() -> list[str]:
+    return list(_BUILTIN)
+
+
+def get_class(name: str) -> type[Estimator]:
+    classes = _all()
+    if name not in classes:
+        raise UnknownNameError("estimator", name, list(classes))
+    return classes[name]
+
+
+def get(name: str) -> Estimator:
+    """A fresh estimator instance by name."""
+    return get_class(name)()
+
+
+def origin(name: str) -> str:
+    get_class(name)
+    return _PLUGIN_ORIGIN.get(name, "built-in")
