@@ -49,7 +49,7 @@ class Sweep:
     n_samples: list[int] = _default(4)
     replicates: int = 1000
     seed: int = 0
-    dtype: str = "float64"
+    dtype: str = "float32"
     device: str = "cpu"
 
     def validate(self) -> "Sweep":

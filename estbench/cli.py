@@ -48,7 +48,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help="draws per gradient estimate (default: 4)")
     r.add_argument("--replicates", type=_positive_int, help="independent estimates per cell, >= 2 (default: 1000)")
     r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
-    r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type (default: float64)")
+    r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type of the samples and gradients; statistics are always accumulated in float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda (default: cpu)")
 
 

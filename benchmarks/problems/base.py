@@ -20,7 +20,7 @@ from estimators import Estimator
 class Context:
     """How to compute: typed, shared by every cell of a run."""
 
-    dtype: torch.dtype = torch.float64
+    dtype: torch.dtype = torch.float32
     device: str = "cpu"
 
 

@@ -1,0 +1,97 @@
+"""Speed of the runner against the obvious loop, measured side by side in one run.
+
+The naive baseline draws each replicate on its own: build N(mu, sigma) with
+[dim] leaf parameters, call the estimator, ``backward()``, read ``.grad``;
+R times. The runner's path (benchmarks.runner.estimate_cell) expands the
+parameters per replicate and makes one autograd call per chunk. Both include
+sampling, the estimator and collecting the gradients; the runner's also
+includes its streaming statistics.
+
+    python -m benchmarks.perf          (or: estbench perf)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.distributions import Independent, Normal
+
+import estimators
+from estimators import Estimator
+
+from .problems import Context, GaussianProblem, GaussianSetting, get
+from .runner import estimate_cell
+
+
+def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: int, R: int, ctx: Context) -> torch.Tensor:
+    """R estimates, one backward() each; returns the mu-gradients [R, dim]."""
+    f = problem.f(s.k)
+    out = torch.empty(R, s.dim, dtype=ctx.dtype)
+    state = est.init_state()
+    for r in range(R):
+        mu = torch.full((s.dim,), s.mu, dtype=ctx.dtype, requires_grad=True)
+        sigma = torch.full((s.dim,), s.sigma, dtype=ctx.dtype, requires_grad=True)
+        sur = est(Independent(Normal(mu, sigma), 1), f, n, state)
+        sur.loss.backward()
+        state = sur.state
+        out[r] = mu.grad
+    return out
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of fn(); if fn returns a (result, seconds) pair, its own timing is used
+    (the runner's, which leaves out a stateful estimator's untimed warm-up, as in the results table)."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - start
+        times.append(out[1] if isinstance(out, tuple) else elapsed)
+    return statistics.median(times)
+
+
+def speedups(dim: int = 100, replicates: int = 1000, n_samples: int = 4, repeats: int = 5,
+             names: list[str] | None = None, dtype: torch.dtype = torch.float32) -> list[dict[str, float | str]]:
+    """Per estimator: seconds per estimate of the loop and of the runner, and their ratio."""
+    ctx = Context(dtype=dtype)
+    problem = get("gaussian-quadratic")
+    assert isinstance(problem, GaussianProblem)
+    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
+    rows = []
+    for name in names or estimators.builtin_names():
+        est = estimators.get(name)
+        t_loop = _median_time(lambda: naive_loop(problem, est, s, n_samples, replicates, ctx), repeats)
+        t_vec = _median_time(lambda: estimate_cell(problem, est, s, None, n_samples, replicates, ctx), repeats)
+        rows.append({
+            "estimator": name,
+            "loop_s_per_estimate": t_loop / replicates,
+            "runner_s_per_estimate": t_vec / replicates,
+            "speedup": t_loop / t_vec,
+        })
+    return rows
+
+
+def main(args: argparse.Namespace | None = None) -> list[dict[str, float | str]]:
+    if args is None:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--replicates", type=int, default=1000)
+        parser.add_argument("--dim", type=int, default=100)
+        parser.add_argument("--repeats", type=int, default=5)
+        args = parser.parse_args()
+    print(f"gaussian-quadratic, dim={args.dim}, R={args.replicates}, n_samples=4, float32, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs")
+    print(f"{'estimator':<20} {'loop est/s':>12} {'runner est/s':>14} {'speedup':>9}")
+    rows = speedups(dim=args.dim, replicates=args.replicates, repeats=args.repeats)
+    for r in rows:
+        print(f"{r['estimator']:<20} {1 / r['loop_s_per_estimate']:>12,.0f} "
+              f"{1 / r['runner_s_per_estimate']:>14,.0f} {r['speedup']:>8.1f}x")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

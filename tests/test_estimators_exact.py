@@ -1,0 +1,149 @@
+"""Tier 1: exact algebra on a few samples with a fixed seed.
+
+Is the gradient of each surrogate exactly the estimator's formula, computed by
+hand from the same samples? Normal.sample() and rsample() draw from the same
+random stream, so re-seeding reproduces the estimator's samples.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
+
+import estimators
+from estimators import EstimatorError
+
+N, D = 5, 3
+K = 0.7
+
+
+def f(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n]
+    return ((x - K) ** 2).sum(-1)
+
+
+def setup():
+    mu = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64, requires_grad=True)
+    return mu, sigma, Independent(Normal(mu, sigma), 1)
+
+
+def samples(seed: int) -> torch.Tensor:
+    mu, sigma, dist = setup()
+    torch.manual_seed(seed)
+    return dist.sample((N,))  # [N, D]
+
+
+def grads(name: str, seed: int, state=None):
+    mu, sigma, dist = setup()
+    torch.manual_seed(seed)
+    sur = estimators.get(name)(dist, f, N, state)
+    g_mu, g_sigma = torch.autograd.grad(sur.loss, (mu, sigma))
+    return sur, g_mu, g_sigma
+
+
+def score_terms(x: torch.Tensor):
+    mu, sigma, _ = setup()
+    mu, sigma = mu.detach(), sigma.detach()
+    d_mu = (x - mu) / sigma**2  # d/dmu log N(x; mu, sigma)
+    d_sigma = ((x - mu) ** 2 - sigma**2) / sigma**3  # d/dsigma log N
+    return d_mu, d_sigma
+
+
+def test_reparameterization_is_pathwise_formula():
+    x = samples(1)
+    sur, g_mu, g_sigma = grads("reparameterization", 1)
+    mu, sigma, _ = setup()
+    eps = (x - mu.detach()) / sigma.detach()
+    torch.testing.assert_close(g_mu, (2 * (x - K)).mean(0))
+    torch.testing.assert_close(g_sigma, (2 * (x - K) * eps).mean(0))
+    torch.testing.assert_close(sur.loss, f(x).mean())
+
+
+@pytest.mark.parametrize("name", ["reinforce", "reinforce-loo", "reinforce-ema"])
+def test_score_function_formulas(name):
+    x = samples(2)
+    fx = f(x)
+    if name == "reinforce":
+        b = torch.zeros(N, dtype=torch.float64)
+        state = None
+    elif name == "reinforce-loo":
+        b = (fx.sum() - fx) / (N - 1)
+        state = None
+    else:
+        state = torch.tensor(3.25, dtype=torch.float64)
+        b = state.expand(N)
+    sur, g_mu, g_sigma = grads(name, 2, state)
+    d_mu, d_sigma = score_terms(x)
+    w = (fx - b)[:, None]
+    torch.testing.assert_close(g_mu, (w * d_mu).mean(0))
+    torch.testing.assert_close(g_sigma, (w * d_sigma).mean(0))
+    # the surrogate's value is the plain Monte Carlo estimate of E f
+    torch.testing.assert_close(sur.loss, fx.mean())
+    torch.testing.assert_close(sur.f, fx)
+
+
+def test_ema_state_is_explicit_and_updated_after_use():
+    est = estimators.get("reinforce-ema")
+    assert est.init_state() is None
+    x = samples(3)
+    sur0, _, _ = grads("reinforce-ema", 3, None)
+    torch.testing.assert_close(sur0.state, f(x).mean())  # first call: b := mean f
+    prev = torch.tensor(10.0, dtype=torch.float64)
+    sur1, _, _ = grads("reinforce-ema", 3, prev)
+    torch.testing.assert_close(sur1.state, est.decay * prev + (1 - est.decay) * f(x).mean())
+    with pytest.raises(ValueError, match="decay"):
+        estimators.ReinforceEMA(decay=1.0)
+
+
+def test_decoder_parameters_get_their_plain_gradient_under_score_function():
+    """A parameter of f itself (a decoder's) gets mean(grad f) from a score surrogate."""
+    mu, sigma, dist = setup()
+    w = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(4)
+    x = dist.sample((N,))
+    torch.manual_seed(4)
+    sur = estimators.get("reinforce")(dist, lambda x: w * f(x), N)
+    (g_w,) = torch.autograd.grad(sur.loss, (w,))
+    torch.testing.assert_close(g_w, f(x).mean())
+
+
+def test_reparameterization_needs_rsample():
+    for dist in (Bernoulli(probs=torch.tensor([0.3])), Categorical(probs=torch.tensor([0.2, 0.8]))):
+        with pytest.raises(EstimatorError, match=r"reparameterization.*(Bernoulli|Categorical).*rsample") as info:
+            estimators.get("reparameterization")(dist, lambda x: x.float().sum(-1) if x.dim() > 1 else x.float(), 2)
+        assert info.value.capability
+
+
+def test_score_function_works_on_discrete_distributions():
+    p = torch.tensor([0.3, 0.6], requires_grad=True)
+    dist = Independent(Bernoulli(probs=p), 1)
+    torch.manual_seed(0)
+    sur = estimators.get("reinforce-loo")(dist, lambda x: x.sum(-1), 4)
+    (g,) = torch.autograd.grad(sur.loss, (p,))
+    assert g.shape == p.shape and torch.isfinite(g).all()
+
+
+def test_leave_one_out_needs_two_samples():
+    _, _, dist = setup()
+    with pytest.raises(EstimatorError, match=r"reinforce-loo.*n_samples >= 2.*n_samples=1.*Independent\(Normal\)"):
+        estimators.get("reinforce-loo")(dist, f, 1)
+
+
+@pytest.mark.parametrize("name", estimators.builtin_names())
+def test_function_returning_wrong_shape_is_a_clear_error(name):
+    _, _, dist = setup()
+    with pytest.raises(EstimatorError, match=r"f must return one value per sample, shape \(5,\).*got \(5, 3\)"):
+        estimators.get(name)(dist, lambda x: x**2, N)
+
+
+def test_n_samples_below_one_is_rejected():
+    _, _, dist = setup()
+    with pytest.raises(EstimatorError, match="n_samples >= 1, got n_samples=0"):
+        estimators.get("reinforce")(dist, f, 0)
+
+
+def test_registry_lists_builtins_and_rejects_unknown_names():
+    assert estimators.builtin_names() == ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema"]
+    with pytest.raises(estimators.UnknownNameError, match=r"'reinforse'.*Did you mean 'reinforce'.*Valid estimators: reparameterization, reinforce"):
+        estimators.get("reinforse")

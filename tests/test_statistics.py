@@ -1,0 +1,163 @@
+"""Tier 2: statistical checks on many vectorized replicates, against closed forms.
+
+Every tolerance is z * standard error, z from the test's false-failure rate
+(tests/statutil.py), the standard error from the samples themselves.
+
+Variance of the estimators on the quadratic, f(x) = sum_d (x_d - k)^2,
+x = mu + sigma * eps, eps ~ N(0, I_D); write a = mu - k. Per coordinate c, one
+sample (n = 1); an estimate from n samples has 1/n of these variances.
+
+Pathwise:  g_mu = 2 (a + sigma eps_c)            -> Var = 4 sigma^2
+           g_sigma = 2 (a + sigma eps_c) eps_c   -> Var = 4 a^2 Var(eps) + 4 sigma^2 Var(eps^2)
+                                                         + 8 a sigma Cov(eps, eps^2) = 4 a^2 + 8 sigma^2
+Score:     g_mu = f eps_c / sigma,  g_sigma = f (eps_c^2 - 1) / sigma,  E g = 2a, 2 sigma.
+           Split f = (a + sigma eps_c)^2 + F, F = sum_{d != c} (a + sigma eps_d)^2
+           independent of eps_c, with E F = (D-1) m1, E F^2 = (D-1) v + (D-1)^2 m1^2,
+           m1 = a^2 + sigma^2, v = 4 a^2 sigma^2 + 2 sigma^4. Using E eps^2,4,6,8 = 1, 3, 15, 105:
+           E[(a+s e)^4 e^2] = a^4 + 18 a^2 s^2 + 15 s^4,   E[(a+s e)^2 e^2] = a^2 + 3 s^2,
+           E[(a+s e)^4 (e^2-1)^2] = 2 a^4 + 60 a^2 s^2 + 78 s^4,  E[(a+s e)^2 (e^2-1)^2] = 2 a^2 + 10 s^2,
+           E[(e^2-1)^2] = 2, so
+           Var g_mu    = (A4 + 2 E F A2 + E F^2) / sigma^2 - 4 a^2
+           Var g_sigma = (B4 + 2 E F B2 + 2 E F^2) / sigma^2 - 4 sigma^2.
+The D = 1 case of these moments is checked exactly by quadrature below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import estimators
+from benchmarks import problems, runner
+from benchmarks.problems import Context, GaussianSetting
+from benchmarks.stats import GradientStats, Moments
+from benchmarks.sweep import Sweep
+
+from .statutil import variance_and_se, z_bound
+
+CTX = Context(dtype=torch.float64)
+
+
+def quadratic_variances(a: float, s: float, D: int, n: int) -> dict[str, dict[str, float]]:
+    m1 = a**2 + s**2
+    v = 4 * a**2 * s**2 + 2 * s**4
+    EF = (D - 1) * m1
+    EF2 = (D - 1) * v + (D - 1) ** 2 * m1**2
+    A4, A2 = a**4 + 18 * a**2 * s**2 + 15 * s**4, a**2 + 3 * s**2
+    B4, B2 = 2 * a**4 + 60 * a**2 * s**2 + 78 * s**4, 2 * a**2 + 10 * s**2
+    return {
+        "reparameterization": {"mu": 4 * s**2 / n, "sigma": (4 * a**2 + 8 * s**2) / n},
+        "reinforce": {
+            "mu": ((A4 + 2 * EF * A2 + EF2) / s**2 - 4 * a**2) / n,
+            "sigma": ((B4 + 2 * EF * B2 + 2 * EF2) / s**2 - 4 * s**2) / n,
+        },
+    }
+
+
+@pytest.mark.parametrize("a,s", [(0.0, 1.0), (1.5, 0.8), (-2.0, 1.7)])
+def test_variance_formulas_by_quadrature(a, s):
+    """For D = 1 the formulas above equal E[g^2] - (E g)^2 computed by Gauss-Hermite quadrature."""
+    t, w = np.polynomial.hermite.hermgauss(60)
+    eps = math.sqrt(2) * t
+    E = lambda v: float(np.sum(w * v) / math.sqrt(math.pi))  # noqa: E731
+    fx = (a + s * eps) ** 2
+    want = quadratic_variances(a, s, D=1, n=1)
+    g = {
+        ("reparameterization", "mu"): 2 * (a + s * eps),
+        ("reparameterization", "sigma"): 2 * (a + s * eps) * eps,
+        ("reinforce", "mu"): fx * eps / s,
+        ("reinforce", "sigma"): fx * (eps**2 - 1) / s,
+    }
+    for (est, group), values in g.items():
+        var = E(values**2) - E(values) ** 2
+        assert var == pytest.approx(want[est][group], rel=1e-10), (est, group)
+
+
+CASES = [
+    # mu, k, sigma, dim, n_samples
+    (1.5, 0.5, 0.8, 1, 1),
+    (0.0, 1.0, 1.2, 3, 2),
+]
+
+
+def test_measured_variance_matches_closed_form():
+    """Runner code path (problem.chunk) against the formulas, for both estimators and groups."""
+    z = z_bound(n_assertions=len(CASES) * 2 * 2)
+    quad = problems.get("gaussian-quadratic")
+    R = 40_000
+    for case_i, (mu, k, sigma, dim, n) in enumerate(CASES):
+        setting = GaussianSetting(mu, sigma, k, dim)
+        want = quadratic_variances(mu - k, sigma, dim, n)
+        for est_name in ("reparameterization", "reinforce"):
+            torch.manual_seed(1000 + case_i)
+            out = quad.chunk(estimators.get(est_name), setting, None, n, R, None, CTX)
+            for group in ("mu", "sigma"):
+                var, se = variance_and_se(out.grads[group])
+                expected = want[est_name][group]
+                assert abs(var - expected) <= z * se, (
+                    f"{est_name} {group} {setting} n={n}: measured {var:.4g} +- {se:.2g}, formula {expected:.4g}"
+                )
+
+
+def test_all_estimators_unbiased_on_every_toy_function():
+    """Every built-in estimator's mean gradient equals the closed-form truth (bias z-test)."""
+    settings = [GaussianSetting(1.0, 0.7, 0.5, 1), GaussianSetting(-0.5, 1.5, 1.3, 4)]
+    names = ["gaussian-quadratic", "gaussian-cos", "gaussian-exp"]
+    ests = estimators.builtin_names()
+    z = z_bound(n_assertions=len(settings) * len(names) * len(ests) * 2)
+    sweep = Sweep(replicates=4000, seed=7, estimator=ests)
+    for name in names:
+        problem = problems.get(name)
+        for setting in settings:
+            for est in ests:
+                rows = runner.run_cell(runner.Cell(problem, est, setting, 4), sweep, None, CTX)
+                for row in rows:
+                    assert row["status"] == "ok", row["error"]
+                    assert abs(row["bias_z"]) <= z, (
+                        f"{est} on {name} {setting}, {row['parameter']}: mean {row['mean']:.5g}, "
+                        f"truth {row['true_grad']:.5g}, z = {row['bias_z']:.2f} > {z:.2f}"
+                    )
+
+
+@pytest.mark.parametrize("baseline", ["reinforce-loo", "reinforce-ema"])
+def test_baselines_reduce_variance_on_the_quadratic(baseline):
+    """At mu - k = 2, sigma = 1, a baseline lowers the mu-gradient variance of REINFORCE (one-sided z-test)."""
+    quad = problems.get("gaussian-quadratic")
+    setting = GaussianSetting(mu=2.0, sigma=1.0, k=0.0, dim=1)
+    R, n = 20_000, 4
+    results = {}
+    for i, name in enumerate(["reinforce", baseline]):
+        est = estimators.get(name)
+        torch.manual_seed(50 + i)
+        state = est.init_state()
+        for _ in range(runner.WARMUP_CALLS if est.stateful else 0):
+            state = quad.chunk(est, setting, None, n, 100, state, CTX).state
+        out = quad.chunk(est, setting, None, n, R, state, CTX)
+        results[name] = variance_and_se(out.grads["mu"])
+    (v0, se0), (v1, se1) = results["reinforce"], results[baseline]
+    assert v0 - v1 > z_bound(1, two_sided=False) * math.hypot(se0, se1), results
+
+
+def test_chunked_moments_equal_one_pass_moments():
+    torch.manual_seed(0)
+    x = torch.randn(1003, 7, dtype=torch.float64) * 3 + 1e6  # large offset: needs the stable merge
+    m = Moments()
+    for part in torch.split(x, [1, 500, 2, 500]):
+        m.update(part)
+    torch.testing.assert_close(m.mean, x.mean(0), rtol=0, atol=1e-8)
+    torch.testing.assert_close(m.var, x.var(0), rtol=1e-10, atol=0)
+
+
+def test_summary_bias_z_uses_coordinate_average():
+    g = torch.tensor([[1.0, 3.0], [3.0, 5.0], [2.0, 4.0]], dtype=torch.float64)
+    st = GradientStats()
+    st.update(g)
+    s = st.summary(torch.tensor([2.0, 3.0], dtype=torch.float64))
+    # coordinate averages 2, 4, 3: mean 3, sd 1 -> se 1/sqrt(3); bias = mean(2, 4) - mean(2, 3) = 0.5
+    assert s.bias == pytest.approx(0.5)
+    assert s.bias_z == pytest.approx(0.5 / (1 / math.sqrt(3)))
+    assert s.variance == pytest.approx(1.0)
+    assert s.mse == pytest.approx(((2 / 3) + 0) / 2 + ((2 / 3) + 1) / 2)
