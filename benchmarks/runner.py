@@ -38,16 +38,30 @@ from .sweep import Sweep
 #: The result table's columns, in order. Columns a problem does not use stay empty.
 COLUMNS = [
     "problem", "estimator", "parameter",
-    "dim", "mu", "sigma", "k",
+    "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch",
     "n_samples", "replicates", "seed",
-    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr",
+    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
     "time_per_estimate_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "torch_version", "python_version", "machine",
 ]  # fmt: skip
 
+#: The training-curve table's columns (problems that train a model: the VAE).
+CURVE_COLUMNS = [
+    "problem", "estimator", "hidden", "latent", "batch", "n_samples", "seed",
+    "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error",
+]  # fmt: skip
+
 #: stateful estimators are called this many times before measuring
 WARMUP_CALLS = 10
+#: agreement_z compares every estimator's mean gradient with this one's
+REFERENCE = "reparameterization"
+
+
+def curves_path(out: str | Path) -> Path:
+    """Where the training curves of a run go: results.csv -> results-training.csv."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-training{out.suffix or '.csv'}")
 
 
 def estbench_version() -> str:
@@ -114,13 +128,46 @@ class Cell:
         return f"{self.estimator}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
 
 
+def _reference_first(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: n != REFERENCE)  # stable: otherwise the order given
+
+
 def cells(sweep: Sweep) -> Iterator[Cell]:
+    """Every cell of the sweep; within a setting the reference estimator comes first."""
     for pname in sweep.problem:
         problem = problems.get(pname)
         for setting in problem.settings(sweep):
             for n in sweep.n_samples:
-                for ename in sweep.estimator:
+                for ename in _reference_first(sweep.estimator):
                     yield Cell(problem, ename, setting, n)
+
+
+def curve_cells(sweep: Sweep) -> list[Cell]:
+    """Training-curve tasks: one per problem that trains, curve setting, n_samples and estimator."""
+    if sweep.train_steps <= 0:
+        return []
+    out, seen = [], set()
+    for pname in sweep.problem:
+        problem = problems.get(pname)
+        if not problem.trains:
+            continue
+        for setting in problem.settings(sweep):
+            key = problem.curve_setting(setting)
+            if key in seen:
+                continue
+            seen.add(key)
+            for n in sweep.n_samples:
+                for ename in _reference_first(sweep.estimator):
+                    out.append(Cell(problem, ename, key, n))
+    return out
+
+
+def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
+    """Largest |z| over coordinates between two independent cells' mean gradients."""
+    se2 = stats.coords.var / stats.n + ref.coords.var / ref.n
+    diff = (stats.coords.mean - ref.coords.mean).abs()
+    z = torch.where(se2 > 0, diff / se2.clamp_min(1e-300).sqrt(), torch.where(diff > 0, torch.inf, 0.0))
+    return z.max().item()
 
 
 def _check_grads(grads: dict[str, torch.Tensor], groups: tuple[str, ...], r: int) -> None:
@@ -152,9 +199,10 @@ def estimate_cell(
     """Draw ``replicates`` estimates; return streaming stats per group and the wall time (s)."""
     chunk = max(1, min(replicates, problem.chunk_size(setting, n_samples)))
     state = estimator.init_state()
-    if estimator.stateful:  # warm the state up; not timed, not measured
-        for _ in range(WARMUP_CALLS):
-            state = problem.chunk(estimator, setting, prepared, n_samples, min(chunk, 100), state, ctx).state
+    # Warm-up, neither timed nor measured: one small call pays one-time costs (allocator,
+    # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
+    for _ in range(WARMUP_CALLS if estimator.stateful else 1):
+        state = problem.chunk(estimator, setting, prepared, n_samples, min(chunk, 100), state, ctx).state
     stats = {g: GradientStats() for g in problem.groups}
     _sync(ctx)
     start = time.perf_counter()
@@ -192,6 +240,21 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
 
 def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict[str, Any]]:
     """Run one cell; never raises for a failing estimator (the rows say 'failed')."""
+    return measure_cell(cell, sweep, prepared, ctx)[0]
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = f"{type(exc).__name__}: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        msg += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+    return msg
+
+
+def measure_cell(
+    cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
+) -> tuple[list[dict[str, Any]], dict[str, GradientStats] | None]:
+    """Rows of one cell and, if it succeeded, its per-group statistics."""
     seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator, cell.problem.setting_label(cell.setting), cell.n_samples)
     base = _base_row(cell, sweep, seed)
     groups = cell.problem.groups
@@ -201,13 +264,9 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
         stats, elapsed = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples, sweep.replicates, ctx)
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
-        return [{**base, "parameter": g, "status": status, "error": str(exc)} for g in groups]
+        return [{**base, "parameter": g, "status": status, "error": str(exc)} for g in groups], None
     except Exception as exc:  # isolate: one broken estimator must not stop the sweep
-        msg = f"{type(exc).__name__}: {exc}"
-        tb = traceback.extract_tb(exc.__traceback__)
-        if tb:
-            msg += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
-        return [{**base, "parameter": g, "status": "failed", "error": msg} for g in groups]
+        return [{**base, "parameter": g, "status": "failed", "error": _error_text(exc)} for g in groups], None
     truth = cell.problem.true_gradient(cell.setting, ctx)
     rows = []
     for g in groups:
@@ -229,7 +288,22 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
                 "error": "",
             }
         )
-    return rows
+    return rows, stats
+
+
+def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
+    """Training-curve rows of one estimator; a failure becomes one 'failed' row."""
+    base = {"problem": cell.problem.name, "estimator": cell.estimator, **cell.problem.columns(cell.setting),
+            "n_samples": cell.n_samples, "seed": sweep.seed}
+    try:
+        estimator = estimators.get(cell.estimator)
+        points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
+    except EstimatorError as exc:
+        status = "skipped" if exc.capability else "failed"
+        return [{**base, "status": status, "error": str(exc)}]
+    except Exception as exc:
+        return [{**base, "status": "failed", "error": _error_text(exc)}]
+    return [{**base, **p, "error": ""} for p in points]
 
 
 def run(
@@ -239,26 +313,46 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run every cell of ``sweep``; append rows to ``out`` as cells complete. Returns all rows."""
     sweep.validate()
-    ctx = Context(dtype=getattr(torch, sweep.dtype), device=sweep.device)
+    ctx = sweep.context()
     all_cells = list(cells(sweep))  # validates every setting before any work
+    for pname in sweep.problem:
+        problems.get(pname).check(ctx)
+    training = curve_cells(sweep)
     writer = ResultWriter(out) if out is not None else None
+    curve_writer = ResultWriter(curves_path(out), CURVE_COLUMNS) if out is not None and training else None
     rows: list[dict[str, Any]] = []
     prepared_cache: dict[tuple[str, Any], Any] = {}
+    reference: dict[tuple[str, Any, int], dict[str, GradientStats]] = {}
     try:
         for cell in all_cells:
             key = (cell.problem.name, cell.setting)
             if key not in prepared_cache:
                 prepared_cache.clear()  # one setting's data at a time
+                reference.clear()
                 prepared_cache[key] = cell.problem.prepare(cell.setting, ctx)
-            cell_rows = run_cell(cell, sweep, prepared_cache[key], ctx)
+            cell_rows, stats = measure_cell(cell, sweep, prepared_cache[key], ctx)
+            ref_key = (cell.problem.name, cell.setting, cell.n_samples)
+            if stats is not None and cell.estimator == REFERENCE:
+                reference[ref_key] = stats
+            elif stats is not None and ref_key in reference:
+                for row in cell_rows:
+                    row["agreement_z"] = agreement_z(stats[row["parameter"]], reference[ref_key][row["parameter"]])
             rows.extend(cell_rows)
             if writer is not None:
                 writer.write(cell_rows)
             if progress is not None:
                 progress(cell)
+        prepared_cache.clear()
+        for cell in training:
+            points = curve_rows(cell, sweep, ctx)
+            if curve_writer is not None:
+                curve_writer.write(points)
+            if progress is not None:
+                progress(cell)
     finally:
-        if writer is not None:
-            writer.close()
+        for w in (writer, curve_writer):
+            if w is not None:
+                w.close()
     return rows
 
 
@@ -266,4 +360,5 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
     return sum(1 for r in rows if r.get("status") == "failed")
 
 
-__all__ = ["COLUMNS", "Cell", "ResultWriter", "cell_seed", "cells", "estimate_cell", "run", "run_cell", "n_failed"]
+__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "ResultWriter", "cell_seed", "cells", "curve_cells", "curves_path",
+           "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]

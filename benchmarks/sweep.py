@@ -38,13 +38,21 @@ def _default(*values: Any):
 
 @dataclass
 class Sweep:
-    problem: list[str] = field(default_factory=problems.available)
+    problem: list[str] = field(default_factory=problems.defaults)
     estimator: list[str] = field(default_factory=estimators.available)
     # toy Gaussian settings (swept as a Cartesian product)
     mu: list[float] = _default(1.0)
     sigma: list[float] = _default(1.0)
     k: list[float] = _default(1.0)
     dim: list[int] = _default(1)
+    # VAE settings (swept as a Cartesian product)
+    checkpoint: list[str] = _default("untrained", "trained")
+    hidden: list[int] = _default(256)
+    latent: list[int] = _default(8)
+    batch: list[int] = _default(128)
+    checkpoint_steps: int = 2000  # pathwise Adam steps that make the "trained" checkpoint
+    train_steps: int = 1000  # steps of each estimator's training curve; 0 = no curves
+    data_dir: str | None = None  # MNIST IDX files, for vae-mnist
     # every problem
     n_samples: list[int] = _default(4)
     replicates: int = 1000
@@ -73,6 +81,21 @@ class Sweep:
         for n in self.n_samples:
             if n < 1:
                 raise SweepError(f"n_samples must be >= 1, got n_samples={n}")
+        for c in self.checkpoint:
+            if c not in ("untrained", "trained"):
+                raise SweepError(f"checkpoint must be one of untrained, trained; got {c!r}")
+        for name, values in (("hidden", self.hidden), ("latent", self.latent), ("batch", self.batch)):
+            for v in values:
+                if v < 1:
+                    raise SweepError(f"{name} must be >= 1, got {name}={v}")
+        for name in ("checkpoint_steps", "train_steps"):
+            if getattr(self, name) < 0:
+                raise SweepError(f"{name} must be >= 0, got {name}={getattr(self, name)}")
+        if "vae-mnist" in self.problem:
+            if self.data_dir is None:
+                raise SweepError("problem vae-mnist needs --data-dir DIR (a directory with the MNIST IDX files)")
+            if not Path(self.data_dir).is_dir():
+                raise SweepError(f"--data-dir {self.data_dir}: no such directory")
         if self.replicates < 2:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):
@@ -81,13 +104,23 @@ class Sweep:
             raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
 
+    def context(self):
+        """The typed computing context shared by the cells of this sweep."""
+        import torch
+
+        return problems.Context(dtype=getattr(torch, self.dtype), device=self.device, seed=self.seed,
+                                data_dir=self.data_dir, checkpoint_steps=self.checkpoint_steps,
+                                train_steps=self.train_steps)
+
     def with_overrides(self, **values: Any) -> "Sweep":
         """A copy with the given fields replaced; None values are ignored."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
-_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in ("replicates", "seed", "dtype", "device")}
-_TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str}
+_SCALAR_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
+_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in (*_SCALAR_INT, "dtype", "device", "data_dir")}
+_TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str,
+          "checkpoint": str, "hidden": int, "latent": int, "batch": int}
 
 
 def _coerce(path: Path, key: str, value: Any) -> Any:
@@ -103,7 +136,7 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
                 raise SweepError(f"{path}: {key} must be a list of {want.__name__} values, got {v!r}")
             out.append(want(v))
         return out
-    if key in ("replicates", "seed"):
+    if key in _SCALAR_INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise SweepError(f"{path}: {key} must be an integer, got {value!r}")
         return value

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import estimators
 from benchmarks import problems
+from benchmarks.data import DataError
 from benchmarks.problems import SettingError
 from benchmarks.sweep import Sweep, SweepError, load_toml
 
@@ -43,6 +44,17 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sigma", nargs="+", type=float, help="standard deviation, > 0 (default: 1)")
     s.add_argument("--k", nargs="+", type=float, help="parameter of the test function (default: 1)")
     s.add_argument("--dim", nargs="+", type=_positive_int, help="dimension, >= 1 (default: 1)")
+    v = p.add_argument_group("VAE settings (vae-digits, vae-mnist)")
+    v.add_argument("--checkpoint", nargs="+", choices=["untrained", "trained"],
+                   help="where the encoder-gradient variance is measured (default: untrained trained)")
+    v.add_argument("--hidden", nargs="+", type=_positive_int, help="hidden width of encoder and decoder (default: 256)")
+    v.add_argument("--latent", nargs="+", type=_positive_int, help="latent size (default: 8)")
+    v.add_argument("--batch", nargs="+", type=_positive_int, help="images per ELBO estimate (default: 128)")
+    v.add_argument("--checkpoint-steps", type=_positive_int, dest="checkpoint_steps",
+                   help="Adam steps with the pathwise estimator that make the trained checkpoint (default: 2000)")
+    v.add_argument("--train-steps", type=_positive_int, dest="train_steps",
+                   help="Adam steps of each estimator's training curve; 0 for none (default: 1000)")
+    v.add_argument("--data-dir", dest="data_dir", help="directory with MNIST IDX files, for vae-mnist")
     r = p.add_argument_group("estimates")
     r.add_argument("--n-samples", nargs="+", type=_positive_int, dest="n_samples",
                    help="draws per gradient estimate (default: 4)")
@@ -64,7 +76,8 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     _load_plugins(args.plugin)
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     sweep = Sweep().with_overrides(**values)
-    names = ["problem", "estimator", "mu", "sigma", "k", "dim", "n_samples", "replicates", "seed", "dtype", "device"]
+    names = ["problem", "estimator", "mu", "sigma", "k", "dim", "checkpoint", "hidden", "latent", "batch",
+             "checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device"]
     sweep = sweep.with_overrides(**{n: getattr(args, n) for n in names})
     return sweep.validate()
 
@@ -89,12 +102,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import runner
 
     sweep = sweep_from_args(args)
-    all_cells = list(runner.cells(sweep))
+    all_cells = list(runner.cells(sweep)) + runner.curve_cells(sweep)
     bar = _progress(len(all_cells), args.quiet)
     rows = runner.run(sweep, out=args.out, progress=lambda cell: bar(cell.label))
     bar(None)
     failed = runner.n_failed(rows)
     print(f"wrote {len(rows)} rows ({len(all_cells)} cells) to {args.out}", file=sys.stderr)
+    if runner.curve_cells(sweep):
+        print(f"wrote training curves to {runner.curves_path(args.out)}", file=sys.stderr)
     if failed:
         print(f"{failed} rows failed; see the status and error columns of {args.out}", file=sys.stderr)
         return EXIT_FAILED_CELLS
@@ -153,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, SweepError, SettingError, estimators.UnknownNameError, estimators.PluginError) as exc:
+    except (UsageError, SweepError, SettingError, DataError, estimators.UnknownNameError, estimators.PluginError) as exc:
         print(f"estbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -22,6 +22,11 @@ class Context:
 
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+    seed: int = 0
+    #: VAE problems: where MNIST lives, steps of the pathwise checkpoint, steps of each training curve
+    data_dir: str | None = None
+    checkpoint_steps: int = 2000
+    train_steps: int = 0
 
 
 @dataclass
@@ -43,10 +48,15 @@ class Problem(abc.ABC):
     description: ClassVar[str]
     #: parameter groups whose gradients are reported, in order
     groups: ClassVar[tuple[str, ...]]
+    #: whether the problem records training curves per estimator (see curves())
+    trains: ClassVar[bool] = False
 
     @abc.abstractmethod
     def settings(self, sweep: Any) -> list[Any]:
         """The settings objects (frozen dataclasses) this problem runs for a sweep."""
+
+    def check(self, ctx: Context) -> None:
+        """Raise a clear error (e.g. DataError) if the problem cannot run at all; called before any work."""
 
     def prepare(self, setting: Any, ctx: Context) -> Any:
         """One-time work for a setting (data, checkpoints), shared by its cells; not timed."""
@@ -68,6 +78,14 @@ class Problem(abc.ABC):
     def chunk_size(self, setting: Any, n_samples: int) -> int:
         """How many replicates to compute at once (bounds memory)."""
         return 1000
+
+    def curves(self, estimator: Estimator, setting: Any, n_samples: int, ctx: Context) -> list[dict[str, Any]] | None:
+        """Training-curve rows for an estimator, for problems that train a model (else None)."""
+        return None
+
+    def curve_setting(self, setting: Any) -> Any:
+        """The setting a training curve depends on (settings that map to the same one share a curve)."""
+        return setting
 
     def true_gradient(self, setting: Any, ctx: Context) -> dict[str, torch.Tensor] | None:
         """{group: [P]} the exact gradient, or None where no closed form exists."""

@@ -1,0 +1,93 @@
+"""Data for the VAE problems, read from disk only (nothing is downloaded).
+
+- ``digits``: scikit-learn's handwritten digits (1797 images of 8x8, shipped
+  inside the scikit-learn package), scaled to [0, 1], split 1497 / 300 by a
+  fixed permutation.
+- ``mnist``: the standard MNIST IDX files in a directory the user names
+  (``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte``, gzip or not),
+  scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DIGITS_TEST = 300
+DIGITS_SPLIT_SEED = 20131220  # Kingma & Welling's arXiv date; fixed forever
+
+
+class DataError(ValueError):
+    """Missing or malformed data; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: torch.Tensor  # [N, D] in [0, 1], float32
+    test: torch.Tensor  # [M, D]
+    shape: tuple[int, int]  # image height, width
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[1]
+
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    images = sk_load_digits().data.astype(np.float32) / 16.0  # [1797, 64], pixel values 0..16
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(images))
+    test, train = order[:DIGITS_TEST], order[DIGITS_TEST:]
+    return Dataset("digits", torch.from_numpy(images[train]), torch.from_numpy(images[test]), (8, 8))
+
+
+IDX_IMAGE_MAGIC = 2051
+MNIST_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+
+
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """Read an IDX3 image file (gzip or not) into uint8 [N, rows, cols]."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: corrupt gzip data ({exc})") from exc
+    if len(raw) < 16:
+        raise DataError(f"{path}: too short for an IDX image file ({len(raw)} bytes, header needs 16)")
+    magic, n, rows, cols = struct.unpack(">iiii", raw[:16])
+    if magic != IDX_IMAGE_MAGIC:
+        raise DataError(f"{path}: not an IDX image file (magic number {magic}, expected {IDX_IMAGE_MAGIC})")
+    expected = 16 + n * rows * cols
+    if len(raw) != expected:
+        raise DataError(f"{path}: header says {n} images of {rows}x{cols} ({expected} bytes), file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx3", ".idx3"), stem.replace("-idx3", ".idx3") + ".gz"):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise DataError(f"missing MNIST file {data_dir / stem}[.gz] (expected {stem} or {stem}.gz in {data_dir})")
+
+
+def load_mnist(data_dir: str | Path) -> Dataset:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"MNIST data directory {data_dir} does not exist")
+    arrays = {split: read_idx_images(_find(data_dir, stem)) for split, stem in MNIST_FILES.items()}
+    rows, cols = arrays["train"].shape[1:]
+    if arrays["test"].shape[1:] != (rows, cols):
+        raise DataError(f"{data_dir}: train images are {rows}x{cols} but test images are {arrays['test'].shape[1:]}")
+    flat = {k: torch.from_numpy(v.reshape(len(v), -1).astype(np.float32) / 255.0) for k, v in arrays.items()}
+    return Dataset("mnist", flat["train"], flat["test"], (rows, cols))

@@ -1,0 +1,302 @@
+"""The variational autoencoder of Kingma & Welling (2014) as a benchmark problem.
+
+Model: an MLP encoder gives the mean and log-variance of a diagonal Gaussian
+q(z | x); prior p(z) = N(0, I); an MLP decoder gives Bernoulli logits over the
+pixels. Per image,
+
+    ELBO(x) = E_{q(z|x)} [log p(x | z)] - KL(q(z | x) || p(z)),
+
+with the KL in closed form (torch.distributions.kl_divergence). The encoder
+returns a *distribution*; the estimator decides how to differentiate the
+expectation, with f(z) = log p(x | z). So the same estimator objects serve the
+toy problems and the VAE. Pixel values in [0, 1] are used as Bernoulli
+targets, as is usual for the VAE on grey-level images.
+
+What is measured (per estimator, ``estbench run --problem vae-digits``):
+
+1. **Gradient variance** of the ELBO averaged over a fixed batch of training
+   images, with respect to all encoder parameters, at two checkpoints: the
+   untrained model and the model after ``checkpoint_steps`` Adam steps with the
+   pathwise estimator (made once per run, seeded). No closed form exists: the
+   reference is the pathwise estimator's mean, and ``agreement_z`` is the
+   largest |z| over coordinates between an estimator's mean and it.
+
+   Vectorization: the encoder is deterministic given x, so its outputs
+   (mu, log-variance) [B, 2L] are computed once and expanded per replicate to
+   [r, B, 2L] leaves; one autograd call through the estimator's surrogate and
+   the decoder gives each replicate's gradient with respect to them, and a
+   vmapped vector-Jacobian product of the encoder (torch.func.vjp + vmap)
+   carries the r cotangents to the encoder parameters. No loop over replicates.
+
+2. **Training curves**: each estimator trains a fresh model (same seed, same
+   number of steps, Adam), recording the training ELBO of each step and the
+   held-out test ELBO (Monte Carlo, several z per image) against step and wall
+   time. A run that produces a non-finite loss is marked ``diverged`` and one
+   whose test ELBO improves by less than 1 nat per image is ``stalled``; both
+   are kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+from torch.func import functional_call, vjp, vmap
+
+from estimators import Estimator
+
+from ..data import Dataset, load_digits, load_mnist
+from .base import Chunk, Context, Problem, product
+
+STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
+
+
+@dataclass(frozen=True)
+class VAESetting:
+    checkpoint: str  # "untrained" or "trained"
+    hidden: int
+    latent: int
+    batch: int
+
+
+class VAE(nn.Module):
+    """MLP encoder -> diagonal Gaussian q(z|x); MLP decoder -> Bernoulli logits."""
+
+    def __init__(self, x_dim: int, hidden: int, latent: int):
+        super().__init__()
+        self.latent = latent
+        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
+
+    @staticmethod
+    def q_from(enc_out: torch.Tensor) -> Independent:
+        """q(z|x) from encoder outputs [..., 2L] (mean, log-variance)."""
+        mu, logvar = enc_out.chunk(2, dim=-1)
+        # validate_args=False: the checks are data-dependent branches, which vmap cannot trace
+        return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1)
+
+    def q(self, x: torch.Tensor) -> Independent:  # x: [B, D]
+        return self.q_from(self.encoder(x))
+
+    def prior_like(self, q: Independent) -> Independent:
+        base = q.base_dist
+        return Independent(Normal(torch.zeros_like(base.loc), torch.ones_like(base.scale), validate_args=False), 1)
+
+    def kl(self, q: Independent) -> torch.Tensor:
+        return kl_divergence(q, self.prior_like(q))
+
+    def log_likelihood(self, x: torch.Tensor):
+        """f(z) = log p(x | z): z [n, *B, L] -> [n, *B], for data x [B_data, D]."""
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            logits = self.decoder(z)
+            return Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
+
+        return f
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, n_samples: int = 10) -> torch.Tensor:
+        """Monte Carlo ELBO per image [B], averaging n_samples z per image."""
+        q = self.q(x)
+        z = q.sample((n_samples,))
+        return self.log_likelihood(x)(z).mean(0) - self.kl(q)
+
+    @torch.no_grad()
+    def iwae(self, x: torch.Tensor, k: int = 100) -> torch.Tensor:
+        """Importance-weighted bound with k samples per image [B] (Burda et al. 2016)."""
+        q = self.q(x)
+        z = q.sample((k,))  # [k, B, L]
+        prior = self.prior_like(q)
+        log_w = self.log_likelihood(x)(z) + prior.log_prob(z) - q.log_prob(z)
+        return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+def elbo_step_loss(model: VAE, x: torch.Tensor, est: Estimator, n_samples: int, state: Any):
+    """(negative mean ELBO surrogate for Adam, MC ELBO value, new estimator state)."""
+    q = model.q(x)
+    sur = est(q, model.log_likelihood(x), n_samples, state)
+    elbo = sur.loss - model.kl(q)  # [B]
+    return -elbo.mean(), elbo.detach().mean(), sur.state
+
+
+def train(
+    model: VAE,
+    data: Dataset,
+    est: Estimator,
+    steps: int,
+    batch: int,
+    n_samples: int,
+    seed: int,
+    lr: float = 1e-3,
+    eval_every: int = 0,
+    eval_samples: int = 10,
+    eval_max: int = 1000,
+) -> list[dict[str, Any]]:
+    """Train with Adam; return curve rows (step, wall_time_s, elbo_train, elbo_test, status).
+
+    Seeded: the batch order and the estimator's draws come from ``seed``. The
+    training ELBO of a logged step is the mean over the steps since the last
+    log; wall time counts training only, not evaluation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    test = data.test[:eval_max]
+    state = est.init_state()
+    rows: list[dict[str, Any]] = []
+    log_points = set(range(0, steps + 1, eval_every)) if eval_every else set()
+    log_points.add(steps)
+
+    def log(step: int, wall: float, train_elbo: float, status: str) -> None:
+        rows.append({"step": step, "wall_time_s": wall, "elbo_train": train_elbo,
+                     "elbo_test": model.elbo(test, eval_samples).mean().item(), "status": status})
+
+    log(0, 0.0, math.nan, "ok")
+    wall, acc, count = 0.0, 0.0, 0
+    perm = torch.randperm(len(data.train), generator=gen)
+    pos = 0
+    for step in range(1, steps + 1):
+        if pos + batch > len(perm):
+            perm, pos = torch.randperm(len(data.train), generator=gen), 0
+        x = data.train[perm[pos : pos + batch]]
+        pos += batch
+        start = time.perf_counter()
+        loss, value, state = elbo_step_loss(model, x, est, n_samples, state)
+        if not torch.isfinite(loss):
+            wall += time.perf_counter() - start
+            rows.append({"step": step, "wall_time_s": wall, "elbo_train": value.item(),
+                         "elbo_test": math.nan, "status": "diverged"})
+            return rows
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        wall += time.perf_counter() - start
+        acc += value.item()
+        count += 1
+        if step in log_points:
+            log(step, wall, acc / count, "ok")
+            acc, count = 0.0, 0
+    if not math.isfinite(rows[-1]["elbo_test"]):
+        rows[-1]["status"] = "diverged"
+    elif rows[-1]["elbo_test"] - rows[0]["elbo_test"] < STALL_NATS:
+        rows[-1]["status"] = "stalled"
+    return rows
+
+
+def _dataset(kind: str, data_dir: str | None) -> Dataset:
+    """The data set, read once per process; a changed MNIST directory is read again."""
+    stamp = None
+    if kind == "mnist" and data_dir is not None and Path(data_dir).is_dir():
+        stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(data_dir).iterdir()))
+    return _load_dataset(kind, data_dir, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(kind: str, data_dir: str | None, stamp: Any) -> Dataset:
+    return load_digits() if kind == "digits" else load_mnist(data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint(kind: str, data_dir: str | None, hidden: int, latent: int, batch: int, steps: int, seed: int) -> dict:
+    """Weights of the pathwise-trained checkpoint (made once per process, seeded)."""
+    from estimators import Reparameterization
+
+    data = _dataset(kind, data_dir)
+    torch.manual_seed(seed)
+    model = VAE(data.dim, hidden, latent)
+    train(model, data, Reparameterization(), steps, batch, n_samples=1, seed=seed)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Prepared:
+    model: VAE
+    x: torch.Tensor  # the fixed batch [B, D]
+    enc_out: torch.Tensor  # encoder outputs [B, 2L], detached
+    vjp_fn: Any  # cotangent [B, 2L] -> ({name: grad},)
+    n_params: int
+
+
+class VAEProblem(Problem):
+    groups = ("encoder",)
+    trains = True
+    data_kind: str
+
+    def check(self, ctx: Context) -> None:
+        """Read the data now, so a missing or malformed file is reported before any work."""
+        self.dataset(ctx)
+
+    def curve_setting(self, setting: VAESetting) -> VAESetting:
+        return VAESetting("untrained", setting.hidden, setting.latent, setting.batch)
+
+    def settings(self, sweep: Any) -> list[VAESetting]:
+        out = []
+        for c in product(checkpoint=sweep.checkpoint, hidden=sweep.hidden, latent=sweep.latent, batch=sweep.batch):
+            out.append(VAESetting(**c))
+        return out
+
+    def dataset(self, sweep_or_ctx: Any) -> Dataset:
+        return _dataset(self.data_kind, getattr(sweep_or_ctx, "data_dir", None))
+
+    def model(self, setting: VAESetting, ctx: Context) -> VAE:
+        """The model at a checkpoint, seeded from the run's seed."""
+        data = self.dataset(ctx)
+        torch.manual_seed(ctx.seed)
+        model = VAE(data.dim, setting.hidden, setting.latent)
+        if setting.checkpoint == "trained":
+            model.load_state_dict(_checkpoint(self.data_kind, ctx.data_dir, setting.hidden, setting.latent,
+                                              setting.batch, ctx.checkpoint_steps, ctx.seed))
+        return model.to(dtype=ctx.dtype, device=ctx.device)
+
+    def prepare(self, setting: VAESetting, ctx: Context) -> Prepared:
+        data = self.dataset(ctx)
+        model = self.model(setting, ctx)
+        model.decoder.requires_grad_(False)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        idx = torch.randperm(len(data.train), generator=gen)[: setting.batch]
+        x = data.train[idx].to(dtype=ctx.dtype, device=ctx.device)
+        params = {k: v.detach() for k, v in model.encoder.named_parameters()}
+        enc_out, vjp_fn = vjp(lambda p: functional_call(model.encoder, p, (x,)), params)
+        n_params = sum(p.numel() for p in params.values())
+        return Prepared(model, x, enc_out.detach(), vjp_fn, n_params)
+
+    def chunk_size(self, setting: VAESetting, n_samples: int) -> int:
+        # bound the decoder's hidden activations [n, r, B, hidden] to about 2^24 elements
+        return max(1, (1 << 24) // (n_samples * setting.batch * setting.hidden))
+
+    def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
+              replicates: int, state: Any, ctx: Context) -> Chunk:
+        out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
+        q = VAE.q_from(out)
+        sur = estimator(q, prep.model.log_likelihood(prep.x), n_samples, state)  # loss [r, B]
+        elbo = (sur.loss - prep.model.kl(q)).mean(-1)  # [r]: ELBO averaged over the batch
+        (g_out,) = torch.autograd.grad(elbo.sum(), out)  # [r, B, 2L]
+        (grads,) = vmap(prep.vjp_fn)(g_out)  # {name: [r, *shape]}
+        flat = torch.cat([g.reshape(replicates, -1) for g in grads.values()], dim=1)  # [r, P]
+        return Chunk(grads={"encoder": flat}, state=sur.state)
+
+    def curves(self, estimator: Estimator, setting: VAESetting, n_samples: int, ctx: Context) -> list[dict[str, Any]]:
+        """Training curve of ``estimator`` from the untrained model (see module docstring)."""
+        model = self.model(self.curve_setting(setting), ctx)
+        return train(model, self.dataset(ctx), estimator, ctx.train_steps, setting.batch, n_samples,
+                     seed=ctx.seed, eval_every=max(1, ctx.train_steps // 20), eval_max=1000)
+
+
+class VAEDigits(VAEProblem):
+    name = "vae-digits"
+    description = "Kingma & Welling VAE on scikit-learn's 8x8 digits (shipped, offline); encoder gradient"
+    data_kind = "digits"
+
+
+class VAEMnist(VAEProblem):
+    name = "vae-mnist"
+    description = "the same VAE on MNIST read from IDX files in --data-dir DIR"
+    data_kind = "mnist"
+    needs_data_dir = True

@@ -1,0 +1,188 @@
+"""The VAE problem: ELBO, vectorized encoder gradients, agreement, training, data loading."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Independent, Normal
+
+import estimators
+from benchmarks import problems, runner
+from benchmarks.data import DataError, load_digits, load_mnist, read_idx_images
+from benchmarks.problems import Context, VAE, VAESetting
+from benchmarks.problems.vae import train
+from benchmarks.sweep import Sweep
+from estbench.cli import main
+
+from .statutil import z_bound
+
+SMALL = VAESetting(checkpoint="untrained", hidden=16, latent=2, batch=16)
+
+
+def small_model(seed: int = 0) -> tuple[VAE, torch.Tensor]:
+    data = load_digits()
+    torch.manual_seed(seed)
+    model = VAE(data.dim, hidden=32, latent=4).double()
+    return model, data.train[:64].double()
+
+
+def test_digits_are_shipped_scaled_and_split():
+    d = load_digits()
+    assert d.train.shape == (1497, 64) and d.test.shape == (300, 64)
+    assert d.train.min() >= 0 and d.train.max() <= 1 and d.train.max() == 1
+    again = load_digits()
+    assert torch.equal(d.test, again.test)  # fixed split
+
+
+def test_kl_term_matches_monte_carlo_kl():
+    """Closed-form KL(q || p) per image vs the mean of log q(z) - log p(z), z ~ q (z-test per image)."""
+    model, x = small_model()
+    S = 20_000
+    with torch.no_grad():
+        q = model.q(x)
+        z = q.sample((S,))  # [S, B, L]
+        log_ratio = q.log_prob(z) - model.prior_like(q).log_prob(z)  # [S, B]
+        closed = model.kl(q)
+    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(S)
+    z_max = ((mc - closed).abs() / se).max().item()
+    assert z_max <= z_bound(n_assertions=x.shape[0]), z_max
+
+
+def test_elbo_lies_below_importance_weighted_bound():
+    """Burda et al. 2016: E[IWAE_100] >= ELBO. One-sided z-test on the batch mean of the per-image gap."""
+    model, x = small_model()
+    torch.manual_seed(1)
+    gap = model.iwae(x, k=100) - model.elbo(x, n_samples=1000)  # [B]
+    se = gap.std() / math.sqrt(len(gap))
+    assert gap.mean() > z_bound(1, two_sided=False) * se, (gap.mean().item(), se.item())
+
+
+class MeanEstimator(estimators.Estimator):
+    """A deterministic 'estimator' (f at the mean of q): every replicate's gradient is the same
+    and equals plain autograd through the whole model, which checks the vectorized chain exactly."""
+
+    name = "test-at-the-mean"
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        x = dist.mean.expand(n_samples, *dist.mean.shape)
+        fx = f(x)
+        return estimators.Surrogate(loss=fx.mean(0), f=fx.detach())
+
+
+def test_vectorized_encoder_gradient_equals_plain_autograd():
+    problem = problems.get("vae-digits")
+    ctx = Context(dtype=torch.float64, seed=3)
+    prep = problem.prepare(SMALL, ctx)
+    out = problem.chunk(MeanEstimator(), SMALL, prep, 2, 3, None, ctx)
+    g = out.grads["encoder"]  # [3, P]
+    assert g.shape == (3, prep.n_params)
+    model = prep.model
+    q = model.q(prep.x)
+    elbo = (model.log_likelihood(prep.x)(q.mean[None]).mean(0) - model.kl(q)).mean()
+    want = torch.cat([p.reshape(-1) for p in torch.autograd.grad(elbo, list(model.encoder.parameters()))])
+    for r in range(3):
+        torch.testing.assert_close(g[r], want)
+
+
+def test_all_estimators_agree_on_the_mean_encoder_gradient():
+    """Seeded z-test: every estimator's mean gradient equals the pathwise one, coordinate by coordinate."""
+    sweep = Sweep(problem=["vae-digits"], estimator=estimators.builtin_names(), checkpoint=["untrained"],
+                  hidden=[SMALL.hidden], latent=[SMALL.latent], batch=[SMALL.batch], n_samples=[4],
+                  replicates=3000, seed=5, train_steps=0, dtype="float64")
+    rows = runner.run(sweep)
+    assert {r["status"] for r in rows} == {"ok"}
+    n_params = 64 * 16 + 16 + 16 * 4 + 4
+    others = [r for r in rows if r["estimator"] != "reparameterization"]
+    z = z_bound(n_assertions=len(others) * n_params)
+    for r in others:
+        assert r["agreement_z"] <= z, (r["estimator"], r["agreement_z"], z)
+    # and the score-function estimators are the noisy ones, by orders of magnitude
+    var = {r["estimator"]: r["total_variance"] for r in rows}
+    assert var["reinforce"] > 100 * var["reparameterization"]
+
+
+def test_pathwise_training_improves_test_elbo():
+    data = load_digits()
+    torch.manual_seed(0)
+    model = VAE(data.dim, hidden=256, latent=8)
+    curve = train(model, data, estimators.get("reparameterization"), steps=300, batch=128, n_samples=1,
+                  seed=0, eval_every=100)
+    first, last = curve[0]["elbo_test"], curve[-1]["elbo_test"]
+    assert [p["step"] for p in curve] == [0, 100, 200, 300]
+    assert last - first > 10.0, (first, last)  # about -45 -> -26 nats per image (README)
+    assert curve[-1]["status"] == "ok"
+
+
+class NonreparameterizedNormal(Normal):
+    """Pyro's test fake: a Normal that does not offer rsample."""
+
+    has_rsample = False
+
+
+def test_reparameterization_of_a_latent_without_rsample_is_a_clear_error():
+    model, x = small_model()
+    enc = model.encoder(x)
+    mu, logvar = enc.chunk(2, -1)
+    q = Independent(NonreparameterizedNormal(mu, torch.exp(0.5 * logvar)), 1)
+    with pytest.raises(estimators.EstimatorError, match="reparameterization.*Independent\\(NonreparameterizedNormal\\).*rsample"):
+        estimators.get("reparameterization")(q, model.log_likelihood(x), 2)
+    sur = estimators.get("reinforce")(q, model.log_likelihood(x), 2)  # the score function still works
+    sur.loss.sum().backward()
+    assert model.encoder[0].weight.grad is not None
+
+
+# -- MNIST IDX files ----------------------------------------------------------
+
+def write_idx(path, images: np.ndarray, compress: bool = False, magic: int = 2051) -> None:
+    n, rows, cols = images.shape
+    raw = struct.pack(">iiii", magic, n, rows, cols) + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 6, 6)), compress=True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (10, 6, 6)))
+    return tmp_path
+
+
+def test_idx_reader_reads_plain_and_gzip(mnist_dir):
+    d = load_mnist(mnist_dir)
+    assert d.train.shape == (40, 36) and d.test.shape == (10, 36) and d.shape == (6, 6)
+    raw = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte")
+    torch.testing.assert_close(d.test, torch.from_numpy(raw.reshape(10, -1).astype(np.float32) / 255))
+
+
+def test_idx_errors_name_the_file(tmp_path, mnist_dir):
+    bad = tmp_path / "bad"
+    write_idx(bad, np.zeros((2, 3, 3)), magic=2049)
+    with pytest.raises(DataError, match=r"bad: not an IDX image file \(magic number 2049"):
+        read_idx_images(bad)
+    bad.write_bytes((mnist_dir / "t10k-images-idx3-ubyte").read_bytes()[:-5])
+    with pytest.raises(DataError, match="bad: header says 10 images of 6x6"):
+        read_idx_images(bad)
+    (mnist_dir / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match="missing MNIST file .*t10k-images-idx3-ubyte"):
+        load_mnist(mnist_dir)
+
+
+def test_vae_mnist_through_the_cli(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "r.csv"
+    args = ["run", "--problem", "vae-mnist", "--estimator", "reinforce", "reparameterization", "--hidden", "8",
+            "--latent", "2", "--batch", "4", "--replicates", "20", "--checkpoint-steps", "5", "--train-steps", "4",
+            "--out", str(out), "--quiet"]
+    assert main(args + ["--data-dir", str(mnist_dir)]) == 0
+    text = out.read_text()
+    assert text.count("vae-mnist") == 4 and ",failed," not in text
+    assert runner.curves_path(out).exists()
+    assert main(args) == 2
+    assert "vae-mnist needs --data-dir DIR" in capsys.readouterr().err
+    (mnist_dir / "t10k-images-idx3-ubyte").unlink()
+    assert main(args + ["--data-dir", str(mnist_dir)]) == 2
+    assert "missing MNIST file" in capsys.readouterr().err
