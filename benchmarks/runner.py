@@ -306,32 +306,60 @@ def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
     return [{**base, **p, "error": ""} for p in points]
 
 
+@dataclass
+class Plan:
+    """The cells of one or more sweeps, without duplicates, each with the sweep it came from."""
+
+    cells: list[tuple[Cell, Sweep]]
+    curves: list[tuple[Cell, Sweep]]
+
+    def __len__(self) -> int:
+        return len(self.cells) + len(self.curves)
+
+
+def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
+    """Validate the sweeps (names, values, data files) and list their distinct cells."""
+    sweeps = [sweeps] if isinstance(sweeps, Sweep) else list(sweeps)
+    plan = Plan([], [])
+    seen: set[tuple] = set()
+    for sweep in sweeps:
+        sweep.validate()
+        for pname in sweep.problem:
+            problems.get(pname).check(sweep.context())
+        how = (sweep.replicates, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps, sweep.train_steps)
+        for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
+            for cell in found:
+                key = (kind, cell.problem.name, cell.estimator, cell.setting, cell.n_samples, how)
+                if key not in seen:
+                    seen.add(key)
+                    (plan.cells if kind == "cell" else plan.curves).append((cell, sweep))
+    return plan
+
+
 def run(
-    sweep: Sweep,
+    sweeps: Sweep | list[Sweep] | Plan,
     out: str | Path | None = None,
     progress: Callable[[Cell], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell of ``sweep``; append rows to ``out`` as cells complete. Returns all rows."""
-    sweep.validate()
-    ctx = sweep.context()
-    all_cells = list(cells(sweep))  # validates every setting before any work
-    for pname in sweep.problem:
-        problems.get(pname).check(ctx)
-    training = curve_cells(sweep)
+    """Run every cell of one or more sweeps; append rows to ``out`` as cells complete. Returns all rows.
+
+    Training curves, for problems that train, go to ``curves_path(out)``.
+    """
+    plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)
     writer = ResultWriter(out) if out is not None else None
-    curve_writer = ResultWriter(curves_path(out), CURVE_COLUMNS) if out is not None and training else None
+    curve_writer = ResultWriter(curves_path(out), CURVE_COLUMNS) if out is not None and plan.curves else None
     rows: list[dict[str, Any]] = []
-    prepared_cache: dict[tuple[str, Any], Any] = {}
-    reference: dict[tuple[str, Any, int], dict[str, GradientStats]] = {}
+    prepared: tuple[Any, Any] = (None, None)  # (key, prepared data): one setting's data at a time
+    reference: dict[tuple, dict[str, GradientStats]] = {}
     try:
-        for cell in all_cells:
-            key = (cell.problem.name, cell.setting)
-            if key not in prepared_cache:
-                prepared_cache.clear()  # one setting's data at a time
-                reference.clear()
-                prepared_cache[key] = cell.problem.prepare(cell.setting, ctx)
-            cell_rows, stats = measure_cell(cell, sweep, prepared_cache[key], ctx)
-            ref_key = (cell.problem.name, cell.setting, cell.n_samples)
+        for cell, sweep in plan.cells:
+            ctx = sweep.context()
+            key = (cell.problem.name, cell.setting, ctx)
+            if prepared[0] != key:
+                prepared = (None, None)
+                prepared = (key, cell.problem.prepare(cell.setting, ctx))
+            cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
+            ref_key = (*key, cell.n_samples, sweep.replicates)
             if stats is not None and cell.estimator == REFERENCE:
                 reference[ref_key] = stats
             elif stats is not None and ref_key in reference:
@@ -342,9 +370,9 @@ def run(
                 writer.write(cell_rows)
             if progress is not None:
                 progress(cell)
-        prepared_cache.clear()
-        for cell in training:
-            points = curve_rows(cell, sweep, ctx)
+        prepared = (None, None)
+        for cell, sweep in plan.curves:
+            points = curve_rows(cell, sweep, sweep.context())
             if curve_writer is not None:
                 curve_writer.write(points)
             if progress is not None:
@@ -360,5 +388,5 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
     return sum(1 for r in rows if r.get("status") == "failed")
 
 
-__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "ResultWriter", "cell_seed", "cells", "curve_cells", "curves_path",
+__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
            "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]

@@ -165,3 +165,31 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             raise SweepError(f"{path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
         out[norm] = _coerce(path, norm, value)
     return out
+
+
+def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
+    """The sweeps of the default report (``estbench report``), from a base sweep's options.
+
+    Three one-axis sweeps of the toy problems around mu = 1, sigma = 1, k = 1, dim = 1,
+    n_samples = 4 (variance against sigma, against mu, against n_samples), and the digits VAE
+    at both checkpoints with training curves. ``quick`` makes each smaller (about a minute).
+    """
+    toys = [p for p in base.problem if p.startswith("gaussian-")]
+    vaes = [p for p in base.problem if not p.startswith("gaussian-")]
+    if quick:
+        sigma, mu, n, r_toy = [0.25, 1.0, 4.0], [-2.0, 0.0, 1.0, 2.0], [2, 4, 16], 200
+        vae = dict(replicates=100, checkpoint_steps=300, train_steps=200)
+    else:
+        sigma, mu, n, r_toy = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0], [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], [1, 2, 4, 8, 16, 32], 1000
+        vae = dict(replicates=1000, checkpoint_steps=2000, train_steps=1000)
+    common = dict(k=[1.0], dim=[1], replicates=r_toy)
+    out = []
+    if toys:
+        out += [
+            replace(base, problem=toys, mu=[1.0], sigma=sigma, n_samples=[4], **common),
+            replace(base, problem=toys, mu=mu, sigma=[1.0], n_samples=[4], **common),
+            replace(base, problem=toys, mu=[1.0], sigma=[1.0], n_samples=n, **common),
+        ]
+    if vaes:
+        out.append(replace(base, problem=vaes, n_samples=[4], **vae))
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import estimators
@@ -16,6 +17,7 @@ from benchmarks import problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
 from benchmarks.sweep import Sweep, SweepError, load_toml
+from reports.report import ResultsError
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
@@ -101,14 +103,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import runner
 
-    sweep = sweep_from_args(args)
-    all_cells = list(runner.cells(sweep)) + runner.curve_cells(sweep)
-    bar = _progress(len(all_cells), args.quiet)
-    rows = runner.run(sweep, out=args.out, progress=lambda cell: bar(cell.label))
+    plan = runner.make_plan(sweep_from_args(args))
+    bar = _progress(len(plan), args.quiet)
+    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label))
     bar(None)
     failed = runner.n_failed(rows)
-    print(f"wrote {len(rows)} rows ({len(all_cells)} cells) to {args.out}", file=sys.stderr)
-    if runner.curve_cells(sweep):
+    print(f"wrote {len(rows)} rows ({len(plan.cells)} cells) to {args.out}", file=sys.stderr)
+    if plan.curves:
         print(f"wrote training curves to {runner.curves_path(args.out)}", file=sys.stderr)
     if failed:
         print(f"{failed} rows failed; see the status and error columns of {args.out}", file=sys.stderr)
@@ -134,6 +135,35 @@ def _progress(total: int, quiet: bool):
     return update
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks import runner
+    from benchmarks.sweep import report_sweeps
+    from reports import build
+
+    out = Path(args.out)
+    command = "estbench report " + " ".join(args.argv)
+    if args.results:
+        report = build(args.results, out, benchmarks=args.benchmarks, command=command)
+        print(f"report rebuilt from {args.results}: {report}", file=sys.stderr)
+        return 0
+    _load_plugins(args.plugin)
+    base = Sweep().with_overrides(estimator=args.estimator, seed=args.seed, dtype=args.dtype, device=args.device,
+                                  problem=args.problem).validate()
+    plan = runner.make_plan(report_sweeps(base, quick=args.quick))
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    bar = _progress(len(plan), args.quiet)
+    rows = runner.run(plan, out=results, progress=lambda cell: bar(cell.label))
+    bar(None)
+    report = build(results, out, benchmarks=args.benchmarks, command=command)
+    print(f"wrote {report} ({len(rows)} result rows in {results})", file=sys.stderr)
+    failed = runner.n_failed(rows)
+    if failed:
+        print(f"{failed} rows failed; they are listed in the report", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from benchmarks import perf
 
@@ -155,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("report", help="run the default sweep (or read --results) and write the variance report")
+    p.add_argument("--out", default="reports/latest", help="report directory (default: reports/latest)")
+    p.add_argument("--results", metavar="FILE", help="rebuild from this results CSV without recomputing")
+    p.add_argument("--benchmarks", metavar="FILE", help="pytest-benchmark JSON to include (from --benchmark-json)")
+    p.add_argument("--quick", action="store_true", help="a smaller sweep for a first look (under a minute)")
+    p.add_argument("--problem", nargs="+", metavar="NAME", help="problems (default: the toys and vae-digits)")
+    p.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators (default: all)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
+    p.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
+    p.add_argument("--dtype", choices=["float64", "float32"])
+    p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("perf", help="speed of the vectorized runner against a per-replicate backward() loop")
     p.add_argument("--replicates", type=_positive_int, default=1000)
     p.add_argument("--dim", type=_positive_int, default=100)
@@ -165,10 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]
     try:
         return args.func(args)
-    except (UsageError, SweepError, SettingError, DataError, estimators.UnknownNameError, estimators.PluginError) as exc:
+    except (UsageError, SweepError, SettingError, DataError, ResultsError, estimators.UnknownNameError,
+            estimators.PluginError) as exc:
         print(f"estbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
