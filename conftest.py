@@ -4,9 +4,20 @@ Plain `pytest` (the CI command) runs the pytest-benchmark files under
 benchmarks/ once each with timing disabled (a smoke run: they are imported
 and executed, but cost no benchmark time). `pytest --benchmark-only` times
 them for real.
+
+Plugins for the benchmarks: `--estbench-plugin FILE_OR_MODULE` (repeatable)
+or the environment variable ESTBENCH_PLUGINS (paths or modules separated by
+os.pathsep).
 """
 
+import os
+
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--estbench-plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                     help="load estbench estimators from a file or module before collecting benchmarks")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -14,3 +25,10 @@ def pytest_configure(config):
     opt = config.option
     if hasattr(opt, "benchmark_only") and not (opt.benchmark_only or opt.benchmark_enable or opt.benchmark_skip):
         opt.benchmark_disable = True
+    specs = list(config.getoption("estbench_plugin") or [])
+    specs += [s for s in os.environ.get("ESTBENCH_PLUGINS", "").split(os.pathsep) if s]
+    if specs:
+        import estimators
+
+        for spec in specs:
+            estimators.load_plugin(spec)

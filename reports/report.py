@@ -35,6 +35,8 @@ VAE_SETTING = ("checkpoint", "hidden", "latent", "batch")
 REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
                     "snr", "time_per_estimate_s", "status")
 FIGURES = "figures"
+TEXT_COLUMNS = ("problem", "estimator", "parameter", "status", "error", "setting", "checkpoint", "dtype", "device",
+                "estbench_version", "torch_version", "python_version", "machine")
 
 
 class ResultsError(ValueError):
@@ -46,7 +48,7 @@ class ResultsError(ValueError):
 def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
-        df = pd.read_csv(path, keep_default_na=True)
+        df = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS})
     except FileNotFoundError:
         raise ResultsError(f"results file {path} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
@@ -58,7 +60,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
         )
     if df.empty:
         raise ResultsError(f"results file {path} has no rows")
-    df["error"] = df["error"].fillna("") if "error" in df else ""
+    df["error"] = df["error"].fillna("").astype(object) if "error" in df else ""
+    for c in TEXT_COLUMNS:
+        if c in df and c != "error":
+            df[c] = df[c].astype(object)
     return df
 
 

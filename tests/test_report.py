@@ -1,0 +1,107 @@
+"""The report: built from a frozen results file (no model code), and end to end from a small sweep."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from estbench.cli import main
+from reports import ResultsError, build, read_results
+
+DATA = Path(__file__).parent / "data"
+FIGURES = ["variance_vs_sigma.png", "variance_vs_mu.png", "variance_vs_n_samples.png",
+           "vae_gradient_variance.png", "vae_test_elbo.png", "efficiency.png"]
+
+
+def md_tables(text: str) -> list[str]:
+    """The Markdown tables of a report, as blocks of lines."""
+    return re.findall(r"(?:^\|.*\|\n)+", text, flags=re.M)
+
+
+def check_report(out: Path, results: pd.DataFrame) -> str:
+    text = (out / "report.md").read_text()
+    for name in ("results.csv", "results-training.csv", "tables.csv"):
+        assert (out / name).stat().st_size > 0, name
+    for fig in FIGURES:
+        data = (out / "figures" / fig).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, fig
+        assert f"(figures/{fig})" in text
+    tables = md_tables(text)
+    ok = results[results["status"] == "ok"]
+    for problem in ok["problem"].unique():
+        section = text.split(f"## {problem}\n", 1)[1].split("\n## ", 1)[0]
+        for est in ok[ok["problem"] == problem]["estimator"].unique():
+            assert re.search(rf"^\| {re.escape(est)} \|", section, flags=re.M), (problem, est)
+    assert len(tables) >= results["problem"].nunique()
+    return text
+
+
+def test_report_from_frozen_results(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("results.csv", "results-training.csv"):
+        shutil.copy(DATA / name, src / name)
+    out = tmp_path / "report"
+    build(src / "results.csv", out, benchmarks=DATA / "benchmarks.json")
+    df = read_results(src / "results.csv")
+    text = check_report(out, df)
+    # provenance: seed, versions, machine
+    assert "- seed: 0;" in text and "torch 2.13.0" in text and "machine: Linux" in text
+    # the paragraphs are written from the numbers: the lowest-variance estimator of a table is named
+    quad = df[(df["problem"] == "gaussian-quadratic") & (df["mu"] == 1) & (df["sigma"] == 1) & (df["n_samples"] == 4)
+              & (df["parameter"] == "sigma")]
+    lowest = quad.sort_values("variance").iloc[0]["estimator"]
+    assert f"For the gradient of sigma, {lowest} has the lowest variance" in text
+    assert "## pytest-benchmark timings" in text and (out / "benchmarks.json").exists()
+    # efficiency relative to reparameterization is 1 for reparameterization itself
+    tables = pd.read_csv(out / "tables.csv")
+    ref = tables[tables["estimator"] == "reparameterization"]
+    assert ref["efficiency_vs_reparam"].eq(1.0).all()
+
+
+def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
+    out = tmp_path / "r1"
+    args = ["report", "--quick", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    df = read_results(out / "results.csv")
+    assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "vae-digits"}
+    text1 = check_report(out, df)
+    out2 = tmp_path / "r2"
+    assert main(["report", "--results", str(out / "results.csv"), "--out", str(out2)]) == 0
+    text2 = (out2 / "report.md").read_text()
+    assert md_tables(text1) == md_tables(text2)
+    assert (out / "tables.csv").read_bytes() == (out2 / "tables.csv").read_bytes()
+
+
+def test_failed_cells_get_a_table_of_their_own(tmp_path):
+    df = pd.read_csv(DATA / "results.csv", dtype={"error": str})
+    i = df.index[(df["estimator"] == "reinforce") & (df["problem"] == "gaussian-cos")][0]
+    df.loc[i, ["status", "error", "variance"]] = ["failed", "FloatingPointError: 3 non-finite values", float("nan")]
+    df.to_csv(tmp_path / "results.csv", index=False)
+    build(tmp_path / "results.csv", tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    failed = text.split("## Failed cells\n", 1)[1].split("\n## ", 1)[0]
+    assert "1 rows failed" in failed and "FloatingPointError: 3 non-finite values" in failed
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "does not exist"),
+        ("a,b\n1,2\n", "not an estbench results table: missing columns problem"),
+        ("", "is not a readable CSV"),
+    ],
+)
+def test_bad_results_file_is_a_clear_error(tmp_path, capsys, content, message):
+    path = tmp_path / "results.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ResultsError, match=message):
+        read_results(path)
+    assert main(["report", "--results", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
