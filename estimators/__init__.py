@@ -4,7 +4,16 @@ Imports torch only. See :mod:`estimators.base` for the interface and
 :mod:`estimators.registry` for names and plugins.
 """
 
-from .base import Estimator, EstimatorError, Function, Surrogate, evaluate, score_surrogate
+from .base import (
+    Estimator,
+    EstimatorError,
+    Function,
+    Surrogate,
+    evaluate,
+    gaussian_parameters,
+    parameter_surrogate,
+    score_surrogate,
+)
 from .builtin import Reinforce, ReinforceEMA, ReinforceLOO, Reparameterization
 from .registry import (
     ENTRY_POINT_GROUP,
@@ -34,6 +43,8 @@ __all__ = [
     "available",
     "builtin_names",
     "evaluate",
+    "gaussian_parameters",
+    "parameter_surrogate",
     "get",
     "get_class",
     "load_plugin",

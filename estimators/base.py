@@ -158,3 +158,43 @@ def score_surrogate(
     """
     weight = (fx.detach() - baseline).detach()
     return (fx + weight * (log_prob - log_prob.detach())).mean(0)
+
+
+def parameter_surrogate(
+    fx: torch.Tensor, estimates: list[tuple[torch.Tensor, torch.Tensor]], batch_ndims: int
+) -> torch.Tensor:
+    """Surrogate for estimators that compute the gradient w.r.t. the distribution's parameters directly.
+
+    ``estimates`` pairs each distribution parameter p (shape [*B, ...], carrying autograd history)
+    with an estimate g of dE/dp of the same shape. Returns [*B]:
+
+        mean_i f_i  +  sum_j g_j * (p_j - p_j.detach())
+
+    Its value is the Monte Carlo average of f; its gradient is g, carried by autograd to
+    whatever p depends on (an encoder's weights), plus mean_i grad f_i for parameters of f
+    itself (samples are not differentiated).
+    """
+    loss = fx.mean(0)
+    for p, g in estimates:
+        term = g.detach() * (p - p.detach())
+        loss = loss + term.reshape(*term.shape[:batch_ndims], -1).sum(-1)
+    return loss
+
+
+def gaussian_parameters(dist: Distribution, estimator: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loc, scale, number of event dims) of a Normal or Independent(Normal, 1) distribution.
+
+    loc and scale are broadcast to the full shape [*B, *E]. Raises a capability
+    EstimatorError naming ``estimator`` for any other distribution.
+    """
+    base, event_ndims = dist, 0
+    if isinstance(dist, torch.distributions.Independent):
+        base, event_ndims = dist.base_dist, dist.reinterpreted_batch_ndims
+    if type(base) is not torch.distributions.Normal or event_ndims > 1:
+        raise EstimatorError(
+            f"estimator {estimator!r} needs a Normal or Independent(Normal, 1) distribution, "
+            f"got {dist_name(dist)}",
+            capability=True,
+        )
+    shape = dist.batch_shape + dist.event_shape
+    return base.loc.expand(shape), base.scale.expand(shape), event_ndims

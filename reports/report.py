@@ -245,7 +245,8 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
         eff = g.sort_values("efficiency", ascending=False).iloc[0]
         parts.append(
             f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}) and "
-            f"{hi['estimator']} the highest ({fmt(hi['variance'])}, {fmt(hi['variance'] / lo['variance'])}x more); "
+            f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
+            + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
             f"counting time, {eff['estimator']} is the most efficient."
         )
     # where, across the whole sweep, does the pathwise estimator lose?
@@ -264,7 +265,8 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
                 f"variance in {better.groupby(['setting', 'n_samples', 'parameter']).ngroups} of them; the "
                 f"largest gain is {best['estimator']}'s on the {best['parameter']}-gradient at "
                 f"{setting_text(best, TOY_SETTING)}, n={int(best['n_samples'])} "
-                f"({fmt(1 / best['variance_vs_reparam'])}x lower)."
+                + (f"({fmt(1 / best['variance_vs_reparam'])}x lower)." if best["variance_vs_reparam"] > 0
+                   else "(zero variance: every estimate was the same).")
             )
     z = rows["bias_z"].abs()
     if z.notna().any():
@@ -383,8 +385,9 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         plt.close(fig)
         made.append((title, f"{FIGURES}/{name}"))
 
+    positive = df[(df["variance"] > 0) | (df["status"] != "ok")]  # log axes cannot show an exact zero
     for axis, label in (("sigma", "sigma"), ("mu", "mu")):
-        d = axis_slice(df, axis, base)
+        d = axis_slice(positive, axis, base)
         if d[axis].nunique() < 2:
             continue
         g = sns.relplot(data=d, x=axis, y="variance", hue="estimator", row="parameter", col="problem",
@@ -400,7 +403,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         g.figure.suptitle(f"Estimator variance against {label} ({fixed})", y=1.02)
         save(g.figure, f"variance_vs_{axis}.png", f"Variance against {label}")
 
-    d = axis_slice(df, "n_samples", base)
+    d = axis_slice(positive, "n_samples", base)
     if d["n_samples"].nunique() >= 2:
         g = sns.relplot(data=d, x="n_samples", y="variance", hue="estimator", row="parameter", col="problem",
                         kind="line", marker="o", palette=palette, hue_order=estimators,
@@ -453,7 +456,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
             save(fig, "vae_test_elbo.png", "VAE test ELBO curves")
 
     eff_rows = []
-    d = df[(df["status"] == "ok") & df["efficiency_vs_reparam"].notna()]
+    d = df[(df["status"] == "ok") & np.isfinite(df["efficiency_vs_reparam"]) & (df["efficiency_vs_reparam"] > 0)]
     toy_base = d[_is_toy(d)]
     for axis, value in base.items():
         toy_base = toy_base[toy_base[axis] == value]
