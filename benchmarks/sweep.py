@@ -178,10 +178,10 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     vaes = [p for p in base.problem if not p.startswith("gaussian-")]
     if quick:
         sigma, mu, n, r_toy = [0.25, 1.0, 4.0], [-2.0, 0.0, 1.0, 2.0], [2, 4, 16], 200
-        vae = dict(replicates=100, checkpoint_steps=300, train_steps=200)
+        vae = dict(replicates=50, checkpoint_steps=200, train_steps=100)
     else:
         sigma, mu, n, r_toy = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0], [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], [1, 2, 4, 8, 16, 32], 1000
-        vae = dict(replicates=1000, checkpoint_steps=2000, train_steps=1000)
+        vae = dict(replicates=500, checkpoint_steps=2000, train_steps=1000)
     common = dict(k=[1.0], dim=[1], replicates=r_toy)
     out = []
     if toys:

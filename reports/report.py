@@ -351,8 +351,9 @@ def training_paragraph(table: pd.DataFrame) -> str:
 
 # -- figures ------------------------------------------------------------------
 
-def _savefig(fig, path: Path) -> None:
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+def _savefig(fig, path: Path, tight: bool = True) -> None:
+    kw = {"bbox_inches": "tight"} if tight else {}
+    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png", **kw))
 
 
 def _value_ticks(grid, values: pd.Series) -> None:
@@ -379,9 +380,9 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
     estimators = sorted(df["estimator"].unique(), key=lambda e: (e != REFERENCE, e))
     palette = dict(zip(estimators, sns.color_palette("tab10", len(estimators))))
 
-    def save(fig, name: str, title: str) -> None:
+    def save(fig, name: str, title: str, tight: bool = True) -> None:
         path = out / FIGURES / name
-        _savefig(fig, path)
+        _savefig(fig, path, tight)
         plt.close(fig)
         made.append((title, f"{FIGURES}/{name}"))
 
@@ -391,7 +392,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         if d[axis].nunique() < 2:
             continue
         g = sns.relplot(data=d, x=axis, y="variance", hue="estimator", row="parameter", col="problem",
-                        kind="line", marker="o", palette=palette, hue_order=estimators,
+                        kind="line", marker="o", palette=palette, hue_order=estimators, errorbar=None,
                         height=2.8, aspect=1.2, facet_kws={"sharey": False})
         g.set(yscale="log")
         if axis == "sigma":
@@ -400,13 +401,14 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         g.set_titles("{col_name}, gradient of {row_name}")
         g.set_axis_labels(label, "variance of one estimate")
         fixed = ", ".join(f"{k}={fmt(v)}" for k, v in base.items() if k != axis)
-        g.figure.suptitle(f"Estimator variance against {label} ({fixed})", y=1.02)
-        save(g.figure, f"variance_vs_{axis}.png", f"Variance against {label}")
+        g.figure.suptitle(f"Estimator variance against {label} ({fixed})")
+        g.figure.subplots_adjust(top=0.88)
+        save(g.figure, f"variance_vs_{axis}.png", f"Variance against {label}", tight=False)  # laid out by seaborn
 
     d = axis_slice(positive, "n_samples", base)
     if d["n_samples"].nunique() >= 2:
         g = sns.relplot(data=d, x="n_samples", y="variance", hue="estimator", row="parameter", col="problem",
-                        kind="line", marker="o", palette=palette, hue_order=estimators,
+                        kind="line", marker="o", palette=palette, hue_order=estimators, errorbar=None,
                         height=2.8, aspect=1.2, facet_kws={"sharey": False})
         g.set(xscale="log", yscale="log")
         _value_ticks(g, d["n_samples"])
@@ -420,8 +422,9 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
             ax.plot(ns, v0 * n0 / ns, color="black", linestyle="--", linewidth=1, label="1/n")
         g.set_titles("{col_name}, gradient of {row_name}")
         g.set_axis_labels("samples per estimate n", "variance of one estimate")
-        g.figure.suptitle("Variance against samples per estimate (dashed: 1/n reference)", y=1.02)
-        save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples")
+        g.figure.suptitle("Variance against samples per estimate (dashed: 1/n reference)")
+        g.figure.subplots_adjust(top=0.88)
+        save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
 
     vae = df[(~_is_toy(df)) & (df["status"] == "ok")]
     if not vae.empty:
@@ -443,7 +446,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
                 lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
             for ax, x, label in ((axes[0], "step", "training step"), (axes[1], "wall_time_s", "training wall time (s)")):
-                sns.lineplot(data=curves, x=x, y="elbo_test", hue="estimator", ax=ax, marker=".",
+                sns.lineplot(data=curves, x=x, y="elbo_test", hue="estimator", ax=ax, marker=".", errorbar=None,
                              palette=[palette.get(e.split(" (")[0]) for e in curves["estimator"].unique()],
                              hue_order=list(curves["estimator"].unique()))
                 ax.set_xlabel(label)
