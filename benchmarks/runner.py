@@ -116,6 +116,75 @@ class ResultWriter:
         self.close()
 
 
+class ResumeError(ValueError):
+    """A results file that cannot be resumed (another version's columns); the message names it."""
+
+
+def _atomic_rewrite(path: Path, header: str, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.resume-tmp")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(header)
+        fh.writelines(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def completed(path: Path, columns: list[str], key: Callable[[dict], tuple],
+              complete: Callable[[list[dict]], bool]) -> set[tuple]:
+    """Keys of the completed units (cells, curves) in an existing results file, for --resume.
+
+    Rows are appended whole and flushed, so a kill can at worst leave a torn last line or a
+    unit with some of its rows: both are dropped (the file is rewritten atomically without
+    them) and those units are computed again.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    lines = path.read_text().splitlines(keepends=True)
+    header = lines[0]
+    if header.rstrip("\r\n") != ",".join(columns):
+        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes; "
+                          f"use a new --out file")
+    body = [ln for ln in lines[1:] if ln.endswith("\n")]  # a torn last line has no line end
+    rows = [r for r in csv.DictReader([header, *body]) if None not in r and None not in r.values()]
+    units: dict[tuple, list[dict]] = {}
+    for r in rows:
+        units.setdefault(key(r), []).append(r)
+    done = {k for k, rs in units.items() if complete(rs)}
+    kept = [ln for ln, r in zip(body, csv.DictReader([header, *body])) if key(r) in done]
+    if len(kept) != len(lines) - 1:
+        _atomic_rewrite(path, header, kept)
+    return done
+
+
+def _row_cell_key(r: dict) -> tuple:
+    return (r["problem"], r["estimator"], r["setting"], r["n_samples"], r["replicates"], r["seed"], r["dtype"],
+            r["device"])
+
+
+def _cell_key(cell: "Cell", sweep: Sweep) -> tuple:
+    return (cell.problem.name, cell.estimator, cell.problem.setting_label(cell.setting), str(cell.n_samples),
+            str(sweep.replicates), str(sweep.seed), sweep.dtype, sweep.device)
+
+
+def _row_curve_key(r: dict) -> tuple:
+    return (r["problem"], r["estimator"], r["hidden"], r["latent"], r["batch"], r["n_samples"], r["seed"])
+
+
+def _curve_key(cell: "Cell", sweep: Sweep) -> tuple:
+    c = cell.problem.columns(cell.setting)
+    return (cell.problem.name, cell.estimator, str(c["hidden"]), str(c["latent"]), str(c["batch"]),
+            str(cell.n_samples), str(sweep.seed))
+
+
+def _cell_complete(rows: list[dict]) -> bool:
+    try:
+        groups = set(problems.get(rows[0]["problem"]).groups)
+    except KeyError:
+        return True
+    return {r["parameter"] for r in rows} == groups
+
+
 @dataclass
 class Cell:
     problem: Problem
@@ -248,7 +317,7 @@ def _error_text(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     if tb:
         msg += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
-    return msg
+    return " ".join(msg.split())  # one line: a results row is one line
 
 
 def measure_cell(
@@ -340,38 +409,73 @@ def run(
     sweeps: Sweep | list[Sweep] | Plan,
     out: str | Path | None = None,
     progress: Callable[[Cell], None] | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every cell of one or more sweeps; append rows to ``out`` as cells complete. Returns all rows.
+    """Run every cell of one or more sweeps; append rows to ``out`` as cells complete.
 
-    Training curves, for problems that train, go to ``curves_path(out)``.
+    Training curves, for problems that train, go to ``curves_path(out)``. With ``resume``,
+    the cells (and curves) already complete in ``out`` are skipped and the rest appended;
+    since every cell is seeded from its identity, the final table equals an uninterrupted
+    run's. Returns the rows computed by this call.
     """
     plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)
-    writer = ResultWriter(out) if out is not None else None
-    curve_writer = ResultWriter(curves_path(out), CURVE_COLUMNS) if out is not None and plan.curves else None
+    done_cells: set[tuple] = set()
+    done_curves: set[tuple] = set()
+    if resume and out is not None:
+        done_cells = completed(Path(out), COLUMNS, _row_cell_key, _cell_complete)
+        steps = {str(sw.train_steps) for _, sw in plan.curves}
+        done_curves = completed(curves_path(out), CURVE_COLUMNS, _row_curve_key,
+                                lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
+    todo = [(c, sw) for c, sw in plan.cells if _cell_key(c, sw) not in done_cells]
+    todo_curves = [(c, sw) for c, sw in plan.curves if _curve_key(c, sw) not in done_curves]
+    if progress is not None:  # what was already done counts as progress
+        for cell, sw in plan.cells + plan.curves:
+            if (cell, sw) not in todo and (cell, sw) not in todo_curves:
+                progress(cell)
+    writer = ResultWriter(out, append=resume) if out is not None else None
+    curve_writer = (ResultWriter(curves_path(out), CURVE_COLUMNS, append=resume)
+                    if out is not None and plan.curves else None)
     rows: list[dict[str, Any]] = []
-    prepared: tuple[Any, Any] = (None, None)  # (key, prepared data): one setting's data at a time
+    prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
     reference: dict[tuple, dict[str, GradientStats]] = {}
     try:
-        for cell, sweep in plan.cells:
+        for cell, sweep in todo:
             ctx = sweep.context()
             key = (cell.problem.name, cell.setting, ctx)
             if prepared[0] != key:
                 prepared = (None, None)
-                prepared = (key, cell.problem.prepare(cell.setting, ctx))
-            cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
+                try:
+                    prepared = (key, cell.problem.prepare(cell.setting, ctx))
+                except Exception as exc:  # a problem that cannot be set up fails its cells, not the sweep
+                    prepared = (key, exc)
+            if isinstance(prepared[1], Exception):
+                seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator,
+                                 cell.problem.setting_label(cell.setting), cell.n_samples)
+                base = _base_row(cell, sweep, seed)
+                cell_rows = [{**base, "parameter": g, "status": "failed",
+                              "error": "problem set-up failed: " + _error_text(prepared[1])}
+                             for g in cell.problem.groups]
+                stats = None
+            else:
+                cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
             ref_key = (*key, cell.n_samples, sweep.replicates)
             if stats is not None and cell.estimator == REFERENCE:
                 reference[ref_key] = stats
-            elif stats is not None and ref_key in reference:
-                for row in cell_rows:
-                    row["agreement_z"] = agreement_z(stats[row["parameter"]], reference[ref_key][row["parameter"]])
+            elif stats is not None and REFERENCE in sweep.estimator:
+                if ref_key not in reference:  # done in an earlier run (--resume): recompute, same seed, same numbers
+                    reference[ref_key] = measure_cell(Cell(cell.problem, REFERENCE, cell.setting, cell.n_samples),
+                                                      sweep, prepared[1], ctx)[1]
+                if reference[ref_key] is not None:
+                    for row in cell_rows:
+                        row["agreement_z"] = agreement_z(stats[row["parameter"]],
+                                                         reference[ref_key][row["parameter"]])
             rows.extend(cell_rows)
             if writer is not None:
                 writer.write(cell_rows)
             if progress is not None:
                 progress(cell)
         prepared = (None, None)
-        for cell, sweep in plan.curves:
+        for cell, sweep in todo_curves:
             points = curve_rows(cell, sweep, sweep.context())
             if curve_writer is not None:
                 curve_writer.write(points)
@@ -388,5 +492,5 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
     return sum(1 for r in rows if r.get("status") == "failed")
 
 
-__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
+__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "ResumeError", "completed", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
            "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]

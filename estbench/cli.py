@@ -17,6 +17,7 @@ from benchmarks import problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
 from benchmarks.sweep import Sweep, SweepError, load_toml
+from benchmarks.runner import ResumeError
 from reports.report import ResultsError
 
 EXIT_FAILED_CELLS = 1
@@ -105,10 +106,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plan = runner.make_plan(sweep_from_args(args))
     bar = _progress(len(plan), args.quiet)
-    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label))
+    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label), resume=args.resume)
     bar(None)
+    print(f"wrote {len(rows)} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
+    if args.resume:  # the exit status speaks for the whole table, earlier runs' cells included
+        import csv
+
+        with open(args.out, newline="") as fh:
+            rows = list(csv.DictReader(fh))
     failed = runner.n_failed(rows)
-    print(f"wrote {len(rows)} rows ({len(plan.cells)} cells) to {args.out}", file=sys.stderr)
     if plan.curves:
         print(f"wrote training curves to {runner.curves_path(args.out)}", file=sys.stderr)
     if failed:
@@ -123,7 +129,7 @@ def _progress(total: int, quiet: bool):
         return lambda label: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True, disable=None)  # None: off when not a terminal
 
     def update(label: str | None) -> None:
         if label is None:
@@ -182,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a sweep and write tidy results (CSV)")
     _add_sweep_options(p)
     p.add_argument("--out", default="results.csv", help="results file, written as cells complete (default: results.csv)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the completed cells of --out and compute only the rest (same options, same seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -207,20 +215,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt():
+    """SIGTERM ends a run like Ctrl-C: completed cells are already on disk; say so and exit 130.
+    Returns a function that restores the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv[1:]
+    restore = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except (UsageError, SweepError, SettingError, DataError, ResultsError, estimators.UnknownNameError,
+    except (UsageError, SweepError, SettingError, DataError, ResultsError, ResumeError, estimators.UnknownNameError,
             estimators.PluginError) as exc:
         print(f"estbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("estbench: interrupted; completed cells are in the results file", file=sys.stderr)
+        print("estbench: interrupted; completed cells are in the results file (continue with --resume)",
+              file=sys.stderr)
         return 130
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
