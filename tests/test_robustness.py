@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from benchmarks import problems, runner
+from benchmarks import runner
 from benchmarks.problems import VAEDigits
 from benchmarks.sweep import Sweep
 from estbench.cli import main
