@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicates", type=_positive_int, default=1000)
     p.add_argument("--dim", type=_positive_int, default=100)
     p.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats; the median is kept")
+    p.add_argument("--all", action="store_true",
+                   help="also: matmul GFLOP/s, VAE estimates (loop vs runner), VAE training-step overhead")
     p.set_defaults(func=cmd_perf)
     return parser
 

@@ -19,6 +19,23 @@ from estbench.cli import main
 SWEEP_ARGS = ["--problem", "gaussian-quadratic", "gaussian-cos", "gaussian-exp", "--sigma", "0.5", "1", "2",
               "--dim", "1", "20", "--n-samples", "2", "--replicates", "1000", "--seed", "9"]
 TIMING = {"time_per_estimate_s"}
+ALL = ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema", "measure-valued", "reinforce-delta-cv",
+       "reinforce-optimal", "test-slow"]
+
+# An estimator that is REINFORCE but takes at least 50 ms a call, so that a run lasts long enough
+# to be interrupted part-way on a loaded machine (each of its 18 cells takes >= 0.1 s).
+SLOW_PLUGIN = """
+import time
+from estimators import Reinforce
+
+class Slow(Reinforce):
+    name = "test-slow"
+    description = "REINFORCE, slowly"
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        time.sleep(0.05)
+        return super().surrogate(dist, f, n_samples, state)
+"""
 
 
 def table(path: Path) -> list[tuple]:
@@ -35,21 +52,36 @@ def n_rows(path: Path) -> int:
         return 0
 
 
+def estbench(*args: str, **kw) -> subprocess.CompletedProcess:
+    """Run the CLI in its own process (plugins loaded there do not leak into this one)."""
+    return subprocess.run([sys.executable, "-m", "estbench", *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> list[tuple]:
+def slow_plugin(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("plugin") / "slow.py"
+    path.write_text(SLOW_PLUGIN)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, slow_plugin) -> list[tuple]:
     out = tmp_path_factory.mktemp("full") / "r.csv"
-    assert main(["run", *SWEEP_ARGS, "--out", str(out), "--quiet"]) == 0
+    proc = estbench("run", *SWEEP_ARGS, "--estimator", *ALL, "--plugin", str(slow_plugin), "--out", str(out),
+                    "--quiet")
+    assert proc.returncode == 0, proc.stderr
     return table(out)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, sig):
+def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, slow_plugin, sig):
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "estbench", "run", *SWEEP_ARGS, "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    args = [*SWEEP_ARGS, "--estimator", *ALL, "--plugin", str(slow_plugin), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "estbench", "run", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
     while n_rows(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -60,18 +92,18 @@ def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, 
     with open(out, newline="") as fh:  # what is on disk is readable: complete rows (and at most one torn line)
         header = fh.readline().strip().split(",")
     assert header == runner.COLUMNS
-    assert main(["run", *SWEEP_ARGS, "--out", str(out), "--quiet", "--resume"]) == 0
+    resumed = estbench("run", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
     assert table(out) == uninterrupted
 
 
-def test_same_seed_same_rows_whatever_the_order(tmp_path, uninterrupted):
+def test_same_seed_same_rows_whatever_the_order(tmp_path, uninterrupted, slow_plugin):
     out = tmp_path / "r.csv"
     reordered = ["--problem", "gaussian-exp", "gaussian-cos", "gaussian-quadratic", "--sigma", "2", "1", "0.5",
-                 "--dim", "20", "1", "--estimator", *reversed(["reparameterization", "reinforce", "reinforce-loo",
-                                                               "reinforce-ema", "measure-valued",
-                                                               "reinforce-delta-cv", "reinforce-optimal"]),
+                 "--dim", "20", "1", "--estimator", *reversed(ALL), "--plugin", str(slow_plugin),
                  "--n-samples", "2", "--replicates", "1000", "--seed", "9"]
-    assert main(["run", *reordered, "--out", str(out), "--quiet"]) == 0
+    proc = estbench("run", *reordered, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
     assert table(out) == uninterrupted
 
 

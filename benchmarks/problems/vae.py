@@ -148,7 +148,8 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    test = data.test[:eval_max]
+    where = next(model.parameters())
+    test = data.test[:eval_max].to(dtype=where.dtype, device=where.device)
     state = est.init_state()
     rows: list[dict[str, Any]] = []
     log_points = set(range(0, steps + 1, eval_every)) if eval_every else set()
@@ -165,7 +166,7 @@ def train(
     for step in range(1, steps + 1):
         if pos + batch > len(perm):
             perm, pos = torch.randperm(len(data.train), generator=gen), 0
-        x = data.train[perm[pos : pos + batch]]
+        x = data.train[perm[pos : pos + batch]].to(dtype=where.dtype, device=where.device)
         pos += batch
         start = time.perf_counter()
         loss, value, state = elbo_step_loss(model, x, est, n_samples, state)
