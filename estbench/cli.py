@@ -154,7 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     _load_plugins(args.plugin)
     base = Sweep().with_overrides(estimator=args.estimator, seed=args.seed, dtype=args.dtype, device=args.device,
-                                  problem=args.problem).validate()
+                                  problem=args.problem, data_dir=args.data_dir).validate()
     plan = runner.make_plan(report_sweeps(base, quick=args.quick))
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", metavar="FILE", help="pytest-benchmark JSON to include (from --benchmark-json)")
     p.add_argument("--quick", action="store_true", help="a smaller sweep for a first look (under a minute)")
     p.add_argument("--problem", nargs="+", metavar="NAME", help="problems (default: the toys and vae-digits)")
+    p.add_argument("--data-dir", dest="data_dir", help="directory with MNIST IDX files, for --problem vae-mnist")
     p.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators (default: all)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
     p.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
@@ -218,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate_as_interrupt():
-    """SIGTERM ends a run like Ctrl-C: completed cells are already on disk; say so and exit 130.
-    Returns a function that restores the previous handler."""
+    """SIGTERM and SIGINT end a run like Ctrl-C: completed cells are already on disk; say so and
+    exit 130. SIGINT is set explicitly because a process started from a non-interactive shell
+    inherits it ignored (Python then installs no handler). Returns a function that restores both."""
     import signal
     import threading
 
@@ -229,8 +231,8 @@ def _terminate_as_interrupt():
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    return lambda: [signal.signal(sig, h) for sig, h in old.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
