@@ -6,8 +6,8 @@ names as the command line, with underscores::
 
     problem = ["gaussian-quadratic", "gaussian-cos"]
     estimator = ["reparameterization", "reinforce"]
-    mu = [1.0]
-    sigma = [0.5, 1, 2]
+    mu = [1.0]                  # an entry may be a list: one value per coordinate,
+    sigma = [0.5, 1, 2]         # e.g. mu = [[0.0, 1.0, 2.0]] with dim = [3]
     k = [1.0]
     dim = [1, 100]
     n_samples = [1, 8]
@@ -72,7 +72,7 @@ class Sweep:
             raise SweepError("no problem selected; valid problems: " + ", ".join(problems.available()))
         if not self.estimator:
             raise SweepError("no estimator selected; valid estimators: " + ", ".join(estimators.available()))
-        for s in self.sigma:
+        for s in (x for v in self.sigma for x in (v if isinstance(v, tuple) else (v,))):
             if not (s > 0 and math.isfinite(s)):
                 raise SweepError(f"sigma must be > 0, got sigma={s:g}")
         for d in self.dim:
@@ -128,10 +128,14 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
         values = value if isinstance(value, list) else [value]
         want = _TYPES[key]
         out = []
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and (want is float or float(v).is_integer())
+
         for v in values:
-            ok = isinstance(v, str) if want is str else (
-                isinstance(v, (int, float)) and not isinstance(v, bool) and (want is float or float(v).is_integer())
-            )
+            if key in ("mu", "sigma") and isinstance(v, list) and v and all(number(x) for x in v):
+                out.append(tuple(float(x) for x in v))  # one value per coordinate
+                continue
+            ok = isinstance(v, str) if want is str else number(v)
             if not ok:
                 raise SweepError(f"{path}: {key} must be a list of {want.__name__} values, got {v!r}")
             out.append(want(v))

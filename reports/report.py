@@ -61,10 +61,20 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise ResultsError(f"results file {path} has no rows")
     df["error"] = df["error"].fillna("").astype(object) if "error" in df else ""
+    for axis in ("mu", "sigma"):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
+        if axis in df and not pd.api.types.is_numeric_dtype(df[axis]):
+            df[axis] = df[axis].map(_number_or_text)
     for c in TEXT_COLUMNS:
         if c in df and c != "error":
             df[c] = df[c].astype(object)
     return df
+
+
+def _number_or_text(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
 
 
 def training_path(results: str | Path) -> Path:
@@ -159,9 +169,18 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["_ref_var", "_ref_eff"])
 
 
+def _numeric_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """mu and sigma as numbers; per-coordinate settings ('0.5;1.0;2.0') become NaN on these axes."""
+    df = df.copy()
+    for axis in TOY_AXES:
+        if axis in df:
+            df[axis] = pd.to_numeric(df[axis], errors="coerce")
+    return df
+
+
 def base_values(df: pd.DataFrame) -> dict[str, Any]:
     """The most common value of each toy axis: the setting the report's base tables show."""
-    toy = df[_is_toy(df)]
+    toy = _numeric_axes(df[_is_toy(df)])
     out = {}
     for axis in TOY_AXES:
         if axis in toy and toy[axis].notna().any():
@@ -172,7 +191,7 @@ def base_values(df: pd.DataFrame) -> dict[str, Any]:
 
 def axis_slice(df: pd.DataFrame, axis: str, base: dict[str, Any]) -> pd.DataFrame:
     """Toy rows where every axis but ``axis`` is at its base value."""
-    toy = df[_is_toy(df) & (df["status"] == "ok")]
+    toy = _numeric_axes(df[_is_toy(df) & (df["status"] == "ok")])
     mask = pd.Series(True, index=toy.index)
     for other, value in base.items():
         if other != axis:
@@ -500,8 +519,13 @@ def _provenance(df: pd.DataFrame) -> list[str]:
     ]
     toy = df[_is_toy(df)]
     if not toy.empty:
-        lines.append("- toy settings: " + "; ".join(
-            f"{a} in {{{', '.join(fmt(v) for v in sorted(toy[a].dropna().unique()))}}}" for a in TOY_AXES))
+        def listed(a: str) -> str:
+            values = toy[a].dropna().unique()
+            nums = sorted(v for v in values if not isinstance(v, str))
+            vecs = sorted(v for v in values if isinstance(v, str))  # per-coordinate settings
+            return ", ".join([fmt(v) for v in nums] + [f"({v})" for v in vecs])
+
+        lines.append("- toy settings: " + "; ".join(f"{a} in {{{listed(a)}}}" for a in TOY_AXES))
     vae = df[~_is_toy(df)]
     if not vae.empty:
         lines.append("- VAE settings: " + "; ".join(

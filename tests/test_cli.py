@@ -102,3 +102,30 @@ def test_console_script_runs_as_installed(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(read(out)) == 2
+
+
+def test_sweep_file_may_give_mu_and_sigma_per_coordinate(tmp_path):
+    """A list inside the list is one value per coordinate; the truth is per coordinate too."""
+    from .statutil import z_bound
+
+    cfg = tmp_path / "vec.toml"
+    cfg.write_text('problem = ["gaussian-quadratic", "gaussian-cos", "gaussian-exp"]\n'
+                   'mu = [1.0, [0.5, -1.0, 2.0]]\nsigma = [[0.5, 1.0, 2.0]]\ndim = [3]\nk = [0.7]\n'
+                   'estimator = ["reparameterization", "reinforce-loo"]\nreplicates = 3000\ndtype = "float64"\n')
+    out = tmp_path / "r.csv"
+    assert main(["run", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    rows = read(out)
+    assert len(rows) == 3 * 2 * 2 * 2 and {r["status"] for r in rows} == {"ok"}
+    assert {r["mu"] for r in rows} == {"1.0", "0.5;-1.0;2.0"} and {r["sigma"] for r in rows} == {"0.5;1.0;2.0"}
+    quad = {(r["mu"], r["parameter"]): float(r["true_grad"]) for r in rows if r["problem"] == "gaussian-quadratic"}
+    assert quad[("0.5;-1.0;2.0", "mu")] == pytest.approx(2 * ((0.5 - 0.7) + (-1.0 - 0.7) + (2.0 - 0.7)) / 3)
+    assert quad[("1.0", "sigma")] == pytest.approx(2 * (0.5 + 1.0 + 2.0) / 3)
+    assert max(abs(float(r["bias_z"])) for r in rows) <= z_bound(len(rows))
+
+
+def test_per_coordinate_values_must_match_dim(tmp_path, capsys):
+    cfg = tmp_path / "vec.toml"
+    cfg.write_text('problem = ["gaussian-cos"]\nmu = [[0.5, 1.0]]\ndim = [3]\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "r.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "mu has 2 per-coordinate values but dim=3" in err and "Traceback" not in err

@@ -36,10 +36,29 @@ from .base import Chunk, Context, Problem, product
 
 @dataclass(frozen=True)
 class GaussianSetting:
-    mu: float
-    sigma: float
+    """mu and sigma are one number for every coordinate, or (from a sweep file) a tuple of
+    one number per coordinate."""
+
+    mu: float | tuple[float, ...]
+    sigma: float | tuple[float, ...]
     k: float
     dim: int
+
+    def coords(self, name: str) -> list[float]:
+        """Per-coordinate values of ``mu`` or ``sigma`` (length dim)."""
+        value = getattr(self, name)
+        return list(value) if isinstance(value, tuple) else [value] * self.dim
+
+
+def _number_or_vector(value: Any) -> float | tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
+def _text(value: float | tuple[float, ...]) -> float | str:
+    """A setting value for the results table: a number, or per-coordinate values joined by ';'."""
+    return ";".join(repr(v) for v in value) if isinstance(value, tuple) else value
 
 
 class SettingError(ValueError):
@@ -93,18 +112,25 @@ class GaussianProblem(Problem):
     def settings(self, sweep: Any) -> list[GaussianSetting]:
         out = []
         for c in product(mu=sweep.mu, sigma=sweep.sigma, k=sweep.k, dim=sweep.dim):
-            s = GaussianSetting(mu=float(c["mu"]), sigma=float(c["sigma"]), k=float(c["k"]), dim=int(c["dim"]))
+            s = GaussianSetting(mu=_number_or_vector(c["mu"]), sigma=_number_or_vector(c["sigma"]),
+                                k=float(c["k"]), dim=int(c["dim"]))
             self.validate(s)
             out.append(s)
         return out
 
     def validate(self, s: GaussianSetting) -> None:
-        if not (s.sigma > 0 and math.isfinite(s.sigma)):
-            raise SettingError(f"sigma must be a finite number > 0, got sigma={s.sigma:g}")
         if s.dim < 1:
             raise SettingError(f"dim must be an integer >= 1, got dim={s.dim}")
-        if not (math.isfinite(s.mu) and math.isfinite(s.k)):
-            raise SettingError(f"mu and k must be finite, got mu={s.mu:g}, k={s.k:g}")
+        for name in ("mu", "sigma"):
+            value = getattr(s, name)
+            if isinstance(value, tuple) and len(value) != s.dim:
+                raise SettingError(f"{name} has {len(value)} per-coordinate values but dim={s.dim}; "
+                                   f"give one value per coordinate, or a single number")
+        for sigma in s.coords("sigma"):
+            if not (sigma > 0 and math.isfinite(sigma)):
+                raise SettingError(f"sigma must be a finite number > 0, got sigma={sigma:g}")
+        if not (all(math.isfinite(m) for m in s.coords("mu")) and math.isfinite(s.k)):
+            raise SettingError(f"mu and k must be finite, got mu={_text(s.mu)}, k={s.k:g}")
 
     # -- the function and its truth -------------------------------------------
     def f(self, k: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -115,19 +141,28 @@ class GaussianProblem(Problem):
 
         return f
 
+    def _truths(self, s: GaussianSetting) -> list[tuple[float, float, float]]:
+        return [type(self).truth(m, sd, s.k) for m, sd in zip(s.coords("mu"), s.coords("sigma"), strict=True)]
+
     def expectation(self, s: GaussianSetting) -> float:
-        return s.dim * type(self).truth(s.mu, s.sigma, s.k)[0]
+        return sum(t[0] for t in self._truths(s))
 
     def true_gradient(self, s: GaussianSetting, ctx: Context) -> dict[str, torch.Tensor]:
-        _, d_mu, d_sigma = type(self).truth(s.mu, s.sigma, s.k)
-        full = lambda v: torch.full((s.dim,), v, dtype=torch.float64)  # noqa: E731
-        return {"mu": full(d_mu), "sigma": full(d_sigma)}
+        truths = self._truths(s)
+        return {"mu": torch.tensor([t[1] for t in truths], dtype=torch.float64),
+                "sigma": torch.tensor([t[2] for t in truths], dtype=torch.float64)}
+
+    def columns(self, s: GaussianSetting) -> dict[str, Any]:
+        return {"mu": _text(s.mu), "sigma": _text(s.sigma), "k": s.k, "dim": s.dim}
 
     def distribution(self, s: GaussianSetting, replicates: int, ctx: Context):
         """Independent N(mu, sigma^2) per replicate; returns (dist, mu, sigma) with
         mu, sigma [R, dim] leaves so that autograd yields one gradient per replicate."""
-        mu = torch.full((replicates, s.dim), s.mu, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-        sigma = torch.full((replicates, s.dim), s.sigma, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+        def leaf(name: str) -> torch.Tensor:
+            row = torch.tensor(s.coords(name), dtype=ctx.dtype, device=ctx.device)
+            return row.expand(replicates, s.dim).clone().requires_grad_(True)
+
+        mu, sigma = leaf("mu"), leaf("sigma")
         return Independent(Normal(mu, sigma), 1), mu, sigma
 
     # -- replicates ---------------------------------------------------------
@@ -182,8 +217,9 @@ class GaussianExp(GaussianProblem):
 
     def validate(self, s: GaussianSetting) -> None:
         super().validate(s)
-        if 1 + 2 * s.k * s.sigma**2 <= 0:
-            raise SettingError(
-                f"gaussian-exp needs 1 + 2 k sigma^2 > 0 (else E[f] is infinite), "
-                f"got k={s.k:g}, sigma={s.sigma:g}"
-            )
+        for sigma in s.coords("sigma"):
+            if 1 + 2 * s.k * sigma**2 <= 0:
+                raise SettingError(
+                    f"gaussian-exp needs 1 + 2 k sigma^2 > 0 (else E[f] is infinite), "
+                    f"got k={s.k:g}, sigma={sigma:g}"
+                )
