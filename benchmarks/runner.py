@@ -323,10 +323,16 @@ def _error_text(exc: BaseException) -> str:
 def measure_cell(
     cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
 ) -> tuple[list[dict[str, Any]], dict[str, GradientStats] | None]:
-    """Rows of one cell and, if it succeeded, its per-group statistics."""
+    """Rows of one cell and, if it succeeded, its per-group statistics.
+
+    ``prepared`` may be the exception the problem's set-up raised: the cell then fails with it.
+    """
     seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator, cell.problem.setting_label(cell.setting), cell.n_samples)
     base = _base_row(cell, sweep, seed)
     groups = cell.problem.groups
+    if isinstance(prepared, Exception):
+        error = "problem set-up failed: " + _error_text(prepared)
+        return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
     try:
         estimator = estimators.get(cell.estimator)
         torch.manual_seed(seed)
@@ -426,11 +432,13 @@ def run(
         steps = {str(sw.train_steps) for _, sw in plan.curves}
         done_curves = completed(curves_path(out), CURVE_COLUMNS, _row_curve_key,
                                 lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
-    todo = [(c, sw) for c, sw in plan.cells if _cell_key(c, sw) not in done_cells]
-    todo_curves = [(c, sw) for c, sw in plan.curves if _curve_key(c, sw) not in done_curves]
-    if progress is not None:  # what was already done counts as progress
-        for cell, sw in plan.cells + plan.curves:
-            if (cell, sw) not in todo and (cell, sw) not in todo_curves:
+    todo, todo_curves = [], []
+    for units, done, key, pending in ((plan.cells, done_cells, _cell_key, todo),
+                                      (plan.curves, done_curves, _curve_key, todo_curves)):
+        for cell, sw in units:
+            if key(cell, sw) not in done:
+                pending.append((cell, sw))
+            elif progress is not None:  # what was already done counts as progress
                 progress(cell)
     writer = ResultWriter(out, append=resume) if out is not None else None
     curve_writer = (ResultWriter(curves_path(out), CURVE_COLUMNS, append=resume)
@@ -448,16 +456,7 @@ def run(
                     prepared = (key, cell.problem.prepare(cell.setting, ctx))
                 except Exception as exc:  # a problem that cannot be set up fails its cells, not the sweep
                     prepared = (key, exc)
-            if isinstance(prepared[1], Exception):
-                seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator,
-                                 cell.problem.setting_label(cell.setting), cell.n_samples)
-                base = _base_row(cell, sweep, seed)
-                cell_rows = [{**base, "parameter": g, "status": "failed",
-                              "error": "problem set-up failed: " + _error_text(prepared[1])}
-                             for g in cell.problem.groups]
-                stats = None
-            else:
-                cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
+            cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
             ref_key = (*key, cell.n_samples, sweep.replicates)
             if stats is not None and cell.estimator == REFERENCE:
                 reference[ref_key] = stats
