@@ -30,12 +30,13 @@ class Moments:
         self.m2: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:  # x: [r, *P]
-        x = x.detach().to(dtype=torch.float64)
+        x = x.detach().to(dtype=torch.float64)  # no copy if it already is
         n_b = x.shape[0]
         if n_b == 0:
             return
         mean_b = x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0)
+        # two passes, exact in float64; torch.var_mean over dim 0 measured 2-5x slower here
+        m2_b = (x - mean_b).square_().sum(0)
         if self.mean is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return
@@ -60,8 +61,14 @@ class GradientStats:
         self.avg = Moments()  # coordinate average of each replicate, scalar
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
+        g = g.detach().to(torch.float64)  # one conversion for both
         self.coords.update(g)
-        self.avg.update(g.detach().to(torch.float64).mean(1))
+        self.avg.update(g.mean(1))
+
+    def finite(self) -> bool:
+        """Whether every estimate so far was finite: one NaN or inf in a coordinate makes its
+        running mean non-finite, so this costs O(P), not a pass over the estimates."""
+        return self.coords.mean is None or bool(torch.isfinite(self.coords.mean).all())
 
     @property
     def n(self) -> int:
