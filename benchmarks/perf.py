@@ -1,21 +1,39 @@
-"""Speed of the runner against the obvious loop, measured side by side in one run.
+"""How fast the replicate engine is, as ratios measured side by side in one run.
 
-The naive baseline draws each replicate on its own: build N(mu, sigma) with
-[dim] leaf parameters, call the estimator, ``backward()``, read ``.grad``;
-R times. The runner's path (benchmarks.runner.estimate_cell) expands the
-parameters per replicate and makes one autograd call per chunk. Both include
-sampling, the estimator and collecting the gradients; the runner's also
-includes its streaming statistics.
+    estbench perf            toy problems and the digits VAE, eager and compiled
+    estbench perf --all      also the training-step overhead and peak memory (slow)
+    python -m benchmarks.perf [same options]
 
-    python -m benchmarks.perf          (or: estbench perf)
+Every figure is measured now, in this process (memory: in child processes):
+
+- yardsticks: float32 matmul GFLOP/s and copy bandwidth;
+- toy quadratic, single-sample estimates (n = 1) at dim 1, 100, 10000: the naive
+  baseline (one ``backward()`` per replicate, ``naive_loop``) against the
+  runner's own code path (``runner.estimate_cell``: sampling, estimator and
+  float64 streaming statistics), eager and under torch.compile, and JAX
+  ``jit(vmap(grad))`` doing the same estimator work where JAX is installed;
+- digits VAE (batch 128), per-sample encoder gradients: a ``backward()`` loop
+  against the runner, eager and compiled, with effective GFLOP/s (analytic
+  FLOP count, ``vae_flops``) as a fraction of the matmul figure;
+- VAE training step through the estimator interface against the classic
+  hand-written loop with the reparameterization inline;
+- peak resident memory of the runner at growing R (it should not grow with R).
+
+The runner's times are the results table's ``time_per_estimate_s``: compile
+cost is reported apart, as in the ``compile_time_s`` column.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import statistics
+import subprocess
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.distributions import Independent, Normal
@@ -26,6 +44,10 @@ from estimators import Estimator
 from .problems import Context, GaussianProblem, GaussianSetting, get
 from .runner import estimate_cell
 
+TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
+
+
+# -- baselines ---------------------------------------------------------------------------------
 
 def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: int, R: int, ctx: Context) -> torch.Tensor:
     """R estimates, one backward() each; returns the mu-gradients [R, dim]."""
@@ -43,112 +65,183 @@ def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: 
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of fn(); if fn returns a (result, seconds) pair, its own timing is used
-    (the runner's, which leaves out a stateful estimator's untimed warm-up, as in the results table)."""
-    fn()  # warm-up
+    """Median wall time of fn() after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        times.append(out[1] if isinstance(out, tuple) else elapsed)
+        fn()
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def speedups(dim: int = 100, replicates: int = 1000, n_samples: int = 4, repeats: int = 5,
-             names: list[str] | None = None, dtype: torch.dtype = torch.float32) -> list[dict[str, float | str]]:
-    """Per estimator: seconds per estimate of the loop and of the runner, and their ratio."""
-    ctx = Context(dtype=dtype)
-    problem = get("gaussian-quadratic")
-    assert isinstance(problem, GaussianProblem)
-    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
-    rows = []
-    for name in names or estimators.builtin_names():
-        est = estimators.get(name)
-        t_loop = _median_time(lambda: naive_loop(problem, est, s, n_samples, replicates, ctx), repeats)
-        t_vec = _median_time(lambda: estimate_cell(problem, est, s, None, n_samples, replicates, ctx), repeats)
-        rows.append({
-            "estimator": name,
-            "loop_s_per_estimate": t_loop / replicates,
-            "runner_s_per_estimate": t_vec / replicates,
-            "speedup": t_loop / t_vec,
-        })
-    return rows
+def _runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
+                 repeats: int) -> tuple[float, float]:
+    """(seconds per estimate, compile seconds) of the runner's own path, as in the results table;
+    the median over repeats (compiled: one run, since each call compiles its cell anew)."""
+    runs = [estimate_cell(problem, est, setting, prep, n, R, ctx)[1] for _ in range(1 if ctx.compile == "on" else repeats)]
+    if ctx.compile == "on" and not runs[0].compiled:
+        raise RuntimeError(f"torch.compile failed: {runs[0].note}")
+    return statistics.median(t.elapsed for t in runs) / R, runs[0].compile_s
 
 
-def main(args: argparse.Namespace | None = None) -> list[dict[str, float | str]]:
-    if args is None:
-        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        parser.add_argument("--replicates", type=int, default=1000)
-        parser.add_argument("--dim", type=int, default=100)
-        parser.add_argument("--repeats", type=int, default=5)
-        args = parser.parse_args()
-    print(f"gaussian-quadratic, dim={args.dim}, R={args.replicates}, n_samples=4, float32, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs")
-    print(f"{'estimator':<20} {'loop est/s':>12} {'runner est/s':>14} {'speedup':>9}")
-    rows = speedups(dim=args.dim, replicates=args.replicates, repeats=args.repeats)
-    for r in rows:
-        print(f"{r['estimator']:<20} {1 / r['loop_s_per_estimate']:>12,.0f} "
-              f"{1 / r['runner_s_per_estimate']:>14,.0f} {r['speedup']:>8.1f}x")
-    if getattr(args, "all", False):
-        print(f"\nfloat32 matmul 2048x2048: {matmul_gflops():.0f} GFLOP/s (measured now)")
-        print("\ndigits VAE (batch 128, untrained), encoder-gradient estimates, n_samples 1:")
-        print(f"{'estimator':<20} {'loop ms/est':>12} {'runner ms/est':>14} {'speedup':>9}")
-        for r in vae_estimates(repeats=args.repeats):
-            print(f"{r['estimator']:<20} {r['loop_s_per_estimate'] * 1e3:>12.3f} "
-                  f"{r['runner_s_per_estimate'] * 1e3:>14.3f} {r['speedup']:>8.1f}x")
-        o = vae_training_overhead(repeats=args.repeats)
-        print(f"\nVAE training step, estimator interface {o['suite_s_per_step'] * 1e3:.3f} ms, hand-written inline "
-              f"{o['inline_s_per_step'] * 1e3:.3f} ms: overhead {o['overhead'] * 100:+.1f}%")
-    return rows
-
-
-if __name__ == "__main__":
-    main()
-
-
-# -- more ratios (issue: fast and lean) ----------------------------------------------------------
+# -- yardsticks --------------------------------------------------------------------------------
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """float32 n x n matmul throughput measured now, the yardstick for effective FLOP/s."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    t = _median_time(lambda: a @ b, repeats)
-    return 2 * n**3 / t / 1e9
+    return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
-def vae_estimates(replicates: int = 200, n_samples: int = 1, names: list[str] | None = None,
-                  repeats: int = 3) -> list[dict[str, float | str]]:
-    """Digits VAE, untrained checkpoint, batch 128: seconds per encoder-gradient estimate,
-    a loop of backward() per replicate against the runner's vectorized path."""
+def copy_gbps(n: int = 1 << 25, repeats: int = 5) -> float:
+    """Memory bandwidth of a float32 copy (bytes read + written per second)."""
+    a, b = torch.empty(n), torch.empty(n)
+    a.fill_(1.0)
+    return 2 * 4 * n / _median_time(lambda: b.copy_(a), repeats) / 1e9
+
+
+# -- toy problems ------------------------------------------------------------------------------
+
+def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] = TOY_ESTIMATORS,
+               compile: bool = True, jax: bool = True, repeats: int = 3, budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """Estimates per second on gaussian-quadratic, n = 1: loop, runner eager, runner compiled, JAX.
+
+    Each path runs about ``budget_s`` seconds per repeat (R scaled from a probe), so slow
+    and fast paths are timed with similar precision; R is at least 1000 for the runner.
+    """
+    problem = get("gaussian-quadratic")
+    assert isinstance(problem, GaussianProblem)
+    run_jax = _jax_runner() if jax else None
+    rows = []
+    for dim in dims:
+        s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
+        for name in names:
+            est = estimators.get(name)
+            eager, comp = Context(compile="off"), Context(compile="on")
+            t0 = time.perf_counter()
+            naive_loop(problem, est, s, 1, 20, eager)
+            r_loop = max(20, int(budget_s / ((time.perf_counter() - t0) / 20)))
+            t_loop = _median_time(lambda: naive_loop(problem, est, s, 1, r_loop, eager), repeats) / r_loop
+            r_run = max(1000, int(budget_s / t_loop * 50))  # the runner is 10-1000x faster
+            t_eager, _ = _runner_time(problem, est, s, None, 1, r_run, eager, repeats)
+            row: dict[str, Any] = {"dim": dim, "estimator": name, "loop_per_s": 1 / t_loop,
+                                   "eager_per_s": 1 / t_eager, "replicates": r_run}
+            if compile:
+                t_comp, c_s = _runner_time(problem, est, s, None, 1, r_run, comp, repeats)
+                row.update(compiled_per_s=1 / t_comp, compile_s=c_s)
+            if run_jax is not None:
+                row["jax_per_s"] = run_jax(name, dim, r_run, repeats)
+            best = max(row["eager_per_s"], row.get("compiled_per_s", 0.0))
+            row["speedup"] = best / row["loop_per_s"]
+            if "jax_per_s" in row:
+                row["vs_jax"] = best / row["jax_per_s"]
+            rows.append(row)
+    return rows
+
+
+def _jax_runner() -> Callable[[str, int, int, int], float] | None:
+    """JAX jit(vmap(grad)) of the same estimators on the same problem, or None without JAX.
+
+    Per replicate: one draw x = mu + sigma * eps, f(x) = sum (x - k)^2; the estimate of
+    d/d(mu, sigma) by the pathwise, score-function or running-baseline rule (the
+    baseline, a number carried between calls as in reinforce-ema); then per-coordinate
+    mean and M2 of the R estimates, as the runner does (in float32: JAX's default).
+    """
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    from jax.scipy.stats import norm
+
+    def f(x: Any) -> Any:
+        return jnp.sum(x**2)  # k = 0, as in toy_speeds
+
+    def one(key: Any, mu: Any, sigma: Any, rule: str, baseline: Any) -> Any:
+        eps = jax.random.normal(key, mu.shape)
+        if rule == "reparameterization":
+            return jax.grad(lambda m, s: f(m + s * eps), argnums=(0, 1))(mu, sigma)
+        x = jax.lax.stop_gradient(mu + sigma * eps)
+        w = f(x) - baseline
+        return jax.grad(lambda m, s: w * jnp.sum(norm.logpdf(x, m, s)), argnums=(0, 1))(mu, sigma)
+
+    def make(rule: str, dim: int, R: int) -> Callable[[Any, Any], Any]:
+        def cell(key: Any, baseline: Any) -> Any:
+            mu, sigma = jnp.ones(dim), jnp.ones(dim)
+            keys = jax.random.split(key, R)
+            g_mu, g_sigma = jax.vmap(lambda k: one(k, mu, sigma, rule, baseline))(keys)
+            out = []
+            for g in (g_mu, g_sigma):
+                m = g.mean(0)
+                out += [m, jnp.sum((g - m) ** 2, 0)]
+            return out
+
+        return jax.jit(cell)
+
+    def run(name: str, dim: int, R: int, repeats: int) -> float:
+        rule = {"reinforce-ema": "baseline"}.get(name, name)
+        fn = make(rule, dim, R)
+        key, b = jax.random.PRNGKey(0), jnp.float32(dim)
+        jax.block_until_ready(fn(key, b))  # compile
+        t = _median_time(lambda: jax.block_until_ready(fn(key, b)), repeats)
+        return R / t
+
+    return run
+
+
+# -- the VAE -----------------------------------------------------------------------------------
+
+def vae_flops(x_dim: int = 64, hidden: int = 256, latent: int = 8, batch: int = 128, n_samples: int = 1) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one per-sample encoder-gradient estimate, matmuls only:
+    per drawn z the decoder's forward and its backward to z; once, the encoder's backward
+    from its outputs to its weights (its forward is shared by all replicates)."""
+    dec = 2 * batch * (latent * hidden + hidden * x_dim)
+    enc_back = 2 * batch * (2 * latent * hidden) * 2 + 2 * batch * x_dim * hidden
+    return n_samples * 2 * dec + enc_back
+
+
+def vae_speeds(names: tuple[str, ...] = ("reparameterization", "reinforce"), n_samples: int = 1,
+               compile: bool = True, repeats: int = 3, loop_replicates: int = 50,
+               replicates: int = 2000) -> list[dict[str, Any]]:
+    """Digits VAE (batch 128, untrained): ms per encoder-gradient estimate, loop vs runner."""
     from .problems import VAESetting
 
     problem = get("vae-digits")
     setting = VAESetting("untrained", 256, 8, 128)
-    ctx = Context(dtype=torch.float32)
-    prep = problem.prepare(setting, ctx)
+    eager, comp = Context(compile="off"), Context(compile="on")
+    prep = problem.prepare(setting, eager)
     model, x = prep.model, prep.x
-    model.encoder.requires_grad_(True)
     rows = []
-    for name in names or ["reparameterization", "reinforce"]:
+    for name in names:
         est = estimators.get(name)
 
-        def loop():
-            for _ in range(replicates):
+        def loop() -> None:
+            model.encoder.requires_grad_(True)
+            for _ in range(loop_replicates):
                 model.encoder.zero_grad(set_to_none=True)
                 q = model.q(x)
                 sur = est(q, model.log_likelihood(x), n_samples)
                 (sur.loss - model.kl(q)).mean().backward()
 
-        t_loop = _median_time(loop, repeats)
-        t_vec = _median_time(lambda: estimate_cell(problem, est, setting, prep, n_samples, replicates, ctx), repeats)
-        rows.append({"estimator": name, "loop_s_per_estimate": t_loop / replicates,
-                     "runner_s_per_estimate": t_vec / replicates, "speedup": t_loop / t_vec})
+        row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats) / loop_replicates}
+        row["eager_s"], _ = _runner_time(problem, est, setting, prep, n_samples, replicates, eager, repeats)
+        if compile:
+            row["compiled_s"], row["compile_s"] = _runner_time(problem, est, setting, prep, n_samples, replicates, comp, repeats)
+        row["best_s"] = min(row["eager_s"], row.get("compiled_s", math.inf))
+        row["speedup"] = row["loop_s"] / row["best_s"]
+        row["gflops"] = vae_flops(n_samples=n_samples) / row["best_s"] / 1e9
+        rows.append(row)
     return rows
 
 
-def vae_training_overhead(steps: int = 200, repeats: int = 3) -> dict[str, float]:
+def vae_training_overhead(steps: int = 50, rounds: int = 15) -> dict[str, float]:
     """Seconds per Adam step: through the estimator interface (benchmarks.problems.vae) against
-    the classic hand-written loop with the reparameterization inline (PyTorch's VAE example)."""
+    the classic hand-written loop with the reparameterization inline (PyTorch's VAE example).
+
+    Both train their own model from the same initialization on the same batches. They run in
+    ``rounds`` rounds of ``steps`` steps each, alternating which goes first; the overhead is
+    the median of the per-round ratios, which cancels drift of a shared, noisy machine.
+    """
     import torch.nn.functional as F
 
     from .data import load_digits
@@ -158,21 +251,23 @@ def vae_training_overhead(steps: int = 200, repeats: int = 3) -> dict[str, float
     batches = [data.train[i * 128 % 1400 : i * 128 % 1400 + 128] for i in range(steps)]
     est = estimators.get("reparameterization")
 
-    def make():
+    def make() -> tuple[VAE, torch.optim.Optimizer]:
         torch.manual_seed(0)
         model = VAE(data.dim, 256, 8)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def suite():
-        model, opt = make()
-        for x in batches:
-            loss, _, _ = elbo_step_loss(model, x, est, 1, None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    m_suite, o_suite = make()
+    m_inline, o_inline = make()
 
-    def inline():
-        model, opt = make()
+    def suite() -> None:
+        for x in batches:
+            loss, _, _ = elbo_step_loss(m_suite, x, est, 1, None)
+            o_suite.zero_grad(set_to_none=True)
+            loss.backward()
+            o_suite.step()
+
+    def inline() -> None:
+        model, opt = m_inline, o_inline
         for x in batches:
             mu, logvar = model.encoder(x).chunk(2, dim=-1)
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
@@ -183,6 +278,134 @@ def vae_training_overhead(steps: int = 200, repeats: int = 3) -> dict[str, float
             loss.backward()
             opt.step()
 
-    t_suite = _median_time(suite, repeats) / steps
-    t_inline = _median_time(inline, repeats) / steps
-    return {"suite_s_per_step": t_suite, "inline_s_per_step": t_inline, "overhead": t_suite / t_inline - 1}
+    def timed(fn: Callable[[], None]) -> float:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) / steps
+
+    suite(), inline()  # warm-up
+    t_suite, t_inline, ratios = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b, a = timed(inline), timed(suite)
+        else:
+            a, b = timed(suite), timed(inline)
+        t_suite.append(a)
+        t_inline.append(b)
+        ratios.append(a / b)
+    return {"suite_s_per_step": statistics.median(t_suite), "inline_s_per_step": statistics.median(t_inline),
+            "overhead": statistics.median(ratios) - 1}
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+_MEMORY_CHILD = """
+import json, resource, sys, time, torch
+import estimators
+from benchmarks.problems import Context, get, GaussianSetting, VAESetting
+from benchmarks.runner import estimate_cell
+problem, R = sys.argv[1], int(sys.argv[2])
+p = get(problem)
+ctx = Context()
+if problem == "vae-digits":
+    s = VAESetting("untrained", 256, 8, 128)
+    prep = p.prepare(s, ctx)
+else:
+    s, prep = GaussianSetting(1.0, 1.0, 0.0, 100), None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+stats, timing = estimate_cell(p, estimators.get("reparameterization"), s, prep, 1, R, ctx)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_mb": before / 1024, "peak_mb": after / 1024, "seconds": timing.elapsed,
+                  "n": stats[p.groups[0]].n}))
+"""
+
+
+def peak_memory(problem: str, replicates: int) -> dict[str, float]:
+    """Peak RSS (MB) of a fresh process that runs one cell of R replicates (dim 100 for the toy),
+    and its RSS before the cell (imports, data, model)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, problem, str(replicates)], cwd=root,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def _fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
+    if args is None:
+        args = build_parser().parse_args()
+    compile_ = args.compile != "off"
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs; float32; medians of {args.repeats} runs")
+    out: dict[str, Any] = {}
+    out["matmul_gflops"], out["copy_gbps"] = matmul_gflops(), copy_gbps()
+    print(f"yardsticks: float32 matmul 2048x2048 {out['matmul_gflops']:.0f} GFLOP/s, copy {out['copy_gbps']:.1f} GB/s")
+
+    dims = tuple(args.dim) if args.dim else ((1, 100) if args.quick else (1, 100, 10000))
+    out["toy"] = toy_speeds(dims=dims, compile=compile_, jax=not args.no_jax, repeats=args.repeats,
+                            budget_s=0.1 if args.quick else 0.3)
+    has_jax = any("jax_per_s" in r for r in out["toy"])
+    print("\ngaussian-quadratic, single-sample estimates per second (runner = sampling + estimator + float64 stats)")
+    print(f"{'dim':>6} {'estimator':<19} {'loop':>9} {'runner':>11} {'compiled':>11} {'compile':>8} {'jax':>11}"
+          f" {'x loop':>7} {'x jax':>6}")
+    for r in out["toy"]:
+        print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
+              f"{_fmt_rate(r.get('compiled_per_s')):>11} {r.get('compile_s', math.nan):>7.1f}s "
+              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x "
+              f"{r['vs_jax'] if 'vs_jax' in r else math.nan:>5.2f}x")
+    if not has_jax and not args.no_jax:
+        print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
+
+    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,
+                            replicates=500 if args.quick else 2000, loop_replicates=20 if args.quick else 50)
+    print(f"\ndigits VAE (batch 128, untrained), per-sample encoder gradients, n_samples 1 "
+          f"({vae_flops() / 1e6:.1f} MFLOP per estimate)")
+    print(f"{'estimator':<19} {'loop ms':>8} {'runner ms':>10} {'compiled ms':>12} {'compile':>8} {'x loop':>7} "
+          f"{'GFLOP/s':>8} {'of matmul':>9}")
+    for r in out["vae"]:
+        print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.3f} {r['eager_s'] * 1e3:>10.3f} "
+              f"{r.get('compiled_s', math.nan) * 1e3:>12.3f} {r.get('compile_s', math.nan):>7.1f}s "
+              f"{r['speedup']:>6.1f}x {r['gflops']:>8.1f} {r['gflops'] / out['matmul_gflops']:>8.0%}")
+
+    if args.all:
+        o = out["training"] = vae_training_overhead()
+        print(f"\nVAE training step (Adam, batch 128): estimator interface {o['suite_s_per_step'] * 1e3:.3f} ms, "
+              f"hand-written inline {o['inline_s_per_step'] * 1e3:.3f} ms: overhead {o['overhead'] * 100:+.1f}%")
+        print("\npeak resident memory of one cell in a fresh process (reparameterization, n_samples 1, eager):")
+        out["memory"] = []
+        for problem, rs in (("gaussian-quadratic", (10_000, 1_000_000)), ("vae-digits", (1_000, 10_000))):
+            for R in rs:
+                m = peak_memory(problem, R)
+                out["memory"].append({"problem": problem, "replicates": R, **m})
+                where = "dim 100" if problem.startswith("gaussian") else "batch 128"
+                print(f"  {problem} ({where}), R = {R:>9,}: peak {m['peak_mb']:7.0f} MB "
+                      f"(before the cell {m['before_mb']:.0f} MB), {m['seconds']:.1f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is kept (default: 3)")
+    p.add_argument("--dim", type=int, nargs="+", help="toy dimensions (default: 1 100 10000)")
+    p.add_argument("--compile", choices=["on", "off"], default="on",
+                   help="also time the runner under torch.compile (default: on)")
+    p.add_argument("--no-jax", action="store_true", help="skip the JAX column even if JAX is installed")
+    p.add_argument("--quick", action="store_true", help="fewer dimensions and replicates (about a minute)")
+    p.add_argument("--all", action="store_true", help="also the VAE training-step overhead and peak memory")
+    p.add_argument("--json", metavar="FILE", help="write every figure to this JSON file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return p
+
+
+if __name__ == "__main__":
+    main()

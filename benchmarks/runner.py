@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import platform
 import time
@@ -30,9 +31,9 @@ import torch
 import estimators
 from estimators import Estimator, EstimatorError
 
-from . import problems
+from . import compiling, problems
 from .problems import Context, Problem
-from .stats import GradientStats
+from .stats import GradientStats, chunk_moments
 from .sweep import Sweep
 
 #: The result table's columns, in order. Columns a problem does not use stay empty.
@@ -41,7 +42,7 @@ COLUMNS = [
     "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch",
     "n_samples", "replicates", "seed",
     "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
-    "time_per_estimate_s", "status", "error",
+    "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "torch_version", "python_version", "machine",
 ]  # fmt: skip
@@ -249,16 +250,37 @@ def _check_grads(grads: dict[str, torch.Tensor], groups: tuple[str, ...], r: int
             raise ValueError(f"gradient of {g!r} has shape {tuple(t.shape)}, expected ({r}, P)")
 
 
-def _check_finite(stats: dict[str, GradientStats], grads: dict[str, torch.Tensor]) -> None:
+def _check_finite(stats: dict[str, GradientStats]) -> None:
     for g, st in stats.items():
         if not st.finite():
-            bad = (~torch.isfinite(grads[g])).sum().item()
-            raise FloatingPointError(f"{bad} non-finite values in the gradient of {g!r}")
+            bad = (~torch.isfinite(st.coords.mean)).sum().item()
+            raise FloatingPointError(f"non-finite values in the gradient of {g!r} ({bad} coordinates affected)")
 
 
 def _sync(ctx: Context) -> None:
     if ctx.device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+@dataclass
+class CellTiming:
+    """How a cell's estimates were computed: wall time of the measured loop (s), whether it
+    ran compiled, what compiling cost (s, NaN if not compiled), and why a compile fell back."""
+
+    elapsed: float
+    compiled: bool = False
+    compile_s: float = math.nan
+    note: str = ""
+
+
+def chunk_plan(replicates: int, max_chunk: int) -> list[int]:
+    """Chunk sizes, as equal as possible (one compiled shape covers all but perhaps the last)."""
+    k = -(-replicates // max(1, max_chunk))
+    size = -(-replicates // k)
+    sizes = [size] * (replicates // size)
+    if replicates % size:
+        sizes.append(replicates % size)
+    return sizes
 
 
 def estimate_cell(
@@ -269,29 +291,62 @@ def estimate_cell(
     n_samples: int,
     replicates: int,
     ctx: Context,
-) -> tuple[dict[str, GradientStats], float]:
-    """Draw ``replicates`` estimates; return streaming stats per group and the wall time (s)."""
-    chunk = max(1, min(replicates, problem.chunk_size(setting, n_samples)))
+) -> tuple[dict[str, GradientStats], CellTiming]:
+    """Draw ``replicates`` estimates; return streaming stats per group and how long it took.
+
+    Each chunk's estimates are reduced to float64 moments by the same function that
+    computes them (``step``), which ``ctx.compile`` may hand to torch.compile
+    (benchmarks.compiling); only the moments leave it.
+    """
+    sizes = chunk_plan(replicates, problem.chunk_size(setting, n_samples))
+
+    def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
+        out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
+        _check_grads(out.grads, problem.groups, r)
+        return {g: chunk_moments(out.grads[g]) for g in problem.groups}, out.state
+
     state = estimator.init_state()
-    # Warm-up, neither timed nor measured: one small call pays one-time costs (allocator,
+    # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
     # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
-    for _ in range(WARMUP_CALLS if estimator.stateful else 1):
-        state = problem.chunk(estimator, setting, prepared, n_samples, min(chunk, 100), state, ctx).state
+    # The last call's time predicts the eager run, for --compile auto.
+    warm = min(sizes[0], 100)
+    for _ in range(WARMUP_CALLS if estimator.stateful else 2):
+        _sync(ctx)
+        t0 = time.perf_counter()
+        state = step(warm, state)[1]
+        _sync(ctx)
+        t_warm = time.perf_counter() - t0
+    timing = CellTiming(elapsed=math.nan)
+    run_chunk: Callable[[int, Any], Any] = step
+    mode = compiling.check_mode(ctx.compile)
+    if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
+        fast = compiling.compile_chunk(step)
+        _sync(ctx)
+        t0 = time.perf_counter()
+        try:
+            state = fast(sizes[0], state)[1]  # compiles; the estimates are discarded, like a warm-up
+        except EstimatorError:
+            raise
+        except Exception as exc:
+            timing.note = f"torch.compile failed, ran eagerly: {_error_text(exc)}"
+        else:
+            _sync(ctx)
+            timing.compiled, timing.compile_s = True, time.perf_counter() - t0
+
+            def run_chunk(r: int, state: Any) -> Any:
+                return fast(r, state) if r == sizes[0] else step(r, state)  # a shorter last chunk runs eagerly
+
     stats = {g: GradientStats() for g in problem.groups}
     _sync(ctx)
     start = time.perf_counter()
-    done = 0
-    while done < replicates:
-        r = min(chunk, replicates - done)
-        out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
-        _check_grads(out.grads, problem.groups, r)
+    for r in sizes:
+        moments, state = run_chunk(r, state)
         for g in problem.groups:
-            stats[g].update(out.grads[g])
-        _check_finite(stats, out.grads)
-        state = out.state
-        done += r
+            stats[g].merge(r, moments[g])
+        _check_finite(stats)
     _sync(ctx)
-    return stats, time.perf_counter() - start
+    timing.elapsed = time.perf_counter() - start
+    return stats, timing
 
 
 def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
@@ -342,7 +397,7 @@ def measure_cell(
     try:
         estimator = estimators.get(cell.estimator)
         torch.manual_seed(seed)
-        stats, elapsed = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples, sweep.replicates, ctx)
+        stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples, sweep.replicates, ctx)
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
         return [{**base, "parameter": g, "status": status, "error": str(exc)} for g in groups], None
@@ -364,9 +419,11 @@ def measure_cell(
                 "bias_z": s.bias_z,
                 "mse": s.mse,
                 "snr": s.snr,
-                "time_per_estimate_s": elapsed / sweep.replicates,
+                "time_per_estimate_s": timing.elapsed / sweep.replicates,
+                "compiled": timing.compiled,
+                "compile_time_s": timing.compile_s,
                 "status": "ok",
-                "error": "",
+                "error": timing.note,
             }
         )
     return rows, stats

@@ -21,6 +21,24 @@ from dataclasses import dataclass
 import torch
 
 
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, M2) over dim 0 of ``x`` [r, *P], in float64: two passes, exact.
+
+    A pure function of one chunk, so that torch.compile can fuse it with the
+    computation of the estimates (torch.var_mean over dim 0 measured 2-5x slower).
+    """
+    x = x.detach().to(dtype=torch.float64)  # no copy if it already is
+    mean = x.mean(0)
+    return mean, (x - mean).square().sum(0)
+
+
+def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Everything GradientStats needs from one chunk of estimates [r, P]: per-coordinate
+    (mean, M2) and (mean, M2) of the coordinate average of each replicate."""
+    g = g.detach().to(torch.float64)
+    return (*moments(g), *moments(g.mean(1)))
+
+
 class Moments:
     """Running mean and M2 of rows of shape [P] (or scalars with P = ())."""
 
@@ -30,13 +48,12 @@ class Moments:
         self.m2: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:  # x: [r, *P]
-        x = x.detach().to(dtype=torch.float64)  # no copy if it already is
-        n_b = x.shape[0]
-        if n_b == 0:
+        if x.shape[0] == 0:
             return
-        mean_b = x.mean(0)
-        # two passes, exact in float64; torch.var_mean over dim 0 measured 2-5x slower here
-        m2_b = (x - mean_b).square_().sum(0)
+        self.merge(x.shape[0], *moments(x))
+
+    def merge(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        """Merge the (count, mean, M2) of another set of rows (Chan et al.)."""
         if self.mean is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return
@@ -61,9 +78,13 @@ class GradientStats:
         self.avg = Moments()  # coordinate average of each replicate, scalar
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
-        g = g.detach().to(torch.float64)  # one conversion for both
-        self.coords.update(g)
-        self.avg.update(g.mean(1))
+        if g.shape[0]:
+            self.merge(g.shape[0], chunk_moments(g))
+
+    def merge(self, r: int, chunk: tuple[torch.Tensor, ...]) -> None:
+        """Merge the chunk_moments() of r estimates."""
+        self.coords.merge(r, chunk[0], chunk[1])
+        self.avg.merge(r, chunk[2], chunk[3])
 
     def finite(self) -> bool:
         """Whether every estimate so far was finite: one NaN or inf in a coordinate makes its

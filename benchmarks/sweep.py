@@ -59,6 +59,7 @@ class Sweep:
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    compile: str = "auto"  # torch.compile: auto, on, off (benchmarks.compiling)
 
     def validate(self) -> "Sweep":
         """Check names and values; raise SweepError with a clear message."""
@@ -100,6 +101,8 @@ class Sweep:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):
             raise SweepError(f"dtype must be one of float64, float32; got {self.dtype!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise SweepError(f"compile must be one of auto, on, off; got {self.compile!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
@@ -110,7 +113,7 @@ class Sweep:
 
         return problems.Context(dtype=getattr(torch, self.dtype), device=self.device, seed=self.seed,
                                 data_dir=self.data_dir, checkpoint_steps=self.checkpoint_steps,
-                                train_steps=self.train_steps)
+                                train_steps=self.train_steps, compile=self.compile)
 
     def with_overrides(self, **values: Any) -> "Sweep":
         """A copy with the given fields replaced; None values are ignored."""
@@ -118,7 +121,7 @@ class Sweep:
 
 
 _SCALAR_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
-_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in (*_SCALAR_INT, "dtype", "device", "data_dir")}
+_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in (*_SCALAR_INT, "dtype", "device", "data_dir", "compile")}
 _TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str,
           "checkpoint": str, "hidden": int, "latent": int, "batch": int}
 

@@ -65,6 +65,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
     r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type of the samples and gradients; statistics are always accumulated in float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda (default: cpu)")
+    r.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile the replicate engine: auto compiles only cells predicted to run over a minute eagerly, on compiles every cell, off never (default: auto)")
 
 
 def _load_plugins(specs: Sequence[str]) -> None:
@@ -80,7 +81,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     sweep = Sweep().with_overrides(**values)
     names = ["problem", "estimator", "mu", "sigma", "k", "dim", "checkpoint", "hidden", "latent", "batch",
-             "checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device"]
+             "checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device", "compile"]
     sweep = sweep.with_overrides(**{n: getattr(args, n) for n in names})
     return sweep.validate()
 
@@ -154,7 +155,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     _load_plugins(args.plugin)
     base = Sweep().with_overrides(estimator=args.estimator, seed=args.seed, dtype=args.dtype, device=args.device,
-                                  problem=args.problem, data_dir=args.data_dir).validate()
+                                  compile=args.compile, problem=args.problem, data_dir=args.data_dir).validate()
     plan = runner.make_plan(report_sweeps(base, quick=args.quick))
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -205,15 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
     p.add_argument("--dtype", choices=["float64", "float32"])
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile the replicate engine: auto compiles only cells predicted to run over a minute eagerly, on compiles every cell, off never (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("perf", help="speed of the vectorized runner against a per-replicate backward() loop")
-    p.add_argument("--replicates", type=_positive_int, default=1000)
-    p.add_argument("--dim", type=_positive_int, default=100)
-    p.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats; the median is kept")
-    p.add_argument("--all", action="store_true",
-                   help="also: matmul GFLOP/s, VAE estimates (loop vs runner), VAE training-step overhead")
+    p = sub.add_parser("perf", help="speed of the replicate engine against a backward() loop, JAX and a matmul")
+    from benchmarks.perf import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_perf)
     return parser
 

@@ -53,6 +53,28 @@ def test_kl_term_matches_monte_carlo_kl():
     assert z_max <= z_bound(n_assertions=x.shape[0]), z_max
 
 
+def test_kl_term_equals_torch_distributions_kl():
+    """The written-out KL equals torch.distributions.kl_divergence (exact up to float64 rounding)."""
+    model, x = small_model()
+    model = model.double()
+    with torch.no_grad():
+        q = model.q(x.double())
+        expected = torch.distributions.kl_divergence(q, model.prior_like(q))
+        got = model.kl(q)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_log_likelihood_equals_bernoulli_log_prob():
+    """f(z) = log p(x | z), written with the function Bernoulli.log_prob calls, equals it."""
+    model, x = small_model()
+    z = torch.randn(3, x.shape[0], model.latent, dtype=x.dtype)
+    with torch.no_grad():
+        expected = torch.distributions.Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(x).sum(-1)
+        got = model.log_likelihood(x)(z)
+    torch.testing.assert_close(got, expected)
+
+
 def test_elbo_lies_below_importance_weighted_bound():
     """Burda et al. 2016: E[IWAE_100] >= ELBO. One-sided z-test on the batch mean of the per-image gap."""
     model, x = small_model()

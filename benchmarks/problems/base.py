@@ -27,6 +27,8 @@ class Context:
     data_dir: str | None = None
     checkpoint_steps: int = 2000
     train_steps: int = 0
+    #: torch.compile the replicate engine: "off", "on" or "auto" (see benchmarks.compiling)
+    compile: str = "off"
 
 
 @dataclass

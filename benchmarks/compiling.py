@@ -1,0 +1,65 @@
+"""torch.compile for the replicate engine, with the eager path as fallback.
+
+One chunk of the runner's work (draw samples, build the surrogate, autograd to
+per-replicate gradients, reduce them to float64 moments) is one Python
+function; torch.compile fuses it into a few kernels. Compiling costs seconds
+per (problem, estimator, setting, chunk shape), so the runner's ``--compile``
+switch has three values:
+
+``off``   never compile (the eager path, always available);
+``on``    compile every cell (a cell whose compile fails falls back to eager);
+``auto``  compile a cell only when its eager run is predicted to take longer
+          than ``AUTO_MIN_EAGER_S`` seconds, so that a short run (the default
+          report, ``--quick``) never waits for the compiler.
+
+Compiled and eager runs draw different random numbers (inductor generates its
+own in-kernel), each reproducible from the seed; the results table says which
+path a cell took (``compiled``) and what compiling cost (``compile_time_s``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+
+MODES = ("auto", "on", "off")
+#: ``auto`` compiles a cell whose eager estimate takes longer than this (a compile takes 5-30 s here)
+AUTO_MIN_EAGER_S = 60.0
+
+
+class CompileError(RuntimeError):
+    """torch.compile failed for a cell; the runner falls back to the eager path."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"compile must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
+
+
+@contextlib.contextmanager
+def _dynamo_settings():
+    import torch._dynamo
+
+    # trace_autograd_ops: trace torch.autograd.grad into the graph instead of breaking there;
+    # recompile_limit: each cell is its own specialization of the same chunk function
+    with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=1 << 16,
+                                    accumulated_recompile_limit=1 << 16):
+        yield
+
+
+def compile_chunk(step: Callable[..., Any]) -> Callable[..., Any]:
+    """A compiled version of ``step`` (same arguments and results), static shapes.
+
+    Compiling happens on the first call; the caller treats an exception from that call
+    as a failed compile (CompileError) and keeps the eager ``step``.
+    """
+    compiled = torch.compile(step, dynamic=False)
+
+    def call(*args: Any) -> Any:
+        with _dynamo_settings():
+            return compiled(*args)
+
+    return call

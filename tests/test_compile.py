@@ -1,0 +1,100 @@
+"""The torch.compile path of the replicate engine, its switch and its fallback.
+
+Compiling costs seconds per cell, so these tests compile few, small cells.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmarks import compiling, runner
+from benchmarks.problems import Context, GaussianSetting, get
+from benchmarks.sweep import Sweep, SweepError
+
+from .statutil import z_bound
+
+
+def test_compiled_toy_cells_are_unbiased_and_have_the_closed_form_variance():
+    """Compiled cells (a stateless and a stateful estimator; an uneven last chunk that runs
+    eagerly) against the closed forms of the quadratic: mean 2(mu - k) and, for the pathwise
+    estimator with n draws, per-coordinate variance Var[2(x - k)] / n = 4 sigma^2 / n."""
+    problem = get("gaussian-quadratic")
+    s = GaussianSetting(mu=0.5, sigma=1.5, k=-1.0, dim=3)
+    ctx = Context(dtype=torch.float64, compile="on")
+    n, R = 2, 3001
+    z = z_bound(n_assertions=4)
+    orig = problem.chunk_size
+    problem.chunk_size = lambda *_: 1000  # several chunks, the last one shorter
+    try:
+        for name in ("reparameterization", "reinforce-ema"):
+            torch.manual_seed(0)
+            stats, timing = runner.estimate_cell(problem, runner.estimators.get(name), s, None, n, R, ctx)
+            assert timing.compiled and timing.compile_s > 0, timing
+            summary = stats["mu"].summary(problem.true_gradient(s, ctx)["mu"])
+            assert stats["mu"].n == R
+            assert abs(summary.bias_z) <= z, (name, summary)
+            if name == "reparameterization":
+                # Var of the sample variance of normal data: 2 sigma_g^4 / (R - 1), per coordinate,
+                # averaged over 3 independent coordinates
+                var_g = 4 * s.sigma**2 / n
+                se = math.sqrt(2 * var_g**2 / (R - 1) / s.dim)
+                assert abs(summary.variance - var_g) <= z * se, (summary.variance, var_g, se)
+    finally:
+        problem.chunk_size = orig
+
+
+def test_chunk_plan_is_even_with_at_most_one_shorter_chunk():
+    for R, m in ((1000, 1000), (1001, 1000), (10_000, 512), (7, 3), (5, 100)):
+        sizes = runner.chunk_plan(R, m)
+        assert sum(sizes) == R and max(sizes) <= max(m, 1)
+        assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
+
+
+def test_compiled_vae_cells_agree_with_the_pathwise_mean():
+    """Compiled VAE cells, pathwise and score-function: the runner's agreement_z (largest |z|
+    over encoder coordinates between the two mean gradients) within the Bonferroni bound."""
+    sweep = Sweep(problem=["vae-digits"], estimator=["reparameterization", "reinforce-loo"], checkpoint=["untrained"],
+                  hidden=[32], latent=[4], batch=[16], replicates=300, train_steps=0, n_samples=[4],
+                  dtype="float64", compile="on")
+    rows = runner.run(sweep)
+    assert [r["compiled"] for r in rows] == [True, True] and {r["status"] for r in rows} == {"ok"}
+    assert all(r["compile_time_s"] > 0 for r in rows)
+    n_params = 64 * 32 + 32 + 32 * 8 + 8
+    loo = next(r for r in rows if r["estimator"] == "reinforce-loo")
+    assert loo["agreement_z"] <= z_bound(n_assertions=n_params), loo["agreement_z"]
+
+
+def test_auto_does_not_compile_short_cells():
+    rows = runner.run(Sweep(problem=["gaussian-cos"], estimator=["reinforce"], replicates=200, compile="auto"))
+    assert rows and all(r["compiled"] is False and math.isnan(r["compile_time_s"]) for r in rows)
+
+
+def test_auto_compiles_a_cell_predicted_to_run_long(monkeypatch):
+    monkeypatch.setattr(compiling, "AUTO_MIN_EAGER_S", 0.0)
+    rows = runner.run(Sweep(problem=["gaussian-cos"], estimator=["reinforce"], replicates=200, compile="auto"))
+    assert rows and all(r["compiled"] is True and r["compile_time_s"] > 0 for r in rows)
+
+
+def test_a_failed_compile_falls_back_to_eager_and_says_so(monkeypatch):
+    def broken(step):
+        def call(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(compiling, "compile_chunk", broken)
+    rows = runner.run(Sweep(problem=["gaussian-quadratic"], estimator=["reparameterization"], replicates=100,
+                            compile="on"))
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all(r["compiled"] is False for r in rows)
+    assert all("torch.compile failed, ran eagerly" in r["error"] and "no C++ compiler" in r["error"] for r in rows)
+
+
+def test_bad_compile_value_is_refused_with_the_choices():
+    with pytest.raises(SweepError, match=r"compile must be one of auto, on, off; got 'fast'"):
+        Sweep(compile="fast").validate()
+    with pytest.raises(ValueError, match="compile must be one of auto, on, off"):
+        compiling.check_mode("yes")
