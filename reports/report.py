@@ -506,6 +506,20 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
 
 # -- the report ---------------------------------------------------------------
 
+def _compile_line(df: pd.DataFrame) -> list[str]:
+    """How many cells ran under torch.compile, and what compiling cost (results files from
+    before the compile switch have no such columns: no line)."""
+    if "compiled" not in df:
+        return []
+    ok = df[df["status"] == "ok"].drop_duplicates(["problem", "estimator", "setting", "n_samples"])
+    compiled = ok["compiled"].astype(str).str.lower() == "true"
+    if not compiled.any():
+        return [f"- torch.compile: no cell compiled ({len(ok)} cells ran eagerly; `--compile on` compiles every cell)"]
+    cost = pd.to_numeric(ok.loc[compiled, "compile_time_s"], errors="coerce")
+    return [f"- torch.compile: {int(compiled.sum())} of {len(ok)} cells compiled, {cost.sum():.0f} s of compiling "
+            f"(not in time per estimate)"]
+
+
 def _provenance(df: pd.DataFrame) -> list[str]:
     def values(col: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
@@ -514,6 +528,7 @@ def _provenance(df: pd.DataFrame) -> list[str]:
         f"- seed: {values('seed')}; replicates per cell: {values('replicates')}; dtype: {values('dtype')}; device: {values('device')}",
         f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
         f"- machine: {values('machine')}",
+        *_compile_line(df),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",
     ]

@@ -1,0 +1,77 @@
+"""pytest-benchmark: the replicate engine against its baselines (see benchmarks/perf.py).
+
+    pytest --benchmark-only benchmarks/bench_perf.py --benchmark-group-by=group
+
+Each group times the same work three ways, so pytest-benchmark's table shows the
+ratios side by side: the naive loop of backward() calls (``loop``), the runner's
+eager path (``runner``) and the runner under torch.compile (``compiled``; one-time
+compile cost paid in an untimed warm-up, skipped under plain ``pytest``). Every
+benchmark does ``REPLICATES`` estimates per round; ``extra_info`` holds estimates/s.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import estimators
+from benchmarks import perf
+from benchmarks.problems import Context, GaussianSetting, VAESetting, get
+from benchmarks.runner import estimate_cell
+
+REPLICATES = 200
+TOY = [(dim, name) for dim in (1, 100, 10000) for name in perf.TOY_ESTIMATORS]
+PATHS = ("loop", "runner", "compiled")
+
+
+def _skip_compiled_if_smoke(benchmark, path: str) -> None:
+    if path == "compiled" and benchmark.disabled:
+        pytest.skip("compiling takes seconds; the compiled path is tested in tests/test_compile.py")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dim,name", TOY, ids=[f"dim{d}-{n}" for d, n in TOY])
+def test_toy_replicates(benchmark, dim: int, name: str, path: str):
+    _skip_compiled_if_smoke(benchmark, path)
+    problem = get("gaussian-quadratic")
+    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
+    est = estimators.get(name)
+    benchmark.group = f"toy dim={dim} {name} (n=1, {REPLICATES} estimates)"
+    if path == "loop":
+        fn = lambda: perf.naive_loop(problem, est, s, 1, REPLICATES, Context())  # noqa: E731
+    else:
+        ctx = Context(compile="on" if path == "compiled" else "off")
+        estimate_cell(problem, est, s, None, 1, REPLICATES, ctx)  # compiles (cached for the timed calls)
+        fn = lambda: estimate_cell(problem, est, s, None, 1, REPLICATES, ctx)  # noqa: E731
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    if not benchmark.disabled:
+        benchmark.extra_info["estimates_per_s"] = REPLICATES / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", ["reparameterization", "reinforce"])
+def test_vae_replicates(benchmark, name: str, path: str):
+    _skip_compiled_if_smoke(benchmark, path)
+    problem = get("vae-digits")
+    setting = VAESetting("untrained", 256, 8, 128)
+    prep = problem.prepare(setting, Context())
+    est = estimators.get(name)
+    r = 20 if path == "loop" else REPLICATES
+    benchmark.group = f"vae-digits {name} (batch 128, n=1; per {r} estimates)"
+    if path == "loop":
+        model, x = prep.model, prep.x
+        model.encoder.requires_grad_(True)
+
+        def fn() -> None:
+            for _ in range(r):
+                model.encoder.zero_grad(set_to_none=True)
+                q = model.q(x)
+                (est(q, model.log_likelihood(x), 1).loss - model.kl(q)).mean().backward()
+    else:
+        ctx = Context(compile="on" if path == "compiled" else "off")
+        estimate_cell(problem, est, setting, prep, 1, r, ctx)
+        fn = lambda: estimate_cell(problem, est, setting, prep, 1, r, ctx)  # noqa: E731
+    benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
+    if not benchmark.disabled:
+        benchmark.extra_info["ms_per_estimate"] = benchmark.stats.stats.median / r * 1e3
+        benchmark.extra_info["gflops"] = perf.vae_flops() * r / benchmark.stats.stats.median / 1e9
