@@ -61,8 +61,10 @@ def test_kl_term_equals_torch_distributions_kl():
         q = model.q(x.double())
         expected = torch.distributions.kl_divergence(q, model.prior_like(q))
         got = model.kl(q)
-    assert got.shape == expected.shape
+        from_outputs = type(model).kl_from_outputs(model.encoder(x.double()))
+    assert got.shape == expected.shape == from_outputs.shape
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(from_outputs, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_log_likelihood_equals_bernoulli_log_prob():
