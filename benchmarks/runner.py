@@ -283,6 +283,75 @@ def chunk_plan(replicates: int, max_chunk: int) -> list[int]:
     return sizes
 
 
+class CellEngine:
+    """One cell's replicate engine, set up once (warm-up, and torch.compile where ``ctx.compile``
+    asks for it), then ``measure()``: ``replicates`` estimates reduced to streaming statistics.
+
+    Each chunk's estimates are reduced to float64 moments by the same function that
+    computes them (``step``), which may be handed to torch.compile (benchmarks.compiling);
+    only the moments leave it. ``measure()`` may be called again (benchmarks do): each
+    call draws new estimates, continuing the estimator's state.
+    """
+
+    def __init__(self, problem: Problem, estimator: Estimator, setting: Any, prepared: Any, n_samples: int,
+                 replicates: int, ctx: Context):
+        self.groups = problem.groups
+        self.ctx = ctx
+        self.sizes = sizes = chunk_plan(replicates, problem.chunk_size(setting, n_samples))
+
+        def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
+            out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
+            _check_grads(out.grads, problem.groups, r)
+            return {g: chunk_moments(out.grads[g]) for g in problem.groups}, out.state
+
+        state = estimator.init_state()
+        # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
+        # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
+        # The last call's time predicts the eager run, for --compile auto.
+        warm = min(sizes[0], 100)
+        for _ in range(WARMUP_CALLS if estimator.stateful else 2):
+            _sync(ctx)
+            t0 = time.perf_counter()
+            state = step(warm, state)[1]
+            _sync(ctx)
+            t_warm = time.perf_counter() - t0
+        self.timing = CellTiming(elapsed=math.nan)
+        self.run_chunk: Callable[[int, Any], Any] = step
+        mode = compiling.check_mode(ctx.compile)
+        if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
+            fast = compiling.compile_chunk(step)
+            _sync(ctx)
+            t0 = time.perf_counter()
+            try:
+                state = fast(sizes[0], state)[1]  # compiles; the estimates are discarded, like a warm-up
+            except EstimatorError:
+                raise
+            except Exception as exc:
+                self.timing.note = f"torch.compile failed, ran eagerly: {_error_text(exc)}"
+            else:
+                _sync(ctx)
+                self.timing.compiled, self.timing.compile_s = True, time.perf_counter() - t0
+                # a shorter last chunk runs eagerly (one compiled shape per cell)
+                self.run_chunk = lambda r, state: fast(r, state) if r == sizes[0] else step(r, state)
+        self.state = state
+
+    def measure(self) -> dict[str, GradientStats]:
+        """Draw the estimates; their wall time goes to ``self.timing.elapsed``."""
+        stats = {g: GradientStats() for g in self.groups}
+        state = self.state
+        _sync(self.ctx)
+        start = time.perf_counter()
+        for r in self.sizes:
+            moments, state = self.run_chunk(r, state)
+            for g in self.groups:
+                stats[g].merge(r, moments[g])
+            _check_finite(stats)
+        _sync(self.ctx)
+        self.timing.elapsed = time.perf_counter() - start
+        self.state = state
+        return stats
+
+
 def estimate_cell(
     problem: Problem,
     estimator: Estimator,
@@ -292,61 +361,11 @@ def estimate_cell(
     replicates: int,
     ctx: Context,
 ) -> tuple[dict[str, GradientStats], CellTiming]:
-    """Draw ``replicates`` estimates; return streaming stats per group and how long it took.
-
-    Each chunk's estimates are reduced to float64 moments by the same function that
-    computes them (``step``), which ``ctx.compile`` may hand to torch.compile
-    (benchmarks.compiling); only the moments leave it.
-    """
-    sizes = chunk_plan(replicates, problem.chunk_size(setting, n_samples))
-
-    def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
-        out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
-        _check_grads(out.grads, problem.groups, r)
-        return {g: chunk_moments(out.grads[g]) for g in problem.groups}, out.state
-
-    state = estimator.init_state()
-    # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
-    # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
-    # The last call's time predicts the eager run, for --compile auto.
-    warm = min(sizes[0], 100)
-    for _ in range(WARMUP_CALLS if estimator.stateful else 2):
-        _sync(ctx)
-        t0 = time.perf_counter()
-        state = step(warm, state)[1]
-        _sync(ctx)
-        t_warm = time.perf_counter() - t0
-    timing = CellTiming(elapsed=math.nan)
-    run_chunk: Callable[[int, Any], Any] = step
-    mode = compiling.check_mode(ctx.compile)
-    if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
-        fast = compiling.compile_chunk(step)
-        _sync(ctx)
-        t0 = time.perf_counter()
-        try:
-            state = fast(sizes[0], state)[1]  # compiles; the estimates are discarded, like a warm-up
-        except EstimatorError:
-            raise
-        except Exception as exc:
-            timing.note = f"torch.compile failed, ran eagerly: {_error_text(exc)}"
-        else:
-            _sync(ctx)
-            timing.compiled, timing.compile_s = True, time.perf_counter() - t0
-
-            def run_chunk(r: int, state: Any) -> Any:
-                return fast(r, state) if r == sizes[0] else step(r, state)  # a shorter last chunk runs eagerly
-
-    stats = {g: GradientStats() for g in problem.groups}
-    _sync(ctx)
-    start = time.perf_counter()
-    for r in sizes:
-        moments, state = run_chunk(r, state)
-        for g in problem.groups:
-            stats[g].merge(r, moments[g])
-        _check_finite(stats)
-    _sync(ctx)
-    timing.elapsed = time.perf_counter() - start
-    return stats, timing
+    """Draw ``replicates`` estimates; return streaming stats per group and how long it took
+    (set-up and compiling not in ``elapsed``; see CellEngine)."""
+    engine = CellEngine(problem, estimator, setting, prepared, n_samples, replicates, ctx)
+    stats = engine.measure()
+    return stats, engine.timing
 
 
 def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
@@ -555,4 +574,4 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
 
 
 __all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "ResumeError", "completed", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
-           "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]
+           "CellEngine", "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]
