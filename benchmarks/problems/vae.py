@@ -295,9 +295,10 @@ class VAEProblem(Problem):
         return Prepared(model, x, enc_out, params, n_params)
 
     def chunk_size(self, setting: VAESetting, n_samples: int) -> int:
-        # the decoder's hidden activations [n, r, B, hidden] at about 2^22 elements (16 MB): larger
-        # chunks spill out of the caches (2^24 measured 1.2-2x slower per estimate, eager and compiled)
-        return max(1, (1 << 22) // (n_samples * setting.batch * setting.hidden))
+        # the decoder's hidden activations [n, r, B, hidden] at about 2^21 elements (8 MB): larger
+        # chunks spill out of the caches (2^24 measured 1.2-2x slower per estimate, eager and
+        # compiled; 2^20 to 2^22 within 10% of each other, 2^21 the best compiled)
+        return max(1, (1 << 21) // (n_samples * setting.batch * setting.hidden))
 
     def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
               replicates: int, state: Any, ctx: Context) -> Chunk:
