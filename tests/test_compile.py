@@ -108,3 +108,16 @@ def test_compiled_runs_are_reproducible_from_the_seed():
     keep = ("estimator", "parameter", "mean", "variance", "bias_z", "compiled")
     first, second = ([{k: r[k] for k in keep} for r in runner.run(sweep)] for _ in range(2))
     assert first == second and all(r["compiled"] for r in first)
+
+
+def test_cell_engine_measures_again_with_new_draws():
+    """CellEngine.measure() may be called again (the benchmarks do): each call draws R new
+    estimates, so two calls give different means of the same gradient."""
+    problem = get("gaussian-quadratic")
+    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=4)
+    engine = runner.CellEngine(problem, runner.estimators.get("reinforce-ema"), s, None, 2, 300,
+                               Context(dtype=torch.float64, compile="off"))
+    first, second = engine.measure(), engine.measure()
+    assert first["mu"].n == second["mu"].n == 300
+    assert not torch.equal(first["mu"].coords.mean, second["mu"].coords.mean)
+    assert engine.timing.elapsed > 0 and not engine.timing.compiled
