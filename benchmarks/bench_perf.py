@@ -13,7 +13,6 @@ untimed, as in the results table (runner.CellEngine); each round times ``measure
 from __future__ import annotations
 
 import pytest
-import torch
 
 import estimators
 from benchmarks import perf
@@ -23,6 +22,10 @@ from benchmarks.runner import CellEngine
 REPLICATES = 200  # per round, every path: the loop takes 0.1-0.2 s for that many
 TOY = [(dim, name) for dim in (1, 100, 10000) for name in perf.TOY_ESTIMATORS]
 PATHS = ("loop", "runner", "compiled")
+
+
+def _context(path: str) -> Context:
+    return Context(compile="on" if path == "compiled" else "off")
 
 
 def _skip_compiled_if_smoke(benchmark, path: str) -> None:
@@ -41,7 +44,7 @@ def test_toy_replicates(benchmark, dim: int, name: str, path: str):
     if path == "loop":
         fn = lambda: perf.naive_loop(problem, est, s, 1, REPLICATES, Context())  # noqa: E731
     else:
-        fn = CellEngine(problem, est, s, None, 1, REPLICATES, Context(compile="on" if path == "compiled" else "off")).measure
+        fn = CellEngine(problem, est, s, None, 1, REPLICATES, _context(path)).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     if not benchmark.disabled:
         benchmark.extra_info["estimates_per_s"] = REPLICATES / benchmark.stats.stats.median
@@ -58,16 +61,9 @@ def test_vae_replicates(benchmark, name: str, path: str):
     r = 20
     benchmark.group = f"vae-digits {name} (batch 128, n=1; {r} estimates)"
     if path == "loop":
-        model, x = prep.model, prep.x
-        model.encoder.requires_grad_(True)
-
-        def fn() -> None:
-            for _ in range(r):
-                model.encoder.zero_grad(set_to_none=True)
-                q = model.q(x)
-                (est(q, model.log_likelihood(x), 1).loss - model.kl(q)).mean().backward()
+        fn = lambda: perf.vae_loop(prep.model, prep.x, est, 1, r)  # noqa: E731
     else:
-        fn = CellEngine(problem, est, setting, prep, 1, r, Context(compile="on" if path == "compiled" else "off")).measure
+        fn = CellEngine(problem, est, setting, prep, 1, r, _context(path)).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     if not benchmark.disabled:
         benchmark.extra_info["ms_per_estimate"] = benchmark.stats.stats.median / r * 1e3

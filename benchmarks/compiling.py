@@ -29,10 +29,6 @@ MODES = ("auto", "on", "off")
 AUTO_MIN_EAGER_S = 60.0
 
 
-class CompileError(RuntimeError):
-    """torch.compile failed for a cell; the runner falls back to the eager path."""
-
-
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"compile must be one of {', '.join(MODES)}; got {mode!r}")
@@ -54,7 +50,7 @@ def compile_chunk(step: Callable[..., Any]) -> Callable[..., Any]:
     """A compiled version of ``step`` (same arguments and results), static shapes.
 
     Compiling happens on the first call; the caller treats an exception from that call
-    as a failed compile (CompileError) and keeps the eager ``step``.
+    as a failed compile and keeps the eager ``step`` (runner.CellEngine).
     """
     compiled = torch.compile(step, dynamic=False)
 

@@ -9,7 +9,7 @@ Every figure is measured now, in this process (memory: in child processes):
 - yardsticks: float32 matmul GFLOP/s and copy bandwidth;
 - toy quadratic, single-sample estimates (n = 1) at dim 1, 100, 10000: the naive
   baseline (one ``backward()`` per replicate, ``naive_loop``) against the
-  runner's own code path (``runner.estimate_cell``: sampling, estimator and
+  runner's own code path (``runner.CellEngine``: sampling, estimator and
   float64 streaming statistics), eager and under torch.compile, and JAX
   ``jit(vmap(grad))`` doing the same estimator work where JAX is installed;
 - digits VAE (batch 128), per-sample encoder gradients: a ``backward()`` loop
@@ -42,7 +42,7 @@ import estimators
 from estimators import Estimator
 
 from .problems import Context, GaussianProblem, GaussianSetting, get
-from .runner import estimate_cell
+from .runner import CellEngine
 
 TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
 
@@ -75,14 +75,27 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def vae_loop(model: Any, x: torch.Tensor, est: Estimator, n_samples: int, replicates: int) -> None:
+    """The naive VAE baseline: one encoder-gradient estimate per ``backward()``, ``replicates`` times."""
+    model.encoder.requires_grad_(True)
+    for _ in range(replicates):
+        model.encoder.zero_grad(set_to_none=True)
+        q = model.q(x)
+        (est(q, model.log_likelihood(x), n_samples).loss - model.kl(q)).mean().backward()
+
+
 def _runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
                  repeats: int) -> tuple[float, float]:
-    """(seconds per estimate, compile seconds) of the runner's own path, as in the results table;
-    the median over repeats (compiled: one run, since each call compiles its cell anew)."""
-    runs = [estimate_cell(problem, est, setting, prep, n, R, ctx)[1] for _ in range(1 if ctx.compile == "on" else repeats)]
-    if ctx.compile == "on" and not runs[0].compiled:
-        raise RuntimeError(f"torch.compile failed: {runs[0].note}")
-    return statistics.median(t.elapsed for t in runs) / R, runs[0].compile_s
+    """(seconds per estimate, compile seconds) of the runner's own path, as in the results table
+    (runner.CellEngine): set up once (warm-up, compiling), then the median of ``repeats`` measurements."""
+    engine = CellEngine(problem, est, setting, prep, n, R, ctx)
+    if ctx.compile == "on" and not engine.timing.compiled:
+        raise RuntimeError(f"torch.compile failed: {engine.timing.note}")
+    times = []
+    for _ in range(repeats):
+        engine.measure()
+        times.append(engine.timing.elapsed)
+    return statistics.median(times) / R, engine.timing.compile_s
 
 
 # -- yardsticks --------------------------------------------------------------------------------
@@ -214,19 +227,10 @@ def vae_speeds(names: tuple[str, ...] = ("reparameterization", "reinforce"), n_s
     setting = VAESetting("untrained", 256, 8, 128)
     eager, comp = Context(compile="off"), Context(compile="on")
     prep = problem.prepare(setting, eager)
-    model, x = prep.model, prep.x
     rows = []
     for name in names:
         est = estimators.get(name)
-
-        def loop() -> None:
-            model.encoder.requires_grad_(True)
-            for _ in range(loop_replicates):
-                model.encoder.zero_grad(set_to_none=True)
-                q = model.q(x)
-                sur = est(q, model.log_likelihood(x), n_samples)
-                (sur.loss - model.kl(q)).mean().backward()
-
+        loop = lambda: vae_loop(prep.model, prep.x, est, n_samples, loop_replicates)  # noqa: E731
         row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats) / loop_replicates}
         row["eager_s"], _ = _runner_time(problem, est, setting, prep, n_samples, replicates, eager, repeats)
         if compile:

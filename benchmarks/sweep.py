@@ -25,7 +25,7 @@ from typing import Any
 
 import estimators
 
-from . import problems
+from . import compiling, problems
 
 
 class SweepError(ValueError):
@@ -101,8 +101,8 @@ class Sweep:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):
             raise SweepError(f"dtype must be one of float64, float32; got {self.dtype!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise SweepError(f"compile must be one of auto, on, off; got {self.compile!r}")
+        if self.compile not in compiling.MODES:
+            raise SweepError(f"compile must be one of {', '.join(compiling.MODES)}; got {self.compile!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self

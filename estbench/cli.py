@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import estimators
-from benchmarks import problems
+from benchmarks import compiling, problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
-from benchmarks.sweep import Sweep, SweepError, load_toml
 from benchmarks.runner import ResumeError
+from benchmarks.sweep import Sweep, SweepError, load_toml
 from reports.report import ResultsError
 
 EXIT_FAILED_CELLS = 1
@@ -26,6 +26,10 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
+
+
+COMPILE_HELP = ("torch.compile the replicate engine: auto compiles only cells predicted to run over a minute "
+                "eagerly, on compiles every cell, off never (default: auto)")
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +69,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
     r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type of the samples and gradients; statistics are always accumulated in float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda (default: cpu)")
-    r.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile the replicate engine: auto compiles only cells predicted to run over a minute eagerly, on compiles every cell, off never (default: auto)")
+    r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
 
 
 def _load_plugins(specs: Sequence[str]) -> None:
@@ -206,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
     p.add_argument("--dtype", choices=["float64", "float32"])
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
-    p.add_argument("--compile", choices=["auto", "on", "off"], help="torch.compile the replicate engine: auto compiles only cells predicted to run over a minute eagerly, on compiles every cell, off never (default: auto)")
+    p.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 

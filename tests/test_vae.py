@@ -14,7 +14,7 @@ from torch.distributions import Independent, Normal
 import estimators
 from benchmarks import problems, runner
 from benchmarks.data import DataError, load_digits, load_mnist, read_idx_images
-from benchmarks.problems import Context, VAE, VAESetting
+from benchmarks.problems import VAE, Context, VAESetting
 from benchmarks.problems.vae import train
 from benchmarks.sweep import Sweep
 from estbench.cli import main
