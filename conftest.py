@@ -7,7 +7,8 @@ them for real.
 
 Plugins for the benchmarks: `--estbench-plugin FILE_OR_MODULE` (repeatable)
 or the environment variable ESTBENCH_PLUGINS (paths or modules separated by
-os.pathsep).
+os.pathsep). The device the benchmarks run on: `--estbench-device cuda` (or
+ESTBENCH_DEVICE; default cpu).
 """
 
 import os
@@ -18,6 +19,9 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--estbench-plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                      help="load estbench estimators from a file or module before collecting benchmarks")
+    parser.addoption("--estbench-device", metavar="DEVICE",
+                     help="run the benchmarks under benchmarks/ on this device: cpu or cuda[:N] (default: "
+                          "$ESTBENCH_DEVICE, else cpu)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -25,6 +29,15 @@ def pytest_configure(config):
     opt = config.option
     if hasattr(opt, "benchmark_only") and not (opt.benchmark_only or opt.benchmark_enable or opt.benchmark_skip):
         opt.benchmark_disable = True
+    device = config.getoption("estbench_device")
+    if device is not None:
+        from benchmarks.sweep import SweepError, check_device
+
+        try:
+            check_device(device)
+        except SweepError as exc:
+            raise pytest.UsageError(f"--estbench-device: {exc}") from None
+        os.environ["ESTBENCH_DEVICE"] = device  # read by the benchmark modules when they are collected
     specs = list(config.getoption("estbench_plugin") or [])
     specs += [s for s in os.environ.get("ESTBENCH_PLUGINS", "").split(os.pathsep) if s]
     if specs:

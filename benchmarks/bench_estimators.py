@@ -3,6 +3,7 @@
     pytest --benchmark-only                          # time them (from the repository root)
     pytest --benchmark-only --benchmark-json b.json  # keep times and variances together
     pytest --benchmark-only --estbench-plugin my_estimator.py   # plugins too (or ESTBENCH_PLUGINS=...)
+    pytest --benchmark-only --estbench-device cuda   # on a GPU (or ESTBENCH_DEVICE=cuda)
 
 Each benchmark is named ``estimator[problem-setting]`` and grouped by problem. It
 times one estimate (n_samples draws, the problem's default setting) and records in
@@ -26,7 +27,7 @@ from benchmarks import problems, runner
 from benchmarks.problems import Problem
 from benchmarks.sweep import Sweep
 
-SWEEP = Sweep(train_steps=0)
+SWEEP = Sweep(train_steps=0, device=os.environ.get("ESTBENCH_DEVICE", "cpu")).validate()
 REPLICATES = int(os.environ.get("ESTBENCH_BENCH_REPLICATES", "1000"))
 SMOKE_REPLICATES = 20
 

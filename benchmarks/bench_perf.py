@@ -1,6 +1,7 @@
 """pytest-benchmark: the replicate engine against its baselines (see benchmarks/perf.py).
 
     pytest --benchmark-only benchmarks/bench_perf.py --benchmark-group-by=group
+    pytest --benchmark-only benchmarks/bench_perf.py --estbench-device cuda   # on a GPU
 
 Each group times the same number of estimates three ways, so pytest-benchmark's table
 shows the ratios side by side: the naive loop of backward() calls (``loop``), the
@@ -12,20 +13,30 @@ untimed, as in the results table (runner.CellEngine); each round times ``measure
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import estimators
 from benchmarks import perf
 from benchmarks.problems import Context, GaussianSetting, VAESetting, get
-from benchmarks.runner import CellEngine
+from benchmarks.runner import CellEngine, sync
+from benchmarks.sweep import check_device
 
+DEVICE = os.environ.get("ESTBENCH_DEVICE", "cpu")  # set by pytest --estbench-device
+check_device(DEVICE)
 REPLICATES = 200  # per round, every path: the loop takes 0.1-0.2 s for that many
 TOY = [(dim, name) for dim in (1, 100, 10000) for name in perf.TOY_ESTIMATORS]
 PATHS = ("loop", "runner", "compiled")
 
 
 def _context(path: str) -> Context:
-    return Context(compile="on" if path == "compiled" else "off")
+    return Context(compile="on" if path == "compiled" else "off", device=DEVICE)
+
+
+def _synced(fn, ctx: Context):
+    """fn, timed until the work it queued on a GPU is done (CellEngine.measure() waits itself)."""
+    return lambda: (fn(), sync(ctx))
 
 
 def _skip_compiled_if_smoke(benchmark, path: str) -> None:
@@ -42,7 +53,8 @@ def test_toy_replicates(benchmark, dim: int, name: str, path: str):
     est = estimators.get(name)
     benchmark.group = f"toy dim={dim} {name} (n=1, {REPLICATES} estimates)"
     if path == "loop":
-        fn = lambda: perf.naive_loop(problem, est, s, 1, REPLICATES, Context())  # noqa: E731
+        ctx = _context(path)
+        fn = _synced(lambda: perf.naive_loop(problem, est, s, 1, REPLICATES, ctx), ctx)
     else:
         fn = CellEngine(problem, est, s, None, 1, REPLICATES, _context(path)).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
@@ -56,12 +68,12 @@ def test_vae_replicates(benchmark, name: str, path: str):
     _skip_compiled_if_smoke(benchmark, path)
     problem = get("vae-digits")
     setting = VAESetting("untrained", 256, 8, 128)
-    prep = problem.prepare(setting, Context())
+    prep = problem.prepare(setting, _context("runner"))
     est = estimators.get(name)
     r = 20
     benchmark.group = f"vae-digits {name} (batch 128, n=1; {r} estimates)"
     if path == "loop":
-        fn = lambda: perf.vae_loop(prep.model, prep.x, est, 1, r)  # noqa: E731
+        fn = _synced(lambda: perf.vae_loop(prep.model, prep.x, est, 1, r), _context(path))
     else:
         fn = CellEngine(problem, est, setting, prep, 1, r, _context(path)).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)

@@ -42,7 +42,8 @@ import estimators
 from estimators import Estimator
 
 from .problems import Context, GaussianProblem, GaussianSetting, get
-from .runner import CellEngine
+from .runner import CellEngine, sync
+from .sweep import SweepError, check_device
 
 TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
 
@@ -52,11 +53,11 @@ TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
 def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: int, R: int, ctx: Context) -> torch.Tensor:
     """R estimates, one backward() each; returns the mu-gradients [R, dim]."""
     f = problem.f(s.k)
-    out = torch.empty(R, s.dim, dtype=ctx.dtype)
+    out = torch.empty(R, s.dim, dtype=ctx.dtype, device=ctx.device)
     state = est.init_state()
     for r in range(R):
-        mu = torch.full((s.dim,), s.mu, dtype=ctx.dtype, requires_grad=True)
-        sigma = torch.full((s.dim,), s.sigma, dtype=ctx.dtype, requires_grad=True)
+        mu = torch.full((s.dim,), s.mu, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+        sigma = torch.full((s.dim,), s.sigma, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
         sur = est(Independent(Normal(mu, sigma, validate_args=False), 1), f, n, state)
         sur.loss.backward()
         state = sur.state
@@ -64,13 +65,16 @@ def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: 
     return out
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of fn() after one warm-up call."""
+def _median_time(fn: Callable[[], object], repeats: int, device: str = "cpu") -> float:
+    """Median wall time of fn() after one warm-up call (on a GPU, until its queued work is done)."""
+    ctx = Context(device=device)
     fn()
     times = []
     for _ in range(repeats):
+        sync(ctx)
         start = time.perf_counter()
         fn()
+        sync(ctx)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -100,41 +104,43 @@ def _runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, 
 
 # -- yardsticks --------------------------------------------------------------------------------
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """float32 n x n matmul throughput measured now, the yardstick for effective FLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / _median_time(lambda: a @ b, repeats, device) / 1e9
 
 
-def copy_gbps(n: int = 1 << 25, repeats: int = 5) -> float:
+def copy_gbps(n: int = 1 << 25, repeats: int = 5, device: str = "cpu") -> float:
     """Memory bandwidth of a float32 copy (bytes read + written per second)."""
-    a, b = torch.empty(n), torch.empty(n)
+    a, b = torch.empty(n, device=device), torch.empty(n, device=device)
     a.fill_(1.0)
-    return 2 * 4 * n / _median_time(lambda: b.copy_(a), repeats) / 1e9
+    return 2 * 4 * n / _median_time(lambda: b.copy_(a), repeats, device) / 1e9
 
 
 # -- toy problems ------------------------------------------------------------------------------
 
 def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] = TOY_ESTIMATORS,
-               compile: bool = True, jax: bool = True, repeats: int = 3, budget_s: float = 0.3) -> list[dict[str, Any]]:
+               compile: bool = True, jax: bool = True, repeats: int = 3, budget_s: float = 0.3,
+               device: str = "cpu") -> list[dict[str, Any]]:
     """Estimates per second on gaussian-quadratic, n = 1: loop, runner eager, runner compiled, JAX.
 
     Each path runs about ``budget_s`` seconds per repeat (R scaled from a probe), so slow
     and fast paths are timed with similar precision; R is at least 1000 for the runner.
+    JAX (installed for the CPU) runs only when ``device`` is the CPU.
     """
     problem = get("gaussian-quadratic")
     assert isinstance(problem, GaussianProblem)
-    run_jax = _jax_runner() if jax else None
+    run_jax = _jax_runner() if jax and device == "cpu" else None
     rows = []
     for dim in dims:
         s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
         for name in names:
             est = estimators.get(name)
-            eager, comp = Context(compile="off"), Context(compile="on")
-            t0 = time.perf_counter()
-            naive_loop(problem, est, s, 1, 20, eager)
-            r_loop = max(20, int(budget_s / ((time.perf_counter() - t0) / 20)))
-            t_loop = _median_time(lambda: naive_loop(problem, est, s, 1, r_loop, eager), repeats) / r_loop
+            eager, comp = Context(compile="off", device=device), Context(compile="on", device=device)
+            loop = lambda r: naive_loop(problem, est, s, 1, r, eager)  # noqa: E731
+            probe = _median_time(lambda: loop(20), 1, device) / 20
+            r_loop = max(20, int(budget_s / probe))
+            t_loop = _median_time(lambda: loop(r_loop), repeats, device) / r_loop
             # the runner is 10-1000x faster; R x dim at most 2^22, since JAX holds all R at once
             r_run = min(max(1000, int(budget_s / t_loop * 50)), max(100, (1 << 22) // dim))
             t_eager, _ = _runner_time(problem, est, s, None, 1, r_run, eager, repeats)
@@ -219,19 +225,19 @@ def vae_flops(x_dim: int = 64, hidden: int = 256, latent: int = 8, batch: int = 
 
 def vae_speeds(names: tuple[str, ...] = ("reparameterization", "reinforce"), n_samples: int = 1,
                compile: bool = True, repeats: int = 3, loop_replicates: int = 50,
-               replicates: int = 2000) -> list[dict[str, Any]]:
+               replicates: int = 2000, device: str = "cpu") -> list[dict[str, Any]]:
     """Digits VAE (batch 128, untrained): ms per encoder-gradient estimate, loop vs runner."""
     from .problems import VAESetting
 
     problem = get("vae-digits")
     setting = VAESetting("untrained", 256, 8, 128)
-    eager, comp = Context(compile="off"), Context(compile="on")
+    eager, comp = Context(compile="off", device=device), Context(compile="on", device=device)
     prep = problem.prepare(setting, eager)
     rows = []
     for name in names:
         est = estimators.get(name)
         loop = lambda: vae_loop(prep.model, prep.x, est, n_samples, loop_replicates)  # noqa: E731
-        row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats) / loop_replicates}
+        row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats, device) / loop_replicates}
         row["eager_s"], _ = _runner_time(problem, est, setting, prep, n_samples, replicates, eager, repeats)
         if compile:
             row["compiled_s"], row["compile_s"] = _runner_time(problem, est, setting, prep, n_samples, replicates, comp, repeats)
@@ -243,7 +249,8 @@ def vae_speeds(names: tuple[str, ...] = ("reparameterization", "reinforce"), n_s
     return rows
 
 
-def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[], float] = time.perf_counter,
+                          device: str = "cpu") -> dict[str, float]:
     """Seconds per Adam step: through the estimator interface (benchmarks.problems.vae) against
     the classic hand-written loop with the reparameterization inline (PyTorch's VAE example).
 
@@ -257,12 +264,13 @@ def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[],
     from .problems.vae import VAE, elbo_step_loss
 
     data = load_digits()
-    batches = [data.train[i * 128 % 1400 : i * 128 % 1400 + 128] for i in range(steps)]
+    batches = [data.train[i * 128 % 1400 : i * 128 % 1400 + 128].to(device) for i in range(steps)]
     est = estimators.get("reparameterization")
+    ctx = Context(device=device)
 
     def make() -> tuple[VAE, torch.optim.Optimizer]:
         torch.manual_seed(0)
-        model = VAE(data.dim, 256, 8)
+        model = VAE(data.dim, 256, 8).to(device)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
     m_suite, o_suite = make()
@@ -288,8 +296,10 @@ def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[],
             opt.step()
 
     def timed(fn: Callable[[], None]) -> float:
+        sync(ctx)
         start = clock()
         fn()
+        sync(ctx)
         return (clock() - start) / steps
 
     suite(), inline()  # warm-up
@@ -319,9 +329,10 @@ def status(key):  # kB -> MB, from the kernel's accounting of this process
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
 
-problem, R = sys.argv[1], int(sys.argv[2])
+problem, R, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 p = get(problem)
-ctx = Context()
+ctx = Context(device=device)
+cuda = device.startswith("cuda")
 if problem == "vae-digits":
     s = VAESetting("untrained", 256, 8, 128)
     prep = p.prepare(s, ctx)
@@ -330,19 +341,25 @@ else:
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")  # reset the peak (VmHWM) to the current size: the peak below is the cell's own
+if cuda:
+    torch.cuda.reset_peak_memory_stats(device)
+    gpu_before = torch.cuda.memory_allocated(device) / 2**20
 stats, timing = estimate_cell(p, estimators.get("reparameterization"), s, prep, 1, R, ctx)
-print(json.dumps({"before_mb": before, "peak_mb": status("VmHWM"), "seconds": timing.elapsed,
-                  "n": stats[p.groups[0]].n}))
+out = {"before_mb": before, "peak_mb": status("VmHWM"), "seconds": timing.elapsed, "n": stats[p.groups[0]].n}
+if cuda:
+    out.update(gpu_before_mb=gpu_before, gpu_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20)
+print(json.dumps(out))
 """
 
 
-def peak_memory(problem: str, replicates: int) -> dict[str, float]:
+def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str, float]:
     """Peak RSS (MB) of one cell of R replicates (dim 100 for the toy) in a fresh process, and
     its RSS before the cell (imports, data, model). Linux: read from /proc/self/status, with
     the peak reset just before the cell (getrusage's ru_maxrss would carry the parent's peak
-    across fork and exec)."""
+    across fork and exec). On a GPU also torch's peak of allocated GPU memory (gpu_peak_mb)
+    and what was allocated before the cell (gpu_before_mb)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, problem, str(replicates)], cwd=root,
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, problem, str(replicates), device], cwd=root,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -353,34 +370,45 @@ def _fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
+def _fmt(x: float | None, spec: str, unit: str = "") -> str:
+    """x formatted with spec and unit, or '-' where it was not measured (no JAX, --compile off)."""
+    return "-" if x is None or math.isnan(x) else f"{x:{spec}}{unit}"
+
+
 def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     if args is None:
         args = build_parser().parse_args()
     compile_ = args.compile != "off"
+    device = args.device
+    check_device(device)
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs; float32; medians of {args.repeats} runs")
-    out: dict[str, Any] = {}
-    out["matmul_gflops"], out["copy_gbps"] = matmul_gflops(), copy_gbps()
+    where = f"{threads} threads, {os.cpu_count()} CPUs"
+    if device != "cpu":
+        where = f"{torch.cuda.get_device_name(device)} ({device}, CUDA {torch.version.cuda}); host {where}"
+    print(f"torch {torch.__version__}, {where}; float32; medians of {args.repeats} runs")
+    out: dict[str, Any] = {"device": device}
+    out["matmul_gflops"], out["copy_gbps"] = matmul_gflops(device=device), copy_gbps(device=device)
     print(f"yardsticks: float32 matmul 2048x2048 {out['matmul_gflops']:.0f} GFLOP/s, copy {out['copy_gbps']:.1f} GB/s")
 
     dims = tuple(args.dim) if args.dim else ((1, 100) if args.quick else (1, 100, 10000))
     out["toy"] = toy_speeds(dims=dims, compile=compile_, jax=not args.no_jax, repeats=args.repeats,
-                            budget_s=0.1 if args.quick else 0.3)
+                            budget_s=0.1 if args.quick else 0.3, device=device)
     has_jax = any("jax_per_s" in r for r in out["toy"])
     print("\ngaussian-quadratic, single-sample estimates per second (runner = sampling + estimator + float64 stats)")
     print(f"{'dim':>6} {'estimator':<19} {'loop':>9} {'runner':>11} {'compiled':>11} {'compile':>8} {'jax':>11}"
           f" {'x loop':>7} {'x jax':>6}")
     for r in out["toy"]:
         print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
-              f"{_fmt_rate(r.get('compiled_per_s')):>11} {r.get('compile_s', math.nan):>7.1f}s "
-              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x "
-              f"{r['vs_jax'] if 'vs_jax' in r else math.nan:>5.2f}x")
-    if not has_jax and not args.no_jax:
+              f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
+              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
+    if not has_jax and not args.no_jax and device != "cpu":
+        print("(no JAX column: JAX is installed for the CPU, the runner ran on the GPU)")
+    elif not has_jax and not args.no_jax:
         print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
 
-    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,
-                            replicates=500 if args.quick else 2000, loop_replicates=20 if args.quick else 50)
-    out["vae_matmul_gflops"] = matmul_gflops()  # again, next to the VAE figures: the load on the machine drifts
+    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats, replicates=500 if args.quick else 2000,
+                            loop_replicates=20 if args.quick else 50, device=device)
+    out["vae_matmul_gflops"] = matmul_gflops(device=device)  # again, next to the VAE figures: the load on the machine drifts
     peak = max(out["matmul_gflops"], out["vae_matmul_gflops"])
     print(f"\ndigits VAE (batch 128, untrained), per-sample encoder gradients, n_samples 1; matmul measured "
           f"again now: {out['vae_matmul_gflops']:.0f} GFLOP/s, the better of the two ({peak:.0f}) is the yardstick")
@@ -389,22 +417,25 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     for r in out["vae"]:
         r["of_matmul"] = r["gflops"] / peak
         print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.3f} {r['eager_s'] * 1e3:>10.3f} "
-              f"{r.get('compiled_s', math.nan) * 1e3:>12.3f} {r.get('compile_s', math.nan):>7.1f}s "
+              f"{_fmt(r['compiled_s'] * 1e3 if 'compiled_s' in r else None, '.3f'):>12} "
+              f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{r['speedup']:>6.1f}x {r['mflop']:>6.1f} {r['gflops']:>8.1f} {r['of_matmul']:>8.0%}")
 
     if args.all:
-        o = out["training"] = vae_training_overhead()
+        o = out["training"] = vae_training_overhead(device=device)
         print(f"\nVAE training step (Adam, batch 128): estimator interface {o['suite_s_per_step'] * 1e3:.3f} ms, "
               f"hand-written inline {o['inline_s_per_step'] * 1e3:.3f} ms: overhead {o['overhead'] * 100:+.1f}%")
         print("\npeak resident memory of one cell in a fresh process (reparameterization, n_samples 1, eager):")
         out["memory"] = []
         for problem, rs in (("gaussian-quadratic", (10_000, 1_000_000)), ("vae-digits", (1_000, 10_000))):
             for R in rs:
-                m = peak_memory(problem, R)
+                m = peak_memory(problem, R, device)
                 out["memory"].append({"problem": problem, "replicates": R, **m})
-                where = "dim 100" if problem.startswith("gaussian") else "batch 128"
-                print(f"  {problem} ({where}), R = {R:>9,}: peak {m['peak_mb']:7.0f} MB "
-                      f"(before the cell {m['before_mb']:.0f} MB), {m['seconds']:.1f} s")
+                size = "dim 100" if problem.startswith("gaussian") else "batch 128"
+                gpu = (f"; GPU peak {m['gpu_peak_mb']:.0f} MB (before {m['gpu_before_mb']:.0f} MB)"
+                       if "gpu_peak_mb" in m else "")
+                print(f"  {problem} ({size}), R = {R:>9,}: peak {m['peak_mb']:7.0f} MB "
+                      f"(before the cell {m['before_mb']:.0f} MB){gpu}, {m['seconds']:.1f} s")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
@@ -416,6 +447,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, nargs="+", help="toy dimensions (default: 1 100 10000)")
     p.add_argument("--compile", choices=["on", "off"], default="on",
                    help="also time the runner under torch.compile (default: on)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); the JAX column runs on the CPU only")
     p.add_argument("--no-jax", action="store_true", help="skip the JAX column even if JAX is installed")
     p.add_argument("--quick", action="store_true", help="fewer dimensions and replicates (about a minute)")
     p.add_argument("--all", action="store_true", help="also the VAE training-step overhead and peak memory")
@@ -429,4 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    main()
+    parser = build_parser()
+    try:
+        main(parser.parse_args())
+    except SweepError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")

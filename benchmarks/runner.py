@@ -257,7 +257,8 @@ def _check_finite(stats: dict[str, GradientStats]) -> None:
             raise FloatingPointError(f"non-finite values in the gradient of {g!r} ({bad} coordinates affected)")
 
 
-def _sync(ctx: Context) -> None:
+def sync(ctx: Context) -> None:
+    """Wait for the work queued on a GPU (a no-op on the CPU): timings must include it."""
     if ctx.device.startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -310,17 +311,17 @@ class CellEngine:
         # The last call's time predicts the eager run, for --compile auto.
         warm = min(sizes[0], 100)
         for _ in range(WARMUP_CALLS if estimator.stateful else 2):
-            _sync(ctx)
+            sync(ctx)
             t0 = time.perf_counter()
             state = step(warm, state)[1]
-            _sync(ctx)
+            sync(ctx)
             t_warm = time.perf_counter() - t0
         self.timing = CellTiming(elapsed=math.nan)
         self.run_chunk: Callable[[int, Any], Any] = step
         mode = compiling.check_mode(ctx.compile)
         if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
             fast = compiling.compile_chunk(step)
-            _sync(ctx)
+            sync(ctx)
             t0 = time.perf_counter()
             try:
                 state = fast(sizes[0], state)[1]  # compiles; the estimates are discarded, like a warm-up
@@ -329,7 +330,7 @@ class CellEngine:
             except Exception as exc:
                 self.timing.note = f"torch.compile failed, ran eagerly: {_error_text(exc)}"
             else:
-                _sync(ctx)
+                sync(ctx)
                 self.timing.compiled, self.timing.compile_s = True, time.perf_counter() - t0
                 # a shorter last chunk runs eagerly (one compiled shape per cell)
                 self.run_chunk = lambda r, state: fast(r, state) if r == sizes[0] else step(r, state)
@@ -339,14 +340,14 @@ class CellEngine:
         """Draw the estimates; their wall time goes to ``self.timing.elapsed``."""
         stats = {g: GradientStats() for g in self.groups}
         state = self.state
-        _sync(self.ctx)
+        sync(self.ctx)
         start = time.perf_counter()
         for r in self.sizes:
             moments, state = self.run_chunk(r, state)
             for g in self.groups:
                 stats[g].merge(r, moments[g])
             _check_finite(stats)
-        _sync(self.ctx)
+        sync(self.ctx)
         self.timing.elapsed = time.perf_counter() - start
         self.state = state
         return stats
@@ -574,4 +575,4 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
 
 
 __all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "ResumeError", "completed", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
-           "CellEngine", "estimate_cell", "measure_cell", "run", "run_cell", "n_failed"]
+           "CellEngine", "estimate_cell", "measure_cell", "run", "run_cell", "n_failed", "sync"]

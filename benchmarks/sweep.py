@@ -18,6 +18,7 @@ names as the command line, with underscores::
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -103,8 +104,7 @@ class Sweep:
             raise SweepError(f"dtype must be one of float64, float32; got {self.dtype!r}")
         if self.compile not in compiling.MODES:
             raise SweepError(f"compile must be one of {', '.join(compiling.MODES)}; got {self.compile!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        check_device(self.device)
         return self
 
     def context(self):
@@ -118,6 +118,26 @@ class Sweep:
     def with_overrides(self, **values: Any) -> "Sweep":
         """A copy with the given fields replaced; None values are ignored."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def check_device(device: str) -> None:
+    """Raise SweepError unless ``device`` is 'cpu', or 'cuda' / 'cuda:N' naming a GPU this torch can use:
+    asked for a GPU that is not there, a run should stop before its first cell, not fail in every one."""
+    import torch
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device != "cpu" and m is None:
+        raise SweepError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if m is None:
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise SweepError(f"device {device!r}: no CUDA GPU is available (torch {torch.__version__}, {build}); "
+                         f"valid here: 'cpu'")
+    count = torch.cuda.device_count()
+    if int(m.group(1) or 0) >= count:
+        raise SweepError(f"device {device!r}: this machine has {count} CUDA device(s); valid: 'cpu', 'cuda', "
+                         + ", ".join(f"'cuda:{i}'" for i in range(count)))
 
 
 _SCALAR_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")

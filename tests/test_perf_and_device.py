@@ -3,11 +3,13 @@ and the CUDA path, where a GPU is present."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from benchmarks import perf, runner
-from benchmarks.sweep import Sweep
+from benchmarks.sweep import Sweep, SweepError, check_device
 
 
 def test_perf_functions_run_and_report_positive_times():
@@ -52,6 +54,57 @@ def test_naive_loop_and_runner_estimate_the_same_gradient():
     truth = 2 * (s.mu - s.k)
     z = (g.mean(0) - truth) / (g.std(0) / g.shape[0] ** 0.5)
     assert z.abs().max() <= z_bound(2)
+
+
+def test_perf_command_runs_end_to_end_and_writes_json(tmp_path, capsys):
+    from estbench.cli import main
+
+    out = tmp_path / "perf.json"
+    argv = ["perf", "--quick", "--dim", "2", "--compile", "off", "--no-jax", "--repeats", "1", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "gaussian-quadratic" in printed and "digits VAE" in printed
+    fig = json.loads(out.read_text())
+    assert fig["device"] == "cpu" and fig["matmul_gflops"] > 0
+    assert {r["estimator"] for r in fig["toy"]} == set(perf.TOY_ESTIMATORS) and all(r["speedup"] > 0 for r in fig["toy"])
+    assert all(r["gflops"] > 0 and "compiled_s" not in r for r in fig["vae"])
+
+
+def test_peak_memory_is_measured_in_a_child_process():
+    m = perf.peak_memory("gaussian-quadratic", 200)
+    assert m["n"] == 200 and m["peak_mb"] >= m["before_mb"] > 0
+
+
+def test_malformed_device_names_the_valid_forms():
+    for device in ("gpu", "cuda:x", "cuda:", "CPU"):
+        with pytest.raises(SweepError, match=r"device must be 'cpu' or 'cuda\[:N\]', got " + repr(device)):
+            check_device(device)
+    check_device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no GPU is present")
+@pytest.mark.parametrize("command", ["run", "report", "perf"])
+def test_cuda_without_a_gpu_is_one_clear_line_before_any_work(tmp_path, capsys, command):
+    from estbench.cli import main
+
+    target = tmp_path / "out"
+    args = {"run": ["--out", str(target)], "report": ["--out", str(target)], "perf": ["--json", str(target)]}[command]
+    assert main([command, "--device", "cuda", *args]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda': no CUDA GPU is available" in err and "valid here: 'cpu'" in err
+    assert len(err.strip().splitlines()) == 1 and not target.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_perf_functions_run_on_the_gpu():
+    rows = perf.toy_speeds(dims=(3,), names=("reinforce",), compile=False, jax=True, repeats=1, budget_s=0.001,
+                           device="cuda")
+    assert rows[0]["eager_per_s"] > 0 and "jax_per_s" not in rows[0]
+    assert perf.vae_speeds(names=("reinforce",), compile=False, repeats=1, loop_replicates=2, replicates=4,
+                           device="cuda")[0]["gflops"] > 0
+    assert perf.vae_training_overhead(steps=2, rounds=1, device="cuda")["suite_s_per_step"] > 0
+    m = perf.peak_memory("gaussian-quadratic", 200, "cuda")
+    assert m["gpu_peak_mb"] > 0 and m["n"] == 200
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
