@@ -37,7 +37,7 @@ def pytest_configure(config):
             check_device(device)
         except SweepError as exc:
             raise pytest.UsageError(f"--estbench-device: {exc}") from None
-        os.environ["ESTBENCH_DEVICE"] = device  # read by the benchmark modules when they are collected
+        os.environ["ESTBENCH_DEVICE"] = device  # read by benchmarks.sweep.benchmark_device when they are collected
     specs = list(config.getoption("estbench_plugin") or [])
     specs += [s for s in os.environ.get("ESTBENCH_PLUGINS", "").split(os.pathsep) if s]
     if specs:

@@ -25,9 +25,9 @@ import torch
 import estimators
 from benchmarks import problems, runner
 from benchmarks.problems import Problem
-from benchmarks.sweep import Sweep
+from benchmarks.sweep import Sweep, benchmark_device
 
-SWEEP = Sweep(train_steps=0, device=os.environ.get("ESTBENCH_DEVICE", "cpu")).validate()
+SWEEP = Sweep(train_steps=0, device=benchmark_device()).validate()
 REPLICATES = int(os.environ.get("ESTBENCH_BENCH_REPLICATES", "1000"))
 SMOKE_REPLICATES = 20
 

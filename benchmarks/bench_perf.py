@@ -13,18 +13,15 @@ untimed, as in the results table (runner.CellEngine); each round times ``measure
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import estimators
 from benchmarks import perf
 from benchmarks.problems import Context, GaussianSetting, VAESetting, get
 from benchmarks.runner import CellEngine, sync
-from benchmarks.sweep import check_device
+from benchmarks.sweep import benchmark_device
 
-DEVICE = os.environ.get("ESTBENCH_DEVICE", "cpu")  # set by pytest --estbench-device
-check_device(DEVICE)
+DEVICE = benchmark_device()
 REPLICATES = 200  # per round, every path: the loop takes 0.1-0.2 s for that many
 TOY = [(dim, name) for dim in (1, 100, 10000) for name in perf.TOY_ESTIMATORS]
 PATHS = ("loop", "runner", "compiled")

@@ -140,6 +140,16 @@ def check_device(device: str) -> None:
                          + ", ".join(f"'cuda:{i}'" for i in range(count)))
 
 
+def benchmark_device() -> str:
+    """The device of the pytest-benchmark files under benchmarks/: $ESTBENCH_DEVICE (which
+    ``pytest --estbench-device`` sets), else 'cpu'; checked as check_device does."""
+    import os
+
+    device = os.environ.get("ESTBENCH_DEVICE", "cpu")
+    check_device(device)
+    return device
+
+
 _SCALAR_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
 _LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in (*_SCALAR_INT, "dtype", "device", "data_dir", "compile")}
 _TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str,
