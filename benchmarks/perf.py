@@ -126,11 +126,12 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
 
     Each path runs about ``budget_s`` seconds per repeat (R scaled from a probe), so slow
     and fast paths are timed with similar precision; R is at least 1000 for the runner.
-    JAX (installed for the CPU) runs only when ``device`` is the CPU.
+    JAX runs on the same device (its CPU, or its GPU where JAX was installed with CUDA
+    support); where it cannot, there is no JAX column.
     """
     problem = get("gaussian-quadratic")
     assert isinstance(problem, GaussianProblem)
-    run_jax = _jax_runner() if jax and device == "cpu" else None
+    run_jax = _jax_runner(device) if jax else None
     rows = []
     for dim in dims:
         s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
@@ -159,19 +160,41 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
     return rows
 
 
-def _jax_runner() -> Callable[[str, int, int, int], float] | None:
-    """JAX jit(vmap(grad)) of the same estimators on the same problem, or None without JAX.
+def jax_device(device: str) -> Any | None:
+    """The JAX device matching a torch device name ('cpu', 'cuda[:N]'), or None: no JAX, or a
+    JAX without that backend (the CPU-only jax of ``.[jax]`` has no GPU). Explicit, since a
+    JAX with CUDA support would otherwise put the 'cpu' comparison on the GPU. On a GPU, JAX
+    is told not to take 75% of its memory up front (XLA_PYTHON_CLIENT_PREALLOCATE), which
+    would starve torch in the same process."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    try:
+        import jax
+    except ImportError:
+        return None
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    index = int(device.partition(":")[2] or 0)
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:  # no GPU backend
+        return None
+    return gpus[index] if index < len(gpus) else None
+
+
+def _jax_runner(device: str = "cpu") -> Callable[[str, int, int, int], float] | None:
+    """JAX jit(vmap(grad)) of the same estimators on the same problem, on ``device`` (see
+    jax_device), or None where JAX cannot run there.
 
     Per replicate: one draw x = mu + sigma * eps, f(x) = sum (x - k)^2; the estimate of
     d/d(mu, sigma) by the pathwise, score-function or running-baseline rule (the
     baseline, a number carried between calls as in reinforce-ema); then per-coordinate
     mean and M2 of the R estimates, as the runner does (in float32: JAX's default).
     """
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError:
+    where = jax_device(device)
+    if where is None:
         return None
+    import jax
+    import jax.numpy as jnp
     from jax.scipy.stats import norm
 
     def f(x: Any) -> Any:
@@ -201,9 +224,10 @@ def _jax_runner() -> Callable[[str, int, int, int], float] | None:
     def run(name: str, dim: int, R: int, repeats: int) -> float:
         rule = {"reinforce-ema": "baseline"}.get(name, name)
         fn = make(rule, dim, R)
-        key, b = jax.random.PRNGKey(0), jnp.float32(dim)
-        jax.block_until_ready(fn(key, b))  # compile
-        t = _median_time(lambda: jax.block_until_ready(fn(key, b)), repeats)
+        with jax.default_device(where):
+            key, b = jax.device_put((jax.random.PRNGKey(0), jnp.float32(dim)), where)
+            jax.block_until_ready(fn(key, b))  # compile
+            t = _median_time(lambda: jax.block_until_ready(fn(key, b)), repeats)
         return R / t
 
     return run
@@ -366,6 +390,14 @@ def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str,
 
 # -- the command -------------------------------------------------------------------------------
 
+def _jax_version() -> str:
+    try:
+        import jax
+    except ImportError:
+        return ""
+    return jax.__version__
+
+
 def _fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -401,9 +433,11 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
         print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
               f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
-    if not has_jax and not args.no_jax and device != "cpu":
-        print("(no JAX column: JAX is installed for the CPU, the runner ran on the GPU)")
-    elif not has_jax and not args.no_jax:
+    if has_jax:
+        print(f"(JAX {_jax_version()} ran on {jax_device(device)})")
+    elif not args.no_jax and device != "cpu" and _jax_version():
+        print(f"(no JAX column: JAX {_jax_version()} has no GPU backend here)")
+    elif not args.no_jax:
         print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
 
     out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats, replicates=500 if args.quick else 2000,
@@ -447,7 +481,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, nargs="+", help="toy dimensions (default: 1 100 10000)")
     p.add_argument("--compile", choices=["on", "off"], default="on",
                    help="also time the runner under torch.compile (default: on)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); the JAX column runs on the CPU only")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); JAX runs on the same device where it can")
     p.add_argument("--no-jax", action="store_true", help="skip the JAX column even if JAX is installed")
     p.add_argument("--quick", action="store_true", help="fewer dimensions and replicates (about a minute)")
     p.add_argument("--all", action="store_true", help="also the VAE training-step overhead and peak memory")

@@ -99,7 +99,8 @@ def test_cuda_without_a_gpu_is_one_clear_line_before_any_work(tmp_path, capsys, 
 def test_cuda_perf_functions_run_on_the_gpu():
     rows = perf.toy_speeds(dims=(3,), names=("reinforce",), compile=False, jax=True, repeats=1, budget_s=0.001,
                            device="cuda")
-    assert rows[0]["eager_per_s"] > 0 and "jax_per_s" not in rows[0]
+    assert rows[0]["eager_per_s"] > 0
+    assert ("jax_per_s" in rows[0]) == (perf.jax_device("cuda") is not None)  # JAX on the GPU where it has one
     assert perf.vae_speeds(names=("reinforce",), compile=False, repeats=1, loop_replicates=2, replicates=4,
                            device="cuda")[0]["gflops"] > 0
     assert perf.vae_training_overhead(steps=2, rounds=1, device="cuda")["suite_s_per_step"] > 0
@@ -113,3 +114,12 @@ def test_cuda_runs_toy_and_vae_cells():
                   checkpoint=["untrained"], replicates=50, train_steps=5, device="cuda")
     rows = runner.run(sweep)
     assert rows and {r["status"] for r in rows} == {"ok"} and {r["device"] for r in rows} == {"cuda"}
+
+
+def test_jax_runs_where_torch_runs():
+    """The JAX column is pinned to the device the runner uses: a JAX built with CUDA would
+    otherwise put the CPU comparison on its GPU."""
+    jax = pytest.importorskip("jax")
+    assert perf.jax_device("cpu").platform == "cpu"
+    gpu_backend = any(d.platform == "gpu" for d in jax.devices()) if jax.default_backend() == "gpu" else False
+    assert (perf.jax_device("cuda") is not None) == gpu_backend
