@@ -41,6 +41,15 @@ def _skip_compiled_if_smoke(benchmark, path: str) -> None:
         pytest.skip("compiling takes seconds; the compiled path is tested in tests/test_compile.py")
 
 
+def _engine(problem, est, setting, prep, r: int, path: str) -> CellEngine:
+    """The runner's engine; the compiled path fails if torch.compile fell back to eager
+    (the runner would carry on eagerly and note it in the results)."""
+    engine = CellEngine(problem, est, setting, prep, 1, r, _context(path))
+    if path == "compiled" and not engine.timing.compiled:
+        pytest.fail(engine.timing.note)
+    return engine
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dim,name", TOY, ids=[f"dim{d}-{n}" for d, n in TOY])
 def test_toy_replicates(benchmark, dim: int, name: str, path: str):
@@ -53,7 +62,7 @@ def test_toy_replicates(benchmark, dim: int, name: str, path: str):
         ctx = _context(path)
         fn = _synced(lambda: perf.naive_loop(problem, est, s, 1, REPLICATES, ctx), ctx)
     else:
-        fn = CellEngine(problem, est, s, None, 1, REPLICATES, _context(path)).measure
+        fn = _engine(problem, est, s, None, REPLICATES, path).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     if not benchmark.disabled:
         benchmark.extra_info["estimates_per_s"] = REPLICATES / benchmark.stats.stats.median
@@ -72,7 +81,7 @@ def test_vae_replicates(benchmark, name: str, path: str):
     if path == "loop":
         fn = _synced(lambda: perf.vae_loop(prep.model, prep.x, est, 1, r), _context(path))
     else:
-        fn = CellEngine(problem, est, setting, prep, 1, r, _context(path)).measure
+        fn = _engine(problem, est, setting, prep, r, path).measure
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     if not benchmark.disabled:
         benchmark.extra_info["ms_per_estimate"] = benchmark.stats.stats.median / r * 1e3

@@ -142,8 +142,12 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
             probe = _median_time(lambda: loop(20), 1, device) / 20
             r_loop = max(20, int(budget_s / probe))
             t_loop = _median_time(lambda: loop(r_loop), repeats, device) / r_loop
-            # the runner is 10-1000x faster; R x dim at most 2^22, since JAX holds all R at once
-            r_run = min(max(1000, int(budget_s / t_loop * 50)), max(100, (1 << 22) // dim))
+            if device == "cpu":
+                # the runner is 10-1000x faster; R x dim at most 2^22, since JAX holds all R at once
+                r_run = min(max(1000, int(budget_s / t_loop * 50)), max(100, (1 << 22) // dim))
+            else:
+                # a GPU is busy only with millions of numbers at once (runner.GPU_CHUNK_FACTOR)
+                r_run = max(100, (1 << 26) // dim)
             t_eager, _ = _runner_time(problem, est, s, None, 1, r_run, eager, repeats)
             row: dict[str, Any] = {"dim": dim, "estimator": name, "loop_per_s": 1 / t_loop,
                                    "eager_per_s": 1 / t_eager, "replicates": r_run}
@@ -440,7 +444,9 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     elif not args.no_jax:
         print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
 
-    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats, replicates=500 if args.quick else 2000,
+    gpu = device != "cpu"  # a GPU needs more replicates per measurement: its chunks are larger
+    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,
+                            replicates=(8192 if args.quick else 20000) if gpu else (500 if args.quick else 2000),
                             loop_replicates=20 if args.quick else 50, device=device)
     out["vae_matmul_gflops"] = matmul_gflops(device=device)  # again, next to the VAE figures: the load on the machine drifts
     peak = max(out["matmul_gflops"], out["vae_matmul_gflops"])
@@ -461,15 +467,19 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
               f"hand-written inline {o['inline_s_per_step'] * 1e3:.3f} ms: overhead {o['overhead'] * 100:+.1f}%")
         print("\npeak resident memory of one cell in a fresh process (reparameterization, n_samples 1, eager):")
         out["memory"] = []
-        for problem, rs in (("gaussian-quadratic", (10_000, 1_000_000)), ("vae-digits", (1_000, 10_000))):
+        # on a large GPU one chunk holds 671,040 toy or 4,096 VAE replicates (runner.chunk_factor):
+        # R from a chunk up, so that an unchanged peak shows memory bounded independently of R
+        sizes = ((("gaussian-quadratic", (1_000_000, 10_000_000)), ("vae-digits", (10_000, 100_000))) if gpu else
+                 (("gaussian-quadratic", (10_000, 1_000_000)), ("vae-digits", (1_000, 10_000))))
+        for problem, rs in sizes:
             for R in rs:
                 m = peak_memory(problem, R, device)
                 out["memory"].append({"problem": problem, "replicates": R, **m})
                 size = "dim 100" if problem.startswith("gaussian") else "batch 128"
-                gpu = (f"; GPU peak {m['gpu_peak_mb']:.0f} MB (before {m['gpu_before_mb']:.0f} MB)"
-                       if "gpu_peak_mb" in m else "")
+                on_gpu = (f"; GPU peak {m['gpu_peak_mb']:.0f} MB (before {m['gpu_before_mb']:.0f} MB)"
+                          if "gpu_peak_mb" in m else "")
                 print(f"  {problem} ({size}), R = {R:>9,}: peak {m['peak_mb']:7.0f} MB "
-                      f"(before the cell {m['before_mb']:.0f} MB){gpu}, {m['seconds']:.1f} s")
+                      f"(before the cell {m['before_mb']:.0f} MB){on_gpu}, {m['seconds']:.1f} s")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

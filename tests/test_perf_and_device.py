@@ -123,3 +123,48 @@ def test_jax_runs_where_torch_runs():
     assert perf.jax_device("cpu").platform == "cpu"
     gpu_backend = any(d.platform == "gpu" for d in jax.devices()) if jax.default_backend() == "gpu" else False
     assert (perf.jax_device("cuda") is not None) == gpu_backend
+
+
+def test_gpu_chunks_are_larger_where_the_card_has_the_memory():
+    from benchmarks.problems import Context
+
+    GiB = 1 << 30
+    assert runner.chunk_factor(Context()) == 1  # the CPU keeps the problems' cache-sized chunks
+    assert runner.gpu_chunk_factor(141 * GiB) == runner.GPU_CHUNK_FACTOR == 64  # H200: 64 x 256 MB = 16 GB < 35 GB
+    assert runner.gpu_chunk_factor(80 * GiB) == 64
+    assert runner.gpu_chunk_factor(24 * GiB) == 16  # halved until the chunks fit in a quarter of the card
+    assert runner.gpu_chunk_factor(8 * GiB) == 8
+    assert runner.gpu_chunk_factor(1 * GiB) == 1 and runner.gpu_chunk_factor(0) == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_engine_chunks_and_catches_a_non_finite_chunk_in_the_middle(device):
+    """Chunks are the problem's size times chunk_factor (1 on the CPU); a NaN in the middle
+    chunk of three raises, on a GPU too, where finiteness is checked after the last chunk."""
+    from benchmarks.problems import Context, GaussianSetting, get
+    from estimators import Estimator, Surrogate, evaluate
+
+    problem, ctx = get("gaussian-quadratic"), Context(device=device)
+    s = GaussianSetting(1.0, 1.0, 0.0, 100)
+    chunk = problem.chunk_size(s, 1) * runner.chunk_factor(ctx)
+    R = 3 * chunk
+    engine = runner.CellEngine(problem, perf.estimators.get("reinforce"), s, None, 1, R, ctx)
+    assert engine.sizes == [chunk] * 3
+    assert engine.measure()["mu"].n == R
+
+    class NaNInTheMiddle(Estimator):
+        name = "nan-in-the-middle"
+        calls = 0
+
+        def surrogate(self, dist, f, n_samples, state=None):
+            self.calls += 1  # two warm-up calls, then the chunks: NaN in the second of three
+            x = dist.rsample((n_samples,))
+            fx = evaluate(f, x, dist, n_samples)
+            return Surrogate(loss=fx.mean(0) * (float("nan") if self.calls == 4 else 1.0), f=fx.detach())
+
+    est = NaNInTheMiddle()
+    engine = runner.CellEngine(problem, est, s, None, 1, R, ctx)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        engine.measure()
+    assert est.calls == (4 if device == "cpu" else 5)  # the CPU stops after the bad chunk
