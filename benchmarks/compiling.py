@@ -42,8 +42,20 @@ def _dynamo_settings():
     # trace_autograd_ops: trace torch.autograd.grad into the graph instead of breaking there;
     # recompile_limit: each cell is its own specialization of the same chunk function
     with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=1 << 16,
-                                    accumulated_recompile_limit=1 << 16):
+                                    accumulated_recompile_limit=1 << 16), _inductor_settings():
         yield
+
+
+def _inductor_settings() -> contextlib.AbstractContextManager[Any]:
+    """Inductor's mix-order reductions off (GPU only; where this torch has them): the chunk's
+    float64 moments reduce one tensor over both axes, and on an H200 (torch 2.11, Triton)
+    that kernel failed to compile for a 2^26-row chunk (a float32 accumulator re-assigned a
+    float64 value), so the cell fell back to eager."""
+    import torch._inductor.config as inductor
+
+    if hasattr(inductor.triton, "mix_order_reduction"):
+        return inductor.patch({"triton.mix_order_reduction": False})
+    return contextlib.nullcontext()
 
 
 def compile_chunk(step: Callable[..., Any]) -> Callable[..., Any]:

@@ -88,13 +88,17 @@ def vae_loop(model: Any, x: torch.Tensor, est: Estimator, n_samples: int, replic
         (est(q, model.log_likelihood(x), n_samples).loss - model.kl(q)).mean().backward()
 
 
+class CompileFailed(RuntimeError):
+    """torch.compile failed for a cell (the runner would run it eagerly): no compiled figure."""
+
+
 def _runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
                  repeats: int) -> tuple[float, float]:
     """(seconds per estimate, compile seconds) of the runner's own path, as in the results table
     (runner.CellEngine): set up once (warm-up, compiling), then the median of ``repeats`` measurements."""
     engine = CellEngine(problem, est, setting, prep, n, R, ctx)
     if ctx.compile == "on" and not engine.timing.compiled:
-        raise RuntimeError(f"torch.compile failed: {engine.timing.note}")
+        raise CompileFailed(engine.timing.note)
     times = []
     for _ in range(repeats):
         engine.measure()
@@ -152,8 +156,11 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
             row: dict[str, Any] = {"dim": dim, "estimator": name, "loop_per_s": 1 / t_loop,
                                    "eager_per_s": 1 / t_eager, "replicates": r_run}
             if compile:
-                t_comp, c_s = _runner_time(problem, est, s, None, 1, r_run, comp, repeats)
-                row.update(compiled_per_s=1 / t_comp, compile_s=c_s)
+                try:
+                    t_comp, c_s = _runner_time(problem, est, s, None, 1, r_run, comp, repeats)
+                    row.update(compiled_per_s=1 / t_comp, compile_s=c_s)
+                except CompileFailed as exc:
+                    row["compile_failed"] = str(exc)
             if run_jax is not None:
                 row["jax_per_s"] = run_jax(name, dim, r_run, repeats)
             best = max(row["eager_per_s"], row.get("compiled_per_s", 0.0))
@@ -268,7 +275,11 @@ def vae_speeds(names: tuple[str, ...] = ("reparameterization", "reinforce"), n_s
         row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats, device) / loop_replicates}
         row["eager_s"], _ = _runner_time(problem, est, setting, prep, n_samples, replicates, eager, repeats)
         if compile:
-            row["compiled_s"], row["compile_s"] = _runner_time(problem, est, setting, prep, n_samples, replicates, comp, repeats)
+            try:
+                row["compiled_s"], row["compile_s"] = _runner_time(problem, est, setting, prep, n_samples, replicates,
+                                                                   comp, repeats)
+            except CompileFailed as exc:
+                row["compile_failed"] = str(exc)
         row["best_s"] = min(row["eager_s"], row.get("compiled_s", math.inf))
         row["speedup"] = row["loop_s"] / row["best_s"]
         row["mflop"] = vae_flops(n_samples=n_samples, pathwise=est.requires_rsample) / 1e6
@@ -394,6 +405,13 @@ def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str,
 
 # -- the command -------------------------------------------------------------------------------
 
+def _print_compile_failures(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if "compile_failed" in r:
+            where = f"dim {r['dim']} " if "dim" in r else ""
+            print(f"(compiled {where}{r['estimator']}: {r['compile_failed'][:300]})")
+
+
 def _jax_version() -> str:
     try:
         import jax
@@ -437,6 +455,7 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
         print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
               f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
+    _print_compile_failures(out["toy"])
     if has_jax:
         print(f"(JAX {_jax_version()} ran on {jax_device(device)})")
     elif not args.no_jax and device != "cpu" and _jax_version():
@@ -460,6 +479,8 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
               f"{_fmt(r['compiled_s'] * 1e3 if 'compiled_s' in r else None, '.3f'):>12} "
               f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{r['speedup']:>6.1f}x {r['mflop']:>6.1f} {r['gflops']:>8.1f} {r['of_matmul']:>8.0%}")
+
+    _print_compile_failures(out["vae"])
 
     if args.all:
         o = out["training"] = vae_training_overhead(device=device)

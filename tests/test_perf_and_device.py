@@ -168,3 +168,30 @@ def test_engine_chunks_and_catches_a_non_finite_chunk_in_the_middle(device):
     with pytest.raises(FloatingPointError, match="non-finite"):
         engine.measure()
     assert est.calls == (4 if device == "cpu" else 5)  # the CPU stops after the bad chunk
+
+
+def test_a_failed_compile_is_reported_and_perf_goes_on(monkeypatch):
+    from benchmarks import compiling
+
+    def broken(step):
+        def call(*args):
+            raise RuntimeError("inductor broke")
+        return call
+
+    monkeypatch.setattr(compiling, "compile_chunk", broken)
+    rows = perf.toy_speeds(dims=(3,), names=("reinforce",), compile=True, jax=False, repeats=1, budget_s=0.001)
+    assert "compiled_per_s" not in rows[0] and "inductor broke" in rows[0]["compile_failed"]
+    assert rows[0]["eager_per_s"] > 0 and rows[0]["speedup"] > 0
+
+
+def test_inductor_settings_turn_off_mix_order_reductions():
+    import torch._inductor.config as inductor
+
+    from benchmarks import compiling
+
+    if not hasattr(inductor.triton, "mix_order_reduction"):
+        pytest.skip("this torch has no mix-order reductions")
+    before = inductor.triton.mix_order_reduction
+    with compiling._dynamo_settings():
+        assert inductor.triton.mix_order_reduction is False
+    assert inductor.triton.mix_order_reduction == before
