@@ -454,7 +454,7 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     for r in out["toy"]:
         print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
               f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
-              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
+              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6,.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
     _print_compile_failures(out["toy"])
     if has_jax:
         print(f"(JAX {_jax_version()} ran on {jax_device(device)})")
@@ -475,8 +475,9 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
           f"{'MFLOP':>6} {'GFLOP/s':>8} {'of matmul':>9}")
     for r in out["vae"]:
         r["of_matmul"] = r["gflops"] / peak
-        print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.3f} {r['eager_s'] * 1e3:>10.3f} "
-              f"{_fmt(r['compiled_s'] * 1e3 if 'compiled_s' in r else None, '.3f'):>12} "
+        # 4 significant digits: a GPU's figures are in microseconds
+        print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.4g} {r['eager_s'] * 1e3:>10.4g} "
+              f"{_fmt(r['compiled_s'] * 1e3 if 'compiled_s' in r else None, '.4g'):>12} "
               f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{r['speedup']:>6.1f}x {r['mflop']:>6.1f} {r['gflops']:>8.1f} {r['of_matmul']:>8.0%}")
 
