@@ -42,20 +42,19 @@ def _dynamo_settings():
     # trace_autograd_ops: trace torch.autograd.grad into the graph instead of breaking there;
     # recompile_limit: each cell is its own specialization of the same chunk function
     with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=1 << 16,
-                                    accumulated_recompile_limit=1 << 16), _inductor_settings():
+                                    accumulated_recompile_limit=1 << 16):
         yield
 
 
-def _inductor_settings() -> contextlib.AbstractContextManager[Any]:
-    """Inductor's mix-order reductions off (GPU only; where this torch has them): the chunk's
-    float64 moments reduce one tensor over both axes, and on an H200 (torch 2.11, Triton)
-    that kernel failed to compile for a 2^26-row chunk (a float32 accumulator re-assigned a
-    float64 value), so the cell fell back to eager."""
+def inductor_options() -> dict[str, Any]:
+    """Inductor settings for the compiled chunk, applied while it compiles: mix-order
+    reductions off (GPU only; where this torch has them). The chunk's float64 moments
+    reduce one tensor over both axes, and on an H200 (torch 2.11, Triton) that kernel
+    failed to compile for a 2^26-row chunk (a float32 accumulator re-assigned a float64
+    value), so the cell fell back to eager."""
     import torch._inductor.config as inductor
 
-    if hasattr(inductor.triton, "mix_order_reduction"):
-        return inductor.patch({"triton.mix_order_reduction": False})
-    return contextlib.nullcontext()
+    return {"triton.mix_order_reduction": False} if hasattr(inductor.triton, "mix_order_reduction") else {}
 
 
 def compile_chunk(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +63,7 @@ def compile_chunk(step: Callable[..., Any]) -> Callable[..., Any]:
     Compiling happens on the first call; the caller treats an exception from that call
     as a failed compile and keeps the eager ``step`` (runner.CellEngine).
     """
-    compiled = torch.compile(step, dynamic=False)
+    compiled = torch.compile(step, dynamic=False, options=inductor_options())
 
     def call(*args: Any) -> Any:
         with _dynamo_settings():

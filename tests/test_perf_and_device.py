@@ -184,14 +184,28 @@ def test_a_failed_compile_is_reported_and_perf_goes_on(monkeypatch):
     assert rows[0]["eager_per_s"] > 0 and rows[0]["speedup"] > 0
 
 
-def test_inductor_settings_turn_off_mix_order_reductions():
+def test_the_chunk_compiles_with_mix_order_reductions_off(monkeypatch):
+    """inductor_options reach inductor while it lowers the chunk's graph, and only then."""
     import torch._inductor.config as inductor
+    from torch._inductor.graph import GraphLowering
 
     from benchmarks import compiling
 
     if not hasattr(inductor.triton, "mix_order_reduction"):
         pytest.skip("this torch has no mix-order reductions")
     before = inductor.triton.mix_order_reduction
-    with compiling._dynamo_settings():
-        assert inductor.triton.mix_order_reduction is False
+    seen = []
+    real = GraphLowering.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(inductor.triton.mix_order_reduction)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GraphLowering, "__init__", spy)
+    torch._dynamo.reset()
+    fast = compiling.compile_chunk(lambda x: (x * 2.0).sum(0))
+    # a cached graph would not be lowered again
+    with inductor.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        assert torch.equal(fast(torch.ones(3, 2)), torch.full((2,), 6.0))
+    assert seen and all(flag is False for flag in seen)
     assert inductor.triton.mix_order_reduction == before
