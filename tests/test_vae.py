@@ -62,15 +62,20 @@ def test_kl_term_equals_torch_distributions_kl():
         expected = torch.distributions.kl_divergence(q, model.prior_like(q))
         got = model.kl(q)
         from_outputs = type(model).kl_from_outputs(model.encoder(x.double()))
-    assert got.shape == expected.shape == from_outputs.shape
+        q2, from_split = type(model).q_and_kl(model.encoder(x.double()))
+    assert got.shape == expected.shape == from_outputs.shape == from_split.shape
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(from_outputs, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(from_split, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(q2.base_dist.loc, q.base_dist.loc, rtol=0, atol=0)
+    torch.testing.assert_close(q2.base_dist.scale, q.base_dist.scale, rtol=0, atol=0)
 
 
-def test_log_likelihood_equals_bernoulli_log_prob():
+@pytest.mark.parametrize("n", [1, 3])  # n = 1 takes the data as the target without expanding them
+def test_log_likelihood_equals_bernoulli_log_prob(n):
     """f(z) = log p(x | z), written with the function Bernoulli.log_prob calls, equals it."""
     model, x = small_model()
-    z = torch.randn(3, x.shape[0], model.latent, dtype=x.dtype)
+    z = torch.randn(n, x.shape[0], model.latent, dtype=x.dtype)
     with torch.no_grad():
         expected = torch.distributions.Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(x).sum(-1)
         got = model.log_likelihood(x)(z)

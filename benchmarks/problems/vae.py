@@ -104,7 +104,17 @@ class VAE(nn.Module):
         """The same KL from the encoder outputs (mean, log-variance) [..., 2L] -> [...]: in the
         log-variance there is no log(sigma) to differentiate (measured 1.6x faster, fwd + bwd,
         than kl(q) on a batch of 128), as in the classic hand-written VAE."""
+        return VAE._kl(*enc_out.chunk(2, dim=-1))
+
+    @staticmethod
+    def q_and_kl(enc_out: torch.Tensor) -> tuple[Independent, torch.Tensor]:
+        """q_from(enc_out) and kl_from_outputs(enc_out) from one split of the outputs: a
+        training step's autograd graph then has one split node, as the hand-written loop has."""
         mu, logvar = enc_out.chunk(2, dim=-1)
+        return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), 1), VAE._kl(mu, logvar)
+
+    @staticmethod
+    def _kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(-1)
 
     def log_likelihood(self, x: torch.Tensor):
@@ -113,7 +123,10 @@ class VAE(nn.Module):
         def f(z: torch.Tensor) -> torch.Tensor:
             # the decoder sees one 2-D batch (nn.Linear on [n, B, L] adds a reshape pair per layer)
             logits = self.decoder(z.reshape(-1, z.shape[-1]))  # [n * B..., D]
-            target = x.expand(*z.shape[:-1], x.shape[-1]).reshape(logits.shape)
+            if z.shape[-2] == logits.shape[0] == x.shape[0]:  # [1, B, L] (a training step): no expand, no copy
+                target = x
+            else:
+                target = x.expand(*z.shape[:-1], x.shape[-1]).reshape(logits.shape)
             # = Bernoulli(logits=logits).log_prob(x).sum(-1), the function it calls, without
             # building a distribution per call (a test checks they agree)
             ll = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
@@ -140,9 +153,9 @@ class VAE(nn.Module):
 
 def elbo_step_loss(model: VAE, x: torch.Tensor, est: Estimator, n_samples: int, state: Any):
     """(negative mean ELBO surrogate for Adam, MC ELBO value, new estimator state)."""
-    enc_out = model.encoder(x)
-    sur = est(VAE.q_from(enc_out), model.log_likelihood(x), n_samples, state)
-    loss = (VAE.kl_from_outputs(enc_out) - sur.loss).mean()  # -ELBO averaged over the batch
+    q, kl = VAE.q_and_kl(model.encoder(x))
+    sur = est(q, model.log_likelihood(x), n_samples, state)
+    loss = (kl - sur.loss).mean()  # -ELBO averaged over the batch
     return loss, -loss.detach(), sur.state
 
 
@@ -303,9 +316,9 @@ class VAEProblem(Problem):
     def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
-        q = VAE.q_from(out)
+        q, kl = VAE.q_and_kl(out)
         sur = estimator(q, prep.model.log_likelihood(prep.x), n_samples, state)  # loss [r, B]
-        elbo = (sur.loss - VAE.kl_from_outputs(out)).mean(-1)  # [r]: ELBO averaged over the batch
+        elbo = (sur.loss - kl).mean(-1)  # [r]: ELBO averaged over the batch
         (g_out,) = torch.autograd.grad(elbo.sum(), out)  # [r, B, 2L]
         (grads,) = vmap(prep.encoder_vjp())(g_out)  # {name: [r, *shape]}
         flat = torch.cat([g.reshape(replicates, -1) for g in grads.values()], dim=1)  # [r, P]
