@@ -121,3 +121,27 @@ def test_cell_engine_measures_again_with_new_draws():
     assert first["mu"].n == second["mu"].n == 300
     assert not torch.equal(first["mu"].coords.mean, second["mu"].coords.mean)
     assert engine.timing.elapsed > 0 and not engine.timing.compiled
+
+
+def test_vae_tanh_is_torch_tanh_eagerly_and_within_a_few_ulp_of_it_compiled():
+    """The VAE's Tanh: torch.tanh itself in eager code; compiled on the CPU, 2 sigmoid(2x) - 1.
+    Against tanh in float64: sigmoid with relative error <= 4u (u = 2^-24: exp, an add, a
+    divide), doubled exactly, minus 1 (exact or one more rounding): |error| <= 9u < 10u. Its
+    derivative 4 s (1 - s): s off by <= 4u, 1 - s by <= 5u, the products rounded: < 48u."""
+    from benchmarks.problems.vae import Tanh
+
+    u = 2.0**-24
+    x = torch.cat([torch.linspace(-12, 12, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 40.0, -40.0])])
+    x = x.requires_grad_(True)
+    act = Tanh()
+    eager = act(x)
+    assert torch.equal(eager, torch.tanh(x))
+    compiled_act = torch.compile(act, dynamic=False)
+    y = compiled_act(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    x64 = x.detach().double()
+    truth = torch.tanh(x64)
+    assert (y.detach().double() - truth).abs().max().item() < 10 * u
+    assert (g.double() - (1 - truth**2)).abs().max().item() < 48 * u
+    # and it is not torch.tanh there (the bounds above are what the compiled form is held to)
+    assert not torch.equal(y.detach(), torch.tanh(x.detach()))

@@ -67,14 +67,29 @@ class VAESetting:
     batch: int
 
 
+class Tanh(nn.Tanh):
+    """nn.Tanh, computed as 2 sigmoid(2x) - 1 where torch.compile generates the code on a CPU.
+
+    Inductor's CPU tanh (the same vectorized routine as eager torch.tanh) measured 4.0 ms
+    on a [8192, 256] float32 tensor here, its fused 2 sigmoid(2x) - 1 1.9 ms; the hidden
+    layers' tanh took 13% of a compiled VAE chunk. The two differ by at most a few units
+    in the last place of 1 (a test bounds it); eager code keeps torch.tanh, where the
+    sigmoid form would be four kernels instead of one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.compiler.is_compiling():
+            return torch.sigmoid(2 * x) * 2 - 1
+        return torch.tanh(x)
+
+
 class VAE(nn.Module):
     """MLP encoder -> diagonal Gaussian q(z|x); MLP decoder -> Bernoulli logits."""
 
     def __init__(self, x_dim: int, hidden: int, latent: int):
         super().__init__()
         self.latent = latent
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent))
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
+        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), Tanh(), nn.Linear(hidden, 2 * latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), Tanh(), nn.Linear(hidden, x_dim))
 
     @staticmethod
     def q_from(enc_out: torch.Tensor) -> Independent:
