@@ -26,6 +26,9 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    from benchmarks.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the estbench commands do, so the benchmarks time the same allocations
     opt = config.option
     if hasattr(opt, "benchmark_only") and not (opt.benchmark_only or opt.benchmark_enable or opt.benchmark_skip):
         opt.benchmark_disable = True

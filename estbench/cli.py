@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import estimators
-from benchmarks import compiling, problems
+from benchmarks import allocator, compiling, problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
 from benchmarks.runner import ResumeError
@@ -244,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv[1:]
+    allocator.keep_freed_memory()
     restore = _terminate_as_interrupt()
     try:
         return args.func(args)
