@@ -360,8 +360,11 @@ def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[],
 _MEMORY_CHILD = """
 import json, sys, torch
 import estimators
+from benchmarks.allocator import keep_freed_memory
 from benchmarks.problems import Context, get, GaussianSetting, VAESetting
 from benchmarks.runner import estimate_cell
+
+keep_freed_memory()  # as the estbench commands run
 
 def status(key):  # kB -> MB, from the kernel's accounting of this process
     for line in open("/proc/self/status"):
