@@ -7,7 +7,7 @@ megabyte-sized buffers for every chunk, so under the defaults a chunk's first to
 buffer is a page fault that zeroes 4 kB, hundreds to tens of thousands of times per chunk
 (measured with getrusage here: 700-900 faults per compiled VAE chunk, 17,000-35,000 per
 eager toy measurement). Raising both thresholds makes freed blocks stay in the heap for the
-next chunk: compiled digits VAE 0.42-0.45 -> 0.37-0.40 ms per estimate, eager toys 10-30%
+next chunk: compiled digits VAE 0.42-0.51 -> 0.37-0.40 ms per estimate, eager toys 10-30%
 more estimates per second, in alternating runs on the 2-core machine. Peak memory does not
 change (the heap keeps what it peaked at); memory is handed back when the process ends.
 
