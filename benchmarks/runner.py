@@ -10,11 +10,15 @@ does not grow with R.
 
 Each cell is seeded from (seed, problem, estimator, setting, n_samples), not
 from its position in the sweep, and its rows are appended to the results file
-(and flushed) as soon as the cell completes.
+(and flushed) as soon as the cell completes. One process writes a results file
+at a time (benchmarks.results_file), an existing file is continued only by
+``resume`` and replaced only by ``overwrite``, and a resume whose options would
+change what a completed cell holds is refused (CONTENT_COLUMNS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -24,6 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import torch
@@ -33,25 +38,33 @@ from estimators import Estimator, EstimatorError
 
 from . import compiling, problems
 from .problems import Context, Problem
+from .results_file import ResultsFileError, check_target, has_content, os_error_text, read_text, writer_lock
 from .stats import GradientStats, chunk_moments
-from .sweep import Sweep
+from .sweep import Sweep, SweepError
 
 #: The result table's columns, in order. Columns a problem does not use stay empty.
 COLUMNS = [
     "problem", "estimator", "parameter",
-    "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch",
+    "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
     "n_samples", "replicates", "seed",
     "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
     "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
-    "estbench_version", "torch_version", "python_version", "machine",
+    "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",
 ]  # fmt: skip
 
 #: The training-curve table's columns (problems that train a model: the VAE).
 CURVE_COLUMNS = [
-    "problem", "estimator", "hidden", "latent", "batch", "n_samples", "seed",
-    "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error",
+    "problem", "estimator", "hidden", "latent", "batch", "n_samples", "seed", "train_steps", "dtype", "device",
+    "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error", "estbench_version", "estimator_origin",
 ]  # fmt: skip
+
+#: The options that decide what a completed cell (or training curve) holds. A --resume whose
+#: plan would write other values of them for a problem already in the file is refused; options
+#: that only add cells (more problems, estimators, settings, n_samples) may resume. The
+#: estimator's origin (built in, or which plugin file, by content) must match too.
+CONTENT_COLUMNS = ("replicates", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
+CURVE_CONTENT_COLUMNS = ("seed", "dtype", "device", "train_steps", "estbench_version")
 
 #: stateful estimators are called this many times before measuring
 WARMUP_CALLS = 10
@@ -84,31 +97,47 @@ def cell_seed(seed: int, problem: str, estimator: str, setting: str, n_samples: 
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+class ResultsWriteError(ResultsFileError):
+    """Writing a results file failed part-way (full disk, file size limit...). The rows of the
+    cells completed before are on disk; the message says so and how to continue."""
+
+
 class ResultWriter:
-    """Appends whole rows to a CSV file and flushes them to disk after each cell."""
+    """Appends whole rows to a CSV file and flushes them to disk after each cell.
+
+    The caller holds the file's writer lock (results_file.writer_lock). An OS error while
+    writing becomes ResultsWriteError, naming the file."""
 
     def __init__(self, path: str | Path, columns: list[str] = COLUMNS, append: bool = False):
         self.path = Path(path)
         self.columns = columns
-        if self.path.parent != Path(""):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not (append and self.path.exists() and self.path.stat().st_size > 0)
-        self._fh = open(self.path, "w" if new else "a", newline="")
+        new = not (append and has_content(self.path))
+        try:
+            if self.path.parent != Path(""):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w" if new else "a", newline="")
+        except OSError as exc:
+            raise ResultsFileError(f"cannot write {self.path}: {os_error_text(exc)}") from None
         self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
         if new:
-            self._writer.writeheader()
-            self._sync()
+            self._guarded(self._writer.writeheader)
 
-    def _sync(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def _guarded(self, write: Callable[[], Any]) -> None:
+        try:
+            write()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise ResultsWriteError(
+                f"writing {self.path} failed: {os_error_text(exc)}; the rows of the cells completed before are "
+                f"kept: continue with --resume once it is fixed") from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        self._writer.writerows(rows)
-        self._sync()
+        self._guarded(lambda: self._writer.writerows(rows))
 
     def close(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # a failed write was reported; flushing it again fails again
+            self._fh.close()
 
     def __enter__(self) -> "ResultWriter":
         return self
@@ -118,7 +147,8 @@ class ResultWriter:
 
 
 class ResumeError(ValueError):
-    """A results file that cannot be resumed (another version's columns); the message names it."""
+    """A results file that cannot be resumed (another version's columns, other options); the message
+    names it and the differing option."""
 
 
 def _atomic_rewrite(path: Path, header: str, lines: list[str]) -> None:
@@ -131,6 +161,28 @@ def _atomic_rewrite(path: Path, header: str, lines: list[str]) -> None:
     os.replace(tmp, path)
 
 
+def read_rows(path: Path, columns: list[str]) -> tuple[str, list[str], list[dict], int]:
+    """(header, complete lines, their rows, number of lines) of an existing results file written by
+    this version; ResumeError for anything else. A torn last line (no line end) is left out."""
+    try:
+        text = read_text(path)
+    except ResultsFileError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from None
+    lines = text.splitlines(keepends=True)
+    header = lines[0]
+    if header.rstrip("\r\n") != ",".join(columns):
+        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes; "
+                          f"use a new --out file")
+    body = [ln for ln in lines[1:] if ln.endswith("\n")]  # a torn last line has no line end
+    rows = list(csv.DictReader([header, *body]))
+    return header, body, rows, len(lines)
+
+
+def _whole(rows: list[dict]) -> list[dict]:
+    """The rows with every column present (a row cut short by a kill has fewer)."""
+    return [r for r in rows if None not in r and None not in r.values()]
+
+
 def completed(path: Path, columns: list[str], key: Callable[[dict], tuple],
               complete: Callable[[list[dict]], bool]) -> set[tuple]:
     """Keys of the completed units (cells, curves) in an existing results file, for --resume.
@@ -139,23 +191,48 @@ def completed(path: Path, columns: list[str], key: Callable[[dict], tuple],
     unit with some of its rows: both are dropped (the file is rewritten atomically without
     them) and those units are computed again.
     """
-    if not path.exists() or path.stat().st_size == 0:
+    if not has_content(path):
         return set()
-    lines = path.read_text().splitlines(keepends=True)
-    header = lines[0]
-    if header.rstrip("\r\n") != ",".join(columns):
-        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes; "
-                          f"use a new --out file")
-    body = [ln for ln in lines[1:] if ln.endswith("\n")]  # a torn last line has no line end
-    rows = [r for r in csv.DictReader([header, *body]) if None not in r and None not in r.values()]
+    header, body, rows, n_lines = read_rows(path, columns)
     units: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in _whole(rows):
         units.setdefault(key(r), []).append(r)
     done = {k for k, rs in units.items() if complete(rs)}
-    kept = [ln for ln, r in zip(body, csv.DictReader([header, *body])) if key(r) in done]
-    if len(kept) != len(lines) - 1:
+    kept = [ln for ln, r in zip(body, rows) if key(r) in done]
+    if len(kept) != n_lines - 1:
         _atomic_rewrite(path, header, kept)
     return done
+
+
+def _text(value: Any) -> str:
+    """A value as the csv module writes it."""
+    return "" if value is None else str(value)
+
+
+def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]], content: tuple[str, ...]) -> None:
+    """Raise ResumeError if the file's ``rows`` of a problem the plan also runs were made with
+    other values of the ``content`` options than the ``planned`` rows, or its rows of an estimator
+    the plan also runs came from another origin (another plugin file, or another version of it)."""
+    want: dict[str, set[tuple]] = {}
+    origins: dict[str, str] = {}
+    for row in planned:
+        want.setdefault(row["problem"], set()).add(tuple(_text(row.get(c)) for c in content))
+        origins[row["estimator"]] = _text(row.get("estimator_origin"))
+    for r in rows:
+        if r["problem"] in want:
+            have = tuple(r.get(c, "") for c in content)
+            if have not in want[r["problem"]]:
+                planned_values = sorted(want[r["problem"]])[0]
+                diff = [f"{c}={h or '(none)'} in the file, {c}={p or '(none)'} in this run"
+                        for c, h, p in zip(content, have, planned_values) if h != p]
+                raise ResumeError(
+                    f"cannot resume {path}: its {r['problem']} rows were made with other options ("
+                    + "; ".join(diff) + "); resume with the same options, or write to a new --out")
+        if r["estimator"] in origins and r.get("estimator_origin", "") != origins[r["estimator"]]:
+            raise ResumeError(
+                f"cannot resume {path}: its rows of estimator {r['estimator']!r} come from "
+                f"{r.get('estimator_origin') or '(unknown)'}, this run's from {origins[r['estimator']]}; "
+                f"write to a new --out")
 
 
 def _row_cell_key(r: dict) -> tuple:
@@ -302,14 +379,43 @@ def chunk_factor(ctx: Context) -> int:
     return gpu_chunk_factor(torch.cuda.get_device_properties(torch.device(ctx.device)).total_memory)
 
 
-def chunk_plan(replicates: int, max_chunk: int) -> list[int]:
+class ChunkPlan(Sequence):
+    """Chunk sizes, as equal as possible: ``count`` chunks of ``size``, then perhaps one shorter
+    ``last`` (one compiled shape covers all but perhaps the last). Held as three numbers, so its
+    memory does not grow with the number of replicates."""
+
+    def __init__(self, replicates: int, max_chunk: int):
+        k = -(-replicates // max(1, max_chunk))
+        self.size = -(-replicates // k)
+        self.count, self.last = divmod(replicates, self.size)
+
+    def __len__(self) -> int:
+        return self.count + (1 if self.last else 0)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        return self.last if (i % n) == self.count else self.size
+
+    def __iter__(self) -> Iterator[int]:
+        for _ in range(self.count):
+            yield self.size
+        if self.last:
+            yield self.last
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, ChunkPlan)) and len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"ChunkPlan({self.count} x {self.size}" + (f" + {self.last})" if self.last else ")")
+
+
+def chunk_plan(replicates: int, max_chunk: int) -> ChunkPlan:
     """Chunk sizes, as equal as possible (one compiled shape covers all but perhaps the last)."""
-    k = -(-replicates // max(1, max_chunk))
-    size = -(-replicates // k)
-    sizes = [size] * (replicates // size)
-    if replicates % size:
-        sizes.append(replicates % size)
-    return sizes
+    return ChunkPlan(replicates, max_chunk)
 
 
 class CellEngine:
@@ -418,7 +524,9 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         "cell_seed": seed,
         "dtype": sweep.dtype,
         "device": sweep.device,
+        **cell.problem.context_columns(sweep.context()),
         "estbench_version": estbench_version(),
+        "estimator_origin": estimators.provenance(cell.estimator),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "machine": machine(),
@@ -458,9 +566,13 @@ def measure_cell(
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
         return [{**base, "parameter": g, "status": status, "error": str(exc)} for g in groups], None
-    except Exception as exc:  # isolate: one broken estimator must not stop the sweep
+    except (Exception, SystemExit) as exc:  # isolate: one broken estimator (even one calling exit) must not stop the sweep
         return [{**base, "parameter": g, "status": "failed", "error": _error_text(exc)} for g in groups], None
-    truth = cell.problem.true_gradient(cell.setting, ctx)
+    try:
+        truth = cell.problem.true_gradient(cell.setting, ctx)
+    except Exception as exc:  # e.g. a closed form that overflows: this cell fails, the sweep goes on
+        error = "the exact gradient could not be computed: " + _error_text(exc)
+        return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
     rows = []
     for g in groups:
         s = stats[g].summary(None if truth is None else truth[g])
@@ -486,17 +598,23 @@ def measure_cell(
     return rows, stats
 
 
+def _curve_base(cell: Cell, sweep: Sweep) -> dict[str, Any]:
+    return {"problem": cell.problem.name, "estimator": cell.estimator, **cell.problem.columns(cell.setting),
+            "n_samples": cell.n_samples, "seed": sweep.seed, "train_steps": sweep.train_steps, "dtype": sweep.dtype,
+            "device": sweep.device, "estbench_version": estbench_version(),
+            "estimator_origin": estimators.provenance(cell.estimator)}
+
+
 def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
     """Training-curve rows of one estimator; a failure becomes one 'failed' row."""
-    base = {"problem": cell.problem.name, "estimator": cell.estimator, **cell.problem.columns(cell.setting),
-            "n_samples": cell.n_samples, "seed": sweep.seed}
+    base = _curve_base(cell, sweep)
     try:
         estimator = estimators.get(cell.estimator)
         points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
         return [{**base, "status": status, "error": str(exc)}]
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         return [{**base, "status": "failed", "error": _error_text(exc)}]
     return [{**base, **p, "error": ""} for p in points]
 
@@ -512,8 +630,30 @@ class Plan:
         return len(self.cells) + len(self.curves)
 
 
+def memory_bytes() -> int:
+    """This machine's physical memory (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_memory(cell: Cell, sweep: Sweep) -> None:
+    """Refuse, before any work, a cell whose smallest chunk (one replicate) cannot fit in half of
+    this machine's memory: it would only thrash and be killed."""
+    need = cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())
+    have = memory_bytes()
+    if have and need > have // 2:
+        raise SweepError(
+            f"{cell.problem.name} at {cell.problem.setting_label(cell.setting)}, n_samples={cell.n_samples}, "
+            f"{sweep.dtype}: one replicate needs about {need / 2**30:.3g} GiB, more than half of this machine's "
+            f"{have / 2**30:.3g} GiB; use a smaller dim, n_samples or batch")
+
+
 def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
-    """Validate the sweeps (names, values, data files) and list their distinct cells."""
+    """Validate the sweeps (names, values, data files, memory) and list their distinct cells.
+
+    A plan with no cell at all (an empty list in a sweep file) is a SweepError."""
     sweeps = [sweeps] if isinstance(sweeps, Sweep) else list(sweeps)
     plan = Plan([], [])
     seen: set[tuple] = set()
@@ -526,8 +666,12 @@ def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
             for cell in found:
                 key = (kind, cell.problem.name, cell.estimator, cell.setting, cell.n_samples, how)
                 if key not in seen:
+                    if kind == "cell":
+                        _check_memory(cell, sweep)
                     seen.add(key)
                     (plan.cells if kind == "cell" else plan.curves).append((cell, sweep))
+    if not len(plan):
+        raise SweepError("the sweep has no cells (an empty list of values?); nothing to run")
     return plan
 
 
@@ -536,20 +680,41 @@ def run(
     out: str | Path | None = None,
     progress: Callable[[Cell], None] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every cell of one or more sweeps; append rows to ``out`` as cells complete.
 
-    Training curves, for problems that train, go to ``curves_path(out)``. With ``resume``,
-    the cells (and curves) already complete in ``out`` are skipped and the rest appended;
-    since every cell is seeded from its identity, the final table equals an uninterrupted
-    run's. Returns the rows computed by this call.
+    Training curves, for problems that train, go to ``curves_path(out)``. ``out`` is held by
+    this process alone while it runs (ResultsFileError for a second writer). An existing
+    non-empty ``out`` is continued with ``resume``, replaced with ``overwrite``, and otherwise
+    refused. With ``resume``, the cells (and curves) already complete in ``out`` are skipped
+    and the rest appended; since every cell is seeded from its identity, the final table
+    equals an uninterrupted run's. A resume whose options would change a completed cell is
+    refused (ResumeError, see CONTENT_COLUMNS). Returns the rows computed by this call.
     """
     plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)
+    if out is None:
+        return _run(plan, None, progress, resume)
+    with writer_lock(out):
+        check_target(out, resume=resume, overwrite=overwrite)
+        if plan.curves:
+            check_target(curves_path(out), resume=resume, overwrite=overwrite, option="training file")
+        return _run(plan, Path(out), progress, resume)
+
+
+def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, resume: bool) -> list[dict[str, Any]]:
     done_cells: set[tuple] = set()
     done_curves: set[tuple] = set()
     if resume and out is not None:
-        done_cells = completed(Path(out), COLUMNS, _row_cell_key, _cell_complete)
+        # refuse first, change nothing: both files are checked before either is rewritten
+        planned = [_base_row(c, sw, 0) for c, sw in plan.cells]
+        planned_curves = [_curve_base(c, sw) for c, sw in plan.curves]
         steps = {str(sw.train_steps) for _, sw in plan.curves}
+        for path, columns, rows, content in ((out, COLUMNS, planned, CONTENT_COLUMNS),
+                                             (curves_path(out), CURVE_COLUMNS, planned_curves, CURVE_CONTENT_COLUMNS)):
+            if has_content(path):
+                check_resumable(path, _whole(read_rows(path, columns)[2]), rows, content)
+        done_cells = completed(out, COLUMNS, _row_cell_key, _cell_complete)
         done_curves = completed(curves_path(out), CURVE_COLUMNS, _row_curve_key,
                                 lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
     todo, todo_curves = [], []
@@ -611,5 +776,6 @@ def n_failed(rows: list[dict[str, Any]]) -> int:
     return sum(1 for r in rows if r.get("status") == "failed")
 
 
-__all__ = ["COLUMNS", "CURVE_COLUMNS", "Cell", "Plan", "ResultWriter", "ResumeError", "completed", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
+__all__ = ["COLUMNS", "CURVE_COLUMNS", "CONTENT_COLUMNS", "Cell", "ChunkPlan", "Plan", "ResultWriter", "ResumeError",
+           "ResultsFileError", "ResultsWriteError", "completed", "make_plan", "cell_seed", "cells", "curve_cells", "curves_path",
            "CellEngine", "estimate_cell", "measure_cell", "run", "run_cell", "n_failed", "sync"]

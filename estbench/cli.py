@@ -8,7 +8,9 @@ A run in which some cells failed exits with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +18,7 @@ import estimators
 from benchmarks import allocator, compiling, problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
+from benchmarks.results_file import ResultsFileError, os_error_text
 from benchmarks.runner import ResumeError
 from benchmarks.sweep import Sweep, SweepError, load_toml
 from reports.report import ResultsError
@@ -27,6 +30,10 @@ EXIT_USAGE = 2
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
+
+#: Seconds between progress lines when stderr is not a terminal (CI logs, nohup);
+#: $ESTBENCH_PROGRESS_EVERY overrides it (0: a line per cell).
+PROGRESS_EVERY_S = 30.0
 
 COMPILE_HELP = ("torch.compile the replicate engine: auto compiles only cells predicted to run over a minute "
                 "eagerly, on compiles every cell, off never (default: auto)")
@@ -109,9 +116,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import runner
 
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues --out, "
+                         "--overwrite replaces it; give one")
     plan = runner.make_plan(sweep_from_args(args))
     bar = _progress(len(plan), args.quiet)
-    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label), resume=args.resume)
+    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label), resume=args.resume,
+                      overwrite=args.overwrite)
     bar(None)
     print(f"wrote {len(rows)} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
     if args.resume:  # the exit status speaks for the whole table, earlier runs' cells included
@@ -129,12 +140,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _progress(total: int, quiet: bool):
-    """A tqdm progress bar on stderr; returns a callback(label) and closes on callback(None)."""
+    """Progress on stderr; returns a callback(label), closed by callback(None).
+
+    On a terminal, a tqdm bar. Elsewhere (CI logs, nohup), a line every PROGRESS_EVERY_S
+    seconds: cells done / total, elapsed, estimated remaining; and one at the end."""
     if quiet:
         return lambda label: None
+    if not sys.stderr.isatty():
+        return _progress_lines(total)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True, disable=None)  # None: off when not a terminal
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
 
     def update(label: str | None) -> None:
         if label is None:
@@ -146,26 +162,64 @@ def _progress(total: int, quiet: bool):
     return update
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def _progress_lines(total: int):
+    every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
+    start = last = time.monotonic()
+    done = 0
+
+    def update(label: str | None) -> None:
+        nonlocal done, last
+        now = time.monotonic()
+        if label is None:
+            print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
+            return
+        done += 1
+        if now - last >= every and done < total:
+            last = now
+            left = (now - start) / done * (total - done)
+            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left)} left "
+                  f"({label[-60:]})", file=sys.stderr, flush=True)
+
+    return update
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks import runner
     from benchmarks.sweep import report_sweeps
     from reports import build
 
+    from reports.report import check_benchmarks, check_out_dir
+
     out = Path(args.out)
     command = "estbench report " + " ".join(args.argv)
+    check_out_dir(out)
+    if args.benchmarks:
+        check_benchmarks(args.benchmarks)  # before the sweep: a bad file must not cost a run
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: give one")
     if args.results:
-        report = build(args.results, out, benchmarks=args.benchmarks, command=command)
+        report = build(args.results, out, benchmarks=args.benchmarks, command=command, overwrite=args.overwrite)
         print(f"report rebuilt from {args.results}: {report}", file=sys.stderr)
         return 0
     _load_plugins(args.plugin)
     base = Sweep().with_overrides(estimator=args.estimator, seed=args.seed, dtype=args.dtype, device=args.device,
                                   compile=args.compile, problem=args.problem, data_dir=args.data_dir).validate()
     plan = runner.make_plan(report_sweeps(base, quick=args.quick))
-    out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     bar = _progress(len(plan), args.quiet)
-    rows = runner.run(plan, out=results, progress=lambda cell: bar(cell.label))
+    rows = runner.run(plan, out=results, progress=lambda cell: bar(cell.label), resume=args.resume,
+                      overwrite=args.overwrite)
     bar(None)
+    if args.resume:
+        import csv
+
+        with open(results, newline="") as fh:
+            rows = list(csv.DictReader(fh))
     report = build(results, out, benchmarks=args.benchmarks, command=command)
     print(f"wrote {report} ({len(rows)} result rows in {results})", file=sys.stderr)
     failed = runner.n_failed(rows)
@@ -194,12 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(p)
     p.add_argument("--out", default="results.csv", help="results file, written as cells complete (default: results.csv)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the completed cells of --out and compute only the rest (same options, same seed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="keep the completed cells of --out and compute only the rest (same options, same seed; "
+                        "more problems, estimators or settings may be added)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never done without it)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="run the default sweep (or read --results) and write the variance report")
-    p.add_argument("--out", default="reports/latest", help="report directory (default: reports/latest)")
+    p.add_argument("--out", default="reports/latest", help="report folder (default: reports/latest, ignored by git; the committed example is reports/example)")
     p.add_argument("--results", metavar="FILE", help="rebuild from this results CSV without recomputing")
     p.add_argument("--benchmarks", metavar="FILE", help="pytest-benchmark JSON to include (from --benchmark-json)")
     p.add_argument("--quick", action="store_true", help="a smaller sweep for a first look (under a minute)")
@@ -211,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float64", "float32"])
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
     p.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted report: keep the completed cells of OUT/results.csv")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (never done without it)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("perf", help="speed of the replicate engine against a backward() loop, JAX and a matmul")
@@ -220,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_perf)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _terminate_as_interrupt():
@@ -236,6 +300,9 @@ def _terminate_as_interrupt():
         raise KeyboardInterrupt
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # over a file-size limit (ulimit -f) a write then fails with EFBIG, reported in one line,
+    # instead of the signal killing the process part-way through a row
+    old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     return lambda: [signal.signal(sig, h) for sig, h in old.items()]
 
 
@@ -248,9 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except (UsageError, SweepError, SettingError, DataError, ResultsError, ResumeError, estimators.UnknownNameError,
-            estimators.PluginError) as exc:
-        print(f"estbench {args.command}: error: {exc}", file=sys.stderr)
+    except (UsageError, SweepError, SettingError, DataError, ResultsError, ResultsFileError, ResumeError,
+            estimators.UnknownNameError, estimators.PluginError) as exc:
+        print(f"estbench {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # what the checks before the run could not foresee: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"estbench {args.command}: error: {where}{os_error_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("estbench: interrupted; completed cells are in the results file (continue with --resume)",

@@ -81,6 +81,16 @@ class Problem(abc.ABC):
         """How many replicates to compute at once (bounds memory)."""
         return 1000
 
+    def replicate_bytes(self, setting: Any, n_samples: int, ctx: Context) -> int:
+        """Rough memory one replicate's estimate needs (bytes): the runner refuses, before any
+        work, a cell whose smallest chunk cannot fit in memory. 0: not estimated."""
+        return 0
+
+    def context_columns(self, ctx: Context) -> dict[str, Any]:
+        """Run-wide options this problem's results depend on, as result-table columns (recorded
+        in every row and compared by --resume). None beyond the sweep's own by default."""
+        return {}
+
     def curves(self, estimator: Estimator, setting: Any, n_samples: int, ctx: Context) -> list[dict[str, Any]] | None:
         """Training-curve rows for an estimator, for problems that train a model (else None)."""
         return None

@@ -49,6 +49,12 @@ class GaussianSetting:
         value = getattr(self, name)
         return list(value) if isinstance(value, tuple) else [value] * self.dim
 
+    def distinct(self, name: str) -> tuple[float, ...]:
+        """The values of ``mu`` or ``sigma`` without repeating a shared one dim times (checks and
+        closed forms need no list of length dim)."""
+        value = getattr(self, name)
+        return value if isinstance(value, tuple) else (value,)
+
 
 def _number_or_vector(value: Any) -> float | tuple[float, ...]:
     if isinstance(value, (list, tuple)):
@@ -126,10 +132,10 @@ class GaussianProblem(Problem):
             if isinstance(value, tuple) and len(value) != s.dim:
                 raise SettingError(f"{name} has {len(value)} per-coordinate values but dim={s.dim}; "
                                    f"give one value per coordinate, or a single number")
-        for sigma in s.coords("sigma"):
+        for sigma in s.distinct("sigma"):
             if not (sigma > 0 and math.isfinite(sigma)):
                 raise SettingError(f"sigma must be a finite number > 0, got sigma={sigma:g}")
-        if not (all(math.isfinite(m) for m in s.coords("mu")) and math.isfinite(s.k)):
+        if not (all(math.isfinite(m) for m in s.distinct("mu")) and math.isfinite(s.k)):
             raise SettingError(f"mu and k must be finite, got mu={_text(s.mu)}, k={s.k:g}")
 
     # -- the function and its truth -------------------------------------------
@@ -142,12 +148,21 @@ class GaussianProblem(Problem):
         return f
 
     def _truths(self, s: GaussianSetting) -> list[tuple[float, float, float]]:
+        """(E h, dE/dmu, dE/dsigma) per coordinate; computed once where mu and sigma are shared."""
+        if not isinstance(s.mu, tuple) and not isinstance(s.sigma, tuple):
+            return [type(self).truth(s.mu, s.sigma, s.k)] * s.dim
         return [type(self).truth(m, sd, s.k) for m, sd in zip(s.coords("mu"), s.coords("sigma"), strict=True)]
 
     def expectation(self, s: GaussianSetting) -> float:
         return sum(t[0] for t in self._truths(s))
 
     def true_gradient(self, s: GaussianSetting, ctx: Context) -> dict[str, torch.Tensor]:
+        """{mu: [dim], sigma: [dim]} in float64. A closed form that overflows raises OverflowError
+        (the runner then fails that cell alone)."""
+        if not isinstance(s.mu, tuple) and not isinstance(s.sigma, tuple):
+            _, g_mu, g_sigma = type(self).truth(s.mu, s.sigma, s.k)
+            return {"mu": torch.full((s.dim,), g_mu, dtype=torch.float64),
+                    "sigma": torch.full((s.dim,), g_sigma, dtype=torch.float64)}
         truths = self._truths(s)
         return {"mu": torch.tensor([t[1] for t in truths], dtype=torch.float64),
                 "sigma": torch.tensor([t[2] for t in truths], dtype=torch.float64)}
@@ -159,8 +174,11 @@ class GaussianProblem(Problem):
         """Independent N(mu, sigma^2) per replicate; returns (dist, mu, sigma) with
         mu, sigma [R, dim] leaves so that autograd yields one gradient per replicate."""
         def leaf(name: str) -> torch.Tensor:
-            row = torch.tensor(s.coords(name), dtype=ctx.dtype, device=ctx.device)
-            return row.expand(replicates, s.dim).clone().requires_grad_(True)
+            value = getattr(s, name)
+            if isinstance(value, tuple):
+                row = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
+                return row.expand(replicates, s.dim).clone().requires_grad_(True)
+            return torch.full((replicates, s.dim), value, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
 
         mu, sigma = leaf("mu"), leaf("sigma")
         # validate_args=False: the setting was validated once (validate()); per-call checks of
@@ -172,6 +190,12 @@ class GaussianProblem(Problem):
         # keep one [n, r, dim] tensor around 2^20 elements (8 MiB in float64): measured
         # near the best of 2^16..2^22 at dim 100 and 10000, eager and compiled
         return max(1, (1 << 20) // (n_samples * s.dim))
+
+    def replicate_bytes(self, s: GaussianSetting, n_samples: int, ctx: Context) -> int:
+        # the samples, f's intermediates and their gradients: about 8 [n, dim] tensors, and the
+        # parameter leaves with their gradients, 4 [dim] tensors
+        itemsize = torch.empty((), dtype=ctx.dtype).element_size()
+        return itemsize * s.dim * (8 * n_samples + 4)
 
     def chunk(
         self,
@@ -220,7 +244,7 @@ class GaussianExp(GaussianProblem):
 
     def validate(self, s: GaussianSetting) -> None:
         super().validate(s)
-        for sigma in s.coords("sigma"):
+        for sigma in s.distinct("sigma"):
             if 1 + 2 * s.k * sigma**2 <= 0:
                 raise SettingError(
                     f"gaussian-exp needs 1 + 2 k sigma^2 > 0 (else E[f] is infinite), "

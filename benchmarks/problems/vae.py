@@ -323,11 +323,26 @@ class VAEProblem(Problem):
         # compiled; 2^20 to 2^22 within 10% of each other, 2^21 the best compiled)
         return max(1, (1 << 21) // (n_samples * setting.batch * setting.hidden))
 
+    def replicate_bytes(self, setting: VAESetting, n_samples: int, ctx: Context) -> int:
+        # per sample and image: the decoder's activations and their gradients (hidden, pixels),
+        # the latent draws; about 4 tensors of each kept for backward
+        itemsize = torch.empty((), dtype=ctx.dtype).element_size()
+        x_dim = self.dataset(ctx).dim
+        return itemsize * n_samples * setting.batch * 4 * (setting.hidden + x_dim + setting.latent)
+
+    def context_columns(self, ctx: Context) -> dict[str, Any]:
+        return {"checkpoint_steps": ctx.checkpoint_steps, "train_steps": ctx.train_steps}
+
     def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
         q, kl = VAE.q_and_kl(out)
         sur = estimator(q, prep.model.log_likelihood(prep.x), n_samples, state)  # loss [r, B]
+        if tuple(sur.loss.shape) != tuple(kl.shape):
+            raise ValueError(
+                f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, expected one "
+                f"value per replicate and image, {tuple(kl.shape)}"
+            )
         elbo = (sur.loss - kl).mean(-1)  # [r]: ELBO averaged over the batch
         (g_out,) = torch.autograd.grad(elbo.sum(), out)  # [r, B, 2L]
         (grads,) = vmap(prep.encoder_vjp())(g_out)  # {name: [r, *shape]}

@@ -1,0 +1,313 @@
+"""The results file: one writer, no mixed resumes, nothing overwritten unasked, OS errors in one line."""
+
+from __future__ import annotations
+
+import csv
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from benchmarks import runner
+from benchmarks.results_file import lock_path
+from estbench.cli import main
+from tests.test_robustness import SLOW_PLUGIN, estbench, n_rows, table
+
+COS = ["--problem", "gaussian-cos", "--estimator", "reinforce", "--replicates", "20", "--quiet"]
+
+
+def one_line_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- one writer at a time ---------------------------------------------------------
+
+def test_a_second_writer_is_refused_and_the_first_run_is_untouched(tmp_path, capsys):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_PLUGIN)
+    out = tmp_path / "r.csv"
+    args = ["--problem", "gaussian-cos", "gaussian-exp", "--sigma", "0.5", "1", "2", "--estimator", "test-slow",
+            "reinforce", "--plugin", str(plugin), "--replicates", "50", "--out", str(out), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-m", "estbench", "run", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while n_rows(out) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first.poll() is None, "the first run ended before the second could start"
+    before = out.read_bytes()
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        assert main(["run", *COS, "--out", str(out), *extra]) == 2
+        one_line_error(capsys, f"{out} is being written by process {first.pid}", "estbench run")
+    assert out.read_bytes()[: len(before)] == before  # the second writer changed nothing
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    got = rows(out)
+    assert len(got) == 2 * 3 * 2 * 2 and {r["estimator"] for r in got} == {"test-slow", "reinforce"}
+    assert b"\0" not in out.read_bytes() and not lock_path(out).exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path):
+    out = tmp_path / "r.csv"
+    lock_path(out).write_text("999999\nestbench run (killed)\n")  # the file stays; the OS lock died with its process
+    assert main(["run", *COS, "--out", str(out)]) == 0
+    assert len(rows(out)) == 2 and not lock_path(out).exists()
+
+
+# -- a resume never mixes runs ----------------------------------------------------
+
+@pytest.mark.parametrize("change,message", [
+    (["--replicates", "30"], "replicates=20 in the file, replicates=30 in this run"),
+    (["--seed", "1"], "seed=0 in the file, seed=1 in this run"),
+    (["--dtype", "float64"], "dtype=float32 in the file, dtype=float64 in this run"),
+])
+def test_resume_with_options_that_change_a_cell_is_refused(tmp_path, capsys, change, message):
+    out = tmp_path / "r.csv"
+    assert main(["run", *COS, "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["run", *COS, *change, "--out", str(out), "--resume"]) == 2
+    one_line_error(capsys, f"cannot resume {out}", message)
+    assert out.read_bytes() == before
+
+
+def test_resume_of_a_vae_with_other_checkpoint_steps_is_refused(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    vae = ["--problem", "vae-digits", "--estimator", "reinforce", "--checkpoint", "untrained", "--hidden", "8",
+           "--batch", "4", "--replicates", "10", "--train-steps", "2", "--checkpoint-steps", "5", "--quiet"]
+    assert main(["run", *vae, "--out", str(out)]) == 0
+    assert {r["checkpoint_steps"] for r in rows(out)} == {"5"} and {r["train_steps"] for r in rows(out)} == {"2"}
+    assert {r["train_steps"] for r in rows(runner.curves_path(out))} == {"2"}
+    capsys.readouterr()
+    assert main(["run", *vae, "--checkpoint-steps", "6", "--out", str(out), "--resume"]) == 2
+    one_line_error(capsys, "checkpoint_steps=5 in the file, checkpoint_steps=6 in this run")
+    assert main(["run", *vae, "--train-steps", "3", "--out", str(out), "--resume"]) == 2
+    one_line_error(capsys, "train_steps=2 in the file, train_steps=3 in this run")
+
+
+def test_resume_with_a_changed_plugin_file_is_refused(tmp_path, capsys):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_PLUGIN.replace("0.05", "0.0"))
+    out = tmp_path / "r.csv"
+    args = ["run", *COS, "--estimator", "test-slow", "--plugin", str(plugin), "--out", str(out)]
+    assert estbench(*args).returncode == 0
+    (origin,) = {r["estimator_origin"] for r in rows(out)}
+    assert origin.startswith("plugin file slow.py sha256:")
+    plugin.write_text(SLOW_PLUGIN.replace("0.05", "0.001"))
+    proc = estbench(*args, "--resume")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "its rows of estimator 'test-slow' come from plugin file slow.py sha256:" in proc.stderr
+
+
+def test_resume_may_add_estimators_problems_and_settings(tmp_path):
+    """Options that only add cells resume; the table then equals one run of everything."""
+    out, whole = tmp_path / "r.csv", tmp_path / "whole.csv"
+    base = ["--replicates", "20", "--quiet", "--seed", "4"]
+    assert main(["run", "--problem", "gaussian-cos", "--estimator", "reinforce", "--sigma", "1", *base,
+                 "--out", str(out)]) == 0
+    more = ["--problem", "gaussian-cos", "gaussian-exp", "--estimator", "reinforce", "reinforce-loo", "--sigma", "1",
+            "2", *base]
+    assert main(["run", *more, "--out", str(out), "--resume"]) == 0
+    assert main(["run", *more, "--out", str(whole)]) == 0
+    assert table(out) == table(whole)
+
+
+# -- nothing overwritten unasked --------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"name,age\nann,3\n", bytes(range(256)) * 4, None])
+def test_an_existing_file_is_not_overwritten_without_being_asked(tmp_path, capsys, content):
+    out = tmp_path / "r.csv"
+    if content is None:  # a partial results file
+        assert main(["run", *COS, "--sigma", "1", "2", "--out", str(out)]) == 0
+        content = out.read_bytes()
+        capsys.readouterr()
+    else:
+        out.write_bytes(content)
+    assert main(["run", *COS, "--out", str(out)]) == 2
+    one_line_error(capsys, f"--out {out} already exists", "--resume", "--overwrite")
+    assert out.read_bytes() == content
+    assert main(["run", *COS, "--out", str(out), "--overwrite"]) == 0
+    assert len(rows(out)) == 2
+
+
+def test_a_sweep_with_no_cells_is_an_error_and_leaves_the_file(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert main(["run", *COS, "--sigma", "1", "2", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text("sigma = []\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(cfg), "--out", str(out), "--overwrite", "--quiet"]) == 2
+    one_line_error(capsys, "sigma is an empty list")
+    assert out.read_bytes() == before
+
+
+def test_report_refuses_to_replace_results_in_its_folder(tmp_path, capsys):
+    data = Path(__file__).parent / "data" / "results.csv"
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "results.csv").write_text("my,own\n1,2\n")
+    assert main(["report", "--results", str(data), "--out", str(out), "--quiet"]) == 2
+    one_line_error(capsys, f"{out / 'results.csv'} already holds other results", "--overwrite")
+    assert (out / "results.csv").read_text() == "my,own\n1,2\n" and sorted(p.name for p in out.iterdir()) == [
+        "results.csv"]
+    assert main(["report", "--quick", "--out", str(out), "--quiet", "--problem", "gaussian-cos"]) == 2
+    one_line_error(capsys, "already exists", "--resume", "--overwrite")
+
+
+# -- OS errors: one line, rows kept ----------------------------------------------
+
+def test_a_file_size_limit_mid_run_stops_cleanly_and_resumes(tmp_path):
+    out = tmp_path / "r.csv"
+    args = ["run", "--problem", "gaussian-cos", "gaussian-exp", "--sigma", "0.5", "1", "2", "--estimator", "reinforce",
+            "reinforce-loo", "--replicates", "20", "--out", str(out), "--quiet"]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    proc = subprocess.run([sys.executable, "-m", "estbench", *args], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"writing {out} failed: File too large" in proc.stderr and "continue with --resume" in proc.stderr
+    assert 0 < n_rows(out) < 24
+    whole = tmp_path / "whole.csv"
+    assert estbench(*args, "--resume").returncode == 0
+    assert estbench(*args[:-3], "--out", str(whole), "--quiet").returncode == 0
+    assert table(out) == table(whole)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files and folders")
+def test_read_only_targets_are_one_line(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    assert main(["run", *COS, "--out", str(folder / "r.csv")]) == 2
+    one_line_error(capsys, "cannot write", "Permission denied")
+    done = tmp_path / "done.csv"
+    assert main(["run", *COS, "--out", str(done)]) == 0
+    done.chmod(0o444)
+    capsys.readouterr()
+    assert main(["run", *COS, "--out", str(done), "--resume"]) == 2
+    one_line_error(capsys, "cannot write", "Permission denied")
+
+
+# -- inputs that escaped ----------------------------------------------------------
+
+@pytest.mark.parametrize("axis", [["--problem", "gaussian-quadratic", "--mu", "1e300", "1"],
+                                  ["--problem", "gaussian-cos", "--sigma", "1e200", "1"],
+                                  ["--problem", "gaussian-exp", "--k", "1e300", "1"]])
+def test_an_overflowing_closed_form_fails_its_cell_only(tmp_path, axis):
+    out = tmp_path / "r.csv"
+    assert main(["run", *axis, "--dtype", "float64", "--estimator", "reparameterization", "--replicates", "10",
+                 "--out", str(out), "--quiet"]) == 1
+    got = rows(out)
+    failed = [r for r in got if r["status"] == "failed"]
+    assert failed and all("the exact gradient could not be computed: OverflowError" in r["error"] for r in failed)
+    assert len(failed) == 2 and sum(r["status"] == "ok" for r in got) == 2  # the other setting ran
+
+
+def test_huge_dimensions_are_refused_before_any_memory_is_taken(tmp_path, capsys):
+    tracemalloc.start()
+    try:
+        assert main(["run", "--problem", "gaussian-cos", "--dim", "1000000000", "--out", str(tmp_path / "r.csv"),
+                     "--quiet"]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line_error(capsys, "dim=1000000000", "one replicate needs about", "GiB")
+    assert peak < 50 << 20 and not (tmp_path / "r.csv").exists()
+    assert main(["run", "--problem", "gaussian-cos", "--n-samples", "1000000000", "--out", str(tmp_path / "r.csv")]) == 2
+    one_line_error(capsys, "n_samples=1000000000", "one replicate needs about")
+
+
+def test_the_chunk_plan_does_not_grow_with_replicates():
+    tracemalloc.start()
+    try:
+        plan = runner.chunk_plan(10**15, 262_144)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 16
+    assert len(plan) == -(-10**15 // plan[0]) and plan[0] <= 262_144 and plan[-1] <= plan[0]
+    assert plan.count * plan.size + plan.last == 10**15
+
+
+VAE = ["--problem", "vae-digits", "--checkpoint", "untrained", "--hidden", "8", "--batch", "4", "--train-steps", "0",
+       "--replicates", "10", "--quiet"]
+BAD_SHAPES = """
+import sys
+from estimators import Reinforce
+
+class ScalarLoss(Reinforce):
+    name = "scalar-loss"
+    def surrogate(self, dist, f, n_samples, state=None):
+        s = super().surrogate(dist, f, n_samples, state)
+        s.loss = s.loss.sum()
+        return s
+
+class PerSampleLoss(Reinforce):
+    name = "per-sample-loss"
+    def surrogate(self, dist, f, n_samples, state=None):
+        s = super().surrogate(dist, f, n_samples, state)
+        s.loss = s.loss.expand(n_samples, *s.loss.shape)
+        return s
+
+class Exits(Reinforce):
+    name = "exits"
+    def surrogate(self, dist, f, n_samples, state=None):
+        sys.exit(0)
+"""
+
+
+def test_vae_shapes_are_checked_and_an_exiting_plugin_is_a_failed_row(tmp_path):
+    plugin = tmp_path / "bad.py"
+    plugin.write_text(BAD_SHAPES)
+    out = tmp_path / "r.csv"
+    proc = estbench("run", *VAE, "--estimator", "scalar-loss", "per-sample-loss", "exits", "reinforce", "--plugin",
+                    str(plugin), "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    got = {r["estimator"]: r for r in rows(out)}
+    assert got["scalar-loss"]["status"] == "failed" and "surrogate of shape ()" in got["scalar-loss"]["error"]
+    assert got["per-sample-loss"]["status"] == "failed" and "surrogate of shape (4, 10, 4)" in got[
+        "per-sample-loss"]["error"]
+    assert got["exits"]["status"] == "failed" and "SystemExit: 0" in got["exits"]["error"]
+    assert got["reinforce"]["status"] == "ok"
+
+
+def test_a_plugin_may_replace_a_shipped_estimator_only_when_it_says_so(tmp_path):
+    plugin = tmp_path / "mv.py"
+    plugin.write_text("from estimators import Reinforce\n\nclass MV(Reinforce):\n    name = 'measure-valued'\n")
+    proc = estbench("list", "--plugin", str(plugin))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "name 'measure-valued' is already registered by" in proc.stderr and "replaces = True" in proc.stderr
+    plugin.write_text(plugin.read_text() + "    replaces = True\n    description = 'mine'\n")
+    proc = estbench("list", "--plugin", str(plugin))
+    assert proc.returncode == 0 and "measure-valued" in proc.stdout and "mine" in proc.stdout
+
+
+# -- progress -----------------------------------------------------------------------
+
+def test_long_runs_show_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    out = tmp_path / "r.csv"
+    args = ["run", "--problem", "gaussian-cos", "--sigma", "1", "2", "3", "--estimator", "reinforce", "--replicates",
+            "20", "--out", str(out)]
+    env = {**os.environ, "ESTBENCH_PROGRESS_EVERY": "0"}
+    proc = estbench(*args, env=env)
+    assert proc.returncode == 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("estbench: ")]
+    assert lines[:2] == [ln for ln in lines[:2] if "cells done," in ln and "elapsed, about" in ln and "left" in ln]
+    assert lines[0].startswith("estbench: 1/3 cells done,") and lines[-1].startswith("estbench: 3/3 cells done in")
+    quiet = estbench(*args, "--quiet", "--overwrite", env=env)
+    assert quiet.returncode == 0 and "cells done" not in quiet.stderr
