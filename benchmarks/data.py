@@ -68,6 +68,8 @@ def read_idx_images(path: str | Path) -> np.ndarray:
     magic, n, rows, cols = struct.unpack(">iiii", raw[:16])
     if magic != IDX_IMAGE_MAGIC:
         raise DataError(f"{path}: not an IDX image file (magic number {magic}, expected {IDX_IMAGE_MAGIC})")
+    if n < 1 or rows < 1 or cols < 1:
+        raise DataError(f"{path}: header says {n} images of {rows}x{cols}; need at least one image of at least 1x1")
     expected = 16 + n * rows * cols
     if len(raw) != expected:
         raise DataError(f"{path}: header says {n} images of {rows}x{cols} ({expected} bytes), file has {len(raw)} bytes")

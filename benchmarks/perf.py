@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -432,9 +433,30 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
     return "-" if x is None or math.isnan(x) else f"{x:{spec}}{unit}"
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible options before measuring anything (SweepError, one line)."""
+    if args.repeats < 1:
+        raise SweepError(f"--repeats must be >= 1, got --repeats {args.repeats}")
+    for d in args.dim or ():
+        if d < 1:
+            raise SweepError(f"--dim must be >= 1, got --dim {d}")
+    if args.json:
+        path = Path(args.json)
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise SweepError(f"--json {path} is a directory; give a file name")
+        if path.exists() and not path.is_file():
+            raise SweepError(f"--json {path} is not a regular file")
+        if not folder.is_dir():
+            raise SweepError(f"--json {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise SweepError(f"--json {path}: cannot write there (Permission denied)")
+
+
 def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     if args is None:
         args = build_parser().parse_args()
+    check_args(args)
     compile_ = args.compile != "off"
     device = args.device
     check_device(device)

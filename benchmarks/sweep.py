@@ -74,6 +74,9 @@ class Sweep:
             raise SweepError("no problem selected; valid problems: " + ", ".join(problems.available()))
         if not self.estimator:
             raise SweepError("no estimator selected; valid estimators: " + ", ".join(estimators.available()))
+        for f in fields(self):
+            if f.name in _LIST_FIELDS and not getattr(self, f.name):
+                raise SweepError(f"{f.name} is an empty list: a sweep needs at least one value of {f.name}")
         for s in (x for v in self.sigma for x in (v if isinstance(v, tuple) else (v,))):
             if not (s > 0 and math.isfinite(s)):
                 raise SweepError(f"sigma must be > 0, got sigma={s:g}")
@@ -187,6 +190,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text()
+    except UnicodeDecodeError:
+        raise SweepError(f"sweep file {path} is not a text file (binary content); expected TOML") from None
     except OSError as exc:
         raise SweepError(f"cannot read sweep file {path}: {exc.strerror}") from exc
     try:

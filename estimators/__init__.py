@@ -25,6 +25,7 @@ from .registry import (
     get_class,
     load_plugin,
     origin,
+    provenance,
     register,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "get_class",
     "load_plugin",
     "origin",
+    "provenance",
     "register",
     "score_surrogate",
 ]

@@ -87,6 +87,9 @@ class Estimator(abc.ABC):
     ``min_samples``       smallest number of samples per estimate;
     ``stateful``          the estimator carries state between calls (e.g. a
                           moving-average baseline); the runner warms it up.
+    ``replaces``          a plugin that means to take the name of an installed
+                          plugin estimator (e.g. ``measure-valued``) sets this to
+                          True; without it the clash is an error.
     """
 
     name: ClassVar[str]
@@ -94,6 +97,7 @@ class Estimator(abc.ABC):
     requires_rsample: ClassVar[bool] = False
     min_samples: ClassVar[int] = 1
     stateful: ClassVar[bool] = False
+    replaces: ClassVar[bool] = False
 
     def init_state(self) -> Any:
         """The state before the first call (None for stateless estimators)."""

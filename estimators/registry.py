@@ -10,6 +10,7 @@ crash of the whole suite; an unknown name raises an error listing valid names.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -26,6 +27,7 @@ ENTRY_POINT_GROUP = "estbench.estimators"
 _BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in BUILTINS}
 _PLUGINS: dict[str, type[Estimator]] = {}
 _PLUGIN_ORIGIN: dict[str, str] = {}
+_PLUGIN_SOURCE: dict[str, str] = {}  # what a results row records as the estimator's origin
 _entry_points_loaded = False
 
 
@@ -59,25 +61,33 @@ def validate(cls: object, origin: str) -> type[Estimator]:
         raise PluginError(f"{where}: {cls.__name__} does not implement {missing}")
     if name in _BUILTIN and _BUILTIN[name] is not cls:
         raise PluginError(f"{where}: name {name!r} clashes with a built-in estimator")
-    if name in _PLUGINS and _PLUGINS[name] is not cls:
+    if name in _PLUGINS and _PLUGINS[name] is not cls and not getattr(cls, "replaces", False):
         raise PluginError(
-            f"{where}: name {name!r} is already registered by {_PLUGIN_ORIGIN[name]}"
+            f"{where}: name {name!r} is already registered by {_PLUGIN_ORIGIN[name]}; rename the estimator, or set "
+            f"replaces = True on {cls.__name__} to replace it"
         )
     if not isinstance(getattr(cls, "min_samples", 1), int) or cls.min_samples < 1:
         raise PluginError(f"{where}: {cls.__name__}.min_samples must be an int >= 1")
     return cls
 
 
-def register(cls: type[Estimator], origin: str | None = None) -> type[Estimator]:
-    """Register an estimator class (usable as a decorator). Returns the class."""
+def register(cls: type[Estimator], origin: str | None = None, source: str | None = None) -> type[Estimator]:
+    """Register an estimator class (usable as a decorator). Returns the class.
+
+    A name that is already registered (by an installed plugin, such as the shipped
+    ``measure-valued``) is an error unless the class sets ``replaces = True``.
+    ``source`` is what results rows record as the estimator's origin."""
     origin = origin or f"{cls.__module__}.{cls.__qualname__}"
+    if not _entry_points_loaded:
+        _load_entry_points()  # so that a plugin meets the installed names before it can shadow them
     validate(cls, origin)
     _PLUGINS[cls.name] = cls
     _PLUGIN_ORIGIN[cls.name] = origin
+    _PLUGIN_SOURCE[cls.name] = source or f"plugin {origin}"
     return cls
 
 
-def _register_module_estimators(module: object, origin: str) -> list[str]:
+def _register_module_estimators(module: object, origin: str, source: str | None = None) -> list[str]:
     """Register the estimators a plugin module exposes.
 
     A module may list them in ``ESTIMATORS``; otherwise every Estimator
@@ -85,19 +95,21 @@ def _register_module_estimators(module: object, origin: str) -> list[str]:
     """
     found = getattr(module, "ESTIMATORS", None)
     if found is None:
-        found = [
+        defined = [
             obj
             for obj in vars(module).values()
             if inspect.isclass(obj)
             and issubclass(obj, Estimator)
             and obj.__module__ == getattr(module, "__name__", None)
-            and not inspect.isabstract(obj)
         ]
+        found = [obj for obj in defined if not inspect.isabstract(obj)]
+        if not found and defined:  # a class that forgot surrogate(): say so, not "no estimator"
+            validate(defined[0], origin)
     if not found:
         raise PluginError(f"plugin {origin}: defines no Estimator subclass")
     names = []
     for cls in found:
-        register(cls, origin)
+        register(cls, origin, source)
         names.append(cls.name)
     return names
 
@@ -119,15 +131,18 @@ def load_plugin(spec: str) -> list[str]:
         sys.modules[mod_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:  # a plugin's own bug: report it, naming the plugin
+        except (Exception, SystemExit) as exc:  # a plugin's own bug: report it, naming the plugin
             del sys.modules[mod_name]
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        source = f"plugin file {path.name} sha256:{digest}"
     else:
         try:
             module = importlib.import_module(spec)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
-    return _register_module_estimators(module, spec)
+        source = f"plugin module {spec}"
+    return _register_module_estimators(module, spec, source)
 
 
 def _load_entry_points() -> None:
@@ -137,12 +152,14 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         origin = f"{ep.name} = {ep.value} (entry point)"
+        dist = getattr(ep, "dist", None)
+        source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist is not None else "")
         try:
             obj = ep.load()
             if inspect.ismodule(obj):
-                _register_module_estimators(obj, origin)
+                _register_module_estimators(obj, origin, source)
             else:
-                register(obj, origin)
+                register(obj, origin, source)
         except Exception as exc:  # a broken plugin must not break the suite
             warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -176,3 +193,10 @@ def get(name: str) -> Estimator:
 def origin(name: str) -> str:
     get_class(name)
     return _PLUGIN_ORIGIN.get(name, "built-in")
+
+
+def provenance(name: str) -> str:
+    """Where an estimator's code comes from, as a results row records it: 'built-in', the entry
+    point and its distribution's version, or the plugin file with a hash of its content."""
+    get_class(name)
+    return _PLUGIN_SOURCE.get(name, "built-in")
