@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -45,14 +46,53 @@ class ResultsError(ValueError):
 
 # -- reading ------------------------------------------------------------------
 
-def read_results(path: str | Path) -> pd.DataFrame:
+VALID_STATUS = ("ok", "failed", "skipped")
+TOY_PREFIX, VAE_PREFIX = "gaussian-", "vae-"
+#: a problem's rows need these columns, by kind (recognised by name prefix)
+KIND_COLUMNS = {TOY_PREFIX: (*TOY_SETTING, "setting"), VAE_PREFIX: (*VAE_SETTING, "setting")}
+#: columns that hold numbers where they are filled (mu and sigma may also hold "0.5;1.0")
+NUMERIC_COLUMNS = ("dim", "k", "hidden", "latent", "batch", "n_samples", "replicates", "seed", "mean", "variance",
+                   "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
+                   "time_per_estimate_s", "compile_time_s")
+#: a cell's row for one parameter group: a second row with the same key is a duplicate
+ROW_KEY = ("problem", "estimator", "parameter", "setting", "n_samples", "replicates", "seed", "dtype", "device")
+
+
+def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:
+    return ResultsError(f"results file {path}, line {line}, column {column}: {what}")
+
+
+def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFrame:
+    """Read and check a results file; ResultsError (one line naming the line and column) for
+    anything the report cannot use.
+
+    Two defects are repaired, by a documented rule, and described in ``notes``: a torn last
+    line (a run killed while writing it) is dropped; a duplicated row (same problem,
+    estimator, parameter, setting, n_samples, replicates, seed, dtype and device) keeps its
+    first occurrence."""
+    import io
+
     path = Path(path)
+    notes = [] if notes is None else notes
     try:
-        df = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS})
+        text = path.read_text()
     except FileNotFoundError:
         raise ResultsError(f"results file {path} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
-        raise ResultsError(f"results file {path} is not a readable CSV ({type(exc).__name__}: {exc})") from None
+    except IsADirectoryError:
+        raise ResultsError(f"results file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"results file {path} is not a readable CSV (binary content)") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc.strerror}") from None
+    lines = text.splitlines(keepends=True)
+    if len(lines) > 1 and not lines[-1].endswith("\n"):
+        notes.append(f"dropped the torn last line {len(lines)} of {path.name} (a run stopped while writing it)")
+        text = "".join(lines[:-1])
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"results file {path} is not a readable CSV ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(
@@ -60,6 +100,14 @@ def read_results(path: str | Path) -> pd.DataFrame:
         )
     if df.empty:
         raise ResultsError(f"results file {path} has no rows")
+    _check_rows(path, df)
+    key = [c for c in ROW_KEY if c in df.columns]
+    dup = df.duplicated(subset=key, keep="first")
+    if dup.any():
+        first = int(dup.to_numpy().nonzero()[0][0]) + 2
+        notes.append(f"dropped {int(dup.sum())} duplicated rows of {path.name} (the first from line {first}); "
+                     f"the first occurrence of each row is kept")
+        df = df[~dup].reset_index(drop=True)
     df["error"] = df["error"].fillna("").astype(object) if "error" in df else ""
     for axis in ("mu", "sigma"):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
         if axis in df and not pd.api.types.is_numeric_dtype(df[axis]):
@@ -67,7 +115,55 @@ def read_results(path: str | Path) -> pd.DataFrame:
     for c in TEXT_COLUMNS:
         if c in df and c != "error":
             df[c] = df[c].astype(object)
+    df.attrs["notes"] = notes
     return df
+
+
+def _check_rows(path: Path, df: pd.DataFrame) -> None:
+    """Problem names, status values, numbers and variances, each error naming its line (header = line 1)."""
+    line = lambda i: int(i) + 2  # noqa: E731
+    problem = df["problem"].fillna("")
+    kinds = {prefix: problem.str.startswith(prefix) for prefix in KIND_COLUMNS}
+    unknown = ~(kinds[TOY_PREFIX] | kinds[VAE_PREFIX])
+    if unknown.any():
+        i = unknown.idxmax()
+        raise _bad(path, line(i), "problem", f"unknown problem {problem[i]!r}; this report reads the "
+                   f"{TOY_PREFIX}* and {VAE_PREFIX}* problems")
+    for prefix, cols in KIND_COLUMNS.items():
+        absent = [c for c in cols if c not in df.columns]
+        if kinds[prefix].any() and absent:
+            raise ResultsError(f"results file {path} has {prefix}* rows but no column {', '.join(absent)}")
+    status = df["status"].fillna("")
+    odd = ~status.isin(VALID_STATUS)
+    if odd.any():
+        i = odd.idxmax()
+        raise _bad(path, line(i), "status", f"unknown status {status[i]!r}; valid: {', '.join(VALID_STATUS)}")
+    for c in (c for c in NUMERIC_COLUMNS if c in df.columns):
+        raw = df[c]
+        if pd.api.types.is_numeric_dtype(raw):
+            continue
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & num.isna() & ~raw.astype(str).str.strip().str.lower().isin(("nan", "inf", "-inf", ""))
+        if bad.any():
+            i = bad.idxmax()
+            raise _bad(path, line(i), c, f"{raw[i]!r} is not a number")
+        df[c] = num
+    for c in ("mu", "sigma"):
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            for i, v in df[c].items():
+                if isinstance(v, str) and any(_number_or_text(x) == x for x in v.split(";")):
+                    raise _bad(path, line(i), c, f"{v!r} is not a number (or numbers joined by ';')")
+    ok = status == "ok"
+    for c in ("variance", "total_variance"):
+        if c not in df.columns:
+            continue
+        v = df[c]
+        nan, neg = ok & v.isna(), ok & (v < 0)
+        if nan.any():
+            raise _bad(path, line(nan.idxmax()), c, f"no {c} (NaN) in a row whose status is ok")
+        if neg.any():
+            i = neg.idxmax()
+            raise _bad(path, line(i), c, f"negative {c} {v[i]:g}; a variance is >= 0")
 
 
 def _number_or_text(v: Any) -> Any:
@@ -138,11 +234,16 @@ def fmt(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits - 1}e}"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: '|' escaped, one line."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(fmt(row[c])) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -262,6 +363,10 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
         g = g.sort_values("variance")
         lo, hi = g.iloc[0], g.iloc[-1]
         eff = g.sort_values("efficiency", ascending=False).iloc[0]
+        if g["estimator"].nunique() == 1:
+            parts.append(f"For the gradient of {param}, only {lo['estimator']} ran: variance {fmt(lo['variance'])}, "
+                         f"nothing to compare it with.")
+            continue
         parts.append(
             f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}) and "
             f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
@@ -311,6 +416,10 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
             continue
         lo, hi = g.iloc[0], g.iloc[-1]
         eff = g.sort_values("efficiency", ascending=False).iloc[0]
+        if g["estimator"].nunique() == 1:
+            parts.append(f"At the {ckpt} checkpoint only {lo['estimator']} ran: total variance of the encoder "
+                         f"gradient {fmt(lo['total_variance'])}, nothing to compare it with.")
+            continue
         parts.append(
             f"At the {ckpt} checkpoint, {lo['estimator']} has the lowest total variance of the encoder gradient "
             f"({fmt(lo['total_variance'])}) and {hi['estimator']} the highest ({fmt(hi['total_variance'] / lo['total_variance'])}x more); "
@@ -549,12 +658,38 @@ def _provenance(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _benchmarks_section(path: Path) -> list[str]:
+def check_out_dir(out: str | Path) -> None:
+    """Refuse a report --out that exists and is not a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out} is a file; the report is written into a folder (e.g. reports/mine)")
+
+
+def check_benchmarks(path: str | Path) -> dict[str, Any]:
+    """The pytest-benchmark JSON at ``path``, checked; ResultsError naming what is wrong."""
+    path = Path(path)
     try:
         data = json.loads(path.read_text())
-        benches = data["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResultsError(f"benchmark file {path} is not pytest-benchmark JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultsError(f"benchmark file {path} is not readable JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ResultsError(f"benchmark file {path} is not pytest-benchmark JSON (no list 'benchmarks')")
+    for i, b in enumerate(data["benchmarks"]):
+        if not isinstance(b, dict) or not isinstance(b.get("stats", {}), dict) \
+                or not isinstance(b.get("extra_info", {}), dict):
+            raise ResultsError(f"benchmark file {path}: benchmarks[{i}] is not a pytest-benchmark record "
+                               f"(an object with 'stats' and 'extra_info' objects)")
+        for key in ("mean", "stddev"):
+            value = b.get("stats", {}).get(key, math.nan)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ResultsError(f"benchmark file {path}: benchmarks[{i}].stats.{key} is {value!r}, not a number")
+    if not isinstance(data.get("machine_info", {}), dict):
+        raise ResultsError(f"benchmark file {path}: machine_info is not an object")
+    return data
+
+
+def _benchmarks_section(path: Path, data: dict[str, Any]) -> list[str]:
+    benches = data["benchmarks"]
     rows = []
     for b in benches:
         stats, extra = b.get("stats", {}), b.get("extra_info", {})
@@ -562,20 +697,55 @@ def _benchmarks_section(path: Path) -> list[str]:
                      "mean (us)": stats.get("mean", math.nan) * 1e6, "stddev (us)": stats.get("stddev", math.nan) * 1e6,
                      "rounds": stats.get("rounds"), "variance": extra.get("variance"), "SNR": extra.get("snr")})
     machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {})
     text = ["## pytest-benchmark timings", "",
             f"One gradient estimate per call, from `{path.name}` "
-            f"(machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', 'unknown'))}, "
+            f"(machine: {cpu.get('brand_raw') if isinstance(cpu, dict) and cpu.get('brand_raw') else machine.get('processor', 'unknown')}, "
             f"Python {machine.get('python_version', '?')}).", ""]
     return text + [markdown_table(pd.DataFrame(rows)), ""]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and (a.resolve() == b.resolve() or a.read_bytes() == b.read_bytes())
+
+
 def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | None = None,
-          command: str | None = None) -> Path:
-    """Write the report for ``results`` into ``out_dir``; returns the path of report.md."""
+          command: str | None = None, overwrite: bool = False) -> Path:
+    """Write the report for ``results`` into ``out_dir``; returns the path of report.md.
+
+    Everything is read and checked first (ResultsError names the problem), then the report
+    is made in a temporary folder beside ``out_dir`` and its files moved in: a failure leaves
+    ``out_dir`` as it was. Results already in ``out_dir`` that differ from ``results`` are
+    replaced only with ``overwrite``."""
     results, out = Path(results), Path(out_dir)
-    df = add_derived(read_results(results))
+    check_out_dir(out)
+    notes: list[str] = []
+    df = add_derived(read_results(results, notes))
     tr = read_training(results)
+    bench = check_benchmarks(benchmarks) if benchmarks else None
+    for src, name in ((results, "results.csv"), (training_path(results), "results-training.csv")):
+        dst = out / name
+        if not overwrite and src.exists() and dst.exists() and dst.stat().st_size > 0 and not _same_file(src, dst):
+            raise ResultsError(f"{dst} already holds other results; add --overwrite to replace them, "
+                               f"or choose another --out")
+    for note in notes:
+        print(f"estbench report: warning: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes)
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                dst = out / path.relative_to(staging)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / report.relative_to(staging)
+
+
+def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: Path, bench: dict | None,
+                benchmarks: str | Path | None, command: str | None, notes: list[str]) -> Path:
     copy_file(results, out / "results.csv")
     if tr is not None:
         copy_file(training_path(results), out / "results-training.csv")
@@ -585,6 +755,8 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
     if command:
         md += [f"Made by `{command}`. Rebuild it without recomputing: `estbench report --results results.csv`.", ""]
     md += ["## What was run", "", *_provenance(df), ""]
+    if notes:
+        md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
     md += ["Variance is that of one gradient estimate made from n_samples draws, per coordinate, averaged over "
            "coordinates (VAE: summed over the encoder's parameters, the trace of the covariance). Bias z is the "
            "bias against the closed-form gradient divided by its standard error. Efficiency = 1 / (variance x "
@@ -619,9 +791,9 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
         reasons = skipped.groupby(["estimator", "error"]).size().reset_index(name="rows")
         md += ["Skipped (the estimator does not apply):", "", markdown_table(reasons), ""]
 
-    if benchmarks:
+    if bench is not None and benchmarks:
         bpath = Path(benchmarks)
-        md += _benchmarks_section(bpath)
+        md += _benchmarks_section(bpath, bench)
         copy_file(bpath, out / "benchmarks.json")
 
     made = figures(df, tr, out, base)

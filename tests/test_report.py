@@ -105,3 +105,68 @@ def test_bad_results_file_is_a_clear_error(tmp_path, capsys, content, message):
     assert main(["report", "--results", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def _frozen(tmp_path: Path) -> pd.DataFrame:
+    return pd.read_csv(DATA / "results.csv", dtype={"error": str})
+
+
+def test_a_torn_last_line_and_duplicated_rows_are_repaired_by_the_documented_rule(tmp_path, capsys):
+    text = (DATA / "results.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    path = tmp_path / "results.csv"
+    path.write_text(text + "".join(lines[1:4]) + lines[4][:40])  # three rows again, then a torn line
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: dropped the torn last line {len(lines) + 4}" in err
+    assert f"warning: dropped 3 duplicated rows of results.csv (the first from line {len(lines) + 1})" in err
+    assert "the first occurrence of each row is kept" in err
+    df = read_results(path)
+    assert len(df) == len(lines) - 1 and len(df.attrs["notes"]) == 2
+    assert "Read with repairs: dropped the torn last line" in (out / "report.md").read_text()
+
+
+def test_a_pipe_in_an_error_message_keeps_the_markdown_tables_whole(tmp_path):
+    df = _frozen(tmp_path)
+    i = df.index[(df["estimator"] == "reinforce") & (df["problem"] == "gaussian-cos")][0]
+    df.loc[i, ["status", "error", "variance"]] = ["failed", "ValueError: shape a | b\nnext line", float("nan")]
+    df.to_csv(tmp_path / "results.csv", index=False)
+    build(tmp_path / "results.csv", tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    failed = text.split("## Failed cells\n", 1)[1].split("\n## ", 1)[0]
+    (table,) = md_tables(failed)
+    header, _, row = table.strip().splitlines()
+    cells = lambda line: re.split(r"(?<!\\)\|", line.strip())[1:-1]  # noqa: E731
+    assert len(cells(row)) == len(cells(header)) == 6
+    assert r"ValueError: shape a \| b next line" in row
+
+
+def test_a_report_of_one_estimator_reads_sensibly(tmp_path):
+    df = _frozen(tmp_path)
+    df[df["estimator"] == "reinforce"].to_csv(tmp_path / "results.csv", index=False)
+    build(tmp_path / "results.csv", tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "only reinforce ran: variance" in text and "nothing to compare it with" in text
+    assert "reinforce the highest" not in text and "1x more" not in text
+
+
+def test_a_failing_build_leaves_the_report_folder_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    build(DATA / "results.csv", out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    df = _frozen(tmp_path)
+    df.loc[df.index[:4], "time_per_estimate_s"] *= 2
+    df.to_csv(tmp_path / "results.csv", index=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    import reports.report as report_module
+
+    monkeypatch.setattr(report_module, "figures", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        build(tmp_path / "results.csv", out, overwrite=True)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
