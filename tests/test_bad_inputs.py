@@ -1,0 +1,244 @@
+"""Bad input, one line each: every case exits 2 with one line naming the bad value and no
+traceback, and docs/bad-inputs.md is the table of what estbench says (regenerated here:
+``ESTBENCH_WRITE_DOCS=1 pytest tests/test_bad_inputs.py`` rewrites it; the test fails while
+the committed page differs from what the commands print now)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shlex
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from estbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad-inputs.md"
+DATA = Path(__file__).parent / "data"
+COS = ["--problem", "gaussian-cos", "--estimator", "reinforce", "--replicates", "20", "--quiet"]
+
+
+def _write(name: str, content: str | bytes) -> Callable[[], None]:
+    def setup() -> None:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        (Path(name).write_bytes if isinstance(content, bytes) else Path(name).write_text)(content)
+    return setup
+
+
+def _idx(folder: str, n: int, rows: int, cols: int) -> Callable[[], None]:
+    def setup() -> None:
+        Path(folder).mkdir(exist_ok=True)
+        body = bytes(max(0, n * rows * cols))
+        for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+            (Path(folder) / name).write_bytes(struct.pack(">iiii", 2051, n, rows, cols) + body)
+    return setup
+
+
+def _results_with(change: Callable[[list[str], list[list[str]]], None], name: str = "edited.csv"):
+    """The frozen results file with one edit."""
+    import csv
+
+    def setup() -> None:
+        with open(DATA / "results.csv", newline="") as fh:
+            rows = list(csv.reader(fh))
+        change(rows[0], rows)
+        with open(name, "w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+    return setup
+
+
+def _set(column: str, line: int, value: str):
+    def change(header: list[str], rows: list[list[str]]) -> None:
+        rows[line - 1][header.index(column)] = value
+    return change
+
+
+def _drop(*columns: str):
+    def change(header: list[str], rows: list[list[str]]) -> None:
+        keep = [i for i, c in enumerate(header) if c not in columns]
+        rows[:] = [[r[i] for i in keep] for r in rows]
+    return change
+
+
+def _run_first(*argv: str) -> Callable[[], None]:
+    def setup() -> None:
+        assert main(list(argv)) == 0
+    return setup
+
+
+@dataclass
+class Case:
+    what: str
+    argv: list[str]
+    expect: str
+    setup: Callable[[], None] | None = None
+
+
+CASES = [
+    # names and values
+    Case("unknown problem", ["run", "--problem", "gaussian-quad"], "Did you mean 'gaussian-quadratic'?"),
+    Case("unknown estimator", ["run", "--estimator", "reinforce-lo"], "Did you mean 'reinforce-loo'?"),
+    Case("sigma not > 0", ["run", "--sigma", "0"], "sigma must be > 0, got sigma=0"),
+    Case("dim 0", ["run", "--dim", "0"], "dim must be >= 1, got dim=0"),
+    Case("n_samples 0", ["run", "--n-samples", "0"], "n_samples must be >= 1"),
+    Case("one replicate", ["run", "--replicates", "1"], "replicates must be >= 2"),
+    Case("infinite expectation", ["run", "--problem", "gaussian-exp", "--k", "-1"], "1 + 2 k sigma^2 > 0"),
+    Case("VAE width 0", ["run", "--problem", "vae-digits", "--hidden", "0"], "hidden must be >= 1"),
+    Case("a dimension that cannot fit in memory", ["run", "--problem", "gaussian-cos", "--dim", "1000000000"],
+         "one replicate needs about"),
+    Case("n_samples that cannot fit in memory", ["run", "--problem", "vae-digits", "--n-samples", "1000000000"],
+         "one replicate needs about"),
+    # sweep files
+    Case("a sweep file with an empty list (no cells)", ["run", "--config", "empty.toml"], "sigma is an empty list",
+         _write("empty.toml", "sigma = []\n")),
+    Case("a binary sweep file", ["run", "--config", "sweep.toml"], "not a text file",
+         _write("sweep.toml", bytes(range(256)))),
+    Case("malformed TOML", ["run", "--config", "sweep.toml"], "malformed TOML", _write("sweep.toml", "sigma = [1,\n")),
+    Case("an unknown sweep-file key", ["run", "--config", "sweep.toml"], "unknown key 'sigmas'",
+         _write("sweep.toml", "sigmas = [1]\n")),
+    # the results file
+    Case("--out a directory", ["run", *COS, "--out", "folder"], "is a directory", _write("folder/x", "")),
+    Case("--out /dev/null", ["run", *COS, "--out", "/dev/null"], "not a regular file"),
+    Case("--out /dev/full", ["run", *COS, "--out", "/dev/full"], "not a regular file"),
+    Case("--out an unrelated CSV", ["run", *COS, "--out", "people.csv"], "already exists",
+         _write("people.csv", "name,age\nann,3\n")),
+    Case("--out a binary file", ["run", *COS, "--out", "blob.bin"], "already exists",
+         _write("blob.bin", bytes(range(256)))),
+    Case("--resume onto a binary file", ["run", *COS, "--out", "blob.csv", "--resume"], "not a text file",
+         _write("blob.csv", bytes(range(256)))),
+    Case("--resume onto another table", ["run", *COS, "--out", "people.csv", "--resume"], "its columns are not",
+         _write("people.csv", "name,age\nann,3\n")),
+    Case("--resume with other --replicates", ["run", *COS, "--replicates", "30", "--out", "r.csv", "--resume"],
+         "replicates=20 in the file, replicates=30 in this run", _run_first("run", *COS, "--out", "r.csv")),
+    Case("--resume with another --seed", ["run", *COS, "--seed", "7", "--out", "r.csv", "--resume"],
+         "seed=0 in the file, seed=7 in this run", _run_first("run", *COS, "--out", "r.csv")),
+    Case("--resume and --overwrite", ["run", *COS, "--out", "r.csv", "--resume", "--overwrite"], "contradict"),
+    # plugins and data
+    Case("a plugin file that does not exist", ["run", "--plugin", "nope.py"], "no such file"),
+    Case("a plugin taking a shipped name", ["list", "--plugin", "mv.py"], "already registered",
+         _write("mv.py", "from estimators import Reinforce\n\nclass MV(Reinforce):\n    name = 'measure-valued'\n")),
+    Case("a plugin class without surrogate", ["list", "--plugin", "nosur.py"], "does not implement surrogate",
+         _write("nosur.py", "from estimators import Estimator\n\nclass NoSur(Estimator):\n    name = 'nosur'\n")),
+    Case("vae-mnist without its data", ["run", "--problem", "vae-mnist", "--data-dir", "missing"],
+         "no such directory"),
+    Case("MNIST files with 0 images", ["run", "--problem", "vae-mnist", "--data-dir", "mnist0"], "0 images of 28x28",
+         _idx("mnist0", 0, 28, 28)),
+    Case("MNIST files with negative dimensions", ["run", "--problem", "vae-mnist", "--data-dir", "mnistneg"],
+         "-28x28", _idx("mnistneg", 2, -28, 28)),
+    Case("MNIST files of 0x0 images", ["run", "--problem", "vae-mnist", "--data-dir", "mnist00"], "images of 0x0",
+         _idx("mnist00", 5, 0, 0)),
+    # estbench perf
+    Case("perf --dim 0", ["perf", "--dim", "0"], "--dim must be >= 1"),
+    Case("perf --dim -5", ["perf", "--dim", "-5"], "--dim must be >= 1, got --dim -5"),
+    Case("perf --repeats 0", ["perf", "--repeats", "0"], "--repeats must be >= 1"),
+    Case("perf --json into a missing folder", ["perf", "--json", "nowhere/perf.json"], "does not exist"),
+    # estbench report --results
+    Case("results without a mu column", ["report", "--results", "edited.csv", "--out", "rep"], "no column mu",
+         _results_with(_drop("mu"))),
+    Case("results without a setting column", ["report", "--results", "edited.csv", "--out", "rep"],
+         "no column setting", _results_with(_drop("setting"))),
+    Case("a variance that is not a number", ["report", "--results", "edited.csv", "--out", "rep"],
+         "line 4, column variance: 'abc' is not a number", _results_with(_set("variance", 4, "abc"))),
+    Case("a negative variance", ["report", "--results", "edited.csv", "--out", "rep"],
+         "line 5, column variance: negative variance", _results_with(_set("variance", 5, "-1"))),
+    Case("a NaN variance in an ok row", ["report", "--results", "edited.csv", "--out", "rep"],
+         "line 6, column variance: no variance (NaN)", _results_with(_set("variance", 6, "nan"))),
+    Case("an unknown problem", ["report", "--results", "edited.csv", "--out", "rep"],
+         "line 7, column problem: unknown problem 'my-problem'", _results_with(_set("problem", 7, "my-problem"))),
+    Case("an unknown status", ["report", "--results", "edited.csv", "--out", "rep"],
+         "line 8, column status: unknown status 'done'", _results_with(_set("status", 8, "done"))),
+    Case("results that are not a CSV table", ["report", "--results", "blob.csv", "--out", "rep"],
+         "not a readable CSV", _write("blob.csv", bytes(range(256)))),
+    Case("report --out a file", ["report", "--results", str(DATA / "results.csv"), "--out", "file.txt"],
+         "is a file", _write("file.txt", "x")),
+    Case("malformed --benchmarks (checked before the sweep)",
+         ["report", "--quick", "--benchmarks", "bench.json", "--out", "rep"], "no list 'benchmarks'",
+         _write("bench.json", '{"benchmarks": 5}')),
+    Case("--benchmarks that is not JSON", ["report", "--quick", "--benchmarks", "bench.json", "--out", "rep"],
+         "not readable JSON", _write("bench.json", "{")),
+]
+
+
+def _shown(text: str) -> str:
+    """What the page shows: paths of this repository relative to it; machine-dependent sizes masked."""
+    text = text.replace(str(ROOT) + "/", "")
+    return re.sub(r"this machine's [\d.]+ GiB", "this machine's N GiB", text)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def run_case(case: Case, capsys) -> str:
+    capsys.readouterr()
+    if case.setup:
+        case.setup()
+    capsys.readouterr()
+    code = main(case.argv)
+    err = capsys.readouterr().err
+    assert code == 2, (case.what, code, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (case.what, err)
+    assert case.expect in err, (case.what, err)
+    return err.strip()
+
+
+def test_every_bad_input_is_one_line_and_the_page_lists_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rows = []
+    for i, case in enumerate(CASES):
+        case_dir = tmp_path / f"case{i}"
+        case_dir.mkdir()
+        monkeypatch.chdir(case_dir)
+        message = run_case(case, capsys)
+        command = "estbench " + " ".join(shlex.quote(_shown(a)) for a in case.argv)
+        rows.append(f"| {case.what} | `{_cell(command)}` | `{_cell(_shown(message))}` |")
+    page = "\n".join([
+        "# Bad input and what estbench says",
+        "",
+        "Each command below exits with status 2 and prints the one line shown, before any work where",
+        "the input can be checked up front. The table is generated: `tests/test_bad_inputs.py` runs",
+        "every command (in an empty folder, after writing the file the first column describes), checks",
+        "the exit status, the single line and the absence of a traceback, and fails while this page",
+        "differs from what the commands print. `ESTBENCH_WRITE_DOCS=1 .venv/bin/pytest tests/test_bad_inputs.py`",
+        "rewrites it. Sizes that depend on the machine are shown as N.",
+        "",
+        "Failures during a run are not in this table: a failing estimator, problem set-up or closed form",
+        "becomes a `failed` row and the run goes on (exit status 1 at the end); an OS error while writing",
+        "(a full disk, a file-size limit) stops the run in one line, keeping the rows written so far",
+        "for `--resume`; a second process writing the same results file is refused in one line naming",
+        "the process that holds it ([results.md](results.md)).",
+        "",
+        "| input | command | estbench says |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ])
+    if os.environ.get("ESTBENCH_WRITE_DOCS"):
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(page)
+    assert DOC.exists() and DOC.read_text() == page, (
+        "docs/bad-inputs.md is out of date: ESTBENCH_WRITE_DOCS=1 .venv/bin/pytest tests/test_bad_inputs.py")
+
+
+def test_malformed_benchmarks_are_refused_before_the_sweep_runs(tmp_path, capsys):
+    bench = tmp_path / "b.json"
+    bench.write_text('{"benchmarks": [{"stats": {"mean": "fast"}}]}')
+    out = tmp_path / "rep"
+    assert main(["report", "--quick", "--benchmarks", str(bench), "--out", str(out), "--quiet"]) == 2
+    assert "benchmarks[0].stats.mean is 'fast', not a number" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_mnist_idx_checks_name_the_file(tmp_path):
+    from benchmarks.data import DataError, read_idx_images
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(struct.pack(">iiii", 2051, 0, 28, 28)))
+    with pytest.raises(DataError, match=re.escape(f"{path}: header says 0 images of 28x28")):
+        read_idx_images(path)
