@@ -62,7 +62,7 @@ def writer_lock(path: str | Path) -> Iterator[None]:
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ResultsFileError(f"cannot create the folder of {path}: {os_error_text(exc)}") from None
+        raise ResultsFileError(f"cannot create the folder {lock.parent} for {path}: {os_error_text(exc)}") from None
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

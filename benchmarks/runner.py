@@ -26,9 +26,9 @@ import os
 import platform
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
 import torch
@@ -168,6 +168,9 @@ def read_rows(path: Path, columns: list[str]) -> tuple[str, list[str], list[dict
         text = read_text(path)
     except ResultsFileError as exc:
         raise ResumeError(f"cannot resume: {exc}") from None
+    if "\0" in text:
+        raise ResumeError(f"cannot resume {path}: it holds NUL bytes, so it is corrupted (written by two processes "
+                          f"at once by an older version?); write to a new --out")
     lines = text.splitlines(keepends=True)
     header = lines[0]
     if header.rstrip("\r\n") != ",".join(columns):

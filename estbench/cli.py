@@ -116,12 +116,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import runner
 
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite contradict each other: --resume continues --out, "
-                         "--overwrite replaces it; give one")
+    _check_resume_overwrite(args)
     plan = runner.make_plan(sweep_from_args(args))
-    bar = _progress(len(plan), args.quiet)
-    rows = runner.run(plan, out=args.out, progress=lambda cell: bar(cell.label), resume=args.resume,
+    bar = _progress(plan, args.quiet)
+    rows = runner.run(plan, out=args.out, progress=bar, resume=args.resume,
                       overwrite=args.overwrite)
     bar(None)
     print(f"wrote {len(rows)} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
@@ -139,24 +137,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(total: int, quiet: bool):
-    """Progress on stderr; returns a callback(label), closed by callback(None).
+def _check_resume_overwrite(args: argparse.Namespace) -> None:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues --out, "
+                         "--overwrite replaces it; give one")
+
+
+def _progress(plan: Any, quiet: bool):
+    """Progress on stderr; returns a callback(cell), closed by callback(None).
 
     On a terminal, a tqdm bar. Elsewhere (CI logs, nohup), a line every PROGRESS_EVERY_S
     seconds: cells done / total, elapsed, estimated remaining; and one at the end."""
     if quiet:
-        return lambda label: None
+        return lambda cell: None
     if not sys.stderr.isatty():
-        return _progress_lines(total)
+        return _progress_lines(plan)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=len(plan), unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
 
-    def update(label: str | None) -> None:
-        if label is None:
+    def update(cell: Any) -> None:
+        if cell is None:
             bar.close()
             return
-        bar.set_postfix_str(label[-60:], refresh=False)
+        bar.set_postfix_str(cell.label[-60:], refresh=False)
         bar.update(1)
 
     return update
@@ -167,23 +171,40 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def _progress_lines(total: int):
-    every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
-    start = last = time.monotonic()
+def _progress_lines(plan: Any):
+    """Progress lines for a log. The time left is estimated per kind of unit (a problem's cells,
+    its training curves), from the mean time of the units of that kind done so far (of all
+    units where none of a kind is done yet): a VAE cell takes a thousand times a toy cell's."""
+    try:
+        every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
+    except ValueError:
+        every = PROGRESS_EVERY_S
+    kinds = [(c.problem.name, "cell") for c, _ in plan.cells] + [(c.problem.name, "curve") for c, _ in plan.curves]
+    total = len(kinds)
+    start = last_line = last_unit = time.monotonic()
+    spent: dict[tuple, list[float]] = {}
     done = 0
 
-    def update(label: str | None) -> None:
-        nonlocal done, last
+    def left() -> float:
+        pooled = [t for ts in spent.values() for t in ts]
+        overall = sum(pooled) / len(pooled) if pooled else 0.0
+        mean = {k: sum(ts) / len(ts) for k, ts in spent.items() if ts}
+        return sum(mean.get(k, overall) for k in kinds[done:])
+
+    def update(cell: Any) -> None:
+        nonlocal done, last_line, last_unit
         now = time.monotonic()
-        if label is None:
+        if cell is None:
             print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
             return
+        if now - last_unit > 1e-3:  # units kept by --resume report at once; they say nothing of the time
+            spent.setdefault(kinds[min(done, total - 1)], []).append(now - last_unit)
+        last_unit = now
         done += 1
-        if now - last >= every and done < total:
-            last = now
-            left = (now - start) / done * (total - done)
-            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left)} left "
-                  f"({label[-60:]})", file=sys.stderr, flush=True)
+        if now - last_line >= every and done < total:
+            last_line = now
+            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left())} left "
+                  f"(last: {cell.label})", file=sys.stderr, flush=True)
 
     return update
 
@@ -191,17 +212,14 @@ def _progress_lines(total: int):
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks import runner
     from benchmarks.sweep import report_sweeps
-    from reports import build
-
-    from reports.report import check_benchmarks, check_out_dir
+    from reports.report import build, check_benchmarks, check_out_dir
 
     out = Path(args.out)
     command = "estbench report " + " ".join(args.argv)
     check_out_dir(out)
     if args.benchmarks:
         check_benchmarks(args.benchmarks)  # before the sweep: a bad file must not cost a run
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite contradict each other: give one")
+    _check_resume_overwrite(args)
     if args.results:
         report = build(args.results, out, benchmarks=args.benchmarks, command=command, overwrite=args.overwrite)
         print(f"report rebuilt from {args.results}: {report}", file=sys.stderr)
@@ -211,8 +229,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                                   compile=args.compile, problem=args.problem, data_dir=args.data_dir).validate()
     plan = runner.make_plan(report_sweeps(base, quick=args.quick))
     results = out / "results.csv"
-    bar = _progress(len(plan), args.quiet)
-    rows = runner.run(plan, out=results, progress=lambda cell: bar(cell.label), resume=args.resume,
+    bar = _progress(plan, args.quiet)
+    rows = runner.run(plan, out=results, progress=bar, resume=args.resume,
                       overwrite=args.overwrite)
     bar(None)
     if args.resume:

@@ -62,6 +62,12 @@ def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:
     return ResultsError(f"results file {path}, line {line}, column {column}: {what}")
 
 
+def _shown(value: Any) -> str:
+    """A value quoted for an error message, cut short (a corrupted cell can be very long)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFrame:
     """Read and check a results file; ResultsError (one line naming the line and column) for
     anything the report cannot use.
@@ -127,7 +133,7 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
     unknown = ~(kinds[TOY_PREFIX] | kinds[VAE_PREFIX])
     if unknown.any():
         i = unknown.idxmax()
-        raise _bad(path, line(i), "problem", f"unknown problem {problem[i]!r}; this report reads the "
+        raise _bad(path, line(i), "problem", f"unknown problem {_shown(problem[i])}; this report reads the "
                    f"{TOY_PREFIX}* and {VAE_PREFIX}* problems")
     for prefix, cols in KIND_COLUMNS.items():
         absent = [c for c in cols if c not in df.columns]
@@ -137,7 +143,7 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
     odd = ~status.isin(VALID_STATUS)
     if odd.any():
         i = odd.idxmax()
-        raise _bad(path, line(i), "status", f"unknown status {status[i]!r}; valid: {', '.join(VALID_STATUS)}")
+        raise _bad(path, line(i), "status", f"unknown status {_shown(status[i])}; valid: {', '.join(VALID_STATUS)}")
     for c in (c for c in NUMERIC_COLUMNS if c in df.columns):
         raw = df[c]
         if pd.api.types.is_numeric_dtype(raw):
@@ -146,13 +152,13 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
         bad = raw.notna() & num.isna() & ~raw.astype(str).str.strip().str.lower().isin(("nan", "inf", "-inf", ""))
         if bad.any():
             i = bad.idxmax()
-            raise _bad(path, line(i), c, f"{raw[i]!r} is not a number")
+            raise _bad(path, line(i), c, f"{_shown(raw[i])} is not a number")
         df[c] = num
     for c in ("mu", "sigma"):
         if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
             for i, v in df[c].items():
                 if isinstance(v, str) and any(_number_or_text(x) == x for x in v.split(";")):
-                    raise _bad(path, line(i), c, f"{v!r} is not a number (or numbers joined by ';')")
+                    raise _bad(path, line(i), c, f"{_shown(v)} is not a number (or numbers joined by ';')")
     ok = status == "ok"
     for c in ("variance", "total_variance"):
         if c not in df.columns:

@@ -66,10 +66,19 @@ def _drop(*columns: str):
     return change
 
 
-def _run_first(*argv: str) -> Callable[[], None]:
+def _run_first(*argv: str, then: Callable[[], None] | None = None) -> Callable[[], None]:
     def setup() -> None:
         assert main(list(argv)) == 0
+        if then is not None:
+            then()
     return setup
+
+
+def _nul_bytes(name: str) -> Callable[[], None]:
+    def corrupt() -> None:
+        data = Path(name).read_bytes()
+        Path(name).write_bytes(data[:600] + bytes(4096) + data[600:])
+    return corrupt
 
 
 @dataclass
@@ -104,6 +113,8 @@ CASES = [
          _write("sweep.toml", "sigmas = [1]\n")),
     # the results file
     Case("--out a directory", ["run", *COS, "--out", "folder"], "is a directory", _write("folder/x", "")),
+    Case("--out inside a file", ["run", *COS, "--out", "notes.txt/r.csv"], "cannot create the folder notes.txt",
+         _write("notes.txt", "x")),
     Case("--out /dev/null", ["run", *COS, "--out", "/dev/null"], "not a regular file"),
     Case("--out /dev/full", ["run", *COS, "--out", "/dev/full"], "not a regular file"),
     Case("--out an unrelated CSV", ["run", *COS, "--out", "people.csv"], "already exists",
@@ -118,6 +129,8 @@ CASES = [
          "replicates=20 in the file, replicates=30 in this run", _run_first("run", *COS, "--out", "r.csv")),
     Case("--resume with another --seed", ["run", *COS, "--seed", "7", "--out", "r.csv", "--resume"],
          "seed=0 in the file, seed=7 in this run", _run_first("run", *COS, "--out", "r.csv")),
+    Case("--resume onto a file corrupted by NUL bytes", ["run", *COS, "--out", "r.csv", "--resume"], "NUL bytes",
+         _run_first("run", *COS, "--out", "r.csv", then=_nul_bytes("r.csv"))),
     Case("--resume and --overwrite", ["run", *COS, "--out", "r.csv", "--resume", "--overwrite"], "contradict"),
     # plugins and data
     Case("a plugin file that does not exist", ["run", "--plugin", "nope.py"], "no such file"),
@@ -153,6 +166,8 @@ CASES = [
          "line 7, column problem: unknown problem 'my-problem'", _results_with(_set("problem", 7, "my-problem"))),
     Case("an unknown status", ["report", "--results", "edited.csv", "--out", "rep"],
          "line 8, column status: unknown status 'done'", _results_with(_set("status", 8, "done"))),
+    Case("a long corrupted value", ["report", "--results", "edited.csv", "--out", "rep"],
+         "column variance: '0.5\\x00\\x00", _results_with(_set("variance", 3, "0.5" + "\0" * 500))),
     Case("results that are not a CSV table", ["report", "--results", "blob.csv", "--out", "rep"],
          "not a readable CSV", _write("blob.csv", bytes(range(256)))),
     Case("report --out a file", ["report", "--results", str(DATA / "results.csv"), "--out", "file.txt"],
