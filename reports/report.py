@@ -29,6 +29,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+# torch-free: the one module of benchmarks/ that the report shares (the results file's lock)
+from benchmarks.results_file import writer_lock
+
 REFERENCE = "reparameterization"
 TOY_AXES = ("mu", "sigma", "k", "dim", "n_samples")
 TOY_SETTING = ("mu", "sigma", "k", "dim")
@@ -729,24 +732,24 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
     df = add_derived(read_results(results, notes))
     tr = read_training(results)
     bench = check_benchmarks(benchmarks) if benchmarks else None
-    for src, name in ((results, "results.csv"), (training_path(results), "results-training.csv")):
-        dst = out / name
-        if not overwrite and src.exists() and dst.exists() and dst.stat().st_size > 0 and not _same_file(src, dst):
-            raise ResultsError(f"{dst} already holds other results; add --overwrite to replace them, "
-                               f"or choose another --out")
     for note in notes:
         print(f"estbench report: warning: {note}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
-        report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes)
-        for path in sorted(staging.rglob("*")):
-            if path.is_file():
-                dst = out / path.relative_to(staging)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with writer_lock(out / "results.csv"):  # the folder's results are written by one process at a time
+        for src, name in ((results, "results.csv"), (training_path(results), "results-training.csv")):
+            dst = out / name
+            if not overwrite and src.exists() and dst.exists() and dst.stat().st_size > 0 and not _same_file(src, dst):
+                raise ResultsError(f"{dst} already holds other results; add --overwrite to replace them, "
+                                   f"or choose another --out")
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))
+        try:
+            report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes)
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    dst = out / path.relative_to(staging)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, dst)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out / report.relative_to(staging)
 
 

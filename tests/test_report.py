@@ -169,4 +169,13 @@ def test_a_failing_build_leaves_the_report_folder_as_it_was(tmp_path, monkeypatc
         build(tmp_path / "results.csv", out, overwrite=True)
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_report_imports_no_model_code():
+    import subprocess
+    import sys
+
+    code = "import sys, reports; print(sorted(m for m in ('torch', 'estimators') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
