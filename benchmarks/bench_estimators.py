@@ -55,7 +55,7 @@ def cases() -> list[Case]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prepared(pname: str, setting: Any) -> tuple[Problem, Any]:
     problem = problems.get(pname)
     return problem, problem.prepare(setting, SWEEP.context())

@@ -20,7 +20,8 @@ path a cell took (``compiled``) and what compiling cost (``compile_time_s``).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

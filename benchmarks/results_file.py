@@ -1,4 +1,9 @@
-"""Guarding a results file: one writer at a time, nothing overwritten unasked. Torch-free.
+"""The results file: its columns and naming, and how it is written safely. Torch-free.
+
+What the runner (benchmarks/) and the report (reports/) both need lives here once:
+the columns (COLUMNS, CURVE_COLUMNS), the reference estimator's name, where the
+training curves go (curves_path), writing to a temporary file and renaming
+(atomic_write), appending rows (ResultWriter), and the guards below.
 
 A run that writes a results file (``estbench run --out``, ``estbench report``) first
 takes :func:`writer_lock` on it, then checks the target with :func:`check_target`:
@@ -17,12 +22,66 @@ takes :func:`writer_lock` on it, then checks the target with :func:`check_target
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
+
+#: The result table's columns, in order. Columns a problem does not use stay empty.
+COLUMNS = [
+    "problem", "estimator", "parameter",
+    "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
+    "n_samples", "replicates", "seed",
+    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
+    "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
+    "setting", "cell_seed", "dtype", "device",
+    "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",
+]  # fmt: skip
+
+#: The training-curve table's columns (problems that train a model: the VAE).
+CURVE_COLUMNS = [
+    "problem", "estimator", "hidden", "latent", "batch", "n_samples", "seed", "train_steps", "dtype", "device",
+    "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error", "estbench_version", "estimator_origin",
+]  # fmt: skip
+
+#: The options that decide what a completed cell (or training curve) holds. A --resume whose
+#: plan would write other values of them for a problem already in the file is refused; options
+#: that only add cells (more problems, estimators, settings, n_samples) may resume. The
+#: estimator's origin (built in, or which plugin file, by content) must match too.
+CONTENT_COLUMNS = ("replicates", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
+CURVE_CONTENT_COLUMNS = ("seed", "dtype", "device", "train_steps", "estbench_version")
+
+#: agreement_z compares every estimator's mean gradient with this one's; the report's
+#: "/ reparam" columns divide by it
+REFERENCE = "reparameterization"
+
+
+def curves_path(out: str | Path) -> Path:
+    """Where the training curves of a run go: results.csv -> results-training.csv."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-training{out.suffix or '.csv'}")
+
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` through ``write(tmp_path)`` into a temporary file in the same folder, then
+    rename it over ``path``: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ResultsFileError(ValueError):
@@ -130,3 +189,53 @@ def read_text(path: str | Path, what: str = "results file") -> str:
         raise ResultsFileError(f"{what} {path} is not a text file (binary content)") from None
     except OSError as exc:
         raise ResultsFileError(f"cannot read {what} {path}: {os_error_text(exc)}") from None
+
+
+class ResultsWriteError(ResultsFileError):
+    """Writing a results file failed part-way (full disk, file size limit...). The rows of the
+    cells completed before are on disk; the message says so and how to continue."""
+
+
+class ResultWriter:
+    """Appends whole rows to a CSV file and flushes them to disk after each cell.
+
+    The caller holds the file's writer lock (results_file.writer_lock). An OS error while
+    writing becomes ResultsWriteError, naming the file."""
+
+    def __init__(self, path: str | Path, columns: list[str] = COLUMNS, append: bool = False):
+        self.path = Path(path)
+        self.columns = columns
+        new = not (append and has_content(self.path))
+        try:
+            if self.path.parent != Path(""):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w" if new else "a", newline="")
+        except OSError as exc:
+            raise ResultsFileError(f"cannot write {self.path}: {os_error_text(exc)}") from None
+        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
+        if new:
+            self._guarded(self._writer.writeheader)
+
+    def _guarded(self, write: Callable[[], Any]) -> None:
+        try:
+            write()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise ResultsWriteError(
+                f"writing {self.path} failed: {os_error_text(exc)}; the rows of the cells completed before are "
+                f"kept: continue with --resume once it is fixed") from None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._guarded(lambda: self._writer.writerows(rows))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # a failed write was reported; flushing it again fails again
+            self._fh.close()
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+

@@ -95,7 +95,7 @@ class GradientStats:
     def n(self) -> int:
         return self.coords.n
 
-    def summary(self, truth: torch.Tensor | None) -> "Summary":
+    def summary(self, truth: torch.Tensor | None) -> Summary:
         """Reduce to the result-table numbers; ``truth`` is [P] or None."""
         n = self.n
         mean_c = self.coords.mean.cpu()

@@ -62,7 +62,7 @@ class Sweep:
     device: str = "cpu"
     compile: str = "auto"  # torch.compile: auto, on, off (benchmarks.compiling)
 
-    def validate(self) -> "Sweep":
+    def validate(self) -> Sweep:
         """Check names and values; raise SweepError with a clear message."""
         for name in self.problem:
             if name not in problems.available():
@@ -118,7 +118,7 @@ class Sweep:
                                 data_dir=self.data_dir, checkpoint_steps=self.checkpoint_steps,
                                 train_steps=self.train_steps, compile=self.compile)
 
-    def with_overrides(self, **values: Any) -> "Sweep":
+    def with_overrides(self, **values: Any) -> Sweep:
         """A copy with the given fields replaced; None values are ignored."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 

@@ -3,21 +3,21 @@
 python tools/gpu_probe.py cuda OUT.json   (PROBE_SMALL=1 with cpu: a dry run)
 """
 import json
+import os
 import statistics
 import sys
 import time
 
 import estimators
-from benchmarks import runner
+from benchmarks import engine
+from benchmarks.engine import CellEngine
 from benchmarks.problems import Context, GaussianSetting, VAESetting, get
-from benchmarks.runner import CellEngine
 
 device, out_path = sys.argv[1], sys.argv[2]
-# factors below are relative to the problems' own (CPU-sized) chunks: the runner's GPU
-# factor (runner.chunk_factor) is set aside for the probe
-runner.chunk_factor = lambda ctx: 1
+# factors below are relative to the problems' own (CPU-sized) chunks: the engine's GPU
+# factor (engine.chunk_factor) is set aside for the probe
+engine.chunk_factor = lambda ctx: 1
 T0 = time.perf_counter()
-import os
 
 SMALL = os.environ.get("PROBE_SMALL") == "1"  # a dry run of the script on the CPU
 FACTORS, TOP = ((1, 2), 2) if SMALL else ((1, 4, 16, 64), 64)
@@ -31,16 +31,16 @@ def per_estimate(problem, est, s, prep, R, ctx, factor, repeats=5, finite=True):
         eng = CellEngine(problem, est, s, prep, 1, R, ctx)
     finally:
         del problem.chunk_size
-    orig = runner._check_finite
+    orig = engine._check_finite
     times = []
     if not finite:
-        runner._check_finite = lambda stats: None
+        engine._check_finite = lambda stats: None
     try:
         for _ in range(repeats):
             eng.measure()
             times.append(eng.timing.elapsed)
     finally:
-        runner._check_finite = orig
+        engine._check_finite = orig
     return statistics.median(times) / R, base * factor, eng.timing.compile_s
 
 

@@ -49,7 +49,8 @@ def per_s(problem, est, s, prep, R, ctx, in_kernel, reps=7):
     assert e.timing.compiled, e.timing.note
     ts = []
     for _ in range(reps):
-        st = e.measure(); ts.append(e.timing.elapsed)
+        st = e.measure()
+        ts.append(e.timing.elapsed)
     g = list(st)[0]
     return R / statistics.median(ts), st[g].coords.mean.mean().item(), e
 
@@ -68,14 +69,18 @@ for name, prob, st, prep, RR in (("reparameterization", toy, s, None, R),):
     with profile(activities=[ProfilerActivity.CPU] + ([] if SMALL else [ProfilerActivity.CUDA])) as prof:
         for _ in range(3):
             e.measure()
-    t = prof.key_averages().table(sort_by="cpu_time_total" if SMALL else "cuda_time_total", row_limit=18, max_name_column_width=60)
-    open(f"{out}/profile-toy.txt", "w").write(t); print(t, flush=True)
-vae = get("vae-digits"); vs = VAESetting("untrained", 256, 8, 128)
+    t = prof.key_averages().table(sort_by="cpu_time_total" if SMALL else "cuda_time_total", row_limit=18,
+                                  max_name_column_width=60)
+    open(f"{out}/profile-toy.txt", "w").write(t)
+    print(t, flush=True)
+vae = get("vae-digits")
+vs = VAESetting("untrained", 256, 8, 128)
 prep = vae.prepare(vs, ctx)
 _, _, e = per_s(vae, estimators.get("reparameterization"), vs, prep, (256 if SMALL else 16384), ctx, False, reps=1)
 with profile(activities=[ProfilerActivity.CPU] + ([] if SMALL else [ProfilerActivity.CUDA])) as prof:
     for _ in range(3):
         e.measure()
 t = prof.key_averages().table(sort_by="cpu_time_total" if SMALL else "cuda_time_total", row_limit=18, max_name_column_width=60)
-open(f"{out}/profile-vae.txt", "w").write(t); print(t, flush=True)
+open(f"{out}/profile-vae.txt", "w").write(t)
+print(t, flush=True)
 print("\n".join(rows))

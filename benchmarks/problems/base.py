@@ -8,8 +8,9 @@ estimates, a chunk of replicates at a time, and never looks inside.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 

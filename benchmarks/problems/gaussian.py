@@ -23,8 +23,9 @@ exp        h = exp(-k x^2), needs s = 1 + 2 k sigma^2 > 0
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Independent, Normal

@@ -1,0 +1,233 @@
+"""The replicate engine: one cell's R gradient estimates, a chunk of replicates at a time.
+
+The problem builds a distribution whose parameters are expanded per replicate (shape
+[r, ...]), one surrogate is summed over the replicates, and one autograd call returns
+all r per-replicate gradients: no Python loop runs over replicates. Each chunk is
+reduced to float64 moments (benchmarks.stats) by the same function that computes it,
+which torch.compile may compile (benchmarks.compiling), so memory does not grow with R.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from estimators import Estimator, EstimatorError
+
+from . import compiling
+from .problems import Context, Problem
+from .stats import GradientStats, chunk_moments
+
+#: stateful estimators are called this many times before measuring
+WARMUP_CALLS = 10
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = f"{type(exc).__name__}: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        msg += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+    return " ".join(msg.split())  # one line: a results row is one line
+
+
+def _check_grads(grads: dict[str, torch.Tensor], groups: tuple[str, ...], r: int) -> None:
+    """Shapes only; finiteness is checked on the running statistics (GradientStats.finite)."""
+    for g in groups:
+        if g not in grads:
+            raise ValueError(f"no gradient for parameter group {g!r}")
+        t = grads[g]
+        if t.dim() != 2 or t.shape[0] != r:
+            raise ValueError(f"gradient of {g!r} has shape {tuple(t.shape)}, expected ({r}, P)")
+
+
+def _check_finite(stats: dict[str, GradientStats]) -> None:
+    for g, st in stats.items():
+        if not st.finite():
+            bad = (~torch.isfinite(st.coords.mean)).sum().item()
+            raise FloatingPointError(f"non-finite values in the gradient of {g!r} ({bad} coordinates affected)")
+
+
+def sync(ctx: Context) -> None:
+    """Wait for the work queued on a GPU (a no-op on the CPU): timings must include it."""
+    if ctx.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@dataclass
+class CellTiming:
+    """How a cell's estimates were computed: wall time of the measured loop (s), whether it
+    ran compiled, what compiling cost (s, NaN if not compiled), and why a compile fell back."""
+
+    elapsed: float
+    compiled: bool = False
+    compile_s: float = math.nan
+    note: str = ""
+
+
+#: Problems size their chunks for a CPU's caches (about 8 MB per large tensor). A GPU is
+#: busy only with far larger launches: on an H200, eager, chunks 64x larger ran 8-36x faster
+#: per estimate (toy dim 1, 100, 10000 and the digits VAE; 16x gave 6-15x), so on a GPU chunks
+#: are GPU_CHUNK_FACTOR times larger where its memory allows (gpu_chunk_factor).
+GPU_CHUNK_FACTOR = 64
+#: GPU memory set aside per unit of the factor: the default cells' peak was 30-70 MB at
+#: factor 1 (float32), so this leaves room for float64 and larger settings.
+GPU_BYTES_PER_FACTOR = 256 << 20
+
+
+def gpu_chunk_factor(total_bytes: int) -> int:
+    """How many times larger than a problem's (CPU-sized) chunk a chunk on a GPU with
+    ``total_bytes`` of memory is: GPU_CHUNK_FACTOR, halved until the chunks fit in a quarter
+    of the memory. From the card's total memory, not what is free now, so that the same
+    seed on the same card draws the same chunks (the same random numbers)."""
+    factor = GPU_CHUNK_FACTOR
+    while factor > 1 and factor * GPU_BYTES_PER_FACTOR > total_bytes // 4:
+        factor //= 2
+    return factor
+
+
+def chunk_factor(ctx: Context) -> int:
+    """1 on the CPU; gpu_chunk_factor of the card on a GPU."""
+    if not ctx.device.startswith("cuda"):
+        return 1
+    return gpu_chunk_factor(torch.cuda.get_device_properties(torch.device(ctx.device)).total_memory)
+
+
+class ChunkPlan(Sequence):
+    """Chunk sizes, as equal as possible: ``count`` chunks of ``size``, then perhaps one shorter
+    ``last`` (one compiled shape covers all but perhaps the last). Held as three numbers, so its
+    memory does not grow with the number of replicates."""
+
+    def __init__(self, replicates: int, max_chunk: int):
+        k = -(-replicates // max(1, max_chunk))
+        self.size = -(-replicates // k)
+        self.count, self.last = divmod(replicates, self.size)
+
+    def __len__(self) -> int:
+        return self.count + (1 if self.last else 0)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        return self.last if (i % n) == self.count else self.size
+
+    def __iter__(self) -> Iterator[int]:
+        for _ in range(self.count):
+            yield self.size
+        if self.last:
+            yield self.last
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, ChunkPlan)) and len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"ChunkPlan({self.count} x {self.size}" + (f" + {self.last})" if self.last else ")")
+
+
+def chunk_plan(replicates: int, max_chunk: int) -> ChunkPlan:
+    """Chunk sizes, as equal as possible (one compiled shape covers all but perhaps the last)."""
+    return ChunkPlan(replicates, max_chunk)
+
+
+class CellEngine:
+    """One cell's replicate engine, set up once (warm-up, and torch.compile where ``ctx.compile``
+    asks for it), then ``measure()``: ``replicates`` estimates reduced to streaming statistics.
+
+    Each chunk's estimates are reduced to float64 moments by the same function that
+    computes them (``step``), which may be handed to torch.compile (benchmarks.compiling);
+    only the moments leave it. ``measure()`` may be called again (benchmarks do): each
+    call draws new estimates, continuing the estimator's state.
+    """
+
+    def __init__(self, problem: Problem, estimator: Estimator, setting: Any, prepared: Any, n_samples: int,
+                 replicates: int, ctx: Context):
+        self.groups = problem.groups
+        self.ctx = ctx
+        self.sizes = sizes = chunk_plan(replicates, problem.chunk_size(setting, n_samples) * chunk_factor(ctx))
+
+        def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
+            out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
+            _check_grads(out.grads, problem.groups, r)
+            return {g: chunk_moments(out.grads[g]) for g in problem.groups}, out.state
+
+        state = estimator.init_state()
+        # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
+        # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
+        # The last call's time predicts the eager run, for --compile auto.
+        warm = min(sizes[0], 100)
+        for _ in range(WARMUP_CALLS if estimator.stateful else 2):
+            sync(ctx)
+            t0 = time.perf_counter()
+            state = step(warm, state)[1]
+            sync(ctx)
+            t_warm = time.perf_counter() - t0
+        self.timing = CellTiming(elapsed=math.nan)
+        self.run_chunk: Callable[[int, Any], Any] = step
+        mode = compiling.check_mode(ctx.compile)
+        if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
+            fast = compiling.compile_chunk(step)
+            sync(ctx)
+            t0 = time.perf_counter()
+            try:
+                state = fast(sizes[0], state)[1]  # compiles; the estimates are discarded, like a warm-up
+            except EstimatorError:
+                raise
+            except Exception as exc:
+                self.timing.note = f"torch.compile failed, ran eagerly: {_error_text(exc)}"
+            else:
+                sync(ctx)
+                self.timing.compiled, self.timing.compile_s = True, time.perf_counter() - t0
+                # a shorter last chunk runs eagerly (one compiled shape per cell)
+                self.run_chunk = lambda r, state: fast(r, state) if r == sizes[0] else step(r, state)
+        self.state = state
+
+    def measure(self) -> dict[str, GradientStats]:
+        """Draw the estimates; their wall time goes to ``self.timing.elapsed``.
+
+        Non-finite estimates raise FloatingPointError: on the CPU after the chunk that had
+        them; on a GPU after the last chunk, since each check waits for the GPU (measured on
+        an H200: 9-15% of the time at the CPU's chunk sizes). A NaN or inf stays in the
+        running mean, so the last check sees every chunk's."""
+        stats = {g: GradientStats() for g in self.groups}
+        state = self.state
+        each_chunk = not self.ctx.device.startswith("cuda")
+        sync(self.ctx)
+        start = time.perf_counter()
+        for r in self.sizes:
+            moments, state = self.run_chunk(r, state)
+            for g in self.groups:
+                stats[g].merge(r, moments[g])
+            if each_chunk:
+                _check_finite(stats)
+        if not each_chunk:
+            _check_finite(stats)
+        sync(self.ctx)
+        self.timing.elapsed = time.perf_counter() - start
+        self.state = state
+        return stats
+
+
+def estimate_cell(
+    problem: Problem,
+    estimator: Estimator,
+    setting: Any,
+    prepared: Any,
+    n_samples: int,
+    replicates: int,
+    ctx: Context,
+) -> tuple[dict[str, GradientStats], CellTiming]:
+    """Draw ``replicates`` estimates; return streaming stats per group and how long it took
+    (set-up and compiling not in ``elapsed``; see CellEngine)."""
+    engine = CellEngine(problem, estimator, setting, prepared, n_samples, replicates, ctx)
+    stats = engine.measure()
+    return stats, engine.timing
+

@@ -1,0 +1,128 @@
+"""The plan of a run: its cells (problem x estimator x setting x n_samples) and training
+curves, each with the sweep it came from, validated before any work (names, values, data
+files, memory). A cell's seed comes from its identity, not its position in the plan."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import problems
+from .problems import Problem
+from .results_file import REFERENCE
+from .sweep import Sweep, SweepError
+
+
+def cell_seed(seed: int, problem: str, estimator: str, setting: str, n_samples: int) -> int:
+    """A 63-bit seed derived from the cell's identity, not its position in the sweep."""
+    key = f"{seed}|{problem}|{estimator}|{setting}|{n_samples}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+
+@dataclass
+class Cell:
+    problem: Problem
+    estimator: str
+    setting: Any
+    n_samples: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.estimator}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
+
+
+def _reference_first(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: n != REFERENCE)  # stable: otherwise the order given
+
+
+def cells(sweep: Sweep) -> Iterator[Cell]:
+    """Every cell of the sweep; within a setting the reference estimator comes first."""
+    for pname in sweep.problem:
+        problem = problems.get(pname)
+        for setting in problem.settings(sweep):
+            for n in sweep.n_samples:
+                for ename in _reference_first(sweep.estimator):
+                    yield Cell(problem, ename, setting, n)
+
+
+def curve_cells(sweep: Sweep) -> list[Cell]:
+    """Training-curve tasks: one per problem that trains, curve setting, n_samples and estimator."""
+    if sweep.train_steps <= 0:
+        return []
+    out, seen = [], set()
+    for pname in sweep.problem:
+        problem = problems.get(pname)
+        if not problem.trains:
+            continue
+        for setting in problem.settings(sweep):
+            key = problem.curve_setting(setting)
+            if key in seen:
+                continue
+            seen.add(key)
+            for n in sweep.n_samples:
+                for ename in _reference_first(sweep.estimator):
+                    out.append(Cell(problem, ename, key, n))
+    return out
+
+
+
+@dataclass
+class Plan:
+    """The cells of one or more sweeps, without duplicates, each with the sweep it came from."""
+
+    cells: list[tuple[Cell, Sweep]]
+    curves: list[tuple[Cell, Sweep]]
+
+    def __len__(self) -> int:
+        return len(self.cells) + len(self.curves)
+
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_memory(cell: Cell, sweep: Sweep) -> None:
+    """Refuse, before any work, a cell whose smallest chunk (one replicate) cannot fit in half of
+    this machine's memory: it would only thrash and be killed."""
+    need = cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())
+    have = memory_bytes()
+    if have and need > have // 2:
+        raise SweepError(
+            f"{cell.problem.name} at {cell.problem.setting_label(cell.setting)}, n_samples={cell.n_samples}, "
+            f"{sweep.dtype}: one replicate needs about {need / 2**30:.3g} GiB, more than half of this machine's "
+            f"{have / 2**30:.3g} GiB; use a smaller dim, n_samples or batch")
+
+
+def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
+    """Validate the sweeps (names, values, data files, memory) and list their distinct cells.
+
+    A plan with no cell at all (an empty list in a sweep file) is a SweepError."""
+    sweeps = [sweeps] if isinstance(sweeps, Sweep) else list(sweeps)
+    plan = Plan([], [])
+    seen: set[tuple] = set()
+    for sweep in sweeps:
+        sweep.validate()
+        for pname in sweep.problem:
+            problems.get(pname).check(sweep.context())
+        how = (sweep.replicates, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps, sweep.train_steps)
+        for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
+            for cell in found:
+                key = (kind, cell.problem.name, cell.estimator, cell.setting, cell.n_samples, how)
+                if key not in seen:
+                    if kind == "cell":
+                        _check_memory(cell, sweep)
+                    seen.add(key)
+                    (plan.cells if kind == "cell" else plan.curves).append((cell, sweep))
+    if not len(plan):
+        raise SweepError("the sweep has no cells (an empty list of values?); nothing to run")
+    return plan
+
