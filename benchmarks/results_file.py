@@ -34,7 +34,7 @@ from typing import Any
 
 #: The result table's columns, in order. Columns a problem does not use stay empty.
 COLUMNS = [
-    "problem", "estimator", "parameter",
+    "problem", "problem_kind", "estimator", "parameter",
     "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
     "n_samples", "replicates", "seed",
     "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",

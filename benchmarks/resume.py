@@ -72,7 +72,7 @@ def completed(path: Path, columns: list[str], key: Callable[[dict], tuple],
     for r in _whole(rows):
         units.setdefault(key(r), []).append(r)
     done = {k for k, rs in units.items() if complete(rs)}
-    kept = [ln for ln, r in zip(body, rows) if key(r) in done]
+    kept = [ln for ln, r in zip(body, rows, strict=True) if key(r) in done]
     if len(kept) != n_lines - 1:
         _atomic_rewrite(path, header, kept)
     return done
@@ -98,7 +98,7 @@ def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]],
             if have not in want[r["problem"]]:
                 planned_values = sorted(want[r["problem"]])[0]
                 diff = [f"{c}={h or '(none)'} in the file, {c}={p or '(none)'} in this run"
-                        for c, h, p in zip(content, have, planned_values) if h != p]
+                        for c, h, p in zip(content, have, planned_values, strict=True) if h != p]
                 raise ResumeError(
                     f"cannot resume {path}: its {r['problem']} rows were made with other options ("
                     + "; ".join(diff) + "); resume with the same options, or write to a new --out")

@@ -97,6 +97,7 @@ def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
 def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
     return {
         "problem": cell.problem.name,
+        "problem_kind": cell.problem.kind,
         "estimator": cell.estimator,
         **cell.problem.columns(cell.setting),
         "n_samples": cell.n_samples,

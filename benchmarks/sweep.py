@@ -216,8 +216,8 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     n_samples = 4 (variance against sigma, against mu, against n_samples), and the digits VAE
     at both checkpoints with training curves. ``quick`` makes each smaller (about a minute).
     """
-    toys = [p for p in base.problem if p.startswith("gaussian-")]
-    vaes = [p for p in base.problem if not p.startswith("gaussian-")]
+    toys = [p for p in base.problem if problems.get(p).kind == "toy"]
+    vaes = [p for p in base.problem if problems.get(p).kind != "toy"]
     if quick:
         sigma, mu, n, r_toy = [0.25, 1.0, 4.0], [-2.0, 0.0, 1.0, 2.0], [2, 4, 16], 200
         vae = dict(replicates=50, checkpoint_steps=200, train_steps=100)

@@ -11,8 +11,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import estimators
 from benchmarks import allocator, compiling, problems

@@ -29,8 +29,9 @@ of the loss stays equal to the plain Monte Carlo average of ``f``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Distribution

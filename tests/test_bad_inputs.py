@@ -10,9 +10,9 @@ import os
 import re
 import shlex
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

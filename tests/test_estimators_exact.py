@@ -145,5 +145,6 @@ def test_n_samples_below_one_is_rejected():
 
 def test_registry_lists_builtins_and_rejects_unknown_names():
     assert estimators.builtin_names() == ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema"]
-    with pytest.raises(estimators.UnknownNameError, match=r"'reinforse'.*Did you mean 'reinforce'.*Valid estimators: reparameterization, reinforce"):
+    message = r"'reinforse'.*Did you mean 'reinforce'.*Valid estimators: reparameterization, reinforce"
+    with pytest.raises(estimators.UnknownNameError, match=message):
         estimators.get("reinforse")

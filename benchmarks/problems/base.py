@@ -53,6 +53,10 @@ class Problem(abc.ABC):
     groups: ClassVar[tuple[str, ...]]
     #: whether the problem records training curves per estimator (see curves())
     trains: ClassVar[bool] = False
+    #: what kind of problem it is, written in every results row (``problem_kind``) so that the
+    #: report, which imports no problem code, knows how to read its rows: "toy" (settings mu,
+    #: sigma, k, dim; exact truth) or "model" (a trained model: checkpoint, hidden, latent, batch)
+    kind: ClassVar[str]
 
     @abc.abstractmethod
     def settings(self, sweep: Any) -> list[Any]:
@@ -60,6 +64,7 @@ class Problem(abc.ABC):
 
     def check(self, ctx: Context) -> None:
         """Raise a clear error (e.g. DataError) if the problem cannot run at all; called before any work."""
+        return None
 
     def prepare(self, setting: Any, ctx: Context) -> Any:
         """One-time work for a setting (data, checkpoints), shared by its cells; not timed."""

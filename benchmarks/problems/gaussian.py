@@ -111,6 +111,7 @@ class GaussianProblem(Problem):
     """E_{x ~ N(mu, sigma^2 I)} [sum_d h(x_d)] for one scalar test function h."""
 
     groups = ("mu", "sigma")
+    kind = "toy"
     h: ClassVar[Callable[[torch.Tensor, float], torch.Tensor]]
     truth: ClassVar[Callable[[float, float, float], tuple[float, float, float]]]
     formula: ClassVar[str]

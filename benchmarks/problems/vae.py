@@ -276,6 +276,7 @@ class Prepared:
 class VAEProblem(Problem):
     groups = ("encoder",)
     trains = True
+    kind = "model"
     data_kind: str
 
     def check(self, ctx: Context) -> None:

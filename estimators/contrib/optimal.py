@@ -44,7 +44,7 @@ class ReinforceOptimal(Estimator):
         fx = evaluate(f, x, dist, n_samples)  # [n, *B]
         fe = fx.detach().reshape(*fx.shape, *([1] * event_ndims))  # [n, *B, 1...]
         estimates = []
-        for p, s in zip((loc, scale), per_sample_scores(dist, x, loc, scale, event_ndims)):
+        for p, s in zip((loc, scale), per_sample_scores(dist, x, loc, scale, event_ndims), strict=True):
             s2 = s * s
             num = (fe * s2).sum(0, keepdim=True) - fe * s2
             den = s2.sum(0, keepdim=True) - s2

@@ -1,0 +1,199 @@
+"""The report's figures, one function each, drawn with seaborn. Imports no model code.
+
+Each figure function takes a :class:`Canvas` (where figures go, the estimators' colours)
+and the data, draws its figure if the data allow, and returns (title, relative path) or
+None. :func:`figures` draws them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.results_file import REFERENCE, atomic_write
+
+from .tables import axis_slice, fmt, is_toy
+
+FIGURES = "figures"
+Made = tuple[str, str] | None
+
+
+@dataclass
+class Canvas:
+    """Where the figures go and what they share: one colour per estimator, the reference first."""
+
+    out: Path
+    estimators: list[str]
+    palette: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, fig: Any, name: str, title: str, tight: bool = True) -> tuple[str, str]:
+        import matplotlib.pyplot as plt
+
+        kw = {"bbox_inches": "tight"} if tight else {}
+        atomic_write(self.out / FIGURES / name, lambda p: fig.savefig(p, dpi=110, format="png", **kw))
+        plt.close(fig)
+        return title, f"{FIGURES}/{name}"
+
+
+def _value_ticks(grid: Any, values: pd.Series) -> None:
+    """Label a log x-axis at the values run, in plain numbers, without minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ticks = sorted(values.unique())
+    for ax in grid.axes.flat:
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _positive(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["variance"] > 0) | (df["status"] != "ok")]  # log axes cannot show an exact zero
+
+
+def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, Any]) -> Made:
+    """Toy problems: variance against sigma or mu, the other axes at the base setting."""
+    import seaborn as sns
+
+    d = axis_slice(_positive(df), axis, base)
+    if d[axis].nunique() < 2:
+        return None
+    g = sns.relplot(data=d, x=axis, y="variance", hue="estimator", row="parameter", col="problem",
+                    kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
+                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
+    g.set(yscale="log")
+    if axis == "sigma":
+        g.set(xscale="log")
+        _value_ticks(g, d[axis])
+    g.set_titles("{col_name}, gradient of {row_name}")
+    g.set_axis_labels(axis, "variance of one estimate")
+    fixed = ", ".join(f"{k}={fmt(v)}" for k, v in base.items() if k != axis)
+    g.figure.suptitle(f"Estimator variance against {axis} ({fixed})")
+    g.figure.subplots_adjust(top=0.88)
+    return c.save(g.figure, f"variance_vs_{axis}.png", f"Variance against {axis}", tight=False)  # laid out by seaborn
+
+
+def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, Any]) -> Made:
+    """Toy problems: variance against samples per estimate, with a 1/n reference line."""
+    import seaborn as sns
+
+    d = axis_slice(_positive(df), "n_samples", base)
+    if d["n_samples"].nunique() < 2:
+        return None
+    g = sns.relplot(data=d, x="n_samples", y="variance", hue="estimator", row="parameter", col="problem",
+                    kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
+                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
+    g.set(xscale="log", yscale="log")
+    _value_ticks(g, d["n_samples"])
+    for (param, problem), ax in g.axes_dict.items():
+        ref = d[(d["parameter"] == param) & (d["problem"] == problem)].sort_values("n_samples")
+        if ref.empty:
+            continue
+        n0 = ref["n_samples"].min()
+        v0 = ref[ref["n_samples"] == n0]["variance"].median()
+        ns = np.array(sorted(ref["n_samples"].unique()), dtype=float)
+        ax.plot(ns, v0 * n0 / ns, color="black", linestyle="--", linewidth=1, label="1/n")
+    g.set_titles("{col_name}, gradient of {row_name}")
+    g.set_axis_labels("samples per estimate n", "variance of one estimate")
+    g.figure.suptitle("Variance against samples per estimate (dashed: 1/n reference)")
+    g.figure.subplots_adjust(top=0.88)
+    return c.save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
+
+
+def vae_gradient_variance(c: Canvas, df: pd.DataFrame) -> Made:
+    """Model problems: total variance of the encoder gradient per estimator, at each checkpoint."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    vae = df[(~is_toy(df)) & (df["status"] == "ok")]
+    if vae.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.barplot(data=vae, x="checkpoint", y="total_variance", hue="estimator", palette=c.palette,
+                hue_order=[e for e in c.estimators if e in set(vae["estimator"])],
+                order=[k for k in ("untrained", "trained") if k in set(vae["checkpoint"])], ax=ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("total variance of the encoder gradient")
+    ax.set_title(f"{', '.join(sorted(vae['problem'].unique()))}: ELBO gradient variance per estimator")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return c.save(fig, "vae_gradient_variance.png", "VAE encoder-gradient variance")
+
+
+def vae_test_elbo(c: Canvas, tr: pd.DataFrame | None) -> Made:
+    """Training curves: test ELBO against step and against wall time, per estimator."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if tr is None or "elbo_test" not in tr:
+        return None
+    curves = tr.dropna(subset=["elbo_test"]).copy()
+    if curves.empty:
+        return None
+    final = tr.sort_values("step").groupby("estimator")["status"].last()
+    curves["estimator"] = curves["estimator"].map(lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, x, label in ((axes[0], "step", "training step"), (axes[1], "wall_time_s", "training wall time (s)")):
+        sns.lineplot(data=curves, x=x, y="elbo_test", hue="estimator", ax=ax, marker=".", errorbar=None,
+                     palette=[c.palette.get(e.split(" (")[0]) for e in curves["estimator"].unique()],
+                     hue_order=list(curves["estimator"].unique()))
+        ax.set_xlabel(label)
+        ax.set_ylabel("test ELBO (nats per image)")
+    lo = curves["elbo_test"].quantile(0.02)
+    axes[0].set_ylim(bottom=lo, top=curves["elbo_test"].max() + 0.05 * abs(curves["elbo_test"].max() - lo))
+    axes[0].get_legend().remove()
+    axes[1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle("VAE test ELBO while training with each estimator (same seed, same steps, Adam)")
+    return c.save(fig, "vae_test_elbo.png", "VAE test ELBO curves")
+
+
+def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, Any]) -> Made:
+    """Efficiency relative to the reference estimator: toys at the base setting, models per checkpoint."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = df[(df["status"] == "ok") & np.isfinite(df["efficiency_vs_reparam"]) & (df["efficiency_vs_reparam"] > 0)]
+    toy_base = d[is_toy(d)]
+    for axis, value in base.items():
+        toy_base = toy_base[toy_base[axis] == value]
+    rows = [{"cell": f"{r['problem'].removeprefix('gaussian-')} d/d{r['parameter']}", "estimator": r["estimator"],
+             "efficiency_vs_reparam": r["efficiency_vs_reparam"]} for _, r in toy_base.iterrows()]
+    rows += [{"cell": f"{r['problem']} {r['checkpoint']}", "estimator": r["estimator"],
+              "efficiency_vs_reparam": r["efficiency_vs_reparam"]} for _, r in d[~is_toy(d)].iterrows()]
+    if not rows:
+        return None
+    e = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4))
+    sns.barplot(data=e, x="cell", y="efficiency_vs_reparam", hue="estimator", palette=c.palette,
+                hue_order=[x for x in c.estimators if x in set(e["estimator"])], ax=ax)
+    ax.set_yscale("log")
+    ax.axhline(1, color="black", linewidth=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel("efficiency / reparameterization's")
+    ax.set_title("Efficiency = 1 / (variance x time per estimate), relative to reparameterization")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return c.save(fig, "efficiency.png", "Efficiency relative to reparameterization")
+
+
+def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, Any]) -> list[tuple[str, str]]:
+    """Draw every figure the data allow; returns (title, relative path) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    estimators = sorted(df["estimator"].unique(), key=lambda e: (e != REFERENCE, e))
+    c = Canvas(out, estimators, dict(zip(estimators, sns.color_palette("tab10", len(estimators)), strict=True)))
+    made = [
+        variance_against(c, df, "sigma", base),
+        variance_against(c, df, "mu", base),
+        variance_against_n_samples(c, df, base),
+        vae_gradient_variance(c, df),
+        vae_test_elbo(c, tr),
+        efficiency(c, df, base),
+    ]
+    return [m for m in made if m is not None]

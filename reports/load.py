@@ -1,0 +1,180 @@
+"""Reading a results file for the report: checked before anything is built, with the
+defects a killed run can leave repaired by a stated rule. Imports no model code."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.results_file import curves_path
+
+TOY_AXES = ("mu", "sigma", "k", "dim", "n_samples")
+TOY_SETTING = ("mu", "sigma", "k", "dim")
+VAE_SETTING = ("checkpoint", "hidden", "latent", "batch")
+REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
+                    "snr", "time_per_estimate_s", "status")
+TEXT_COLUMNS = ("problem", "problem_kind", "estimator", "parameter", "status", "error", "setting", "checkpoint", "dtype",
+                "device", "estbench_version", "torch_version", "python_version", "machine")
+
+
+
+class ResultsError(ValueError):
+    """An unreadable or mismatched results file; the message names it."""
+
+
+VALID_STATUS = ("ok", "failed", "skipped")
+#: the kinds of problem the report reads, as the runner writes them (``problem_kind``)
+KINDS = ("toy", "model")
+#: results files written before ``problem_kind`` existed: the kind from the name's prefix
+LEGACY_PREFIXES = {"gaussian-": "toy", "vae-": "model"}
+#: a problem's rows need these columns, by kind (recognised by name prefix)
+KIND_COLUMNS = {"toy": (*TOY_SETTING, "setting"), "model": (*VAE_SETTING, "setting")}
+#: columns that hold numbers where they are filled (mu and sigma may also hold "0.5;1.0")
+NUMERIC_COLUMNS = ("dim", "k", "hidden", "latent", "batch", "n_samples", "replicates", "seed", "mean", "variance",
+                   "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
+                   "time_per_estimate_s", "compile_time_s")
+#: a cell's row for one parameter group: a second row with the same key is a duplicate
+ROW_KEY = ("problem", "estimator", "parameter", "setting", "n_samples", "replicates", "seed", "dtype", "device")
+
+
+def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:
+    return ResultsError(f"results file {path}, line {line}, column {column}: {what}")
+
+
+def _shown(value: Any) -> str:
+    """A value quoted for an error message, cut short (a corrupted cell can be very long)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFrame:
+    """Read and check a results file; ResultsError (one line naming the line and column) for
+    anything the report cannot use.
+
+    Two defects are repaired, by a documented rule, and described in ``notes``: a torn last
+    line (a run killed while writing it) is dropped; a duplicated row (same problem,
+    estimator, parameter, setting, n_samples, replicates, seed, dtype and device) keeps its
+    first occurrence."""
+    path = Path(path)
+    notes = [] if notes is None else notes
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ResultsError(f"results file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ResultsError(f"results file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"results file {path} is not a readable CSV (binary content)") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc.strerror}") from None
+    lines = text.splitlines(keepends=True)
+    if len(lines) > 1 and not lines[-1].endswith("\n"):
+        notes.append(f"dropped the torn last line {len(lines)} of {path.name} (a run stopped while writing it)")
+        text = "".join(lines[:-1])
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={c: "string" for c in TEXT_COLUMNS})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"results file {path} is not a readable CSV ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(
+            f"results file {path} is not an estbench results table: missing columns {', '.join(missing)}"
+        )
+    if df.empty:
+        raise ResultsError(f"results file {path} has no rows")
+    _check_rows(path, df)
+    key = [c for c in ROW_KEY if c in df.columns]
+    dup = df.duplicated(subset=key, keep="first")
+    if dup.any():
+        first = int(dup.to_numpy().nonzero()[0][0]) + 2
+        notes.append(f"dropped {int(dup.sum())} duplicated rows of {path.name} (the first from line {first}); "
+                     f"the first occurrence of each row is kept")
+        df = df[~dup].reset_index(drop=True)
+    df["error"] = df["error"].fillna("").astype(object) if "error" in df else ""
+    for axis in ("mu", "sigma"):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
+        if axis in df and not pd.api.types.is_numeric_dtype(df[axis]):
+            df[axis] = df[axis].map(_number_or_text)
+    for c in TEXT_COLUMNS:
+        if c in df and c != "error":
+            df[c] = df[c].astype(object)
+    df.attrs["notes"] = notes
+    return df
+
+
+def _check_rows(path: Path, df: pd.DataFrame) -> None:
+    """Problem names, status values, numbers and variances, each error naming its line (header = line 1)."""
+    line = lambda i: int(i) + 2  # noqa: E731
+    problem = df["problem"].fillna("")
+    if "problem_kind" in df.columns:
+        kind = df["problem_kind"].fillna("").astype(str)
+        unknown = ~kind.isin(KINDS)
+        if unknown.any():
+            i = unknown.idxmax()
+            raise _bad(path, line(i), "problem_kind", f"unknown kind {_shown(kind[i])} of problem {_shown(problem[i])}; "
+                       f"this report reads: {', '.join(KINDS)}")
+    else:  # written before problem_kind: the built-in problems' names say it
+        kind = problem.map(lambda p: next((k for pre, k in LEGACY_PREFIXES.items() if p.startswith(pre)), ""))
+        unknown = kind == ""
+        if unknown.any():
+            i = unknown.idxmax()
+            raise _bad(path, line(i), "problem", f"unknown problem {_shown(problem[i])} in a file without "
+                       f"problem_kind; this report reads the {', '.join(p + '*' for p in LEGACY_PREFIXES)} problems")
+        df["problem_kind"] = kind
+    for k, cols in KIND_COLUMNS.items():
+        absent = [c for c in cols if c not in df.columns]
+        if (kind == k).any() and absent:
+            raise ResultsError(f"results file {path} has {k} problem rows ({', '.join(sorted(set(problem[kind == k])))})"
+                               f" but no column {', '.join(absent)}")
+    status = df["status"].fillna("")
+    odd = ~status.isin(VALID_STATUS)
+    if odd.any():
+        i = odd.idxmax()
+        raise _bad(path, line(i), "status", f"unknown status {_shown(status[i])}; valid: {', '.join(VALID_STATUS)}")
+    for c in (c for c in NUMERIC_COLUMNS if c in df.columns):
+        raw = df[c]
+        if pd.api.types.is_numeric_dtype(raw):
+            continue
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & num.isna() & ~raw.astype(str).str.strip().str.lower().isin(("nan", "inf", "-inf", ""))
+        if bad.any():
+            i = bad.idxmax()
+            raise _bad(path, line(i), c, f"{_shown(raw[i])} is not a number")
+        df[c] = num
+    for c in ("mu", "sigma"):
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            for i, v in df[c].items():
+                if isinstance(v, str) and any(_number_or_text(x) == x for x in v.split(";")):
+                    raise _bad(path, line(i), c, f"{_shown(v)} is not a number (or numbers joined by ';')")
+    ok = status == "ok"
+    for c in ("variance", "total_variance"):
+        if c not in df.columns:
+            continue
+        v = df[c]
+        nan, neg = ok & v.isna(), ok & (v < 0)
+        if nan.any():
+            raise _bad(path, line(nan.idxmax()), c, f"no {c} (NaN) in a row whose status is ok")
+        if neg.any():
+            i = neg.idxmax()
+            raise _bad(path, line(i), c, f"negative {c} {v[i]:g}; a variance is >= 0")
+
+
+def _number_or_text(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def read_training(results: str | Path) -> pd.DataFrame | None:
+    path = curves_path(results)
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"training file {path} is not a readable CSV ({exc})") from None
+    return df if not df.empty else None

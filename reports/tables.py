@@ -1,0 +1,166 @@
+"""The report's tables: formatting, ratios to the reference estimator, a table per problem,
+the training table. Imports no model code."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.results_file import REFERENCE
+
+from .load import TOY_AXES, TOY_SETTING, VAE_SETTING
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if isinstance(x, str):
+        return x
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, (int, np.integer)):
+        return str(x)
+    x = float(x)
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e5:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits - 1}e}"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: '|' escaped, one line."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_cell(fmt(row[c])) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def setting_text(row: pd.Series, keys: Iterable[str]) -> str:
+    return ", ".join(f"{k}={fmt(row[k])}" for k in keys if k in row and not pd.isna(row[k]))
+
+
+def is_toy(df: pd.DataFrame) -> pd.Series:
+    """Rows of toy problems (as the problem declared its kind; see reports.load)."""
+    return df["problem_kind"] == "toy"
+
+
+def add_derived(df: pd.DataFrame) -> pd.DataFrame:
+    """Efficiency and ratios to the reference estimator at the same setting and parameter."""
+    df = df.copy()
+    df["efficiency"] = 1.0 / (df["variance"] * df["time_per_estimate_s"])
+    keys = ["problem", "parameter", "setting", "n_samples"]
+    ref = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["variance", "efficiency"]]
+    ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
+    df = df.merge(ref, on=keys, how="left")
+    df["variance_vs_reparam"] = df["variance"] / df["_ref_var"]
+    df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
+    return df.drop(columns=["_ref_var", "_ref_eff"])
+
+
+def _numeric_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """mu and sigma as numbers; per-coordinate settings ('0.5;1.0;2.0') become NaN on these axes."""
+    df = df.copy()
+    for axis in TOY_AXES:
+        if axis in df:
+            df[axis] = pd.to_numeric(df[axis], errors="coerce")
+    return df
+
+
+def base_values(df: pd.DataFrame) -> dict[str, Any]:
+    """The most common value of each toy axis: the setting the report's base tables show."""
+    toy = _numeric_axes(df[is_toy(df)])
+    out = {}
+    for axis in TOY_AXES:
+        if axis in toy and toy[axis].notna().any():
+            counts = toy[axis].value_counts()
+            out[axis] = counts[counts == counts.max()].index.min()
+    return out
+
+
+def axis_slice(df: pd.DataFrame, axis: str, base: dict[str, Any]) -> pd.DataFrame:
+    """Toy rows where every axis but ``axis`` is at its base value."""
+    toy = _numeric_axes(df[is_toy(df) & (df["status"] == "ok")])
+    mask = pd.Series(True, index=toy.index)
+    for other, value in base.items():
+        if other != axis:
+            mask &= toy[other] == value
+    return toy[mask]
+
+
+TABLE_COLUMNS = {
+    "estimator": "estimator",
+    "parameter": "gradient of",
+    "variance": "variance",
+    "variance_vs_reparam": "variance / reparam",
+    "bias_z": "bias z",
+    "mse": "MSE",
+    "snr": "SNR",
+    "time_us": "time / estimate (us)",
+    "efficiency": "efficiency",
+    "efficiency_vs_reparam": "efficiency / reparam",
+}
+
+VAE_TABLE_COLUMNS = {
+    "estimator": "estimator",
+    "checkpoint": "checkpoint",
+    "total_variance": "total variance",
+    "variance_vs_reparam": "variance / reparam",
+    "snr": "SNR",
+    "agreement_z": "max z vs reparam",
+    "time_us": "time / estimate (us)",
+    "efficiency": "efficiency",
+    "efficiency_vs_reparam": "efficiency / reparam",
+}
+
+
+def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.DataFrame:
+    """The report's table for one problem (toy: at the base setting; VAE: every checkpoint)."""
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")].copy()
+    rows["time_us"] = rows["time_per_estimate_s"] * 1e6
+    if is_toy(df[df["problem"] == problem]).all():
+        for axis, value in base.items():
+            rows = rows[rows[axis] == value]
+        cols = TABLE_COLUMNS
+        rows = rows.sort_values(["parameter", "variance"])
+    else:
+        cols = VAE_TABLE_COLUMNS
+        order = {"untrained": 0, "trained": 1}
+        rows = rows.assign(_o=rows["checkpoint"].map(order)).sort_values(["_o", "total_variance"])
+    return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
+
+
+def all_tables(df: pd.DataFrame) -> pd.DataFrame:
+    """Every ok row with the derived columns, for tables.csv."""
+    keep = ["problem", "estimator", "parameter", *TOY_SETTING, *VAE_SETTING, "n_samples", "replicates",
+            "variance", "total_variance", "variance_vs_reparam", "bias_z", "mse", "snr", "agreement_z",
+            "time_per_estimate_s", "efficiency", "efficiency_vs_reparam"]
+    ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
+    return ok[[c for c in keep if c in ok]].reset_index(drop=True)
+
+
+def training_table(tr: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (problem, est, n), g in tr.groupby(["problem", "estimator", "n_samples"], sort=False):
+        g = g.sort_values("step")
+        last = g.iloc[-1]
+        first = g.iloc[0]
+        out.append({
+            "problem": problem, "estimator": est, "n_samples": int(n),
+            "steps": int(last["step"]) if not pd.isna(last.get("step")) else 0,
+            "test ELBO at start": first.get("elbo_test"),
+            "test ELBO at end": last.get("elbo_test"),
+            "best test ELBO": g["elbo_test"].max(),
+            "train time (s)": last.get("wall_time_s"),
+            "status": last["status"] if last["status"] != "ok" else "ok",
+        })
+    return pd.DataFrame(out)

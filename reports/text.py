@@ -1,0 +1,165 @@
+"""The report's text: paragraphs written from the numbers, and what was run. Imports no
+model code."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.results_file import REFERENCE
+
+from .load import TOY_AXES, TOY_SETTING, VAE_SETTING
+from .tables import fmt, is_toy, setting_text
+
+
+def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
+    at_base = rows.copy()
+    for axis, value in base.items():
+        at_base = at_base[at_base[axis] == value]
+    parts = []
+    for param, g in at_base.groupby("parameter", sort=True):
+        g = g.sort_values("variance")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        eff = g.sort_values("efficiency", ascending=False).iloc[0]
+        if g["estimator"].nunique() == 1:
+            parts.append(f"For the gradient of {param}, only {lo['estimator']} ran: variance {fmt(lo['variance'])}, "
+                         f"nothing to compare it with.")
+            continue
+        parts.append(
+            f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}) and "
+            f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
+            + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
+            f"counting time, {eff['estimator']} is the most efficient."
+        )
+    # where, across the whole sweep, does the pathwise estimator lose?
+    swept = rows.dropna(subset=["variance_vs_reparam"])
+    swept = swept[swept["estimator"] != REFERENCE]
+    if not swept.empty:
+        better = swept[swept["variance_vs_reparam"] < 1]
+        n_settings = swept.groupby(["setting", "n_samples", "parameter"]).ngroups
+        if better.empty:
+            parts.append(f"Over all {n_settings} settings x gradients run, no estimator has lower variance than "
+                         f"reparameterization.")
+        else:
+            best = better.sort_values("variance_vs_reparam").iloc[0]
+            parts.append(
+                f"Over all {n_settings} settings x gradients run, another estimator beats reparameterization's "
+                f"variance in {better.groupby(['setting', 'n_samples', 'parameter']).ngroups} of them; the "
+                f"largest gain is {best['estimator']}'s on the {best['parameter']}-gradient at "
+                f"{setting_text(best, TOY_SETTING)}, n={int(best['n_samples'])} "
+                + (f"({fmt(1 / best['variance_vs_reparam'])}x lower)." if best["variance_vs_reparam"] > 0
+                   else "(zero variance: every estimate was the same).")
+            )
+    z = rows["bias_z"].abs()
+    if z.notna().any():
+        n = int(z.notna().sum())
+        worst = rows.loc[z.idxmax()]
+        expect = math.sqrt(2 * math.log(max(n, 2)))
+        verdict = "consistent with every estimator being unbiased" if z.max() <= expect + 1.5 else \
+            "larger than chance alone explains: look at that cell"
+        parts.append(
+            f"Bias: the largest |bias z| over the {n} cells x gradients is {fmt(z.max())} "
+            f"({worst['estimator']}, {worst['parameter']}, {setting_text(worst, TOY_SETTING)}); "
+            f"the largest of {n} standard normals is typically about {fmt(expect)}, so this is {verdict}."
+        )
+    return " ".join(parts)
+
+
+def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
+    parts = []
+    for ckpt in ("untrained", "trained"):
+        g = rows[rows["checkpoint"] == ckpt].sort_values("total_variance")
+        if g.empty:
+            continue
+        lo, hi = g.iloc[0], g.iloc[-1]
+        eff = g.sort_values("efficiency", ascending=False).iloc[0]
+        if g["estimator"].nunique() == 1:
+            parts.append(f"At the {ckpt} checkpoint only {lo['estimator']} ran: total variance of the encoder "
+                         f"gradient {fmt(lo['total_variance'])}, nothing to compare it with.")
+            continue
+        parts.append(
+            f"At the {ckpt} checkpoint, {lo['estimator']} has the lowest total variance of the encoder gradient "
+            f"({fmt(lo['total_variance'])}) and {hi['estimator']} the highest "
+            f"({fmt(hi['total_variance'] / lo['total_variance'])}x more); "
+            f"{eff['estimator']} is the most efficient."
+        )
+    z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
+    if not z.empty:
+        n_coords = int(round((rows["total_variance"] / rows["variance"]).median()))
+        from statistics import NormalDist
+
+        thresh = NormalDist().inv_cdf(1 - 0.01 / (2 * n_coords * len(z)))
+        verdict = "so the estimators agree on the mean gradient" if z.max() <= thresh else \
+            "so at least one estimator's mean gradient disagrees with the pathwise one"
+        parts.append(
+            f"No closed-form gradient exists here: the reference is the pathwise estimator's mean. The largest "
+            f"|z| between an estimator's mean and it, over {n_coords} encoder coordinates, is {fmt(z.max())}; "
+            f"with a 1% false-alarm rate over all coordinates and estimators the threshold is {fmt(thresh)}, "
+            f"{verdict}."
+        )
+    return " ".join(parts)
+
+
+def training_paragraph(table: pd.DataFrame) -> str:
+    ok = table[table["status"] == "ok"].dropna(subset=["test ELBO at end"])
+    parts = []
+    if not ok.empty:
+        best = ok.sort_values("test ELBO at end", ascending=False).iloc[0]
+        worst = ok.sort_values("test ELBO at end").iloc[0]
+        parts.append(
+            f"After {int(best['steps'])} steps, {best['estimator']} reaches the best test ELBO "
+            f"({fmt(best['test ELBO at end'], 4)} nats per image, from {fmt(best['test ELBO at start'], 4)}) and "
+            f"{worst['estimator']} the worst ({fmt(worst['test ELBO at end'], 4)})."
+        )
+    bad = table[table["status"] != "ok"]
+    for _, r in bad.iterrows():
+        parts.append(f"{r['estimator']}'s training {r['status']}.")
+    return " ".join(parts)
+
+
+def _compile_line(df: pd.DataFrame) -> list[str]:
+    """How many cells ran under torch.compile, and what compiling cost (results files from
+    before the compile switch have no such columns: no line)."""
+    if "compiled" not in df:
+        return []
+    ok = df[df["status"] == "ok"].drop_duplicates(["problem", "estimator", "setting", "n_samples"])
+    compiled = ok["compiled"].astype(str).str.lower() == "true"
+    if not compiled.any():
+        return [f"- torch.compile: no cell compiled ({len(ok)} cells ran eagerly; `--compile on` compiles every cell)"]
+    cost = pd.to_numeric(ok.loc[compiled, "compile_time_s"], errors="coerce")
+    return [f"- torch.compile: {int(compiled.sum())} of {len(ok)} cells compiled, {cost.sum():.0f} s of compiling "
+            f"(not in time per estimate)"]
+
+
+def provenance(df: pd.DataFrame) -> list[str]:
+    def values(col: str) -> str:
+        return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
+
+    lines = [
+        f"- seed: {values('seed')}; replicates per cell: {values('replicates')}; dtype: {values('dtype')}; "
+        f"device: {values('device')}",
+        f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
+        f"- machine: {values('machine')}",
+        *_compile_line(df),
+        f"- problems: {', '.join(df['problem'].unique())}",
+        f"- estimators: {', '.join(df['estimator'].unique())}",
+    ]
+    toy = df[is_toy(df)]
+    if not toy.empty:
+        def listed(a: str) -> str:
+            values = toy[a].dropna().unique()
+            nums = sorted(v for v in values if not isinstance(v, str))
+            vecs = sorted(v for v in values if isinstance(v, str))  # per-coordinate settings
+            return ", ".join([fmt(v) for v in nums] + [f"({v})" for v in vecs])
+
+        lines.append("- toy settings: " + "; ".join(f"{a} in {{{listed(a)}}}" for a in TOY_AXES))
+    vae = df[~is_toy(df)]
+    if not vae.empty:
+        lines.append("- VAE settings: " + "; ".join(
+            f"{a} in {{{', '.join(fmt(v) for v in sorted(vae[a].dropna().unique(), key=str))}}}"
+            for a in (*VAE_SETTING, "n_samples")))
+    return lines
