@@ -29,6 +29,7 @@ import torch
 import estimators
 from estimators import EstimatorError
 
+from . import allocator
 from .engine import (
     GPU_CHUNK_FACTOR,
     WARMUP_CALLS,
@@ -81,7 +82,9 @@ def estbench_version() -> str:
 
 
 def machine() -> str:
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    """The machine, its threads, and how this process allocates memory (benchmarks.allocator)."""
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"{allocator.describe()}")
 
 
 
@@ -201,6 +204,7 @@ def run(
     progress: Callable[[Cell], None] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    curves: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of one or more sweeps; append rows to ``out`` as cells complete.
 
@@ -210,19 +214,21 @@ def run(
     refused. With ``resume``, the cells (and curves) already complete in ``out`` are skipped
     and the rest appended; since every cell is seeded from its identity, the final table
     equals an uninterrupted run's. A resume whose options would change a completed cell is
-    refused (ResumeError, see CONTENT_COLUMNS). Returns the rows computed by this call.
+    refused (ResumeError, see CONTENT_COLUMNS). Returns the rows computed by this call; the
+    training-curve rows it computes are appended to ``curves`` when a list is given.
     """
     plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)
     if out is None:
-        return _run(plan, None, progress, resume)
+        return _run(plan, None, progress, resume, curves)
     with writer_lock(out):
         check_target(out, resume=resume, overwrite=overwrite)
         if plan.curves:
             check_target(curves_path(out), resume=resume, overwrite=overwrite, option="training file")
-        return _run(plan, Path(out), progress, resume)
+        return _run(plan, Path(out), progress, resume, curves)
 
 
-def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, resume: bool) -> list[dict[str, Any]]:
+def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, resume: bool,
+         curves: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     done_cells: set[tuple] = set()
     done_curves: set[tuple] = set()
     if resume and out is not None:
@@ -281,6 +287,8 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
         prepared = (None, None)
         for cell, sweep in todo_curves:
             points = curve_rows(cell, sweep, sweep.context())
+            if curves is not None:
+                curves.extend(points)
             if curve_writer is not None:
                 curve_writer.write(points)
             if progress is not None:

@@ -159,6 +159,11 @@ _TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int,
           "checkpoint": str, "hidden": int, "latent": int, "batch": int}
 
 
+def list_fields() -> set[str]:
+    """The sweep's fields that hold a list of values (the axes, problems, estimators)."""
+    return set(_LIST_FIELDS)
+
+
 def _coerce(path: Path, key: str, value: Any) -> Any:
     if key in _LIST_FIELDS:
         values = value if isinstance(value, list) else [value]

@@ -1,18 +1,16 @@
-"""The ``estbench`` command line: list, run, report, perf.
+"""The ``estbench`` command line: list, run, report, perf. A thin layer over estbench.api.
 
-Bad input (unknown names, impossible values, malformed files) prints one line
-naming the bad value and the valid choices, and exits with status 2.
-A run in which some cells failed exits with status 1.
+Bad input (unknown names and options, impossible values, malformed files) prints one
+line naming the bad value and the valid choices, and exits with status 2. A run in
+which some cells failed exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import difflib
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import estimators
@@ -20,82 +18,119 @@ from benchmarks import allocator, compiling, problems
 from benchmarks.data import DataError
 from benchmarks.problems import SettingError
 from benchmarks.results_file import ResultsFileError, os_error_text
-from benchmarks.runner import ResumeError
-from benchmarks.sweep import Sweep, SweepError, load_toml
-from reports.report import ResultsError
+from benchmarks.resume import ResumeError
+from benchmarks.sweep import SweepError
+from reports.load import ResultsError
+
+from . import api
+from .progress import progress
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
+#: the commands that measure: they keep freed memory in the process (benchmarks.allocator)
+MEASURING = ("run", "report", "perf")
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-#: Seconds between progress lines when stderr is not a terminal (CI logs, nohup);
-#: $ESTBENCH_PROGRESS_EVERY overrides it (0: a line per cell).
-PROGRESS_EVERY_S = 30.0
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--replicate`` is not ``--replicates``), whose errors are
+    one line (no usage dump) and, for an unknown option, name the closest valid one."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            unknown = next((w for w in message.split(":", 1)[1].split() if w.startswith("-")), None)
+            valid = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(unknown.split("=")[0], valid, n=1) if unknown else []
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
 
 COMPILE_HELP = ("torch.compile the replicate engine: auto compiles only cells predicted to run over a minute "
                 "eagerly, on compiles every cell, off never (default: auto)")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def _add_sweep_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to run (default: everything registered)")
-    g.add_argument("--problem", nargs="+", metavar="NAME", help="problems to run (default: all)")
-    g.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators to run (default: all)")
-    g.add_argument("--config", metavar="FILE", help="TOML sweep file; command-line options override it")
+def _common() -> argparse.ArgumentParser:
+    """Options that run and report share, declared once."""
+    p = Parser(add_help=False)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--problem", nargs="+", metavar="NAME", help="problems (default: all but those needing data)")
+    g.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators (default: all)")
     g.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                    help="load estimators from a Python file or module (repeatable)")
+    g.add_argument("--data-dir", dest="data_dir", help="directory with MNIST IDX files, for vae-mnist")
+    r = p.add_argument_group("how")
+    r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
+    r.add_argument("--dtype", choices=["float64", "float32"],
+                   help="floating point type of samples and gradients; statistics are float64 (default: float32)")
+    r.add_argument("--device", help="cpu or cuda[:N] (default: cpu)")
+    r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
+    f = p.add_argument_group("the results file")
+    f.add_argument("--resume", action="store_true",
+                   help="keep the completed cells of the results file and compute only the rest (same options; "
+                        "more problems, estimators or settings may be added)")
+    f.add_argument("--overwrite", action="store_true", help="replace existing results (never done without it)")
+    f.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _plugin_option() -> argparse.ArgumentParser:
+    p = Parser(add_help=False)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="load estimators from a Python file or module (repeatable)")
+    return p
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML sweep file; command-line options override it")
     s = p.add_argument_group("toy Gaussian settings (several values give a sweep)")
     s.add_argument("--mu", nargs="+", type=float, help="mean of every coordinate (default: 1)")
     s.add_argument("--sigma", nargs="+", type=float, help="standard deviation, > 0 (default: 1)")
     s.add_argument("--k", nargs="+", type=float, help="parameter of the test function (default: 1)")
-    s.add_argument("--dim", nargs="+", type=_positive_int, help="dimension, >= 1 (default: 1)")
+    s.add_argument("--dim", nargs="+", type=_int, help="dimension, >= 1 (default: 1)")
     v = p.add_argument_group("VAE settings (vae-digits, vae-mnist)")
     v.add_argument("--checkpoint", nargs="+", choices=["untrained", "trained"],
                    help="where the encoder-gradient variance is measured (default: untrained trained)")
-    v.add_argument("--hidden", nargs="+", type=_positive_int, help="hidden width of encoder and decoder (default: 256)")
-    v.add_argument("--latent", nargs="+", type=_positive_int, help="latent size (default: 8)")
-    v.add_argument("--batch", nargs="+", type=_positive_int, help="images per ELBO estimate (default: 128)")
-    v.add_argument("--checkpoint-steps", type=_positive_int, dest="checkpoint_steps",
+    v.add_argument("--hidden", nargs="+", type=_int, help="hidden width of encoder and decoder (default: 256)")
+    v.add_argument("--latent", nargs="+", type=_int, help="latent size (default: 8)")
+    v.add_argument("--batch", nargs="+", type=_int, help="images per ELBO estimate (default: 128)")
+    v.add_argument("--checkpoint-steps", type=_int, dest="checkpoint_steps",
                    help="Adam steps with the pathwise estimator that make the trained checkpoint (default: 2000)")
-    v.add_argument("--train-steps", type=_positive_int, dest="train_steps",
+    v.add_argument("--train-steps", type=_int, dest="train_steps",
                    help="Adam steps of each estimator's training curve; 0 for none (default: 1000)")
-    v.add_argument("--data-dir", dest="data_dir", help="directory with MNIST IDX files, for vae-mnist")
     r = p.add_argument_group("estimates")
-    r.add_argument("--n-samples", nargs="+", type=_positive_int, dest="n_samples",
-                   help="draws per gradient estimate (default: 4)")
-    r.add_argument("--replicates", type=_positive_int, help="independent estimates per cell, >= 2 (default: 1000)")
-    r.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
-    r.add_argument("--dtype", choices=["float64", "float32"], help="floating point type of the samples and gradients; statistics are always accumulated in float64 (default: float32)")
-    r.add_argument("--device", help="cpu or cuda (default: cpu)")
-    r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
+    r.add_argument("--n-samples", nargs="+", type=_int, dest="n_samples", help="draws per gradient estimate (default: 4)")
+    r.add_argument("--replicates", type=_int, help="independent estimates per cell, >= 2 (default: 1000)")
+
+
+#: command-line options that are sweep axes or options, passed to estbench.api by name
+SWEEP_ARGS = ("mu", "sigma", "k", "dim", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
+              "data_dir", "n_samples", "replicates", "seed", "dtype", "device", "compile")
+
+
+def _check_resume_overwrite(args: argparse.Namespace) -> None:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues --out, "
+                         "--overwrite replaces it; give one")
 
 
 def _load_plugins(specs: Sequence[str]) -> None:
     for spec in specs:
-        try:
-            estimators.load_plugin(spec)
-        except estimators.PluginError as exc:
-            raise UsageError(str(exc)) from exc
-
-
-def sweep_from_args(args: argparse.Namespace) -> Sweep:
-    _load_plugins(args.plugin)
-    values: dict[str, Any] = load_toml(args.config) if args.config else {}
-    sweep = Sweep().with_overrides(**values)
-    names = ["problem", "estimator", "mu", "sigma", "k", "dim", "checkpoint", "hidden", "latent", "batch",
-             "checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device", "compile"]
-    sweep = sweep.with_overrides(**{n: getattr(args, n) for n in names})
-    return sweep.validate()
+        estimators.load_plugin(spec)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -114,134 +149,45 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failed(df: Any) -> int:
+    return int((df["status"] == "failed").sum())
+
+
+def _progress(args: argparse.Namespace) -> api.Progress:
+    return lambda plan: progress(plan, args.quiet)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks import runner
+    from benchmarks.results_file import curves_path
 
     _check_resume_overwrite(args)
-    plan = runner.make_plan(sweep_from_args(args))
-    bar = _progress(plan, args.quiet)
-    rows = runner.run(plan, out=args.out, progress=bar, resume=args.resume,
-                      overwrite=args.overwrite)
-    bar(None)
-    print(f"wrote {len(rows)} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
-    if args.resume:  # the exit status speaks for the whole table, earlier runs' cells included
-        import csv
-
-        with open(args.out, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    failed = runner.n_failed(rows)
-    if plan.curves:
-        print(f"wrote training curves to {runner.curves_path(args.out)}", file=sys.stderr)
+    df = api.run(args.problem, args.estimator, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                 config=args.config, plugins=args.plugin, progress=_progress(args),
+                 **{n: getattr(args, n) for n in SWEEP_ARGS})
+    print(f"wrote {df.attrs['computed']} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
+    if df.attrs["curves"] is not None:
+        print(f"wrote training curves to {curves_path(args.out)}", file=sys.stderr)
+    failed = _failed(df)  # the whole table, earlier runs' cells included
     if failed:
         print(f"{failed} rows failed; see the status and error columns of {args.out}", file=sys.stderr)
         return EXIT_FAILED_CELLS
     return 0
 
 
-def _check_resume_overwrite(args: argparse.Namespace) -> None:
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite contradict each other: --resume continues --out, "
-                         "--overwrite replaces it; give one")
-
-
-def _progress(plan: Any, quiet: bool):
-    """Progress on stderr; returns a callback(cell), closed by callback(None).
-
-    On a terminal, a tqdm bar. Elsewhere (CI logs, nohup), a line every PROGRESS_EVERY_S
-    seconds: cells done / total, elapsed, estimated remaining; and one at the end."""
-    if quiet:
-        return lambda cell: None
-    if not sys.stderr.isatty():
-        return _progress_lines(plan)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(plan), unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
-
-    def update(cell: Any) -> None:
-        if cell is None:
-            bar.close()
-            return
-        bar.set_postfix_str(cell.label[-60:], refresh=False)
-        bar.update(1)
-
-    return update
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-def _progress_lines(plan: Any):
-    """Progress lines for a log. The time left is estimated per kind of unit (a problem's cells,
-    its training curves), from the mean time of the units of that kind done so far (of all
-    units where none of a kind is done yet): a VAE cell takes a thousand times a toy cell's."""
-    try:
-        every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
-    except ValueError:
-        every = PROGRESS_EVERY_S
-    kinds = [(c.problem.name, "cell") for c, _ in plan.cells] + [(c.problem.name, "curve") for c, _ in plan.curves]
-    total = len(kinds)
-    start = last_line = last_unit = time.monotonic()
-    spent: dict[tuple, list[float]] = {}
-    done = 0
-
-    def left() -> float:
-        pooled = [t for ts in spent.values() for t in ts]
-        overall = sum(pooled) / len(pooled) if pooled else 0.0
-        mean = {k: sum(ts) / len(ts) for k, ts in spent.items() if ts}
-        return sum(mean.get(k, overall) for k in kinds[done:])
-
-    def update(cell: Any) -> None:
-        nonlocal done, last_line, last_unit
-        now = time.monotonic()
-        if cell is None:
-            print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
-            return
-        if now - last_unit > 1e-3:  # units kept by --resume report at once; they say nothing of the time
-            spent.setdefault(kinds[min(done, total - 1)], []).append(now - last_unit)
-        last_unit = now
-        done += 1
-        if now - last_line >= every and done < total:
-            last_line = now
-            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left())} left "
-                  f"(last: {cell.label})", file=sys.stderr, flush=True)
-
-    return update
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks import runner
-    from benchmarks.sweep import report_sweeps
-    from reports.report import build, check_benchmarks, check_out_dir
-
-    out = Path(args.out)
-    command = "estbench report " + " ".join(args.argv)
-    check_out_dir(out)
-    if args.benchmarks:
-        check_benchmarks(args.benchmarks)  # before the sweep: a bad file must not cost a run
     _check_resume_overwrite(args)
+    command = "estbench report " + " ".join(args.argv)
     if args.results:
-        report = build(args.results, out, benchmarks=args.benchmarks, command=command, overwrite=args.overwrite)
+        report = api.report(args.results, args.out, benchmarks=args.benchmarks, command=command,
+                            overwrite=args.overwrite)
         print(f"report rebuilt from {args.results}: {report}", file=sys.stderr)
         return 0
-    _load_plugins(args.plugin)
-    base = Sweep().with_overrides(estimator=args.estimator, seed=args.seed, dtype=args.dtype, device=args.device,
-                                  compile=args.compile, problem=args.problem, data_dir=args.data_dir).validate()
-    plan = runner.make_plan(report_sweeps(base, quick=args.quick))
-    results = out / "results.csv"
-    bar = _progress(plan, args.quiet)
-    rows = runner.run(plan, out=results, progress=bar, resume=args.resume,
-                      overwrite=args.overwrite)
-    bar(None)
-    if args.resume:
-        import csv
-
-        with open(results, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    report = build(results, out, benchmarks=args.benchmarks, command=command)
-    print(f"wrote {report} ({len(rows)} result rows in {results})", file=sys.stderr)
-    failed = runner.n_failed(rows)
+    report, df = api.default_report(args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
+                                    benchmarks=args.benchmarks, command=command, progress=_progress(args),
+                                    plugins=args.plugin, problem=args.problem, estimator=args.estimator,
+                                    **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir")})
+    print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
+    failed = _failed(df)
     if failed:
         print(f"{failed} rows failed; they are listed in the report", file=sys.stderr)
         return EXIT_FAILED_CELLS
@@ -249,52 +195,36 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from benchmarks import perf
+    from benchmarks import perf_command
 
-    perf.main(args)
+    perf_command.main(args)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="estbench", description="Benchmark suite for Monte Carlo gradient estimators.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="estbench", description="Benchmark suite for Monte Carlo gradient estimators.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    parser.set_defaults(commands=sub.choices)  # each command's parser, to report its unknown options
 
-    p = sub.add_parser("list", help="list estimators and problems")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
+    p = sub.add_parser("list", help="list estimators and problems", parents=[_plugin_option()])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("run", help="run a sweep and write tidy results (CSV)")
-    _add_sweep_options(p)
+    p = sub.add_parser("run", help="run a sweep and write tidy results (CSV)", parents=[_common()])
+    _sweep_options(p)
     p.add_argument("--out", default="results.csv", help="results file, written as cells complete (default: results.csv)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the completed cells of --out and compute only the rest (same options, same seed; "
-                        "more problems, estimators or settings may be added)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never done without it)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="run the default sweep (or read --results) and write the variance report")
-    p.add_argument("--out", default="reports/latest", help="report folder (default: reports/latest, ignored by git; the committed example is reports/example)")
+    p = sub.add_parser("report", help="run the default sweep (or read --results) and write the variance report",
+                       parents=[_common()])
+    p.add_argument("--out", default="reports/latest",
+                   help="report folder (default: reports/latest, ignored by git; the committed example is reports/example)")
     p.add_argument("--results", metavar="FILE", help="rebuild from this results CSV without recomputing")
     p.add_argument("--benchmarks", metavar="FILE", help="pytest-benchmark JSON to include (from --benchmark-json)")
     p.add_argument("--quick", action="store_true", help="a smaller sweep for a first look (under a minute)")
-    p.add_argument("--problem", nargs="+", metavar="NAME", help="problems (default: the toys and vae-digits)")
-    p.add_argument("--data-dir", dest="data_dir", help="directory with MNIST IDX files, for --problem vae-mnist")
-    p.add_argument("--estimator", nargs="+", metavar="NAME", help="estimators (default: all)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE")
-    p.add_argument("--seed", type=int, help="seed of the whole run (default: 0)")
-    p.add_argument("--dtype", choices=["float64", "float32"])
-    p.add_argument("--device", help="cpu or cuda (default: cpu)")
-    p.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted report: keep the completed cells of OUT/results.csv")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results already in --out (never done without it)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("perf", help="speed of the replicate engine against a backward() loop, JAX and a matmul")
-    from benchmarks.perf import add_arguments
+    from benchmarks.perf_command import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_perf)
@@ -328,9 +258,12 @@ def _terminate_as_interrupt():
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's own parser names the closest of its options
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv[1:]
-    allocator.keep_freed_memory()
+    if args.command in MEASURING:
+        allocator.keep_freed_memory()
     restore = _terminate_as_interrupt()
     try:
         return args.func(args)

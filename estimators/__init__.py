@@ -27,6 +27,7 @@ from .registry import (
     origin,
     provenance,
     register,
+    register_object,
 )
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "origin",
     "provenance",
     "register",
+    "register_object",
     "score_surrogate",
 ]

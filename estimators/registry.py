@@ -9,6 +9,7 @@ crash of the whole suite; an unknown name raises an error listing valid names.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib
@@ -28,6 +29,7 @@ _BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in BUILTINS}
 _PLUGINS: dict[str, type[Estimator]] = {}
 _PLUGIN_ORIGIN: dict[str, str] = {}
 _PLUGIN_SOURCE: dict[str, str] = {}  # what a results row records as the estimator's origin
+_INSTANCES: dict[str, Estimator] = {}  # estimators handed over as objects: each get() is a copy
 _entry_points_loaded = False
 
 
@@ -61,7 +63,8 @@ def validate(cls: object, origin: str) -> type[Estimator]:
         raise PluginError(f"{where}: {cls.__name__} does not implement {missing}")
     if name in _BUILTIN and _BUILTIN[name] is not cls:
         raise PluginError(f"{where}: name {name!r} clashes with a built-in estimator")
-    if name in _PLUGINS and _PLUGINS[name] is not cls and not getattr(cls, "replaces", False):
+    same_origin = _PLUGIN_ORIGIN.get(name) == origin  # the same file or notebook defining it again
+    if name in _PLUGINS and _PLUGINS[name] is not cls and not getattr(cls, "replaces", False) and not same_origin:
         raise PluginError(
             f"{where}: name {name!r} is already registered by {_PLUGIN_ORIGIN[name]}; rename the estimator, or set "
             f"replaces = True on {cls.__name__} to replace it"
@@ -82,9 +85,24 @@ def register(cls: type[Estimator], origin: str | None = None, source: str | None
         _load_entry_points()  # so that a plugin meets the installed names before it can shadow them
     validate(cls, origin)
     _PLUGINS[cls.name] = cls
+    _INSTANCES.pop(cls.name, None)
     _PLUGIN_ORIGIN[cls.name] = origin
     _PLUGIN_SOURCE[cls.name] = source or f"plugin {origin}"
     return cls
+
+
+def register_object(obj: Estimator | type[Estimator], origin: str = "Python object") -> str:
+    """Make an estimator class or object usable by name (the Python API does this for estimators
+    defined in a notebook or script); returns its name. An object is copied for every use, so
+    each cell starts from the object as it was handed over."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    source = f"{origin} {cls.__module__}.{cls.__qualname__}"
+    register(cls, source, source)
+    if isinstance(obj, type):
+        _INSTANCES.pop(cls.name, None)
+    else:
+        _INSTANCES[cls.name] = obj
+    return cls.name
 
 
 def _register_module_estimators(module: object, origin: str, source: str | None = None) -> list[str]:
@@ -186,8 +204,11 @@ def get_class(name: str) -> type[Estimator]:
 
 
 def get(name: str) -> Estimator:
-    """A fresh estimator instance by name."""
-    return get_class(name)()
+    """A fresh estimator instance by name (for one handed over as an object, a copy of it)."""
+    cls = get_class(name)
+    if name in _INSTANCES:
+        return copy.deepcopy(_INSTANCES[name])
+    return cls()
 
 
 def origin(name: str) -> str:

@@ -23,28 +23,15 @@ EXAMPLE = ROOT / "examples" / "estbench-plugin-example"
 
 
 def tutorial_code() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "plugins.md").read_text()
     m = re.search(r"<!-- tutorial: my_estimator.py.*?-->\n```python\n(.*?)```", text, flags=re.S)
-    assert m, "the README's tutorial block is missing"
+    assert m, "the tutorial block of docs/plugins.md is missing"
     return m.group(1)
 
 
 def read(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture
-def clean_registry():
-    """Plugins registered by a test are removed afterwards (installed ones are loaded first, and kept)."""
-    estimators.available()
-    before = dict(estimators.registry._PLUGINS)
-    yield
-    estimators.registry._PLUGINS.clear()
-    estimators.registry._PLUGINS.update(before)
-    for name in list(estimators.registry._PLUGIN_ORIGIN):
-        if name not in before:
-            del estimators.registry._PLUGIN_ORIGIN[name]
 
 
 def write_plugin(tmp_path: Path, body: str, name: str = "plugin.py") -> Path:

@@ -1,0 +1,175 @@
+"""The Python API: benchmark estimators from a notebook or a script, get a DataFrame back.
+
+    import estbench
+    df = estbench.run(problems="gaussian-quadratic", estimators=["reinforce", MyEstimator],
+                      sigma=[0.5, 1, 2], replicates=1000)
+    estbench.report(df, out="reports/mine")
+
+``run`` takes problems and estimators as names, classes or objects: a class or object
+defined in a notebook cell is registered for the run under its ``name`` (an object is
+copied for every cell), so no plugin file is needed. The other keyword arguments are the
+sweep's axes and options, named as on the command line (``n_samples``, ``checkpoint_steps``,
+...): one value or a list. The command line (estbench.cli) is a thin layer over these two
+functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: origin recorded for estimators handed over as Python objects
+API_ORIGIN = "Python object"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, type)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _estimator_names(values: Any) -> list[str] | None:
+    import estimators
+
+    if values is None:
+        return None
+    return [v if isinstance(v, str) else estimators.register_object(v, API_ORIGIN) for v in _as_list(values)]
+
+
+def _problem_names(values: Any) -> list[str] | None:
+    from benchmarks import problems
+
+    if values is None:
+        return None
+    return [v if isinstance(v, str) else problems.register(v) for v in _as_list(values)]
+
+
+def sweep(problems: Any = None, estimators: Any = None, config: str | Path | None = None,
+          plugins: Sequence[str] = (), **axes: Any):
+    """The validated Sweep that ``run`` runs (benchmarks.sweep.Sweep): defaults, then ``config``
+    (a TOML sweep file), then the arguments given here."""
+    import estimators as registry
+    from benchmarks.sweep import Sweep, SweepError, list_fields, load_toml
+
+    for spec in plugins:
+        registry.load_plugin(spec)
+    values: dict[str, Any] = load_toml(config) if config else {}
+    unknown = sorted(set(axes) - set(Sweep.__dataclass_fields__))
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], Sweep.__dataclass_fields__, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SweepError(f"unknown option {unknown[0]!r}.{hint} Valid: {', '.join(Sweep.__dataclass_fields__)}")
+    lists = list_fields()
+    given = {k: (_as_list(v) if k in lists and v is not None else v) for k, v in axes.items()}
+    given["problem"] = _problem_names(problems)
+    given["estimator"] = _estimator_names(estimators)
+    return Sweep().with_overrides(**values).with_overrides(**given).validate()
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Rows as the CSV file holds them, read back by pandas: the same values and types."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    buf.seek(0)
+    return pd.read_csv(buf, dtype={"error": str}, keep_default_na=True)
+
+
+#: a progress display: called with the plan before the run, it returns a callback that the run
+#: calls with each cell (or curve) as it completes and with None at the end (estbench.progress)
+Progress = Callable[[Any], Callable[[Any], None]]
+
+
+def _run(plan: Any, out: str | Path | None, progress: Progress | None, **kwargs: Any) -> list[dict[str, Any]]:
+    from benchmarks import runner
+
+    callback = progress(plan) if progress is not None else None
+    try:
+        return runner.run(plan, out=out, progress=callback, **kwargs)
+    finally:
+        if callback is not None:
+            callback(None)
+
+
+def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None = None, resume: bool = False,
+        overwrite: bool = False, config: str | Path | None = None, plugins: Sequence[str] = (),
+        progress: Progress | None = None, **axes: Any) -> pd.DataFrame:
+    """Run a sweep and return its results table: the rows and columns of the results CSV.
+
+    ``problems`` and ``estimators``: a name, class or object, or a list of them (default:
+    every registered one). ``axes``: mu, sigma, k, dim, checkpoint, hidden, latent, batch,
+    n_samples (one value or a list each), replicates, seed, dtype, device, compile,
+    checkpoint_steps, train_steps, data_dir. With ``out`` the rows are also written to that
+    file as cells complete (``resume`` and ``overwrite`` as on the command line), and the
+    returned table is the whole file. Training curves, for problems that train, are in
+    ``df.attrs["curves"]`` (a DataFrame); ``df.attrs["computed"]`` counts the rows this call
+    computed (fewer than the table's with ``resume``).
+    """
+    from benchmarks import runner
+
+    plan = runner.make_plan(sweep(problems, estimators, config, plugins, **axes))
+    curves: list[dict[str, Any]] = []
+    rows = _run(plan, out, progress, resume=resume, overwrite=overwrite, curves=curves)
+    if out is not None:
+        df = pd.read_csv(out, dtype={"error": str})
+        path = runner.curves_path(out)
+        df.attrs["curves"] = pd.read_csv(path) if plan.curves and path.exists() else None
+    else:
+        df = _frame(rows, runner.COLUMNS)
+        df.attrs["curves"] = _frame(curves, runner.CURVE_COLUMNS) if curves else None
+    df.attrs["computed"] = len(rows)
+    return df
+
+
+def report(results: pd.DataFrame | str | Path, out: str | Path = "reports/latest", *,
+           benchmarks: str | Path | None = None, overwrite: bool = False, command: str | None = None) -> Path:
+    """Build the variance report from a results table (a DataFrame from ``run``, or a results
+    file) into the folder ``out``; returns the path of report.md."""
+    from reports.report import build
+
+    if isinstance(results, (str, Path)):
+        return build(results, out, benchmarks=benchmarks, command=command, overwrite=overwrite)
+    from benchmarks.results_file import curves_path
+
+    with tempfile.TemporaryDirectory(prefix="estbench-report-") as tmp:
+        path = Path(tmp) / "results.csv"
+        results.to_csv(path, index=False)
+        curves = results.attrs.get("curves")
+        if isinstance(curves, pd.DataFrame) and not curves.empty:
+            curves.to_csv(curves_path(path), index=False)
+        return build(path, out, benchmarks=benchmarks, command=command, overwrite=overwrite)
+
+
+def default_report(out: str | Path = "reports/latest", *, quick: bool = False, resume: bool = False,
+                   overwrite: bool = False, benchmarks: str | Path | None = None, command: str | None = None,
+                   progress: Progress | None = None, plugins: Sequence[str] = (),
+                   **options: Any) -> tuple[Path, pd.DataFrame]:
+    """Run the default report's sweeps (``estbench report``) into ``out``/results.csv and build the
+    report there; returns (report.md, the results table). ``options``: problem, estimator, seed,
+    dtype, device, compile, data_dir."""
+    from benchmarks import runner
+    from benchmarks.sweep import report_sweeps
+    from reports.report import build, check_benchmarks, check_out_dir
+
+    out = Path(out)
+    check_out_dir(out)
+    if benchmarks:
+        check_benchmarks(benchmarks)  # before the sweep: a bad file must not cost a run
+    problems, estimators = options.pop("problem", None), options.pop("estimator", None)
+    base = sweep(problems, estimators, plugins=plugins, **options)
+    plan = runner.make_plan(report_sweeps(base, quick=quick))
+    results = out / "results.csv"
+    _run(plan, results, progress, resume=resume, overwrite=overwrite)
+    path = build(results, out, benchmarks=benchmarks, command=command)
+    return path, pd.read_csv(results, dtype={"error": str})

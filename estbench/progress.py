@@ -1,0 +1,78 @@
+"""Progress of a run on stderr: a bar on a terminal, timed lines in a log (CI, nohup)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+#: Seconds between progress lines when stderr is not a terminal (CI logs, nohup);
+#: $ESTBENCH_PROGRESS_EVERY overrides it (0: a line per cell).
+PROGRESS_EVERY_S = 30.0
+
+
+def progress(plan: Any, quiet: bool):
+    """Progress on stderr; returns a callback(cell), closed by callback(None).
+
+    On a terminal, a tqdm bar. Elsewhere (CI logs, nohup), a line every PROGRESS_EVERY_S
+    seconds: cells done / total, elapsed, estimated remaining; and one at the end."""
+    if quiet:
+        return lambda cell: None
+    if not sys.stderr.isatty():
+        return _progress_lines(plan)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plan), unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def update(cell: Any) -> None:
+        if cell is None:
+            bar.close()
+            return
+        bar.set_postfix_str(cell.label[-60:], refresh=False)
+        bar.update(1)
+
+    return update
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def _progress_lines(plan: Any):
+    """Progress lines for a log. The time left is estimated per kind of unit (a problem's cells,
+    its training curves), from the mean time of the units of that kind done so far (of all
+    units where none of a kind is done yet): a VAE cell takes a thousand times a toy cell's."""
+    try:
+        every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
+    except ValueError:
+        every = PROGRESS_EVERY_S
+    kinds = [(c.problem.name, "cell") for c, _ in plan.cells] + [(c.problem.name, "curve") for c, _ in plan.curves]
+    total = len(kinds)
+    start = last_line = last_unit = time.monotonic()
+    spent: dict[tuple, list[float]] = {}
+    done = 0
+
+    def left() -> float:
+        pooled = [t for ts in spent.values() for t in ts]
+        overall = sum(pooled) / len(pooled) if pooled else 0.0
+        mean = {k: sum(ts) / len(ts) for k, ts in spent.items() if ts}
+        return sum(mean.get(k, overall) for k in kinds[done:])
+
+    def update(cell: Any) -> None:
+        nonlocal done, last_line, last_unit
+        now = time.monotonic()
+        if cell is None:
+            print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
+            return
+        if now - last_unit > 1e-3:  # units kept by --resume report at once; they say nothing of the time
+            spent.setdefault(kinds[min(done, total - 1)], []).append(now - last_unit)
+        last_unit = now
+        done += 1
+        if now - last_line >= every and done < total:
+            last_line = now
+            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left())} left "
+                  f"(last: {cell.label})", file=sys.stderr, flush=True)
+
+    return update
