@@ -13,15 +13,22 @@ change (the heap keeps what it peaked at); memory is handed back when the proces
 
 This is what PyTorch's CPU performance guides get from jemalloc or tcmalloc through
 LD_PRELOAD; ``mallopt`` does it from inside the process, without another library. The
-``estbench`` commands and the pytest benchmarks call :func:`keep_freed_memory` at start-up;
-a script driving the runner itself can call it too. Elsewhere than glibc it does nothing.
+``estbench`` commands that measure (run, report, perf) and the pytest benchmarks call
+:func:`keep_freed_memory` at start-up; a script driving the runner itself can call it too.
+Elsewhere than glibc it does nothing. ``ESTBENCH_KEEP_FREED_MEMORY=0`` in the environment
+turns it off (glibc's defaults stay). Whether it was on is part of the machine description
+every results row records (:func:`describe`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
+
+#: set to 0 (or off, no, false) to keep glibc's defaults
+ENV = "ESTBENCH_KEEP_FREED_MEMORY"
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -36,6 +43,8 @@ def keep_freed_memory() -> bool:
     global _done
     if _done is None:
         _done = False
+        if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "no", "false"):
+            return False
         if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
             try:
                 mallopt = ctypes.CDLL(None).mallopt
@@ -44,3 +53,8 @@ def keep_freed_memory() -> bool:
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done
+
+
+def describe() -> str:
+    """How this process allocates, for the machine description of results rows."""
+    return "malloc keeps freed memory (mallopt)" if _done else "malloc defaults"

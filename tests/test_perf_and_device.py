@@ -4,10 +4,12 @@ and the CUDA path, where a GPU is present."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -252,4 +254,19 @@ def test_eager_chunks_reuse_freed_buffers_without_page_faults():
 
     allocator._done = None
     assert cli.main(["list"]) == 0
-    assert allocator._done is True
+    assert allocator._done is None  # list measures nothing: the allocator is left alone
+    assert cli.main(["perf", "--repeats", "0"]) == 2  # refused, but perf is a measuring command
+    assert allocator._done is True and allocator.describe() == "malloc keeps freed memory (mallopt)"
+
+
+def test_the_allocator_setting_can_be_turned_off_and_is_recorded(tmp_path):
+    code = ("import sys; from estbench.cli import main; sys.exit(main(['run', '--problem', 'gaussian-cos', "
+            "'--estimator', 'reinforce', '--replicates', '10', '--quiet', '--out', sys.argv[1]]))")
+    machines = {}
+    for value in ("1", "0"):
+        out = tmp_path / f"r{value}.csv"
+        env = {**os.environ, "ESTBENCH_KEEP_FREED_MEMORY": value}
+        subprocess.run([sys.executable, "-c", code, str(out)], env=env, check=True, capture_output=True)
+        machines[value] = pd.read_csv(out)["machine"].iloc[0]
+    assert machines["1"].endswith("malloc keeps freed memory (mallopt)")
+    assert machines["0"].endswith("malloc defaults")
