@@ -2,9 +2,10 @@
 
     estbench perf            toy problems and the digits VAE, eager and compiled
     estbench perf --all      also the training-step overhead and peak memory (slow)
-    python -m benchmarks.perf [same options]
 
-Every figure is measured now, in this process (memory: in child processes):
+This module measures; benchmarks.perf_command is the command that prints the figures,
+and benchmarks.perf_memory the child process that measures peak memory. Every figure
+is measured now, in this process (memory: in child processes):
 
 - yardsticks: float32 matmul GFLOP/s and copy bandwidth;
 - toy quadratic, single-sample estimates (n = 1) at dim 1, 100, 10000: the naive
@@ -25,7 +26,6 @@ cost is reported apart, as in the ``compile_time_s`` column.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +44,6 @@ from estimators import Estimator
 
 from .problems import Context, GaussianProblem, GaussianSetting, get
 from .runner import CellEngine, sync
-from .sweep import SweepError, check_device
 
 TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
 
@@ -359,41 +357,6 @@ def vae_training_overhead(steps: int = 50, rounds: int = 15, clock: Callable[[],
 
 # -- memory ------------------------------------------------------------------------------------
 
-_MEMORY_CHILD = """
-import json, sys, torch
-import estimators
-from benchmarks.allocator import keep_freed_memory
-from benchmarks.problems import Context, get, GaussianSetting, VAESetting
-from benchmarks.runner import estimate_cell
-
-keep_freed_memory()  # as the estbench commands run
-
-def status(key):  # kB -> MB, from the kernel's accounting of this process
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-
-problem, R, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-p = get(problem)
-ctx = Context(device=device)
-cuda = device.startswith("cuda")
-if problem == "vae-digits":
-    s = VAESetting("untrained", 256, 8, 128)
-    prep = p.prepare(s, ctx)
-else:
-    s, prep = GaussianSetting(1.0, 1.0, 0.0, 100), None
-before = status("VmRSS")
-with open("/proc/self/clear_refs", "w") as fh:
-    fh.write("5")  # reset the peak (VmHWM) to the current size: the peak below is the cell's own
-if cuda:
-    torch.cuda.reset_peak_memory_stats(device)
-    gpu_before = torch.cuda.memory_allocated(device) / 2**20
-stats, timing = estimate_cell(p, estimators.get("reparameterization"), s, prep, 1, R, ctx)
-out = {"before_mb": before, "peak_mb": status("VmHWM"), "seconds": timing.elapsed, "n": stats[p.groups[0]].n}
-if cuda:
-    out.update(gpu_before_mb=gpu_before, gpu_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20)
-print(json.dumps(out))
-"""
 
 
 def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str, float]:
@@ -403,158 +366,6 @@ def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str,
     across fork and exec). On a GPU also torch's peak of allocated GPU memory (gpu_peak_mb)
     and what was allocated before the cell (gpu_before_mb)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, problem, str(replicates), device], cwd=root,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.perf_memory", problem, str(replicates), device], cwd=root,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# -- the command -------------------------------------------------------------------------------
-
-def _print_compile_failures(rows: list[dict[str, Any]]) -> None:
-    for r in rows:
-        if "compile_failed" in r:
-            where = f"dim {r['dim']} " if "dim" in r else ""
-            print(f"(compiled {where}{r['estimator']}: {r['compile_failed'][:300]})")
-
-
-def _jax_version() -> str:
-    try:
-        import jax
-    except ImportError:
-        return ""
-    return jax.__version__
-
-
-def _fmt_rate(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f}"
-
-
-def _fmt(x: float | None, spec: str, unit: str = "") -> str:
-    """x formatted with spec and unit, or '-' where it was not measured (no JAX, --compile off)."""
-    return "-" if x is None or math.isnan(x) else f"{x:{spec}}{unit}"
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse impossible options before measuring anything (SweepError, one line)."""
-    if args.repeats < 1:
-        raise SweepError(f"--repeats must be >= 1, got --repeats {args.repeats}")
-    for d in args.dim or ():
-        if d < 1:
-            raise SweepError(f"--dim must be >= 1, got --dim {d}")
-    if args.json:
-        path = Path(args.json)
-        folder = path.parent if str(path.parent) else Path(".")
-        if path.is_dir():
-            raise SweepError(f"--json {path} is a directory; give a file name")
-        if path.exists() and not path.is_file():
-            raise SweepError(f"--json {path} is not a regular file")
-        if not folder.is_dir():
-            raise SweepError(f"--json {path}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise SweepError(f"--json {path}: cannot write there (Permission denied)")
-
-
-def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
-    if args is None:
-        args = build_parser().parse_args()
-    check_args(args)
-    compile_ = args.compile != "off"
-    device = args.device
-    check_device(device)
-    threads = torch.get_num_threads()
-    where = f"{threads} threads, {os.cpu_count()} CPUs"
-    if device != "cpu":
-        where = f"{torch.cuda.get_device_name(device)} ({device}, CUDA {torch.version.cuda}); host {where}"
-    print(f"torch {torch.__version__}, {where}; float32; medians of {args.repeats} runs")
-    out: dict[str, Any] = {"device": device}
-    out["matmul_gflops"], out["copy_gbps"] = matmul_gflops(device=device), copy_gbps(device=device)
-    print(f"yardsticks: float32 matmul 2048x2048 {out['matmul_gflops']:.0f} GFLOP/s, copy {out['copy_gbps']:.1f} GB/s")
-
-    dims = tuple(args.dim) if args.dim else ((1, 100) if args.quick else (1, 100, 10000))
-    out["toy"] = toy_speeds(dims=dims, compile=compile_, jax=not args.no_jax, repeats=args.repeats,
-                            budget_s=0.1 if args.quick else 0.3, device=device)
-    has_jax = any("jax_per_s" in r for r in out["toy"])
-    print("\ngaussian-quadratic, single-sample estimates per second (runner = sampling + estimator + float64 stats)")
-    print(f"{'dim':>6} {'estimator':<19} {'loop':>9} {'runner':>11} {'compiled':>11} {'compile':>8} {'jax':>11}"
-          f" {'x loop':>7} {'x jax':>6}")
-    for r in out["toy"]:
-        print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
-              f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
-              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6,.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
-    _print_compile_failures(out["toy"])
-    if has_jax:
-        print(f"(JAX {_jax_version()} ran on {jax_device(device)})")
-    elif not args.no_jax and device != "cpu" and _jax_version():
-        print(f"(no JAX column: JAX {_jax_version()} has no GPU backend here)")
-    elif not args.no_jax:
-        print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
-
-    gpu = device != "cpu"  # a GPU needs more replicates per measurement: its chunks are larger
-    out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,
-                            replicates=(8192 if args.quick else 20000) if gpu else (500 if args.quick else 2000),
-                            loop_replicates=20 if args.quick else 50, device=device)
-    out["vae_matmul_gflops"] = matmul_gflops(device=device)  # again, next to the VAE figures: the load on the machine drifts
-    peak = max(out["matmul_gflops"], out["vae_matmul_gflops"])
-    print(f"\ndigits VAE (batch 128, untrained), per-sample encoder gradients, n_samples 1; matmul measured "
-          f"again now: {out['vae_matmul_gflops']:.0f} GFLOP/s, the better of the two ({peak:.0f}) is the yardstick")
-    print(f"{'estimator':<19} {'loop ms':>8} {'runner ms':>10} {'compiled ms':>12} {'compile':>8} {'x loop':>7} "
-          f"{'MFLOP':>6} {'GFLOP/s':>8} {'of matmul':>9}")
-    for r in out["vae"]:
-        r["of_matmul"] = r["gflops"] / peak
-        # 4 significant digits: a GPU's figures are in microseconds
-        print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.4g} {r['eager_s'] * 1e3:>10.4g} "
-              f"{_fmt(r['compiled_s'] * 1e3 if 'compiled_s' in r else None, '.4g'):>12} "
-              f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} "
-              f"{r['speedup']:>6.1f}x {r['mflop']:>6.1f} {r['gflops']:>8.1f} {r['of_matmul']:>8.0%}")
-
-    _print_compile_failures(out["vae"])
-
-    if args.all:
-        o = out["training"] = vae_training_overhead(device=device)
-        print(f"\nVAE training step (Adam, batch 128): estimator interface {o['suite_s_per_step'] * 1e3:.3f} ms, "
-              f"hand-written inline {o['inline_s_per_step'] * 1e3:.3f} ms: overhead {o['overhead'] * 100:+.1f}%")
-        print("\npeak resident memory of one cell in a fresh process (reparameterization, n_samples 1, eager):")
-        out["memory"] = []
-        # on a large GPU one chunk holds 671,040 toy or 4,096 VAE replicates (runner.chunk_factor):
-        # R from a chunk up, so that an unchanged peak shows memory bounded independently of R
-        sizes = ((("gaussian-quadratic", (1_000_000, 10_000_000)), ("vae-digits", (10_000, 100_000))) if gpu else
-                 (("gaussian-quadratic", (10_000, 1_000_000)), ("vae-digits", (1_000, 10_000))))
-        for problem, rs in sizes:
-            for R in rs:
-                m = peak_memory(problem, R, device)
-                out["memory"].append({"problem": problem, "replicates": R, **m})
-                size = "dim 100" if problem.startswith("gaussian") else "batch 128"
-                on_gpu = (f"; GPU peak {m['gpu_peak_mb']:.0f} MB (before {m['gpu_before_mb']:.0f} MB)"
-                          if "gpu_peak_mb" in m else "")
-                print(f"  {problem} ({size}), R = {R:>9,}: peak {m['peak_mb']:7.0f} MB "
-                      f"(before the cell {m['before_mb']:.0f} MB){on_gpu}, {m['seconds']:.1f} s")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
-    return out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is kept (default: 3)")
-    p.add_argument("--dim", type=int, nargs="+", help="toy dimensions (default: 1 100 10000)")
-    p.add_argument("--compile", choices=["on", "off"], default="on",
-                   help="also time the runner under torch.compile (default: on)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu); JAX runs on the same device where it can")
-    p.add_argument("--no-jax", action="store_true", help="skip the JAX column even if JAX is installed")
-    p.add_argument("--quick", action="store_true", help="fewer dimensions and replicates (about a minute)")
-    p.add_argument("--all", action="store_true", help="also the VAE training-step overhead and peak memory")
-    p.add_argument("--json", metavar="FILE", help="write every figure to this JSON file")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return p
-
-
-if __name__ == "__main__":
-    parser = build_parser()
-    try:
-        main(parser.parse_args())
-    except SweepError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
