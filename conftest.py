@@ -3,7 +3,8 @@
 Plain `pytest` (the CI command) runs the pytest-benchmark files under
 benchmarks/ once each with timing disabled (a smoke run: they are imported
 and executed, but cost no benchmark time). `pytest --benchmark-only` times
-them for real.
+them for real, and collects nothing under tests/: it works after the base
+(report) install alone, without the test extra's packages.
 
 Plugins for the benchmarks: `--estbench-plugin FILE_OR_MODULE` (repeatable)
 or the environment variable ESTBENCH_PLUGINS (paths or modules separated by
@@ -12,8 +13,11 @@ ESTBENCH_DEVICE; default cpu).
 """
 
 import os
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent
 
 
 def pytest_addoption(parser):
@@ -22,6 +26,13 @@ def pytest_addoption(parser):
     parser.addoption("--estbench-device", metavar="DEVICE",
                      help="run the benchmarks under benchmarks/ on this device: cpu or cuda[:N] (default: "
                           "$ESTBENCH_DEVICE, else cpu)")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under --benchmark-only, the unit tests (which need the test extra) are not collected."""
+    if getattr(config.option, "benchmark_only", False) and collection_path.is_relative_to(ROOT / "tests"):
+        return True
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
