@@ -300,14 +300,10 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
     return rows
 
 
-def n_failed(rows: list[dict[str, Any]]) -> int:
-    return sum(1 for r in rows if r.get("status") == "failed")
-
-
 #: what the runner offers: its own functions, and the names of the modules it was split into
 #: that callers (the command line, perf, the benchmarks, the tests) reach through it
 __all__ = [
     "COLUMNS", "CURVE_COLUMNS", "GPU_CHUNK_FACTOR", "REFERENCE", "WARMUP_CALLS", "Cell", "CellEngine", "Plan",
     "ResultsFileError", "ResumeError", "agreement_z", "chunk_factor", "chunk_plan", "curve_rows", "curves_path",
-    "estimate_cell", "gpu_chunk_factor", "make_plan", "measure_cell", "n_failed", "run", "run_cell", "sync",
+    "estimate_cell", "gpu_chunk_factor", "make_plan", "measure_cell", "run", "run_cell", "sync",
 ]  # fmt: skip

@@ -192,10 +192,6 @@ def available() -> list[str]:
     return list(_all())
 
 
-def builtin_names() -> list[str]:
-    return list(_BUILTIN)
-
-
 def get_class(name: str) -> type[Estimator]:
     classes = _all()
     if name not in classes:
