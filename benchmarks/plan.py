@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import estimators
+
 from . import problems
 from .problems import Problem
 from .results_file import REFERENCE
@@ -23,16 +25,30 @@ def cell_seed(seed: int, problem: str, estimator: str, setting: str, n_samples: 
 
 
 
+def options_text(options: dict[str, Any] | tuple) -> str:
+    """Estimator option values as a results column holds them: 'temperature=0.5,decay=0.9'."""
+    return ",".join(f"{k}={v}" for k, v in dict(options).items())
+
+
 @dataclass
 class Cell:
     problem: Problem
     estimator: str
     setting: Any
     n_samples: int
+    #: the estimator's option values, ((name, value), ...), every declared option included
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def estimator_key(self) -> str:
+        """The estimator and its non-default option values: what seeds the cell and labels it."""
+        cls = estimators.get_class(self.estimator)
+        changed = {k: v for k, v in self.options if v != next(o.default[0] for o in cls.options if o.name == k)}
+        return f"{self.estimator}({options_text(changed)})" if changed else self.estimator
 
     @property
     def label(self) -> str:
-        return f"{self.estimator}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
+        return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
 
 
 def _reference_first(names: list[str]) -> list[str]:
@@ -46,7 +62,8 @@ def cells(sweep: Sweep) -> Iterator[Cell]:
         for setting in problem.settings(sweep):
             for n in sweep.n_samples:
                 for ename in _reference_first(sweep.estimator):
-                    yield Cell(problem, ename, setting, n)
+                    for opts in sweep.estimator_options(ename):
+                        yield Cell(problem, ename, setting, n, tuple(opts.items()))
 
 
 def curve_cells(sweep: Sweep) -> list[Cell]:
@@ -65,7 +82,8 @@ def curve_cells(sweep: Sweep) -> list[Cell]:
             seen.add(key)
             for n in sweep.n_samples:
                 for ename in _reference_first(sweep.estimator):
-                    out.append(Cell(problem, ename, key, n))
+                    for opts in sweep.estimator_options(ename):
+                        out.append(Cell(problem, ename, key, n, tuple(opts.items())))
     return out
 
 
@@ -102,6 +120,15 @@ def _check_memory(cell: Cell, sweep: Sweep) -> None:
             f"{have / 2**30:.3g} GiB; use a smaller dim, n_samples or batch")
 
 
+def problem_axes() -> list[str]:
+    """The setting axes of every registered problem, in registration order (built-ins first):
+    the middle columns of the results table."""
+    out: list[str] = []
+    for name in problems.available():
+        out += [a.name for a in problems.get_class(name).axes if a.name not in out]
+    return out
+
+
 def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
     """Validate the sweeps (names, values, data files, memory) and list their distinct cells.
 
@@ -116,7 +143,7 @@ def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
         how = (sweep.replicates, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps, sweep.train_steps)
         for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
             for cell in found:
-                key = (kind, cell.problem.name, cell.estimator, cell.setting, cell.n_samples, how)
+                key = (kind, cell.problem.name, cell.estimator, cell.options, cell.setting, cell.n_samples, how)
                 if key not in seen:
                     if kind == "cell":
                         _check_memory(cell, sweep)

@@ -1,7 +1,7 @@
 """The results file: its columns and naming, and how it is written safely. Torch-free.
 
 What the runner (benchmarks/) and the report (reports/) both need lives here once:
-the columns (COLUMNS, CURVE_COLUMNS), the reference estimator's name, where the
+the columns (results_columns, curve_columns), the reference estimator's name, where the
 training curves go (curves_path), writing to a temporary file and renaming
 (atomic_write), appending rows (ResultWriter), and the guards below.
 
@@ -32,22 +32,32 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-#: The result table's columns, in order. Columns a problem does not use stay empty.
-COLUMNS = [
-    "problem", "problem_kind", "estimator", "parameter",
-    "dim", "mu", "sigma", "k", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
-    "n_samples", "replicates", "seed",
+#: The result table's columns before and after the setting axes, which the problems declare
+#: (results_columns). Columns a problem does not use stay empty.
+HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
+TAIL = [
+    "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
     "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
     "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",
 ]  # fmt: skip
-
-#: The training-curve table's columns (problems that train a model: the VAE).
-CURVE_COLUMNS = [
-    "problem", "estimator", "hidden", "latent", "batch", "n_samples", "seed", "train_steps", "dtype", "device",
+#: The training-curve table's columns before and after the setting axes (problems that train a model).
+CURVE_HEAD = ["problem", "estimator", "estimator_options"]
+CURVE_TAIL = [
+    "n_samples", "seed", "train_steps", "dtype", "device", "setting",
     "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error", "estbench_version", "estimator_origin",
 ]  # fmt: skip
+
+
+def results_columns(axes: list[str]) -> list[str]:
+    """The results table's columns, with the setting axes ``axes`` in the middle."""
+    return [*HEAD, *axes, *TAIL]
+
+
+def curve_columns(axes: list[str]) -> list[str]:
+    """The training-curve table's columns, with the setting axes ``axes`` in the middle."""
+    return [*CURVE_HEAD, *axes, *CURVE_TAIL]
 
 #: The options that decide what a completed cell (or training curve) holds. A --resume whose
 #: plan would write other values of them for a problem already in the file is refused; options
@@ -202,7 +212,7 @@ class ResultWriter:
     The caller holds the file's writer lock (results_file.writer_lock). An OS error while
     writing becomes ResultsWriteError, naming the file."""
 
-    def __init__(self, path: str | Path, columns: list[str] = COLUMNS, append: bool = False):
+    def __init__(self, path: str | Path, columns: list[str], append: bool = False):
         self.path = Path(path)
         self.columns = columns
         new = not (append and has_content(self.path))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import problems
-from .plan import Cell
+from .plan import Cell, options_text
 from .results_file import ResultsFileError, atomic_write, has_content, read_text
 from .sweep import Sweep
 
@@ -110,22 +110,21 @@ def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]],
 
 
 def _row_cell_key(r: dict) -> tuple:
-    return (r["problem"], r["estimator"], r["setting"], r["n_samples"], r["replicates"], r["seed"], r["dtype"],
-            r["device"])
+    return (r["problem"], r["estimator"], r["estimator_options"], r["setting"], r["n_samples"], r["replicates"],
+            r["seed"], r["dtype"], r["device"])
 
 
 def _cell_key(cell: Cell, sweep: Sweep) -> tuple:
-    return (cell.problem.name, cell.estimator, cell.problem.setting_label(cell.setting), str(cell.n_samples),
-            str(sweep.replicates), str(sweep.seed), sweep.dtype, sweep.device)
+    return (cell.problem.name, cell.estimator, options_text(cell.options), cell.problem.setting_label(cell.setting),
+            str(cell.n_samples), str(sweep.replicates), str(sweep.seed), sweep.dtype, sweep.device)
 
 
 def _row_curve_key(r: dict) -> tuple:
-    return (r["problem"], r["estimator"], r["hidden"], r["latent"], r["batch"], r["n_samples"], r["seed"])
+    return (r["problem"], r["estimator"], r["estimator_options"], r["setting"], r["n_samples"], r["seed"])
 
 
 def _curve_key(cell: Cell, sweep: Sweep) -> tuple:
-    c = cell.problem.columns(cell.setting)
-    return (cell.problem.name, cell.estimator, str(c["hidden"]), str(c["latent"]), str(c["batch"]),
+    return (cell.problem.name, cell.estimator, options_text(cell.options), cell.problem.setting_label(cell.setting),
             str(cell.n_samples), str(sweep.seed))
 
 

@@ -41,19 +41,19 @@ from .engine import (
     gpu_chunk_factor,
     sync,
 )
-from .plan import Cell, Plan, cell_seed, make_plan
+from .plan import Cell, Plan, cell_seed, make_plan, options_text, problem_axes
 from .problems import Context
 from .results_file import (
-    COLUMNS,
     CONTENT_COLUMNS,
-    CURVE_COLUMNS,
     CURVE_CONTENT_COLUMNS,
     REFERENCE,
     ResultsFileError,
     ResultWriter,
     check_target,
+    curve_columns,
     curves_path,
     has_content,
+    results_columns,
     writer_lock,
 )
 from .resume import (
@@ -88,6 +88,21 @@ def machine() -> str:
 
 
 
+def columns() -> list[str]:
+    """The results table's columns for the problems registered now (results_file.results_columns)."""
+    return results_columns(problem_axes())
+
+
+def curve_header() -> list[str]:
+    """The training-curve table's columns for the problems registered now."""
+    return curve_columns(problem_axes())
+
+
+#: the results table's and the training table's columns for the built-in problems
+COLUMNS = columns()
+CURVE_COLUMNS = curve_header()
+
+
 def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
     """Largest |z| over coordinates between two independent cells' mean gradients."""
     se2 = stats.coords.var / stats.n + ref.coords.var / ref.n
@@ -102,6 +117,7 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         "problem": cell.problem.name,
         "problem_kind": cell.problem.kind,
         "estimator": cell.estimator,
+        "estimator_options": options_text(cell.options),
         **cell.problem.columns(cell.setting),
         "n_samples": cell.n_samples,
         "replicates": sweep.replicates,
@@ -131,14 +147,15 @@ def measure_cell(
 
     ``prepared`` may be the exception the problem's set-up raised: the cell then fails with it.
     """
-    seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator, cell.problem.setting_label(cell.setting), cell.n_samples)
+    seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
+                     cell.n_samples)
     base = _base_row(cell, sweep, seed)
     groups = cell.problem.groups
     if isinstance(prepared, Exception):
         error = "problem set-up failed: " + _error_text(prepared)
         return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
     try:
-        estimator = estimators.get(cell.estimator)
+        estimator = estimators.get(cell.estimator, **dict(cell.options))
         torch.manual_seed(seed)
         stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples, sweep.replicates, ctx)
     except EstimatorError as exc:
@@ -177,7 +194,8 @@ def measure_cell(
 
 
 def _curve_base(cell: Cell, sweep: Sweep) -> dict[str, Any]:
-    return {"problem": cell.problem.name, "estimator": cell.estimator, **cell.problem.columns(cell.setting),
+    return {"problem": cell.problem.name, "estimator": cell.estimator, "estimator_options": options_text(cell.options),
+            **cell.problem.columns(cell.setting), "setting": cell.problem.setting_label(cell.setting),
             "n_samples": cell.n_samples, "seed": sweep.seed, "train_steps": sweep.train_steps, "dtype": sweep.dtype,
             "device": sweep.device, "estbench_version": estbench_version(),
             "estimator_origin": estimators.provenance(cell.estimator)}
@@ -187,7 +205,7 @@ def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
     """Training-curve rows of one estimator; a failure becomes one 'failed' row."""
     base = _curve_base(cell, sweep)
     try:
-        estimator = estimators.get(cell.estimator)
+        estimator = estimators.get(cell.estimator, **dict(cell.options))
         points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
@@ -229,6 +247,7 @@ def run(
 
 def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, resume: bool,
          curves: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    header, curve_head = columns(), curve_header()
     done_cells: set[tuple] = set()
     done_curves: set[tuple] = set()
     if resume and out is not None:
@@ -236,12 +255,12 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
         planned = [_base_row(c, sw, 0) for c, sw in plan.cells]
         planned_curves = [_curve_base(c, sw) for c, sw in plan.curves]
         steps = {str(sw.train_steps) for _, sw in plan.curves}
-        for path, columns, rows, content in ((out, COLUMNS, planned, CONTENT_COLUMNS),
-                                             (curves_path(out), CURVE_COLUMNS, planned_curves, CURVE_CONTENT_COLUMNS)):
+        for path, names, rows, content in ((out, header, planned, CONTENT_COLUMNS),
+                                             (curves_path(out), curve_head, planned_curves, CURVE_CONTENT_COLUMNS)):
             if has_content(path):
-                check_resumable(path, _whole(read_rows(path, columns)[2]), rows, content)
-        done_cells = completed(out, COLUMNS, _row_cell_key, _cell_complete)
-        done_curves = completed(curves_path(out), CURVE_COLUMNS, _row_curve_key,
+                check_resumable(path, _whole(read_rows(path, names)[2]), rows, content)
+        done_cells = completed(out, header, _row_cell_key, _cell_complete)
+        done_curves = completed(curves_path(out), curve_head, _row_curve_key,
                                 lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
     todo, todo_curves = [], []
     for units, done, key, pending in ((plan.cells, done_cells, _cell_key, todo),
@@ -251,8 +270,8 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                 pending.append((cell, sw))
             elif progress is not None:  # what was already done counts as progress
                 progress(cell)
-    writer = ResultWriter(out, append=resume) if out is not None else None
-    curve_writer = (ResultWriter(curves_path(out), CURVE_COLUMNS, append=resume)
+    writer = ResultWriter(out, header, append=resume) if out is not None else None
+    curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
                     if out is not None and plan.curves else None)
     rows: list[dict[str, Any]] = []
     prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
@@ -304,6 +323,7 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
 #: that callers (the command line, perf, the benchmarks, the tests) reach through it
 __all__ = [
     "COLUMNS", "CURVE_COLUMNS", "GPU_CHUNK_FACTOR", "REFERENCE", "WARMUP_CALLS", "Cell", "CellEngine", "Plan",
+    "columns", "curve_header",
     "ResultsFileError", "ResumeError", "agreement_z", "chunk_factor", "chunk_plan", "curve_rows", "curves_path",
     "estimate_cell", "gpu_chunk_factor", "make_plan", "measure_cell", "run", "run_cell", "sync",
 ]  # fmt: skip

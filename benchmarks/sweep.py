@@ -17,14 +17,14 @@ names as the command line, with underscores::
 
 from __future__ import annotations
 
-import math
+import difflib
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import estimators
+from estimators.options import Option, OptionError
 
 from . import compiling, problems
 
@@ -33,34 +33,83 @@ class SweepError(ValueError):
     """Bad sweep input; the message names the bad value and the valid choices."""
 
 
-def _default(*values: Any):
-    return field(default_factory=lambda: list(values))
+#: run-wide options (not swept as axes), with their defaults; everything else a sweep holds is a
+#: setting axis declared by a problem or an option declared by an estimator (``declared()``)
+RUN_DEFAULTS: dict[str, Any] = {
+    "replicates": 1000, "seed": 0, "dtype": "float32", "device": "cpu", "compile": "auto",
+    "checkpoint_steps": 2000,  # pathwise Adam steps that make a model problem's "trained" checkpoint
+    "train_steps": 1000,  # steps of each estimator's training curve (problems that train); 0 = none
+    "data_dir": None,  # a problem's data on disk (vae-mnist)
+}
+_RUN_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
+#: list-valued options every sweep has
+LIST_OPTIONS = ("problem", "estimator", "n_samples")
 
 
-@dataclass
+def declared() -> dict[str, Option]:
+    """Every setting axis of the registered problems and every option of the registered estimators,
+    by name (the first declaration of a name wins; a clash of types is refused when registering)."""
+    out: dict[str, Option] = {}
+    for name in problems.available():
+        for axis in problems.get_class(name).axes:
+            out.setdefault(axis.name, axis)
+    for name in estimators.available():
+        for option in estimators.get_class(name).options:
+            out.setdefault(option.name, option)
+    return out
+
+
+def owners(name: str) -> list[str]:
+    """The problems declaring axis ``name`` and the estimators declaring option ``name``."""
+    out = [p for p in problems.available() if any(a.name == name for a in problems.get_class(p).axes)]
+    return out + [e for e in estimators.available() if any(o.name == name for o in estimators.get_class(e).options)]
+
+
 class Sweep:
-    problem: list[str] = field(default_factory=problems.defaults)
-    estimator: list[str] = field(default_factory=estimators.available)
-    # toy Gaussian settings (swept as a Cartesian product)
-    mu: list[float] = _default(1.0)
-    sigma: list[float] = _default(1.0)
-    k: list[float] = _default(1.0)
-    dim: list[int] = _default(1)
-    # VAE settings (swept as a Cartesian product)
-    checkpoint: list[str] = _default("untrained", "trained")
-    hidden: list[int] = _default(256)
-    latent: list[int] = _default(8)
-    batch: list[int] = _default(128)
-    checkpoint_steps: int = 2000  # pathwise Adam steps that make the "trained" checkpoint
-    train_steps: int = 1000  # steps of each estimator's training curve; 0 = no curves
-    data_dir: str | None = None  # MNIST IDX files, for vae-mnist
-    # every problem
-    n_samples: list[int] = _default(4)
-    replicates: int = 1000
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
-    compile: str = "auto"  # torch.compile: auto, on, off (benchmarks.compiling)
+    """Problems, estimators, n_samples, the run-wide options, and the values of each setting axis
+    and estimator option (a list each; the declared defaults where none is given)."""
+
+    def __init__(self, problem: list[str] | None = None, estimator: list[str] | None = None,
+                 n_samples: list[int] | None = None, **values: Any):
+        self.problem = list(problem) if problem is not None else problems.defaults()
+        self.estimator = list(estimator) if estimator is not None else estimators.available()
+        self.n_samples = list(n_samples) if n_samples is not None else [4]
+        for key, default in RUN_DEFAULTS.items():
+            setattr(self, key, values.pop(key, default))
+        self.values = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in values.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        """The values of a setting axis or estimator option (``sweep.sigma``): given, or declared."""
+        if name.startswith("_") or name == "values":
+            raise AttributeError(name)
+        if name in self.values:
+            return self.values[name]
+        option = declared().get(name)
+        if option is None:
+            raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+        return list(option.default)
+
+    def __repr__(self) -> str:
+        run = ", ".join(f"{k}={getattr(self, k)!r}" for k in RUN_DEFAULTS)
+        return f"Sweep(problem={self.problem}, estimator={self.estimator}, n_samples={self.n_samples}, {run}, {self.values})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sweep) and vars(self) == vars(other)
+
+    def options(self) -> dict[str, Any]:
+        """Every field, as keyword arguments that make this sweep again."""
+        return {"problem": self.problem, "estimator": self.estimator, "n_samples": self.n_samples,
+                **{k: getattr(self, k) for k in RUN_DEFAULTS}, **self.values}
+
+    def with_overrides(self, **values: Any) -> Sweep:
+        """A copy with the given fields replaced; None values are ignored."""
+        return Sweep(**{**self.options(), **{k: v for k, v in values.items() if v is not None}})
+
+    def estimator_options(self, name: str) -> list[dict[str, Any]]:
+        """The option values a cell of estimator ``name`` runs with: the product of its declared
+        options' values in this sweep ([{}] for an estimator without options)."""
+        opts = estimators.get_class(name).options
+        return problems.product(**{o.name: getattr(self, o.name) for o in opts})
 
     def validate(self) -> Sweep:
         """Check names and values; raise SweepError with a clear message."""
@@ -74,33 +123,33 @@ class Sweep:
             raise SweepError("no problem selected; valid problems: " + ", ".join(problems.available()))
         if not self.estimator:
             raise SweepError("no estimator selected; valid estimators: " + ", ".join(estimators.available()))
-        for f in fields(self):
-            if f.name in _LIST_FIELDS and not getattr(self, f.name):
-                raise SweepError(f"{f.name} is an empty list: a sweep needs at least one value of {f.name}")
-        for s in (x for v in self.sigma for x in (v if isinstance(v, tuple) else (v,))):
-            if not (s > 0 and math.isfinite(s)):
-                raise SweepError(f"sigma must be > 0, got sigma={s:g}")
-        for d in self.dim:
-            if d < 1:
-                raise SweepError(f"dim must be >= 1, got dim={d}")
+        known = declared()
+        for key, values in self.values.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, [*known, *RUN_DEFAULTS, *LIST_OPTIONS], n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise SweepError(f"unknown option {key!r}.{hint} Valid: {', '.join([*LIST_OPTIONS, *RUN_DEFAULTS, *known])}")
+            if not values:
+                raise SweepError(f"{key} is an empty list: a sweep needs at least one value of {key}")
+            try:
+                self.values[key] = [known[key].coerce(v) for v in values]
+            except OptionError as exc:
+                raise SweepError(str(exc)) from None
+        for name in LIST_OPTIONS:
+            if not getattr(self, name):
+                raise SweepError(f"{name} is an empty list: a sweep needs at least one value of {name}")
         for n in self.n_samples:
             if n < 1:
                 raise SweepError(f"n_samples must be >= 1, got n_samples={n}")
-        for c in self.checkpoint:
-            if c not in ("untrained", "trained"):
-                raise SweepError(f"checkpoint must be one of untrained, trained; got {c!r}")
-        for name, values in (("hidden", self.hidden), ("latent", self.latent), ("batch", self.batch)):
-            for v in values:
-                if v < 1:
-                    raise SweepError(f"{name} must be >= 1, got {name}={v}")
         for name in ("checkpoint_steps", "train_steps"):
             if getattr(self, name) < 0:
                 raise SweepError(f"{name} must be >= 0, got {name}={getattr(self, name)}")
-        if "vae-mnist" in self.problem:
-            if self.data_dir is None:
-                raise SweepError("problem vae-mnist needs --data-dir DIR (a directory with the MNIST IDX files)")
-            if not Path(self.data_dir).is_dir():
-                raise SweepError(f"--data-dir {self.data_dir}: no such directory")
+        for name in self.problem:
+            needs = getattr(problems.get_class(name), "needs_data_dir", False)
+            if needs and self.data_dir is None:
+                raise SweepError(f"problem {name} needs --data-dir DIR (a directory with its data files)")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise SweepError(f"--data-dir {self.data_dir}: no such directory")
         if self.replicates < 2:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):
@@ -117,10 +166,6 @@ class Sweep:
         return problems.Context(dtype=getattr(torch, self.dtype), device=self.device, seed=self.seed,
                                 data_dir=self.data_dir, checkpoint_steps=self.checkpoint_steps,
                                 train_steps=self.train_steps, compile=self.compile)
-
-    def with_overrides(self, **values: Any) -> Sweep:
-        """A copy with the given fields replaced; None values are ignored."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 def check_device(device: str) -> None:
@@ -153,35 +198,26 @@ def benchmark_device() -> str:
     return device
 
 
-_SCALAR_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
-_LIST_FIELDS = {f.name for f in fields(Sweep) if f.name not in (*_SCALAR_INT, "dtype", "device", "data_dir", "compile")}
-_TYPES = {"mu": float, "sigma": float, "k": float, "dim": int, "n_samples": int, "problem": str, "estimator": str,
-          "checkpoint": str, "hidden": int, "latent": int, "batch": int}
-
-
 def list_fields() -> set[str]:
-    """The sweep's fields that hold a list of values (the axes, problems, estimators)."""
-    return set(_LIST_FIELDS)
+    """The sweep's options that hold a list of values (the axes, options, problems, estimators)."""
+    return {*LIST_OPTIONS, *declared()}
 
 
 def _coerce(path: Path, key: str, value: Any) -> Any:
-    if key in _LIST_FIELDS:
+    if key in LIST_OPTIONS or key in declared():
         values = value if isinstance(value, list) else [value]
-        want = _TYPES[key]
-        out = []
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and (want is float or float(v).is_integer())
-
-        for v in values:
-            if key in ("mu", "sigma") and isinstance(v, list) and v and all(number(x) for x in v):
-                out.append(tuple(float(x) for x in v))  # one value per coordinate
-                continue
-            ok = isinstance(v, str) if want is str else number(v)
-            if not ok:
-                raise SweepError(f"{path}: {key} must be a list of {want.__name__} values, got {v!r}")
-            out.append(want(v))
-        return out
-    if key in _SCALAR_INT:
+        want = str if key in ("problem", "estimator") else int if key == "n_samples" else None
+        if want is not None:
+            for v in values:
+                ok = isinstance(v, str) if want is str else isinstance(v, int) and not isinstance(v, bool)
+                if not ok:
+                    raise SweepError(f"{path}: {key} must be a list of {want.__name__} values, got {v!r}")
+            return values
+        try:
+            return [declared()[key].coerce(v) for v in values]
+        except OptionError as exc:
+            raise SweepError(f"{path}: {exc}") from None
+    if key in _RUN_INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise SweepError(f"{path}: {key} must be an integer, got {value!r}")
         return value
@@ -203,7 +239,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: malformed TOML: {exc}") from exc
-    valid = [f.name for f in fields(Sweep)]
+    valid = [*LIST_OPTIONS, *RUN_DEFAULTS, *declared()]
     out = {}
     for key, value in data.items():
         norm = key.replace("-", "_")
@@ -233,10 +269,10 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     out = []
     if toys:
         out += [
-            replace(base, problem=toys, mu=[1.0], sigma=sigma, n_samples=[4], **common),
-            replace(base, problem=toys, mu=mu, sigma=[1.0], n_samples=[4], **common),
-            replace(base, problem=toys, mu=[1.0], sigma=[1.0], n_samples=n, **common),
+            base.with_overrides(problem=toys, mu=[1.0], sigma=sigma, n_samples=[4], **common),
+            base.with_overrides(problem=toys, mu=mu, sigma=[1.0], n_samples=[4], **common),
+            base.with_overrides(problem=toys, mu=[1.0], sigma=[1.0], n_samples=n, **common),
         ]
     if vaes:
-        out.append(replace(base, problem=vaes, n_samples=[4], **vae))
+        out.append(base.with_overrides(problem=vaes, n_samples=[4], **vae))
     return out

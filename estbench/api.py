@@ -56,23 +56,15 @@ def sweep(problems: Any = None, estimators: Any = None, config: str | Path | Non
           plugins: Sequence[str] = (), **axes: Any):
     """The validated Sweep that ``run`` runs (benchmarks.sweep.Sweep): defaults, then ``config``
     (a TOML sweep file), then the arguments given here."""
-    import estimators as registry
-    from benchmarks.sweep import Sweep, SweepError, list_fields, load_toml
+    from benchmarks import plugins as plugin_loader
+    from benchmarks.sweep import Sweep, list_fields, load_toml
 
     for spec in plugins:
-        registry.load_plugin(spec)
+        plugin_loader.load(spec)
+    given: dict[str, Any] = {"problem": _problem_names(problems), "estimator": _estimator_names(estimators)}
     values: dict[str, Any] = load_toml(config) if config else {}
-    unknown = sorted(set(axes) - set(Sweep.__dataclass_fields__))
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], Sweep.__dataclass_fields__, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise SweepError(f"unknown option {unknown[0]!r}.{hint} Valid: {', '.join(Sweep.__dataclass_fields__)}")
     lists = list_fields()
-    given = {k: (_as_list(v) if k in lists and v is not None else v) for k, v in axes.items()}
-    given["problem"] = _problem_names(problems)
-    given["estimator"] = _estimator_names(estimators)
+    given.update({k: (_as_list(v) if k in lists and v is not None else v) for k, v in axes.items()})
     return Sweep().with_overrides(**values).with_overrides(**given).validate()
 
 
@@ -126,8 +118,8 @@ def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None 
         path = runner.curves_path(out)
         df.attrs["curves"] = pd.read_csv(path) if plan.curves and path.exists() else None
     else:
-        df = _frame(rows, runner.COLUMNS)
-        df.attrs["curves"] = _frame(curves, runner.CURVE_COLUMNS) if curves else None
+        df = _frame(rows, runner.columns())
+        df.attrs["curves"] = _frame(curves, runner.curve_header()) if curves else None
     df.attrs["computed"] = len(rows)
     return df
 

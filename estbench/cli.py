@@ -96,18 +96,21 @@ def _plugin_option() -> argparse.ArgumentParser:
 
 
 def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """The options of a sweep: the setting axes the registered problems declare and the options
+    the registered estimators declare (benchmarks.sweep.declared), plus the run-wide ones."""
+    from benchmarks.sweep import declared, owners
+
     p.add_argument("--config", metavar="FILE", help="TOML sweep file; command-line options override it")
-    s = p.add_argument_group("toy Gaussian settings (several values give a sweep)")
-    s.add_argument("--mu", nargs="+", type=float, help="mean of every coordinate (default: 1)")
-    s.add_argument("--sigma", nargs="+", type=float, help="standard deviation, > 0 (default: 1)")
-    s.add_argument("--k", nargs="+", type=float, help="parameter of the test function (default: 1)")
-    s.add_argument("--dim", nargs="+", type=_int, help="dimension, >= 1 (default: 1)")
-    v = p.add_argument_group("VAE settings (vae-digits, vae-mnist)")
-    v.add_argument("--checkpoint", nargs="+", choices=["untrained", "trained"],
-                   help="where the encoder-gradient variance is measured (default: untrained trained)")
-    v.add_argument("--hidden", nargs="+", type=_int, help="hidden width of encoder and decoder (default: 256)")
-    v.add_argument("--latent", nargs="+", type=_int, help="latent size (default: 8)")
-    v.add_argument("--batch", nargs="+", type=_int, help="images per ELBO estimate (default: 128)")
+    groups: dict[str, Any] = {}
+    for name, option in declared().items():
+        who = owners(name)
+        title = "settings of " + ", ".join(who) if len(who) <= 3 else f"settings of {len(who)} problems and estimators"
+        group = groups.setdefault(title, p.add_argument_group(title + " (several values give a sweep)"))
+        default = " ".join(str(v) for v in option.default)
+        group.add_argument(option.flag, nargs="+", dest=name, metavar=name.upper(),
+                           type=_int if option.type is int else option.type, choices=option.choices,
+                           help=f"{option.help} (default: {default})")
+    v = p.add_argument_group("model problems (vae-digits, vae-mnist)")
     v.add_argument("--checkpoint-steps", type=_int, dest="checkpoint_steps",
                    help="Adam steps with the pathwise estimator that make the trained checkpoint (default: 2000)")
     v.add_argument("--train-steps", type=_int, dest="train_steps",
@@ -117,9 +120,15 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--replicates", type=_int, help="independent estimates per cell, >= 2 (default: 1000)")
 
 
-#: command-line options that are sweep axes or options, passed to estbench.api by name
-SWEEP_ARGS = ("mu", "sigma", "k", "dim", "checkpoint", "hidden", "latent", "batch", "checkpoint_steps", "train_steps",
-              "data_dir", "n_samples", "replicates", "seed", "dtype", "device", "compile")
+#: run-wide command-line options passed to estbench.api by name (the declared axes and options too)
+RUN_ARGS = ("checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
+            "compile")
+
+
+def _sweep_args(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.sweep import declared
+
+    return {n: getattr(args, n) for n in (*RUN_ARGS, *declared())}
 
 
 def _check_resume_overwrite(args: argparse.Namespace) -> None:
@@ -129,12 +138,25 @@ def _check_resume_overwrite(args: argparse.Namespace) -> None:
 
 
 def _load_plugins(specs: Sequence[str]) -> None:
+    from benchmarks import plugins
+
     for spec in specs:
-        estimators.load_plugin(spec)
+        plugins.load(spec)
+
+
+def _plugins_in(argv: Sequence[str]) -> list[str]:
+    """The --plugin values of a command line, read before it is parsed: a plugin's problems and
+    estimators declare options that the parser must know."""
+    specs, it = [], iter(argv)
+    for word in it:
+        if word == "--plugin":
+            specs.append(next(it, ""))
+        elif word.startswith("--plugin="):
+            specs.append(word.split("=", 1)[1])
+    return [s for s in specs if s]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    _load_plugins(args.plugin)
     print("estimators:")
     names = estimators.available()
     width = max(len(n) for n in names + problems.available())
@@ -162,8 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_resume_overwrite(args)
     df = api.run(args.problem, args.estimator, out=args.out, resume=args.resume, overwrite=args.overwrite,
-                 config=args.config, plugins=args.plugin, progress=_progress(args),
-                 **{n: getattr(args, n) for n in SWEEP_ARGS})
+                 config=args.config, progress=_progress(args), **_sweep_args(args))
     print(f"wrote {df.attrs['computed']} rows to {args.out}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
     if df.attrs["curves"] is not None:
         print(f"wrote training curves to {curves_path(args.out)}", file=sys.stderr)
@@ -184,7 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     report, df = api.default_report(args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                                     benchmarks=args.benchmarks, command=command, progress=_progress(args),
-                                    plugins=args.plugin, problem=args.problem, estimator=args.estimator,
+                                    problem=args.problem, estimator=args.estimator,
                                     **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir")})
     print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
     failed = _failed(df)
@@ -256,8 +277,14 @@ def _terminate_as_interrupt():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in argv if not w.startswith("-")), "estbench")
+    try:
+        _load_plugins(_plugins_in(argv))
+    except estimators.PluginError as exc:
+        print(f"estbench {command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # the command's own parser names the closest of its options
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")

@@ -15,6 +15,7 @@ from .base import (
     score_surrogate,
 )
 from .builtin import Reinforce, ReinforceEMA, ReinforceLOO, Reparameterization
+from .options import Option, OptionError
 from .registry import (
     ENTRY_POINT_GROUP,
     PluginError,
@@ -34,6 +35,8 @@ __all__ = [
     "Estimator",
     "EstimatorError",
     "Function",
+    "Option",
+    "OptionError",
     "PluginError",
     "Reinforce",
     "ReinforceEMA",

@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 import torch
 from torch.distributions import Distribution
 
+from .options import Option, OptionError, declared
+
 Function = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -99,6 +101,23 @@ class Estimator(abc.ABC):
     min_samples: ClassVar[int] = 1
     stateful: ClassVar[bool] = False
     replaces: ClassVar[bool] = False
+    #: declared options (estimators.Option): a temperature, a decay... Each becomes a command-line
+    #: option and sweep-file key, is checked, and its value is recorded in every results row
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, **values: Any):
+        """Set each declared option to its value here, or to its first default."""
+        known = declared(type(self).options, type(self).__name__)
+        for name in values:
+            if name not in known:
+                valid = ", ".join(known) or "none"
+                raise EstimatorError(f"estimator {getattr(self, 'name', type(self).__name__)!r} has no option "
+                                     f"{name!r}; its options: {valid}")
+        for name, option in known.items():
+            try:
+                setattr(self, name, option.coerce(values[name]) if name in values else option.default[0])
+            except OptionError as exc:
+                raise EstimatorError(f"estimator {self.name!r}: {exc}") from None
 
     def init_state(self) -> Any:
         """The state before the first call (None for stateless estimators)."""

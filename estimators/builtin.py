@@ -12,6 +12,7 @@ import torch
 from torch.distributions import Distribution
 
 from .base import Estimator, Function, Surrogate, evaluate, score_surrogate
+from .options import Option
 
 
 class Reparameterization(Estimator):
@@ -85,11 +86,9 @@ class ReinforceEMA(Estimator):
     name = "reinforce-ema"
     description = "REINFORCE with a running-average baseline of f carried across calls"
     stateful = True
-
-    def __init__(self, decay: float = 0.9):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"reinforce-ema: decay must be in [0, 1), got {decay!r}")
-        self.decay = decay
+    options = (Option("decay", float, (0.9,), "weight of the old baseline in b <- decay b + (1 - decay) mean f",
+                      check=lambda d: None if 0.0 <= d < 1.0 else "must be in [0, 1)"),)
+    decay: float
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = dist.sample((n_samples,))

@@ -19,9 +19,11 @@ import inspect
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .base import Estimator
 from .builtin import BUILTINS
+from .options import declared
 
 ENTRY_POINT_GROUP = "estbench.estimators"
 
@@ -71,6 +73,10 @@ def validate(cls: object, origin: str) -> type[Estimator]:
         )
     if not isinstance(getattr(cls, "min_samples", 1), int) or cls.min_samples < 1:
         raise PluginError(f"{where}: {cls.__name__}.min_samples must be an int >= 1")
+    try:
+        declared(getattr(cls, "options", ()), cls.__name__)
+    except TypeError as exc:
+        raise PluginError(f"{where}: {exc}") from None
     return cls
 
 
@@ -105,11 +111,12 @@ def register_object(obj: Estimator | type[Estimator], origin: str = "Python obje
     return cls.name
 
 
-def _register_module_estimators(module: object, origin: str, source: str | None = None) -> list[str]:
-    """Register the estimators a plugin module exposes.
+def register_module(module: object, origin: str, source: str | None = None, required: bool = True) -> list[str]:
+    """Register the estimators a plugin module exposes; returns their names.
 
     A module may list them in ``ESTIMATORS``; otherwise every Estimator
-    subclass defined in the module itself is taken.
+    subclass defined in the module itself is taken. With ``required``, a module
+    without any is a PluginError.
     """
     found = getattr(module, "ESTIMATORS", None)
     if found is None:
@@ -123,7 +130,7 @@ def _register_module_estimators(module: object, origin: str, source: str | None 
         found = [obj for obj in defined if not inspect.isabstract(obj)]
         if not found and defined:  # a class that forgot surrogate(): say so, not "no estimator"
             validate(defined[0], origin)
-    if not found:
+    if not found and required:
         raise PluginError(f"plugin {origin}: defines no Estimator subclass")
     names = []
     for cls in found:
@@ -136,8 +143,16 @@ def load_plugin(spec: str) -> list[str]:
     """Load estimators from a Python file path or an importable module name.
 
     Returns the names registered. Raises PluginError (naming the plugin) if the
-    file cannot be found or imported, or defines no valid estimator.
+    file cannot be found or imported, or defines no valid estimator. (A plugin
+    that may also define problems: benchmarks.plugins.load.)
     """
+    module, source = import_plugin(spec)
+    return register_module(module, spec, source)
+
+
+def import_plugin(spec: str) -> tuple[object, str]:
+    """Import a plugin file or module; returns (module, source), source being what results rows
+    record as its origin (a file with a hash of its content, or the module's name)."""
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
@@ -160,7 +175,7 @@ def load_plugin(spec: str) -> list[str]:
         except (Exception, SystemExit) as exc:
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
         source = f"plugin module {spec}"
-    return _register_module_estimators(module, spec, source)
+    return module, source
 
 
 def _load_entry_points() -> None:
@@ -175,7 +190,7 @@ def _load_entry_points() -> None:
         try:
             obj = ep.load()
             if inspect.ismodule(obj):
-                _register_module_estimators(obj, origin, source)
+                register_module(obj, origin, source)
             else:
                 register(obj, origin, source)
         except Exception as exc:  # a broken plugin must not break the suite
@@ -199,12 +214,16 @@ def get_class(name: str) -> type[Estimator]:
     return classes[name]
 
 
-def get(name: str) -> Estimator:
-    """A fresh estimator instance by name (for one handed over as an object, a copy of it)."""
+def get(name: str, **options: Any) -> Estimator:
+    """A fresh estimator instance by name, with the given option values (for one handed over as
+    an object, a copy of it)."""
     cls = get_class(name)
     if name in _INSTANCES:
-        return copy.deepcopy(_INSTANCES[name])
-    return cls()
+        est = copy.deepcopy(_INSTANCES[name])
+        for key, value in options.items():
+            setattr(est, key, value)
+        return est
+    return cls(**options)
 
 
 def origin(name: str) -> str:

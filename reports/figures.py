@@ -16,6 +16,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
+from .load import axes
 from .tables import axis_slice, fmt, is_toy
 
 FIGURES = "figures"
@@ -189,8 +190,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
     estimators = sorted(df["estimator"].unique(), key=lambda e: (e != REFERENCE, e))
     c = Canvas(out, estimators, dict(zip(estimators, sns.color_palette("tab10", len(estimators)), strict=True)))
     made = [
-        variance_against(c, df, "sigma", base),
-        variance_against(c, df, "mu", base),
+        *(variance_against(c, df, axis, base) for axis in axes(df[is_toy(df)])),
         variance_against_n_samples(c, df, base),
         vae_gradient_variance(c, df),
         vae_test_elbo(c, tr),

@@ -4,6 +4,7 @@ defects a killed run can leave repaired by a stated rule. Imports no model code.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,6 @@ import pandas as pd
 
 from benchmarks.results_file import curves_path
 
-TOY_AXES = ("mu", "sigma", "k", "dim", "n_samples")
-TOY_SETTING = ("mu", "sigma", "k", "dim")
-VAE_SETTING = ("checkpoint", "hidden", "latent", "batch")
 REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
                     "snr", "time_per_estimate_s", "status")
 TEXT_COLUMNS = ("problem", "problem_kind", "estimator", "parameter", "status", "error", "setting", "checkpoint", "dtype",
@@ -30,14 +28,27 @@ VALID_STATUS = ("ok", "failed", "skipped")
 KINDS = ("toy", "model")
 #: results files written before ``problem_kind`` existed: the kind from the name's prefix
 LEGACY_PREFIXES = {"gaussian-": "toy", "vae-": "model"}
-#: a problem's rows need these columns, by kind (recognised by name prefix)
-KIND_COLUMNS = {"toy": (*TOY_SETTING, "setting"), "model": (*VAE_SETTING, "setting")}
-#: columns that hold numbers where they are filled (mu and sigma may also hold "0.5;1.0")
-NUMERIC_COLUMNS = ("dim", "k", "hidden", "latent", "batch", "n_samples", "replicates", "seed", "mean", "variance",
-                   "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
-                   "time_per_estimate_s", "compile_time_s")
+#: columns that hold numbers where they are filled (a setting axis holds numbers, numbers joined
+#: by ';' one per coordinate, or text: whatever its problem declared)
+NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "seed", "mean", "variance", "total_variance", "true_grad",
+                   "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "compile_time_s")
+
+
+def setting_axes(label: Any) -> list[str]:
+    """The axis names in a setting label ('mu=1.0,sigma=0.5,k=1.0,dim=1' -> mu, sigma, k, dim)."""
+    return re.findall(r"(?:^|,)(\w+)=", label) if isinstance(label, str) else []
+
+
+def axes(df: pd.DataFrame, problems: Any = None) -> list[str]:
+    """The setting axes of the given problems' rows (all rows: every problem), in column order."""
+    rows = df if problems is None else df[df["problem"].isin([problems] if isinstance(problems, str) else problems)]
+    names = {a for label in rows["setting"].dropna().unique() for a in setting_axes(label)} if "setting" in rows else set()
+    return [c for c in df.columns if c in names]
+
+
 #: a cell's row for one parameter group: a second row with the same key is a duplicate
-ROW_KEY = ("problem", "estimator", "parameter", "setting", "n_samples", "replicates", "seed", "dtype", "device")
+ROW_KEY = ("problem", "estimator", "estimator_options", "parameter", "setting", "n_samples", "replicates", "seed",
+           "dtype", "device")
 
 
 def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:
@@ -95,9 +106,13 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
                      f"the first occurrence of each row is kept")
         df = df[~dup].reset_index(drop=True)
     df["error"] = df["error"].fillna("").astype(object) if "error" in df else ""
-    for axis in ("mu", "sigma"):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
-        if axis in df and not pd.api.types.is_numeric_dtype(df[axis]):
+    for axis in axes(df):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
+        if not pd.api.types.is_numeric_dtype(df[axis]):
             df[axis] = df[axis].map(_number_or_text)
+    if "estimator_options" in df:  # an estimator run with several option values: one line per value
+        opts = df["estimator_options"].fillna("").astype(str)
+        several = df.assign(_o=opts).groupby("estimator")["_o"].transform("nunique") > 1
+        df["estimator"] = df["estimator"].where(~several, df["estimator"] + "(" + opts + ")")
     for c in TEXT_COLUMNS:
         if c in df and c != "error":
             df[c] = df[c].astype(object)
@@ -124,11 +139,13 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
             raise _bad(path, line(i), "problem", f"unknown problem {_shown(problem[i])} in a file without "
                        f"problem_kind; this report reads the {', '.join(p + '*' for p in LEGACY_PREFIXES)} problems")
         df["problem_kind"] = kind
-    for k, cols in KIND_COLUMNS.items():
-        absent = [c for c in cols if c not in df.columns]
-        if (kind == k).any() and absent:
-            raise ResultsError(f"results file {path} has {k} problem rows ({', '.join(sorted(set(problem[kind == k])))})"
-                               f" but no column {', '.join(absent)}")
+    if "setting" not in df.columns:
+        raise ResultsError(f"results file {path} has no column setting (each row's setting, as 'axis=value,...')")
+    for i, label in df["setting"].items():
+        absent = [a for a in setting_axes(label) if a not in df.columns]
+        if absent:
+            raise ResultsError(f"results file {path} has {problem[i]} rows with a setting of {', '.join(absent)} "
+                               f"but no column {', '.join(absent)}")
     status = df["status"].fillna("")
     odd = ~status.isin(VALID_STATUS)
     if odd.any():
@@ -144,11 +161,14 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
             i = bad.idxmax()
             raise _bad(path, line(i), c, f"{_shown(raw[i])} is not a number")
         df[c] = num
-    for c in ("mu", "sigma"):
-        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
-            for i, v in df[c].items():
-                if isinstance(v, str) and any(_number_or_text(x) == x for x in v.split(";")):
-                    raise _bad(path, line(i), c, f"{_shown(v)} is not a number (or numbers joined by ';')")
+    for c in axes(df):  # an axis holding numbers in some rows holds numbers (or per-coordinate numbers) in all
+        values = df[c].dropna()
+        if values.empty or pd.api.types.is_numeric_dtype(values):
+            continue
+        parsed = values.map(lambda v: all(_number_or_text(x) != x for x in str(v).split(";")))
+        if parsed.any() and not parsed.all():
+            i = (~parsed).idxmax()
+            raise _bad(path, line(i), c, f"{_shown(values[i])} is not a number (or numbers joined by ';')")
     ok = status == "ok"
     for c in ("variance", "total_variance"):
         if c not in df.columns:

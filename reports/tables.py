@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE
 
-from .load import TOY_AXES, TOY_SETTING, VAE_SETTING
+from .load import axes
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -70,8 +70,8 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
 def _numeric_axes(df: pd.DataFrame) -> pd.DataFrame:
     """mu and sigma as numbers; per-coordinate settings ('0.5;1.0;2.0') become NaN on these axes."""
     df = df.copy()
-    for axis in TOY_AXES:
-        if axis in df:
+    for axis in axes(df):
+        if pd.api.types.is_numeric_dtype(df[axis]) or df[axis].map(lambda v: isinstance(v, float)).any():
             df[axis] = pd.to_numeric(df[axis], errors="coerce")
     return df
 
@@ -80,7 +80,7 @@ def base_values(df: pd.DataFrame) -> dict[str, Any]:
     """The most common value of each toy axis: the setting the report's base tables show."""
     toy = _numeric_axes(df[is_toy(df)])
     out = {}
-    for axis in TOY_AXES:
+    for axis in [*axes(toy), "n_samples"]:
         if axis in toy and toy[axis].notna().any():
             counts = toy[axis].value_counts()
             out[axis] = counts[counts == counts.max()].index.min()
@@ -88,12 +88,14 @@ def base_values(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def axis_slice(df: pd.DataFrame, axis: str, base: dict[str, Any]) -> pd.DataFrame:
-    """Toy rows where every axis but ``axis`` is at its base value."""
+    """Toy rows that have ``axis``, where every other axis they have is at its base value."""
     toy = _numeric_axes(df[is_toy(df) & (df["status"] == "ok")])
-    mask = pd.Series(True, index=toy.index)
+    if axis not in toy:
+        return toy.iloc[0:0]
+    mask = toy[axis].notna()
     for other, value in base.items():
-        if other != axis:
-            mask &= toy[other] == value
+        if other != axis and other in toy:
+            mask &= (toy[other] == value) | toy[other].isna()
     return toy[mask]
 
 
@@ -128,8 +130,10 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
     rows = df[(df["problem"] == problem) & (df["status"] == "ok")].copy()
     rows["time_us"] = rows["time_per_estimate_s"] * 1e6
     if is_toy(df[df["problem"] == problem]).all():
+        rows = _numeric_axes(rows)
         for axis, value in base.items():
-            rows = rows[rows[axis] == value]
+            if axis in axes(rows) or axis == "n_samples":
+                rows = rows[rows[axis] == value]
         cols = TABLE_COLUMNS
         rows = rows.sort_values(["parameter", "variance"])
     else:
@@ -141,7 +145,7 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
 
 def all_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Every ok row with the derived columns, for tables.csv."""
-    keep = ["problem", "estimator", "parameter", *TOY_SETTING, *VAE_SETTING, "n_samples", "replicates",
+    keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates",
             "variance", "total_variance", "variance_vs_reparam", "bias_z", "mse", "snr", "agreement_z",
             "time_per_estimate_s", "efficiency", "efficiency_vs_reparam"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE
 
-from .load import TOY_AXES, TOY_SETTING, VAE_SETTING
+from .load import axes
 from .tables import fmt, is_toy, setting_text
 
 
@@ -49,7 +49,7 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
                 f"Over all {n_settings} settings x gradients run, another estimator beats reparameterization's "
                 f"variance in {better.groupby(['setting', 'n_samples', 'parameter']).ngroups} of them; the "
                 f"largest gain is {best['estimator']}'s on the {best['parameter']}-gradient at "
-                f"{setting_text(best, TOY_SETTING)}, n={int(best['n_samples'])} "
+                f"{setting_text(best, axes(df, problem))}, n={int(best['n_samples'])} "
                 + (f"({fmt(1 / best['variance_vs_reparam'])}x lower)." if best["variance_vs_reparam"] > 0
                    else "(zero variance: every estimate was the same).")
             )
@@ -62,7 +62,7 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
             "larger than chance alone explains: look at that cell"
         parts.append(
             f"Bias: the largest |bias z| over the {n} cells x gradients is {fmt(z.max())} "
-            f"({worst['estimator']}, {worst['parameter']}, {setting_text(worst, TOY_SETTING)}); "
+            f"({worst['estimator']}, {worst['parameter']}, {setting_text(worst, axes(df, problem))}); "
             f"the largest of {n} standard normals is typically about {fmt(expect)}, so this is {verdict}."
         )
     return " ".join(parts)
@@ -156,10 +156,10 @@ def provenance(df: pd.DataFrame) -> list[str]:
             vecs = sorted(v for v in values if isinstance(v, str))  # per-coordinate settings
             return ", ".join([fmt(v) for v in nums] + [f"({v})" for v in vecs])
 
-        lines.append("- toy settings: " + "; ".join(f"{a} in {{{listed(a)}}}" for a in TOY_AXES))
+        lines.append("- toy settings: " + "; ".join(f"{a} in {{{listed(a)}}}" for a in [*axes(toy), "n_samples"]))
     vae = df[~is_toy(df)]
     if not vae.empty:
         lines.append("- VAE settings: " + "; ".join(
             f"{a} in {{{', '.join(fmt(v) for v in sorted(vae[a].dropna().unique(), key=str))}}}"
-            for a in (*VAE_SETTING, "n_samples")))
+            for a in (*axes(vae), "n_samples")))
     return lines

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from estimators import Estimator
+from estimators.options import Option, OptionError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class Context:
     train_steps: int = 0
     #: torch.compile the replicate engine: "off", "on" or "auto" (see benchmarks.compiling)
     compile: str = "off"
+
+
+class SettingError(ValueError):
+    """An impossible setting value; the message names it and the valid range."""
+
+
+__all__ = ["Chunk", "Context", "Option", "OptionError", "Problem", "SettingError", "product"]
 
 
 @dataclass
@@ -57,10 +65,26 @@ class Problem(abc.ABC):
     #: report, which imports no problem code, knows how to read its rows: "toy" (settings mu,
     #: sigma, k, dim; exact truth) or "model" (a trained model: checkpoint, hidden, latent, batch)
     kind: ClassVar[str]
+    #: the setting axes (estimators.Option): each is a command-line option ``--name`` taking
+    #: several values, a sweep-file key and a results column; a sweep runs their product
+    axes: ClassVar[tuple[Option, ...]] = ()
+    #: the settings' type: a frozen dataclass whose fields are the axes' names
+    setting_type: ClassVar[type]
 
-    @abc.abstractmethod
     def settings(self, sweep: Any) -> list[Any]:
-        """The settings objects (frozen dataclasses) this problem runs for a sweep."""
+        """The settings (``setting_type`` objects) this problem runs for a sweep: the product of
+        its axes' values, each checked by ``validate``."""
+        out = []
+        for values in product(**{a.name: getattr(sweep, a.name) for a in self.axes}):
+            setting = type(self).setting_type(**values)
+            self.validate(setting)
+            out.append(setting)
+        return out
+
+    def validate(self, setting: Any) -> None:
+        """Raise SettingError for a setting whose values do not go together (each value alone was
+        checked against its axis already)."""
+        return None
 
     def check(self, ctx: Context) -> None:
         """Raise a clear error (e.g. DataError) if the problem cannot run at all; called before any work."""

@@ -31,8 +31,9 @@ import torch
 from torch.distributions import Independent, Normal
 
 from estimators import Estimator
+from estimators.options import Option, at_least, finite, positive
 
-from .base import Chunk, Context, Problem, product
+from .base import Chunk, Context, Problem, SettingError
 
 
 @dataclass(frozen=True)
@@ -57,19 +58,9 @@ class GaussianSetting:
         return value if isinstance(value, tuple) else (value,)
 
 
-def _number_or_vector(value: Any) -> float | tuple[float, ...]:
-    if isinstance(value, (list, tuple)):
-        return tuple(float(v) for v in value)
-    return float(value)
-
-
 def _text(value: float | tuple[float, ...]) -> float | str:
     """A setting value for the results table: a number, or per-coordinate values joined by ';'."""
     return ";".join(repr(v) for v in value) if isinstance(value, tuple) else value
-
-
-class SettingError(ValueError):
-    """An impossible setting value; the message names it and the valid range."""
 
 
 def _h_quadratic(x: torch.Tensor, k: float) -> torch.Tensor:
@@ -111,20 +102,20 @@ class GaussianProblem(Problem):
     """E_{x ~ N(mu, sigma^2 I)} [sum_d h(x_d)] for one scalar test function h."""
 
     groups = ("mu", "sigma")
-    kind = "toy"
     h: ClassVar[Callable[[torch.Tensor, float], torch.Tensor]]
     truth: ClassVar[Callable[[float, float, float], tuple[float, float, float]]]
     formula: ClassVar[str]
 
-    # -- settings -----------------------------------------------------------
-    def settings(self, sweep: Any) -> list[GaussianSetting]:
-        out = []
-        for c in product(mu=sweep.mu, sigma=sweep.sigma, k=sweep.k, dim=sweep.dim):
-            s = GaussianSetting(mu=_number_or_vector(c["mu"]), sigma=_number_or_vector(c["sigma"]),
-                                k=float(c["k"]), dim=int(c["dim"]))
-            self.validate(s)
-            out.append(s)
-        return out
+    kind = "toy"
+    axes = (
+        Option("mu", float, (1.0,), "mean of every coordinate (a sweep file may give one per coordinate)",
+               check=finite, per_coordinate=True),
+        Option("sigma", float, (1.0,), "standard deviation, > 0 (a sweep file may give one per coordinate)",
+               check=positive, per_coordinate=True),
+        Option("k", float, (1.0,), "parameter of the test function", check=finite),
+        Option("dim", int, (1,), "dimension, >= 1", check=at_least(1)),
+    )
+    setting_type = GaussianSetting
 
     def validate(self, s: GaussianSetting) -> None:
         if s.dim < 1:

@@ -52,9 +52,10 @@ from torch.distributions import Independent, Normal
 from torch.func import functional_call, vjp, vmap
 
 from estimators import Estimator
+from estimators.options import Option, at_least
 
 from ..data import Dataset, load_digits, load_mnist
-from .base import Chunk, Context, Problem, product
+from .base import Chunk, Context, Problem
 
 STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
 
@@ -277,6 +278,14 @@ class VAEProblem(Problem):
     groups = ("encoder",)
     trains = True
     kind = "model"
+    axes = (
+        Option("checkpoint", str, ("untrained", "trained"), "where the encoder-gradient variance is measured",
+               choices=("untrained", "trained")),
+        Option("hidden", int, (256,), "hidden width of encoder and decoder", check=at_least(1)),
+        Option("latent", int, (8,), "latent size", check=at_least(1)),
+        Option("batch", int, (128,), "images per ELBO estimate", check=at_least(1)),
+    )
+    setting_type = VAESetting
     data_kind: str
 
     def check(self, ctx: Context) -> None:
@@ -285,12 +294,6 @@ class VAEProblem(Problem):
 
     def curve_setting(self, setting: VAESetting) -> VAESetting:
         return VAESetting("untrained", setting.hidden, setting.latent, setting.batch)
-
-    def settings(self, sweep: Any) -> list[VAESetting]:
-        out = []
-        for c in product(checkpoint=sweep.checkpoint, hidden=sweep.hidden, latent=sweep.latent, batch=sweep.batch):
-            out.append(VAESetting(**c))
-        return out
 
     def dataset(self, sweep_or_ctx: Any) -> Dataset:
         return _dataset(self.data_kind, getattr(sweep_or_ctx, "data_dir", None))
