@@ -23,6 +23,7 @@ from estimators import Estimator, EstimatorError
 
 from . import compiling
 from .problems import Context, Problem
+from .problems.counting import count_f_evals
 from .stats import GradientStats, chunk_moments
 
 #: stateful estimators are called this many times before measuring
@@ -63,12 +64,14 @@ def sync(ctx: Context) -> None:
 @dataclass
 class CellTiming:
     """How a cell's estimates were computed: wall time of the measured loop (s), whether it
-    ran compiled, what compiling cost (s, NaN if not compiled), and why a compile fell back."""
+    ran compiled, what compiling cost (s, NaN if not compiled), why a compile fell back, and
+    how many evaluations of f one estimate used (counted in a warm-up call)."""
 
     elapsed: float
     compiled: bool = False
     compile_s: float = math.nan
     note: str = ""
+    f_evals: float = math.nan
 
 
 #: Problems size their chunks for a CPU's caches (about 8 MB per large tensor). A GPU is
@@ -164,13 +167,15 @@ class CellEngine:
         # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
         # The last call's time predicts the eager run, for --compile auto.
         warm = min(sizes[0], 100)
-        for _ in range(WARMUP_CALLS if estimator.stateful else 2):
+        with count_f_evals() as evals:  # the first warm-up call counts the evaluations of f
+            state = step(warm, state)[1]
+        for _ in range(WARMUP_CALLS - 1 if estimator.stateful else 1):
             sync(ctx)
             t0 = time.perf_counter()
             state = step(warm, state)[1]
             sync(ctx)
             t_warm = time.perf_counter() - t0
-        self.timing = CellTiming(elapsed=math.nan)
+        self.timing = CellTiming(elapsed=math.nan, f_evals=evals[0])  # counted per estimate already
         self.run_chunk: Callable[[int, Any], Any] = step
         mode = compiling.check_mode(ctx.compile)
         if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):

@@ -184,6 +184,7 @@ def measure_cell(
                 "mse": s.mse,
                 "snr": s.snr,
                 "time_per_estimate_s": timing.elapsed / sweep.replicates,
+                "f_evals": timing.f_evals,
                 "compiled": timing.compiled,
                 "compile_time_s": timing.compile_s,
                 "status": "ok",

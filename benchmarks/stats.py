@@ -117,7 +117,11 @@ class GradientStats:
             out.true_grad = truth.mean().item()
             out.bias = err_c.mean().item()
             se = math.sqrt(self.avg.var.item() / n)
-            out.bias_z = out.bias / se if se > 0 else (0.0 if out.bias == 0 else math.copysign(math.inf, out.bias))
+            if se > 0:
+                out.bias_z = out.bias / se
+            else:  # every estimate the same: exact if within float32 rounding of the truth (64 ulp), else biased
+                rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
+                out.bias_z = 0.0 if abs(out.bias) <= rounding else math.copysign(math.inf, out.bias)
             out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
         return out
 

@@ -15,6 +15,7 @@ from .base import (
     score_surrogate,
 )
 from .builtin import Reinforce, ReinforceEMA, ReinforceLOO, Reparameterization
+from .discrete import ARM, DisARM, Exact, GumbelSoftmax, StraightThrough
 from .options import Option, OptionError
 from .registry import (
     ENTRY_POINT_GROUP,
@@ -31,6 +32,11 @@ from .registry import (
 )
 
 __all__ = [
+    "ARM",
+    "DisARM",
+    "Exact",
+    "GumbelSoftmax",
+    "StraightThrough",
     "ENTRY_POINT_GROUP",
     "Estimator",
     "EstimatorError",

@@ -11,6 +11,7 @@ from estimators import PluginError, UnknownNameError
 from estimators.options import Option, declared
 
 from .base import Chunk, Context, Problem, SettingError, product
+from .discrete import BernoulliCoupled, BernoulliQuadratic, CategoricalQuadratic, DiscreteProblem
 from .gaussian import GaussianCos, GaussianExp, GaussianProblem, GaussianQuadratic, GaussianSetting
 from .vae import VAE, VAEDigits, VAEMnist, VAEProblem, VAESetting
 
@@ -18,7 +19,8 @@ ENTRY_POINT_GROUP = "estbench.problems"
 KINDS = ("toy", "model")
 
 _BUILTIN: dict[str, type[Problem]] = {
-    cls.name: cls for cls in (GaussianQuadratic, GaussianCos, GaussianExp, VAEDigits, VAEMnist)
+    cls.name: cls for cls in (GaussianQuadratic, GaussianCos, GaussianExp, BernoulliQuadratic, BernoulliCoupled,
+                              CategoricalQuadratic, VAEDigits, VAEMnist)
 }
 _PROBLEMS: dict[str, type[Problem]] = dict(_BUILTIN)
 _INSTANCES: dict[str, Problem] = {}  # problems handed over as objects (estbench.run(problems=[obj]))
@@ -116,6 +118,7 @@ def origin(name: str) -> str:
 
 
 __all__ = [
+    "BernoulliCoupled", "BernoulliQuadratic", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "Option", "Problem", "SettingError", "VAE", "VAEDigits", "VAEMnist", "VAEProblem", "VAESetting",
     "available", "defaults", "get", "get_class", "origin", "product", "register",

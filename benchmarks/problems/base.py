@@ -76,6 +76,10 @@ class Problem(abc.ABC):
         its axes' values, each checked by ``validate``."""
         out = []
         for values in product(**{a.name: getattr(sweep, a.name) for a in self.axes}):
+            try:  # this problem's own bounds (an axis shared with other problems may allow more)
+                values = {a.name: a.coerce(values[a.name]) for a in self.axes}
+            except OptionError as exc:
+                raise SettingError(f"{self.name}: {exc}") from None
             setting = type(self).setting_type(**values)
             self.validate(setting)
             out.append(setting)

@@ -34,6 +34,7 @@ from estimators import Estimator
 from estimators.options import Option, at_least, finite, positive
 
 from .base import Chunk, Context, Problem, SettingError
+from .counting import counted
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class GaussianProblem(Problem):
         ctx: Context,
     ) -> Chunk:
         dist, mu, sigma = self.distribution(s, replicates, ctx)
-        sur = estimator(dist, self.f(s.k), n_samples, state)
+        sur = estimator(dist, counted(self.f(s.k), replicates), n_samples, state)
         if tuple(sur.loss.shape) != (replicates,):
             raise ValueError(
                 f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, "

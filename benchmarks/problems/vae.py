@@ -56,6 +56,7 @@ from estimators.options import Option, at_least
 
 from ..data import Dataset, load_digits, load_mnist
 from .base import Chunk, Context, Problem
+from .counting import counted
 
 STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
 
@@ -341,7 +342,7 @@ class VAEProblem(Problem):
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
         q, kl = VAE.q_and_kl(out)
-        sur = estimator(q, prep.model.log_likelihood(prep.x), n_samples, state)  # loss [r, B]
+        sur = estimator(q, counted(prep.model.log_likelihood(prep.x), replicates * setting.batch), n_samples, state)
         if tuple(sur.loss.shape) != tuple(kl.shape):
             raise ValueError(
                 f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, expected one "

@@ -1,0 +1,180 @@
+"""Estimators for discrete distributions: Bernoulli and categorical variables.
+
+Notation: logits theta (the parameters of Bernoulli(sigmoid(theta)) or Categorical(softmax(theta))),
+n draws per estimate, f evaluated at outcomes b (or, for the relaxed estimators, at points
+between them). Each returns a surrogate whose gradient with respect to the logits is the
+estimate g below (estimators.base.parameter_surrogate; relaxed ones are pathwise).
+
+- ``arm``: Yin & Zhou 2019. u ~ U(0, 1)^d, b = 1[u < sigmoid(theta)], b' = 1[1 - u < sigmoid(theta)]
+  (an antithetic pair, each marginally Bernoulli(sigmoid(theta))):
+  g = (f(b') - f(b)) (u - 1/2). Unbiased. 2 evaluations of f per draw.
+- ``disarm``: Dong, Mnih & Tucker 2020, eq. 6 (the google-research/disarm code): the same pair,
+  g_i = 1/2 (f(b) - f(b')) (-1)^{b'_i} 1[b_i != b'_i] sigmoid(|theta_i|). Unbiased; ARM
+  Rao-Blackwellized over u given the pair. 2 evaluations of f per draw.
+- ``gumbel-softmax``: Jang et al. 2017, Maddison et al. 2017 (Concrete): z = sigmoid((theta + L) / tau)
+  with L logistic noise (Bernoulli), or z = softmax((theta + G) / tau) with G Gumbel noise
+  (categorical); g = grad_theta f(z), f evaluated at the relaxed z. Biased for any tau > 0.
+- ``straight-through``: Gumbel straight-through: f evaluated at the hard sample H(z) (an exact
+  draw), the gradient taken through the relaxed z as if H were the identity. Biased.
+- ``exact``: the expectation itself, sum over every outcome of p(b) f(b), differentiated exactly
+  (up to 2^20 outcomes). Zero variance; 2^d (K^d) evaluations of f. The reference of the
+  discrete problems.
+
+Requires: a Bernoulli (arm, disarm) or a Bernoulli or categorical distribution, optionally
+wrapped in Independent over its last dimension.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent
+
+from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, parameter_surrogate
+from .options import Option, positive
+
+#: the most outcomes ``exact`` enumerates, and the most evaluations of f (outcomes x batch) per call
+MAX_OUTCOMES = 1 << 20
+MAX_EVALUATIONS = 1 << 24
+
+TEMPERATURE = Option("temperature", float, (1.0,), "temperature tau of the Gumbel-softmax (Concrete) relaxation, > 0",
+                     check=positive)
+
+
+def discrete_parts(dist: Distribution, estimator: str, kinds: tuple[type, ...] = (Bernoulli, Categorical)):
+    """(base distribution, logits [*B, *E] (categorical: [*B, *E, K]), event dims) of a Bernoulli
+    or categorical distribution, seeing through Independent; a capability EstimatorError otherwise."""
+    base, event_ndims = dist, 0
+    if isinstance(dist, Independent):
+        base, event_ndims = dist.base_dist, dist.reinterpreted_batch_ndims
+    if type(base) not in kinds or event_ndims > 1:
+        allowed = " or ".join(k.__name__ for k in kinds)
+        raise EstimatorError(f"estimator {estimator!r} needs a {allowed} distribution (optionally Independent over "
+                             f"its last dimension), got {dist_name(dist)}", capability=True)
+    return base, base.logits, event_ndims
+
+
+def _per_draw(fx: torch.Tensor, event_ndims: int) -> torch.Tensor:
+    """f values [n, *B] broadcast over the event dimensions, [n, *B, 1...]."""
+    return fx.reshape(*fx.shape, *([1] * event_ndims))
+
+
+class _AntitheticBernoulli(Estimator):
+    """ARM and DisARM share the antithetic pair; subclasses give the per-draw gradient."""
+
+    def pair_gradient(self, u: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor,
+                      logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        _, logits, event_ndims = discrete_parts(dist, self.name, (Bernoulli,))
+        theta = logits.detach()
+        u = torch.rand((n_samples, *theta.shape), dtype=theta.dtype, device=theta.device)  # [n, *B, *E]
+        p = torch.sigmoid(theta)
+        b1, b2 = (u < p).to(theta.dtype), ((1 - u) < p).to(theta.dtype)
+        f1, f2 = evaluate(f, b1, dist, n_samples), evaluate(f, b2, dist, n_samples)  # [n, *B]
+        g = self.pair_gradient(u, b1, b2, _per_draw(f1.detach(), event_ndims), _per_draw(f2.detach(), event_ndims),
+                               theta).mean(0)  # [*B, *E]
+        fx = (f1 + f2) / 2  # each of the pair is a draw of b: the value is the Monte Carlo average of f
+        loss = parameter_surrogate(fx, [(logits, g)], len(dist.batch_shape))
+        return Surrogate(loss=loss, f=torch.cat([f1, f2]).detach())
+
+
+class ARM(_AntitheticBernoulli):
+    """ARM (Yin & Zhou 2019): g = (f(b') - f(b)) (u - 1/2), b = 1[u < sigmoid(theta)],
+    b' = 1[1 - u < sigmoid(theta)]. Requires: Bernoulli."""
+
+    name = "arm"
+    description = "ARM: antithetic pair b = 1[u < p], b' = 1[1-u < p], g = (f(b') - f(b))(u - 1/2) (Bernoulli)"
+
+    def pair_gradient(self, u, b1, b2, f1, f2, logits):
+        return (f2 - f1) * (u - 0.5)
+
+
+class DisARM(_AntitheticBernoulli):
+    """DisARM (Dong, Mnih & Tucker 2020, eq. 6): g_i = 1/2 (f(b) - f(b')) (-1)^{b'_i}
+    1[b_i != b'_i] sigmoid(|theta_i|), the same pair as ARM. Requires: Bernoulli."""
+
+    name = "disarm"
+    description = "DisARM: ARM's pair, g_i = (f(b) - f(b'))/2 (-1)^b'_i 1[b_i != b'_i] sigmoid(|theta_i|) (Bernoulli)"
+
+    def pair_gradient(self, u, b1, b2, f1, f2, logits):
+        sign = 1 - 2 * b2  # (-1)^{b'}
+        return 0.5 * (f1 - f2) * sign * (b1 != b2).to(logits.dtype) * torch.sigmoid(logits.abs())
+
+
+def _relaxed(dist: Distribution, name: str, n_samples: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relaxed sample z, hard sample H(z)) for a Bernoulli or categorical distribution; z is
+    differentiable in the logits, H(z) is an exact draw."""
+    base, logits, _ = discrete_parts(dist, name)
+    u = torch.rand((n_samples, *logits.shape), dtype=logits.dtype, device=logits.device).clamp(1e-12, 1 - 1e-12)
+    if isinstance(base, Bernoulli):
+        z = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
+        return z, (z > 0.5).to(z.dtype)
+    z = torch.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=-1)
+    hard = torch.nn.functional.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+    return z, hard
+
+
+class GumbelSoftmax(Estimator):
+    """Gumbel-softmax / Concrete (Jang et al. 2017, Maddison et al. 2017): g = grad f(z) at the
+    relaxed sample z; biased. Requires: Bernoulli or categorical; f defined between outcomes
+    (categorical: on the simplex, [..., K])."""
+
+    name = "gumbel-softmax"
+    description = "Gumbel-softmax (Concrete): f at the relaxed sample, pathwise gradient; biased"
+    options = (TEMPERATURE,)
+    temperature: float
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        z, _ = _relaxed(dist, self.name, n_samples, self.temperature)
+        fx = evaluate(f, z, dist, n_samples)
+        return Surrogate(loss=fx.mean(0), f=fx.detach())
+
+
+class StraightThrough(Estimator):
+    """Gumbel straight-through: f at the hard sample H(z) (an exact draw), the gradient through the
+    relaxed z (H taken as the identity backward); biased. Requires: Bernoulli or categorical."""
+
+    name = "straight-through"
+    description = "Gumbel straight-through: f at the hard sample, gradient through the relaxation; biased"
+    options = (TEMPERATURE,)
+    temperature: float
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        z, hard = _relaxed(dist, self.name, n_samples, self.temperature)
+        fx = evaluate(f, hard + z - z.detach(), dist, n_samples)
+        return Surrogate(loss=fx.mean(0), f=fx.detach())
+
+
+class Exact(Estimator):
+    """The exact gradient: E f = sum over every outcome b of p(b) f(b), differentiated. Zero
+    variance. Requires: Bernoulli or categorical with at most 2^20 outcomes per estimate."""
+
+    name = "exact"
+    description = "exact expectation by enumerating every outcome (at most 2^20); zero variance"
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        base, logits, event_ndims = discrete_parts(dist, self.name)
+        classes = 2 if isinstance(base, Bernoulli) else logits.shape[-1]
+        d = dist.event_shape[0] if event_ndims else 1
+        if classes**d > MAX_OUTCOMES:
+            raise EstimatorError(f"estimator 'exact' enumerates at most {MAX_OUTCOMES} outcomes; {dist_name(dist)} has "
+                                 f"{classes}^{d}", capability=True)
+        if classes**d * dist.batch_shape.numel() > MAX_EVALUATIONS:
+            raise EstimatorError(f"estimator 'exact': {classes}^{d} outcomes x a batch of {dist.batch_shape.numel()} is "
+                                 f"more than {MAX_EVALUATIONS} evaluations of f at once", capability=True)
+        grid = torch.tensor(list(itertools.product(range(classes), repeat=d)), device=logits.device)  # [M, d]
+        if not event_ndims:
+            grid = grid[:, 0]
+        batch = dist.batch_shape
+        x = grid.reshape(len(grid), *([1] * len(batch)), *dist.event_shape).expand(len(grid), *batch, *dist.event_shape)
+        x = x.to(logits.dtype) if isinstance(base, Bernoulli) else x
+        fx = evaluate(f, x, dist, len(grid))  # [M, *B]
+        loss = (dist.log_prob(x).exp() * fx).sum(0)
+        return Surrogate(loss=loss, f=fx.detach())
+
+
+DISCRETE: tuple[type[Estimator], ...] = (ARM, DisARM, GumbelSoftmax, StraightThrough, Exact)
