@@ -30,6 +30,7 @@ from .registry import (
     register,
     register_object,
 )
+from .relax import Rebar, Relax
 
 __all__ = [
     "ARM",
@@ -44,7 +45,9 @@ __all__ = [
     "Option",
     "OptionError",
     "PluginError",
+    "Rebar",
     "Reinforce",
+    "Relax",
     "ReinforceEMA",
     "ReinforceLOO",
     "Reparameterization",

@@ -25,10 +25,11 @@ from .base import Estimator
 from .builtin import BUILTINS
 from .discrete import DISCRETE
 from .options import declared
+from .relax import RELAXED_CV
 
 ENTRY_POINT_GROUP = "estbench.estimators"
 
-_BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in (*BUILTINS, *DISCRETE)}
+_BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in (*BUILTINS, *DISCRETE, *RELAXED_CV)}
 _PLUGINS: dict[str, type[Estimator]] = {}
 _PLUGIN_ORIGIN: dict[str, str] = {}
 _PLUGIN_SOURCE: dict[str, str] = {}  # what a results row records as the estimator's origin

@@ -29,8 +29,8 @@ from estbench.cli import main
 from .statutil import z_bound
 
 CTX = Context(dtype=torch.float64)
-UNBIASED = ["reinforce", "reinforce-loo", "reinforce-ema", "arm", "disarm", "exact"]
-BERNOULLI_ONLY = {"arm", "disarm"}
+UNBIASED = ["reinforce", "reinforce-loo", "reinforce-ema", "arm", "disarm", "rebar", "relax", "exact"]
+BERNOULLI_ONLY = {"arm", "disarm", "rebar", "relax"}
 SETTINGS = [
     ("bernoulli-quadratic", BernoulliSetting(theta=(0.0, -2.0, 1.5), t=0.45, dim=3)),
     ("bernoulli-coupled", CoupledSetting(theta=(0.3, -1.0, 2.0, 0.0), dim=4, w_seed=7)),
@@ -203,6 +203,23 @@ def test_f_evals_and_options_reach_the_rows(tmp_path):
     gumbel = df[df["estimator"] == "gumbel-softmax"]
     assert sorted(gumbel["estimator_options"]) == ["temperature=0.5", "temperature=2.0"]
     assert set(df[df["estimator"] == "exact"]["variance"]) == {0.0} and set(df[df["estimator"] == "exact"]["bias_z"]) == {0}
+
+
+def test_rebar_and_relax_learn_during_the_warm_up_then_freeze():
+    """The control variate's parameters move during the first LEARN_CALLS calls and stay fixed after."""
+    from estimators.relax import LEARN_CALLS
+
+    p, s = problems.get("bernoulli-coupled"), SETTINGS[1][1]
+    for name in ("rebar", "relax"):
+        est, state = estimators.get(name), None
+        torch.manual_seed(0)
+        history = []
+        for _ in range(LEARN_CALLS + 3):
+            state = p.chunk(est, s, None, 3, 100, state, CTX).state
+            history.append([q.clone() for q in state["params"]])
+        assert not torch.equal(history[0][0], history[LEARN_CALLS - 1][0]), name  # eta learned
+        for later in history[LEARN_CALLS:]:
+            assert all(torch.equal(a, b) for a, b in zip(history[LEARN_CALLS - 1], later, strict=True)), name
 
 
 @pytest.mark.parametrize("argv,message", [
