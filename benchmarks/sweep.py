@@ -253,26 +253,31 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     """The sweeps of the default report (``estbench report``), from a base sweep's options.
 
-    Three one-axis sweeps of the toy problems around mu = 1, sigma = 1, k = 1, dim = 1,
-    n_samples = 4 (variance against sigma, against mu, against n_samples), and the digits VAE
-    at both checkpoints with training curves. ``quick`` makes each smaller (about a minute).
+    For each toy problem, one sweep per axis that declares report values (``Option.report``:
+    sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at their
+    defaults and n_samples = 4; one over n_samples at the defaults; and for each estimator
+    option that declares report values (the relaxations' temperature), one over it. Model
+    problems (the digits VAE) at both checkpoints with training curves. ``quick`` makes each
+    smaller (about a minute).
     """
-    toys = [p for p in base.problem if problems.get(p).kind == "toy"]
-    vaes = [p for p in base.problem if problems.get(p).kind != "toy"]
-    if quick:
-        sigma, mu, n, r_toy = [0.25, 1.0, 4.0], [-2.0, 0.0, 1.0, 2.0], [2, 4, 16], 200
-        vae = dict(replicates=50, checkpoint_steps=200, train_steps=100)
-    else:
-        sigma, mu, n, r_toy = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0], [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], [1, 2, 4, 8, 16, 32], 1000
-        vae = dict(replicates=500, checkpoint_steps=2000, train_steps=1000)
-    common = dict(k=[1.0], dim=[1], replicates=r_toy)
+    toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
+    models = [p for p in base.problem if problems.get_class(p).kind != "toy"]
+    n, r_toy = ([2, 4, 16], 200) if quick else ([1, 2, 4, 8, 16, 32], 1000)
+    vae = dict(replicates=50, checkpoint_steps=200, train_steps=100) if quick else \
+        dict(replicates=500, checkpoint_steps=2000, train_steps=1000)
     out = []
-    if toys:
-        out += [
-            base.with_overrides(problem=toys, mu=[1.0], sigma=sigma, n_samples=[4], **common),
-            base.with_overrides(problem=toys, mu=mu, sigma=[1.0], n_samples=[4], **common),
-            base.with_overrides(problem=toys, mu=[1.0], sigma=[1.0], n_samples=n, **common),
-        ]
-    if vaes:
-        out.append(base.with_overrides(problem=vaes, n_samples=[4], **vae))
+    for p in toys:
+        one = dict(problem=[p], replicates=r_toy)
+        for axis in problems.get_class(p).axes:
+            values = axis.report_quick if quick and axis.report_quick else axis.report
+            if values:
+                out.append(base.with_overrides(**one, n_samples=[4], **{axis.name: list(values)}))
+        out.append(base.with_overrides(**one, n_samples=n))
+        for e in base.estimator:
+            for option in estimators.get_class(e).options:
+                values = option.report_quick if quick and option.report_quick else option.report
+                if values:
+                    out.append(base.with_overrides(**one, estimator=[e], n_samples=[4], **{option.name: list(values)}))
+    if models:
+        out.append(base.with_overrides(problem=models, n_samples=[4], **vae))
     return out

@@ -40,7 +40,7 @@ MAX_OUTCOMES = 1 << 20
 MAX_EVALUATIONS = 1 << 24
 
 TEMPERATURE = Option("temperature", float, (1.0,), "temperature tau of the Gumbel-softmax (Concrete) relaxation, > 0",
-                     check=positive)
+                     check=positive, report=(0.1, 0.3, 1.0, 3.0), report_quick=(0.3, 1.0))
 
 
 def discrete_parts(dist: Distribution, estimator: str, kinds: tuple[type, ...] = (Bernoulli, Categorical)):

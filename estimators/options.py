@@ -26,6 +26,9 @@ class Option:
     check:   returns what is wrong with a value (a phrase such as "must be > 0"), or None
     choices: the only values allowed, if any
     per_coordinate: a sweep-file entry may be a list of numbers, one per coordinate
+    report:  the values the default report (``estbench report``) sweeps this axis or option
+             over, the others at their defaults (empty: not swept there); ``report_quick`` the
+             values of ``estbench report --quick``
     """
 
     name: str
@@ -35,6 +38,8 @@ class Option:
     check: Callable[[Any], str | None] | None = None
     choices: tuple[Any, ...] | None = None
     per_coordinate: bool = False
+    report: tuple[Any, ...] = ()
+    report_quick: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():

@@ -55,14 +55,14 @@ def _positive(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["variance"] > 0) | (df["status"] != "ok")]  # log axes cannot show an exact zero
 
 
-def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, Any]) -> Made:
-    """Toy problems: variance against sigma or mu, the other axes at the base setting."""
+def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, dict[str, Any]], y: str = "variance") -> Made:
+    """Toy problems: variance (or MSE against the truth) against one axis, the others at the base setting."""
     import seaborn as sns
 
-    d = axis_slice(_positive(df), axis, base)
-    if d[axis].nunique() < 2:
+    d = axis_slice(_positive(df) if y == "variance" else df[(df[y] > 0) & (df["status"] == "ok")], axis, base)
+    if d.empty or d[axis].nunique() < 2:
         return None
-    g = sns.relplot(data=d, x=axis, y="variance", hue="estimator", row="parameter", col="problem",
+    g = sns.relplot(data=d, x=axis, y=y, hue="estimator", row="parameter", col="problem",
                     kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
                     height=2.8, aspect=1.2, facet_kws={"sharey": False})
     g.set(yscale="log")
@@ -70,14 +70,53 @@ def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, Any
         g.set(xscale="log")
         _value_ticks(g, d[axis])
     g.set_titles("{col_name}, gradient of {row_name}")
-    g.set_axis_labels(axis, "variance of one estimate")
-    fixed = ", ".join(f"{k}={fmt(v)}" for k, v in base.items() if k != axis)
-    g.figure.suptitle(f"Estimator variance against {axis} ({fixed})")
+    what = "variance of one estimate" if y == "variance" else "mean squared error against the truth"
+    g.set_axis_labels(axis, what)
+    g.figure.suptitle(f"{'Estimator variance' if y == 'variance' else 'MSE'} against {axis} "
+                      f"(each problem's other axes at its base setting)")
     g.figure.subplots_adjust(top=0.88)
-    return c.save(g.figure, f"variance_vs_{axis}.png", f"Variance against {axis}", tight=False)  # laid out by seaborn
+    name = f"{'variance' if y == 'variance' else 'mse'}_vs_{axis}.png"
+    return c.save(g.figure, name, f"{'Variance' if y == 'variance' else 'MSE'} against {axis}", tight=False)
 
 
-def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, Any]) -> Made:
+def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
+    """Estimators run with several values of an option (the relaxations' temperature): |bias| and
+    MSE against the truth against the option's value, one line per estimator and gradient."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if "estimator_options" not in df or "mse" not in df:
+        return None
+    d = df[(df["status"] == "ok") & df["estimator_options"].fillna("").str.contains("=") & df["mse"].notna()].copy()
+    if d.empty:
+        return None
+    parsed = d["estimator_options"].str.extract(r"^(\w+)=([-\d.eE+]+)$")
+    d["option"], d["value"] = parsed[0], pd.to_numeric(parsed[1], errors="coerce")
+    d = d.dropna(subset=["value"])
+    d["name"] = d["estimator"].str.replace(r"\(.*\)$", "", regex=True)
+    d = d[d.groupby(["problem", "name"])["value"].transform("nunique") > 1]
+    if d.empty:
+        return None
+    d["abs_bias"] = d["bias"].abs()
+    d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "mse"]].mean()
+    option = d["option"].iloc[0]
+    problems_ = sorted(d["problem"].unique())
+    fig, axes_ = plt.subplots(2, len(problems_), figsize=(4.2 * len(problems_), 6), squeeze=False)
+    for j, problem in enumerate(problems_):
+        for i, (col, label) in enumerate((("abs_bias", "|bias| (coordinate mean)"), ("mse", "MSE against the truth"))):
+            ax = axes_[i][j]
+            sns.lineplot(data=d[d["problem"] == problem], x="value", y=col, hue="name", marker="o", ax=ax)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(option)
+            ax.set_ylabel(label)
+            ax.set_title(problem)
+    fig.suptitle(f"Biased estimators against their {option} (every other axis at its default)")
+    fig.tight_layout()
+    return c.save(fig, f"bias_vs_{option}.png", f"Bias and MSE against {option}")
+
+
+def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
     """Toy problems: variance against samples per estimate, with a 1/n reference line."""
     import seaborn as sns
 
@@ -150,15 +189,16 @@ def vae_test_elbo(c: Canvas, tr: pd.DataFrame | None) -> Made:
     return c.save(fig, "vae_test_elbo.png", "VAE test ELBO curves")
 
 
-def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, Any]) -> Made:
+def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
     """Efficiency relative to the reference estimator: toys at the base setting, models per checkpoint."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     d = df[(df["status"] == "ok") & np.isfinite(df["efficiency_vs_reparam"]) & (df["efficiency_vs_reparam"] > 0)]
     toy_base = d[is_toy(d)]
-    for axis, value in base.items():
-        toy_base = toy_base[toy_base[axis] == value]
+    for problem, values in base.items():
+        for axis, value in values.items():
+            toy_base = toy_base[(toy_base["problem"] != problem) | (toy_base[axis] == value)]
     rows = [{"cell": f"{r['problem'].removeprefix('gaussian-')} d/d{r['parameter']}", "estimator": r["estimator"],
              "efficiency_vs_reparam": r["efficiency_vs_reparam"]} for _, r in toy_base.iterrows()]
     rows += [{"cell": f"{r['problem']} {r['checkpoint']}", "estimator": r["estimator"],
@@ -179,7 +219,15 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, Any]) -> Made:
     return c.save(fig, "efficiency.png", "Efficiency relative to reparameterization")
 
 
-def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, Any]) -> list[tuple[str, str]]:
+def _with_biased(df: pd.DataFrame) -> list[str]:
+    """Toy problems on which some estimator is flagged biased: their MSE tells what variance hides."""
+    from .text import flagged_biased
+
+    ok = df[is_toy(df) & (df["status"] == "ok")]
+    return [p for p, rows in ok.groupby("problem") if flagged_biased(rows)]
+
+
+def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Draw every figure the data allow; returns (title, relative path) pairs."""
     import matplotlib
 
@@ -189,8 +237,11 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
     sns.set_theme(style="whitegrid", context="notebook")
     estimators = sorted(df["estimator"].unique(), key=lambda e: (e != REFERENCE, e))
     c = Canvas(out, estimators, dict(zip(estimators, sns.color_palette("tab10", len(estimators)), strict=True)))
+    toy_axes = axes(df[is_toy(df)])
     made = [
-        *(variance_against(c, df, axis, base) for axis in axes(df[is_toy(df)])),
+        *(variance_against(c, df, axis, base) for axis in toy_axes),
+        *(variance_against(c, df[df["problem"].isin(_with_biased(df))], axis, base, y="mse") for axis in toy_axes),
+        option_effect(c, df),
         variance_against_n_samples(c, df, base),
         vae_gradient_variance(c, df),
         vae_test_elbo(c, tr),

@@ -33,7 +33,7 @@ from benchmarks.results_file import atomic_write, curves_path, writer_lock
 
 from .figures import figures
 from .load import ResultsError, read_results, read_training
-from .tables import add_derived, all_tables, base_values, fmt, is_toy, markdown_table, problem_table, training_table
+from .tables import add_derived, all_tables, bases, fmt, is_toy, markdown_table, problem_table, training_table
 from .text import provenance, toy_paragraph, training_paragraph, vae_paragraph
 
 
@@ -138,7 +138,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     copy_file(results, out / "results.csv")
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
-    base = base_values(df)
+    base = bases(df)
 
     md = ["# estbench variance report", ""]
     if command:
@@ -152,17 +152,20 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
            "time per estimate): higher is better; '/ reparam' columns divide by reparameterization's value in "
            "the same setting.", ""]
     if base:
-        md += [f"Toy tables show the base setting {', '.join(f'{k}={fmt(v)}' for k, v in base.items())}; "
+        md += ["Each toy problem's table shows its base setting, the most common value of each axis (named in "
+               "its section); "
                "`tables.csv` has every setting.", ""]
 
     for problem in df["problem"].unique():
-        table = problem_table(df, problem, base)
+        table = problem_table(df, problem, base.get(problem, {}))
         md += [f"## {problem}", ""]
         if table.empty:
             md += ["No cell of this problem completed.", ""]
             continue
         rows = df[df["problem"] == problem]
-        para = toy_paragraph(df, problem, base) if is_toy(rows).all() else vae_paragraph(df, problem)
+        if is_toy(rows).all():
+            md += ["At " + ", ".join(f"{k}={fmt(v)}" for k, v in base.get(problem, {}).items()) + ".", ""]
+        para = toy_paragraph(df, problem, base.get(problem, {})) if is_toy(rows).all() else vae_paragraph(df, problem)
         md += [para, "", markdown_table(table), ""]
 
     if tr is not None:

@@ -63,6 +63,8 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
     df = df.merge(ref, on=keys, how="left")
     df["variance_vs_reparam"] = df["variance"] / df["_ref_var"]
+    if "f_evals" in df:  # at equal cost in evaluations of f (ARM and DisARM use 2 per draw)
+        df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
     df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
     return df.drop(columns=["_ref_var", "_ref_eff"])
 
@@ -77,8 +79,8 @@ def _numeric_axes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def base_values(df: pd.DataFrame) -> dict[str, Any]:
-    """The most common value of each toy axis: the setting the report's base tables show."""
-    toy = _numeric_axes(df[is_toy(df)])
+    """The most common value of each axis of these toy rows: the setting the report's base tables show."""
+    toy = _numeric_axes(df[is_toy(df) & (df["status"] == "ok")])
     out = {}
     for axis in [*axes(toy), "n_samples"]:
         if axis in toy and toy[axis].notna().any():
@@ -87,15 +89,24 @@ def base_values(df: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def axis_slice(df: pd.DataFrame, axis: str, base: dict[str, Any]) -> pd.DataFrame:
-    """Toy rows that have ``axis``, where every other axis they have is at its base value."""
+def bases(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each toy problem's base setting: the most common value of each of its axes (and n_samples)."""
+    toy = df[is_toy(df)]
+    return {p: base_values(rows) for p, rows in toy.groupby("problem", sort=False)}
+
+
+def axis_slice(df: pd.DataFrame, axis: str, base: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Toy rows that have ``axis``, where every other axis of their problem is at that problem's
+    base value (``bases``)."""
     toy = _numeric_axes(df[is_toy(df) & (df["status"] == "ok")])
     if axis not in toy:
         return toy.iloc[0:0]
     mask = toy[axis].notna()
-    for other, value in base.items():
-        if other != axis and other in toy:
-            mask &= (toy[other] == value) | toy[other].isna()
+    for problem, values in base.items():
+        rows = toy["problem"] == problem
+        for other, value in values.items():
+            if other != axis and other in toy:
+                mask &= ~rows | (toy[other] == value)
     return toy[mask]
 
 
@@ -107,9 +118,11 @@ TABLE_COLUMNS = {
     "bias_z": "bias z",
     "mse": "MSE",
     "snr": "SNR",
+    "f_evals": "f evals",
     "time_us": "time / estimate (us)",
     "efficiency": "efficiency",
     "efficiency_vs_reparam": "efficiency / reparam",
+    "efficiency_per_eval": "1 / (variance x f evals)",
 }
 
 VAE_TABLE_COLUMNS = {
@@ -132,14 +145,14 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
     if is_toy(df[df["problem"] == problem]).all():
         rows = _numeric_axes(rows)
         for axis, value in base.items():
-            if axis in axes(rows) or axis == "n_samples":
-                rows = rows[rows[axis] == value]
+            rows = rows[rows[axis] == value]
         cols = TABLE_COLUMNS
         rows = rows.sort_values(["parameter", "variance"])
     else:
         cols = VAE_TABLE_COLUMNS
         order = {"untrained": 0, "trained": 1}
         rows = rows.assign(_o=rows["checkpoint"].map(order)).sort_values(["_o", "total_variance"])
+    cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
@@ -147,7 +160,7 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Every ok row with the derived columns, for tables.csv."""
     keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates",
             "variance", "total_variance", "variance_vs_reparam", "bias_z", "mse", "snr", "agreement_z",
-            "time_per_estimate_s", "efficiency", "efficiency_vs_reparam"]
+            "time_per_estimate_s", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     return ok[[c for c in keep if c in ok]].reset_index(drop=True)
 

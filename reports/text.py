@@ -3,7 +3,6 @@ model code."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -20,10 +19,13 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
     for axis, value in base.items():
         at_base = at_base[at_base[axis] == value]
     parts = []
+    biased = flagged_biased(rows)
     for param, g in at_base.groupby("parameter", sort=True):
         g = g.sort_values("variance")
         lo, hi = g.iloc[0], g.iloc[-1]
-        eff = g.sort_values("efficiency", ascending=False).iloc[0]
+        # a biased estimator is never called the most efficient, nor is an exact (zero-variance) one
+        unbiased = g[~g["estimator"].isin(biased) & (g["variance"] > 0)]
+        eff = (unbiased if not unbiased.empty else g).sort_values("efficiency", ascending=False).iloc[0]
         if g["estimator"].nunique() == 1:
             parts.append(f"For the gradient of {param}, only {lo['estimator']} ran: variance {fmt(lo['variance'])}, "
                          f"nothing to compare it with.")
@@ -32,7 +34,8 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
             f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}) and "
             f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
             + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
-            f"counting time, {eff['estimator']} is the most efficient."
+            f"counting time, {eff['estimator']} is the most efficient"
+            + (" of those not flagged biased" if biased else "") + " with a nonzero variance."
         )
     # where, across the whole sweep, does the pathwise estimator lose?
     swept = rows.dropna(subset=["variance_vs_reparam"])
@@ -53,19 +56,43 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
                 + (f"({fmt(1 / best['variance_vs_reparam'])}x lower)." if best["variance_vs_reparam"] > 0
                    else "(zero variance: every estimate was the same).")
             )
+    parts.append(bias_sentence(rows, axes(df, problem)))
+    return " ".join(p for p in parts if p)
+
+
+#: the false-alarm rate of the bias verdict, for all the cells x gradients of one problem together
+BIAS_ALARM = 0.01
+
+
+def bias_threshold(n: int) -> float:
+    """|bias z| above which a cell is flagged biased: a two-sided z-test at BIAS_ALARM / n each
+    (Bonferroni over the n cells x gradients of a problem)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - BIAS_ALARM / (2 * max(n, 1)))
+
+
+def flagged_biased(rows: pd.DataFrame) -> list[str]:
+    """The estimators with a cell flagged biased among ``rows`` (one problem's ok rows)."""
     z = rows["bias_z"].abs()
-    if z.notna().any():
-        n = int(z.notna().sum())
-        worst = rows.loc[z.idxmax()]
-        expect = math.sqrt(2 * math.log(max(n, 2)))
-        verdict = "consistent with every estimator being unbiased" if z.max() <= expect + 1.5 else \
-            "larger than chance alone explains: look at that cell"
-        parts.append(
-            f"Bias: the largest |bias z| over the {n} cells x gradients is {fmt(z.max())} "
-            f"({worst['estimator']}, {worst['parameter']}, {setting_text(worst, axes(df, problem))}); "
-            f"the largest of {n} standard normals is typically about {fmt(expect)}, so this is {verdict}."
-        )
-    return " ".join(parts)
+    return sorted(set(rows.loc[z > bias_threshold(int(z.notna().sum())), "estimator"]))
+
+
+def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
+    """The bias verdict: which estimators are flagged biased, by the stated rule."""
+    z = rows["bias_z"].abs()
+    if not z.notna().any():
+        return ""
+    n = int(z.notna().sum())
+    thresh = bias_threshold(n)
+    worst = rows.loc[z.idxmax()]
+    where = f"{worst['estimator']}, {worst['parameter']}, {setting_text(worst, [*setting_axes, 'n_samples'])}"
+    rule = f"|bias z| > {fmt(thresh)}, a {BIAS_ALARM:.0%} false-alarm rate over its {n} cells x gradients"
+    flagged = flagged_biased(rows)
+    if not flagged:
+        return (f"Bias: no estimator is flagged biased ({rule}); the largest |bias z| is {fmt(z.max())} ({where}).")
+    return (f"Bias: **flagged biased: {', '.join(flagged)}** ({rule}); the largest |bias z| is {fmt(z.max())} "
+            f"({where}).")
 
 
 def vae_paragraph(df: pd.DataFrame, problem: str) -> str:

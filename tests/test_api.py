@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import estbench
-from benchmarks.results_file import COLUMNS
+from benchmarks.runner import COLUMNS
 from estbench.cli import main
 from estimators import Estimator, Surrogate, evaluate, score_surrogate
 

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "estbench-plugin-example"
 
 
-def tutorial_code() -> str:
+def tutorial_code(name: str = "my_estimator.py") -> str:
     text = (ROOT / "docs" / "plugins.md").read_text()
-    m = re.search(r"<!-- tutorial: my_estimator.py.*?-->\n```python\n(.*?)```", text, flags=re.S)
-    assert m, "the tutorial block of docs/plugins.md is missing"
+    m = re.search(rf"<!-- tutorial: {re.escape(name)}.*?-->\n```python\n(.*?)```", text, flags=re.S)
+    assert m, f"the tutorial block {name} of docs/plugins.md is missing"
     return m.group(1)
 
 
@@ -185,3 +185,30 @@ def test_failing_plugins_become_failed_rows_and_the_sweep_goes_on(tmp_path, clea
     assert by[("test-shape", "1", "sigma")]["status"] == "failed"
     assert "expected one value per replicate" in by[("test-shape", "1", "sigma")]["error"]
     assert {r["status"] for r in rows if r["estimator"] == "reinforce"} == {"ok"}
+
+
+def test_problem_tutorial_plugin_runs_with_its_own_axes(tmp_path):
+    """The problem of docs/plugins.md: its axes become options and columns; the pathwise and score
+    estimators are unbiased on it (|bias z| within a Bonferroni bound over the 2 x 3 rows)."""
+    plugin = write_plugin(tmp_path, tutorial_code("my_problem.py"), "my_problem.py")
+    out = tmp_path / "r.csv"
+    proc = subprocess.run([sys.executable, "-m", "estbench", "run", "--plugin", str(plugin), "--problem", "gaussian-cubic",
+                           "--estimator", "reparameterization", "reinforce", "--mu", "0", "0.5", "1", "--replicates",
+                           "4000", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = read(out)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"} and {r["mu"] for r in rows} == {"0.0", "0.5", "1.0"}
+    assert all(abs(float(r["bias_z"])) < z_bound(6) for r in rows), [r["bias_z"] for r in rows]
+    assert {r["f_evals"] for r in rows} == {"4.0"}
+
+
+@pytest.mark.parametrize("body,message", [
+    ("from benchmarks.problems import Problem\nclass P(Problem):\n    name = 'gaussian-cos'\n", "does not implement chunk"),
+    ("X = 1\n", "defines no Estimator or Problem subclass"),
+    ("from estimators.options import Option\nA = Option('x', None, (1,))\n", "type must be float, int or str"),
+])
+def test_a_broken_problem_plugin_is_one_line(tmp_path, capsys, body, message):
+    plugin = write_plugin(tmp_path, body, "broken.py")
+    assert main(["list", "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -68,7 +68,8 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     args = ["report", "--quick", "--out", str(out), "--quiet"]
     assert main(args) == 0
     df = read_results(out / "results.csv")
-    assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "vae-digits"}
+    assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "bernoulli-quadratic",
+                                  "bernoulli-coupled", "categorical-quadratic", "vae-digits"}
     text1 = check_report(out, df)
     out2 = tmp_path / "r2"
     assert main(["report", "--results", str(out / "results.csv"), "--out", str(out2)]) == 0

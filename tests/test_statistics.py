@@ -103,11 +103,15 @@ def test_measured_variance_matches_closed_form():
 
 
 def test_all_estimators_unbiased_on_every_toy_function():
-    """Every registered estimator's mean gradient (built-ins and the shipped plugins) equals the
-    closed-form truth (bias z-test)."""
+    """Every registered estimator for continuous distributions (built-ins and the shipped plugins)
+    has a mean gradient equal to the closed-form truth (bias z-test); the discrete ones are tested
+    in tests/test_discrete.py."""
+    from estimators.discrete import DISCRETE
+    from estimators.relax import RELAXED_CV
+
     settings = [GaussianSetting(1.0, 0.7, 0.5, 1), GaussianSetting(-0.5, 1.5, 1.3, 4)]
     names = ["gaussian-quadratic", "gaussian-cos", "gaussian-exp"]
-    ests = estimators.available()
+    ests = [e for e in estimators.available() if e not in {c.name for c in (*DISCRETE, *RELAXED_CV)}]
     assert {"reinforce-optimal", "measure-valued", "reinforce-delta-cv"} <= set(ests)
     z = z_bound(n_assertions=len(settings) * len(names) * len(ests) * 2)
     sweep = Sweep(replicates=4000, seed=7, estimator=ests)

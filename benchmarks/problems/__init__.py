@@ -11,6 +11,7 @@ from estimators import PluginError, UnknownNameError
 from estimators.options import Option, declared
 
 from .base import Chunk, Context, Problem, SettingError, product
+from .counting import counted
 from .discrete import BernoulliCoupled, BernoulliQuadratic, CategoricalQuadratic, DiscreteProblem
 from .gaussian import GaussianCos, GaussianExp, GaussianProblem, GaussianQuadratic, GaussianSetting
 from .vae import VAE, VAEDigits, VAEMnist, VAEProblem, VAESetting
@@ -121,5 +122,5 @@ __all__ = [
     "BernoulliCoupled", "BernoulliQuadratic", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "Option", "Problem", "SettingError", "VAE", "VAEDigits", "VAEMnist", "VAEProblem", "VAESetting",
-    "available", "defaults", "get", "get_class", "origin", "product", "register",
+    "available", "counted", "defaults", "get", "get_class", "origin", "product", "register",
 ]  # fmt: skip

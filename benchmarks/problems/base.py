@@ -75,7 +75,7 @@ class Problem(abc.ABC):
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of
         its axes' values, each checked by ``validate``."""
         out = []
-        for values in product(**{a.name: getattr(sweep, a.name) for a in self.axes}):
+        for values in product(**{a.name: sweep.values.get(a.name, list(a.default)) for a in self.axes}):
             try:  # this problem's own bounds (an axis shared with other problems may allow more)
                 values = {a.name: a.coerce(values[a.name]) for a in self.axes}
             except OptionError as exc:

@@ -109,8 +109,10 @@ class BernoulliQuadratic(DiscreteProblem):
     description = "b ~ Bernoulli(sigmoid(theta)), f(b) = sum (b - t)^2 (REBAR/RELAX/DisARM toy); closed-form truth"
     axes = (
         Option("theta", float, (0.0,), "logit of every coordinate (a sweep file may give one per coordinate)",
-               check=finite, per_coordinate=True),
-        Option("t", float, (0.45,), "target of the Bernoulli toy f(b) = sum (b - t)^2", check=finite),
+               check=finite, per_coordinate=True, report=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
+               report_quick=(-2.0, 0.0, 2.0)),
+        Option("t", float, (0.45,), "target of the Bernoulli toy f(b) = sum (b - t)^2", check=finite,
+               report=(0.0, 0.1, 0.25, 0.4, 0.45, 0.49), report_quick=(0.1, 0.45, 0.49)),
         Option("dim", int, (1,), "dimension, >= 1", check=at_least(1)),
     )
     setting_type = BernoulliSetting
@@ -160,7 +162,7 @@ class BernoulliCoupled(DiscreteProblem):
     axes = (
         Option("theta", float, (0.0,), "logit of every coordinate (a sweep file may give one per coordinate)",
                check=finite, per_coordinate=True),
-        Option("dim", int, (1,), f"dimension, 1 to {MAX_ENUMERATED_DIM} (enumerated)",
+        Option("dim", int, (8,), f"dimension, 1 to {MAX_ENUMERATED_DIM} (enumerated)",
                check=at_least(1, MAX_ENUMERATED_DIM)),
         Option("w_seed", int, (0,), "seed of the coupling W and c of bernoulli-coupled", check=at_least(0)),
     )

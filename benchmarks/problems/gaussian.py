@@ -110,9 +110,10 @@ class GaussianProblem(Problem):
     kind = "toy"
     axes = (
         Option("mu", float, (1.0,), "mean of every coordinate (a sweep file may give one per coordinate)",
-               check=finite, per_coordinate=True),
+               check=finite, per_coordinate=True, report=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
+               report_quick=(-2.0, 0.0, 1.0, 2.0)),
         Option("sigma", float, (1.0,), "standard deviation, > 0 (a sweep file may give one per coordinate)",
-               check=positive, per_coordinate=True),
+               check=positive, per_coordinate=True, report=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0), report_quick=(0.25, 1.0, 4.0)),
         Option("k", float, (1.0,), "parameter of the test function", check=finite),
         Option("dim", int, (1,), "dimension, >= 1", check=at_least(1)),
     )
