@@ -106,6 +106,44 @@ def _runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, 
     return statistics.median(times) / R, engine.timing.compile_s
 
 
+# -- discrete toys -----------------------------------------------------------------------------
+
+def discrete_loop(est: Estimator, dim: int, n: int, R: int, ctx: Context) -> torch.Tensor:
+    """bernoulli-quadratic (theta 0, t 0.45): R estimates, one backward() each; [R, dim]."""
+    from torch.distributions import Bernoulli
+
+    out = torch.empty(R, dim, dtype=ctx.dtype, device=ctx.device)
+    state = est.init_state()
+    for r in range(R):
+        theta = torch.zeros(dim, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+        sur = est(Independent(Bernoulli(logits=theta, validate_args=False), 1),
+                  lambda b: ((b - 0.45) ** 2).sum(-1), n, state)
+        sur.loss.backward()
+        state = sur.state
+        out[r] = theta.grad
+    return out
+
+
+def discrete_speeds(names: tuple[str, ...] = ("reinforce", "disarm"), dim: int = 100, repeats: int = 3,
+                    budget_s: float = 0.3, device: str = "cpu") -> list[dict[str, Any]]:
+    """bernoulli-quadratic at ``dim``, single-draw estimates per second: the backward() loop
+    against the runner's own path (eager)."""
+    from .problems.discrete import BernoulliSetting
+
+    problem, ctx = get("bernoulli-quadratic"), Context(compile="off", device=device)
+    s = BernoulliSetting(theta=0.0, t=0.45, dim=dim)
+    rows = []
+    for name in names:
+        est = estimators.get(name)
+        probe = _median_time(lambda: discrete_loop(est, dim, 1, 20, ctx), 1, device) / 20
+        r_loop = max(20, int(budget_s / probe))
+        t_loop = _median_time(lambda: discrete_loop(est, dim, 1, r_loop, ctx), repeats, device) / r_loop
+        t_runner, _ = _runner_time(problem, est, s, None, 1, 20_000 if budget_s >= 0.3 else 5_000, ctx, repeats)
+        rows.append({"estimator": name, "dim": dim, "loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner,
+                     "speedup": t_loop / t_runner})
+    return rows
+
+
 # -- yardsticks --------------------------------------------------------------------------------
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:

@@ -16,6 +16,7 @@ import torch
 
 from .perf import (
     copy_gbps,
+    discrete_speeds,
     jax_device,
     matmul_gflops,
     peak_memory,
@@ -104,6 +105,13 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
         print(f"(no JAX column: JAX {_jax_version()} has no GPU backend here)")
     elif not args.no_jax:
         print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
+
+    out["discrete"] = discrete_speeds(repeats=args.repeats, budget_s=0.1 if args.quick else 0.3, device=device)
+    print("\nbernoulli-quadratic (dim 100), single-draw estimates per second, eager")
+    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7}")
+    for r in out["discrete"]:
+        print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
+              f"{r['speedup']:>6,.0f}x")
 
     gpu = device != "cpu"  # a GPU needs more replicates per measurement: its chunks are larger
     out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,

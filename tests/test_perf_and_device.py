@@ -68,8 +68,10 @@ def test_perf_command_runs_end_to_end_and_writes_json(tmp_path, capsys):
     argv = ["perf", "--quick", "--dim", "2", "--compile", "off", "--no-jax", "--repeats", "1", "--json", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "gaussian-quadratic" in printed and "digits VAE" in printed
+    assert "gaussian-quadratic" in printed and "digits VAE" in printed and "bernoulli-quadratic (dim 100)" in printed
     fig = json.loads(out.read_text())
+    assert {r["estimator"] for r in fig["discrete"]} == {"reinforce", "disarm"}
+    assert all(r["loop_per_s"] > 0 and r["speedup"] > 0 for r in fig["discrete"])
     assert fig["device"] == "cpu" and fig["matmul_gflops"] > 0
     assert {r["estimator"] for r in fig["toy"]} == set(perf.TOY_ESTIMATORS) and all(r["speedup"] > 0 for r in fig["toy"])
     assert all(r["gflops"] > 0 and "compiled_s" not in r for r in fig["vae"])
