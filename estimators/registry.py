@@ -54,17 +54,26 @@ class PluginError(TypeError):
     """A plugin does not implement the estimator interface."""
 
 
-def validate(cls: object, origin: str) -> type[Estimator]:
-    """Check that ``cls`` implements the public interface; raise PluginError naming ``origin``."""
+def check_interface(cls: object, base: type, base_path: str, origin: str) -> str:
+    """The checks every plugin class passes (an estimator, a problem): a subclass of ``base``, a
+    non-empty ``name``, every abstract method implemented. Returns the name; PluginError naming
+    ``origin`` otherwise."""
     where = f"plugin {origin}"
-    if not (inspect.isclass(cls) and issubclass(cls, Estimator)):
-        raise PluginError(f"{where}: {cls!r} is not a subclass of estimators.Estimator")
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        raise PluginError(f"{where}: {cls!r} is not a subclass of {base_path}")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name.strip():
         raise PluginError(f"{where}: {cls.__name__}.name must be a non-empty string, got {name!r}")
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginError(f"{where}: {cls.__name__} does not implement {missing}")
+    return name
+
+
+def validate(cls: object, origin: str) -> type[Estimator]:
+    """Check that ``cls`` implements the public interface; raise PluginError naming ``origin``."""
+    where = f"plugin {origin}"
+    name = check_interface(cls, Estimator, "estimators.Estimator", origin)
     if name in _BUILTIN and _BUILTIN[name] is not cls:
         raise PluginError(f"{where}: name {name!r} clashes with a built-in estimator")
     same_origin = _PLUGIN_ORIGIN.get(name) == origin  # the same file or notebook defining it again

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import warnings
 
 from estimators import PluginError, UnknownNameError
 from estimators.options import Option, declared
+from estimators.registry import check_interface
 
 from .base import Chunk, Context, Problem, SettingError, product
 from .counting import counted
@@ -32,13 +32,7 @@ _entry_points_loaded = False
 def validate(cls: object, origin: str) -> type[Problem]:
     """Check that ``cls`` implements the problem interface; PluginError naming ``origin`` otherwise."""
     where = f"plugin {origin}"
-    if not (inspect.isclass(cls) and issubclass(cls, Problem)):
-        raise PluginError(f"{where}: {cls!r} is not a subclass of benchmarks.problems.Problem")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name.strip():
-        raise PluginError(f"{where}: {cls.__name__}.name must be a non-empty string, got {name!r}")
-    if inspect.isabstract(cls):
-        raise PluginError(f"{where}: {cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    name = check_interface(cls, Problem, "benchmarks.problems.Problem", origin)
     for attr in ("description", "groups", "kind", "setting_type"):
         if not hasattr(cls, attr):
             raise PluginError(f"{where}: {cls.__name__} does not set {attr}")
