@@ -79,3 +79,14 @@ def test_abbreviated_options_are_errors_with_a_suggestion(capsys):
 def test_torch_tensors_come_back_as_numbers():
     df = estbench.run("gaussian-cos", "reinforce", replicates=10)
     assert df["variance"].dtype == float and torch.isfinite(torch.tensor(df["variance"].to_numpy())).all()
+
+
+def test_problem_objects_need_no_plugin_file():
+    """A problem defined in a notebook (the tutorial's, from docs/plugins.md) handed over as an object."""
+    from tests.test_plugins import tutorial_code
+
+    scope: dict = {}
+    exec(compile(tutorial_code("my_problem.py"), "my_problem.py", "exec"), scope)
+    df = estbench.run(scope["GaussianCubic"](), ["reparameterization", "reinforce"], mu=[0.0, 1.0], replicates=3000)
+    assert set(df["problem"]) == {"gaussian-cubic"} and set(df["status"]) == {"ok"} and set(df["mu"]) == {0.0, 1.0}
+    assert (df["bias_z"].abs() < 3.9).all()  # Bonferroni over 4 rows at a 1e-3 false-failure rate

@@ -71,6 +71,11 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "bernoulli-quadratic",
                                   "bernoulli-coupled", "categorical-quadratic", "vae-digits"}
     text1 = check_report(out, df)
+    # the discrete toys: the relaxations are named biased, the unbiased estimators are not
+    section = text1.split("## bernoulli-quadratic\n", 1)[1].split("\n## ", 1)[0]
+    flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
+    assert "gumbel-softmax" in flagged and not any(e in flagged.split(", ") for e in ("arm", "disarm", "reinforce"))
+    assert "| f evals |" in section and "(figures/bias_vs_temperature.png)" in text1
     out2 = tmp_path / "r2"
     assert main(["report", "--results", str(out / "results.csv"), "--out", str(out2)]) == 0
     text2 = (out2 / "report.md").read_text()

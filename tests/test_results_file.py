@@ -311,3 +311,15 @@ def test_long_runs_show_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert lines[0].startswith("estbench: 1/3 cells done,") and lines[-1].startswith("estbench: 3/3 cells done in")
     quiet = estbench(*args, "--quiet", "--overwrite", env=env)
     assert quiet.returncode == 0 and "cells done" not in quiet.stderr
+
+
+def test_resume_may_add_option_values(tmp_path):
+    """--temperature 0.5, then --temperature 0.5 2 with --resume: one new cell per added value, and
+    the table equals one run of both values."""
+    out, whole = tmp_path / "r.csv", tmp_path / "whole.csv"
+    base = ["run", "--problem", "bernoulli-quadratic", "--estimator", "gumbel-softmax", "--replicates", "50", "--quiet"]
+    assert main([*base, "--temperature", "0.5", "--out", str(out)]) == 0
+    assert main([*base, "--temperature", "0.5", "2", "--out", str(out), "--resume"]) == 0
+    assert main([*base, "--temperature", "0.5", "2", "--out", str(whole)]) == 0
+    assert table(out) == table(whole) and {r["estimator_options"] for r in rows(out)} == {"temperature=0.5",
+                                                                                           "temperature=2.0"}
