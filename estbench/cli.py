@@ -104,9 +104,17 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     groups: dict[str, Any] = {}
     for name, option in declared().items():
         who = owners(name)
-        title = "settings of " + ", ".join(who) if len(who) <= 3 else f"settings of {len(who)} problems and estimators"
+        title = "settings of " + ", ".join(who)
         group = groups.setdefault(title, p.add_argument_group(title + " (several values give a sweep)"))
         default = " ".join(str(v) for v in option.default)
+        others = {}  # owners declaring another default for the same axis
+        for owner in who:
+            declared_by = (problems.get_class(owner).axes if owner in problems.available()
+                           else estimators.get_class(owner).options)
+            mine = next(o for o in declared_by if o.name == name)
+            if mine.default != option.default:
+                others[owner] = " ".join(str(v) for v in mine.default)
+        default += "".join(f"; {owner}: {d}" for owner, d in others.items())
         group.add_argument(option.flag, nargs="+", dest=name, metavar=name.upper(),
                            type=_int if option.type is int else option.type, choices=option.choices,
                            help=f"{option.help} (default: {default})")

@@ -199,7 +199,7 @@ class CategoricalSetting:
 
 class CategoricalQuadratic(DiscreteProblem):
     name = "categorical-quadratic"
-    description = ("c ~ Categorical(logits theta k/(K-1)) in each of dim coordinates, f(c) = sum (c/(K-1) - t)^2; "
+    description = ("c ~ Categorical(logits theta (k/(K-1) - 1)) in each of dim coordinates, f(c) = sum (c/(K-1) - t)^2; "
                    "closed-form truth")
     axes = (
         Option("theta", float, (0.0,), "logit slope: logit of class k is theta (k / (K - 1) - 1)", check=finite),
