@@ -167,16 +167,14 @@ class CellEngine:
         # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
         # The last call's time predicts the eager run, for --compile auto.
         warm = min(sizes[0], 100)
-        calls = WARMUP_CALLS if estimator.stateful else 2
-        for i in range(calls):
-            sync(ctx)
-            t0 = time.perf_counter()
-            with count_f_evals() as evals:  # the last warm-up call, like the measured ones, counts f's evaluations
-                state = step(warm, state)[1] if i == calls - 1 else state
-            if i < calls - 1:
-                state = step(warm, state)[1]
-            sync(ctx)
-            t_warm = time.perf_counter() - t0
+        for _ in range((WARMUP_CALLS if estimator.stateful else 2) - 1):
+            state = step(warm, state)[1]
+        sync(ctx)
+        t0 = time.perf_counter()
+        with count_f_evals() as evals:  # the last warm-up call, like the measured ones, counts f's evaluations
+            state = step(warm, state)[1]
+        sync(ctx)
+        t_warm = time.perf_counter() - t0
         self.timing = CellTiming(elapsed=math.nan, f_evals=evals[0])  # counted per estimate already
         self.run_chunk: Callable[[int, Any], Any] = step
         mode = compiling.check_mode(ctx.compile)

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import problems
 from .plan import Cell, options_text
-from .results_file import ResultsFileError, atomic_write, has_content, read_text
+from .results_file import ResultsFileError, atomic_write, read_text
 from .sweep import Sweep
 
 
@@ -57,17 +57,18 @@ def _whole(rows: list[dict]) -> list[dict]:
     return [r for r in rows if None not in r and None not in r.values()]
 
 
-def completed(path: Path, columns: list[str], key: Callable[[dict], tuple],
+def completed(path: Path, read: tuple[str, list[str], list[dict], int] | None, key: Callable[[dict], tuple],
               complete: Callable[[list[dict]], bool]) -> set[tuple]:
-    """Keys of the completed units (cells, curves) in an existing results file, for --resume.
+    """Keys of the completed units (cells, curves) in an existing results file, for --resume,
+    from what ``read_rows`` read of it (None: no file, nothing completed).
 
     Rows are appended whole and flushed, so a kill can at worst leave a torn last line or a
     unit with some of its rows: both are dropped (the file is rewritten atomically without
     them) and those units are computed again.
     """
-    if not has_content(path):
+    if read is None:
         return set()
-    header, body, rows, n_lines = read_rows(path, columns)
+    header, body, rows, n_lines = read
     units: dict[tuple, list[dict]] = {}
     for r in _whole(rows):
         units.setdefault(key(r), []).append(r)

@@ -256,12 +256,14 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
         planned = [_base_row(c, sw, 0) for c, sw in plan.cells]
         planned_curves = [_curve_base(c, sw) for c, sw in plan.curves]
         steps = {str(sw.train_steps) for _, sw in plan.curves}
+        read = {}  # each file read once, both checked before either is rewritten
         for path, names, rows, content in ((out, header, planned, CONTENT_COLUMNS),
                                              (curves_path(out), curve_head, planned_curves, CURVE_CONTENT_COLUMNS)):
             if has_content(path):
-                check_resumable(path, _whole(read_rows(path, names)[2]), rows, content)
-        done_cells = completed(out, header, _row_cell_key, _cell_complete)
-        done_curves = completed(curves_path(out), curve_head, _row_curve_key,
+                read[path] = read_rows(path, names)
+                check_resumable(path, _whole(read[path][2]), rows, content)
+        done_cells = completed(out, read.get(out), _row_cell_key, _cell_complete)
+        done_curves = completed(curves_path(out), read.get(curves_path(out)), _row_curve_key,
                                 lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
     todo, todo_curves = [], []
     for units, done, key, pending in ((plan.cells, done_cells, _cell_key, todo),
