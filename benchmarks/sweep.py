@@ -59,10 +59,11 @@ def declared() -> dict[str, Option]:
     return out
 
 
-def owners(name: str) -> list[str]:
-    """The problems declaring axis ``name`` and the estimators declaring option ``name``."""
-    out = [p for p in problems.available() if any(a.name == name for a in problems.get_class(p).axes)]
-    return out + [e for e in estimators.available() if any(o.name == name for o in estimators.get_class(e).options)]
+def declarations(name: str) -> dict[str, Option]:
+    """Each problem declaring axis ``name`` and each estimator declaring option ``name``, with its
+    declaration (their defaults may differ)."""
+    out = {p: a for p in problems.available() for a in problems.get_class(p).axes if a.name == name}
+    return out | {e: o for e in estimators.available() for o in estimators.get_class(e).options if o.name == name}
 
 
 class Sweep:

@@ -100,8 +100,9 @@ def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None 
     """Run a sweep and return its results table: the rows and columns of the results CSV.
 
     ``problems`` and ``estimators``: a name, class or object, or a list of them (default:
-    every registered one). ``axes``: mu, sigma, k, dim, checkpoint, hidden, latent, batch,
-    n_samples (one value or a list each), replicates, seed, dtype, device, compile,
+    every registered one). ``axes``: the problems' declared setting axes and the estimators'
+    declared options (``estbench run --help`` lists them: mu, sigma, theta, temperature, ...)
+    and n_samples, one value or a list each; replicates, seed, dtype, device, compile,
     checkpoint_steps, train_steps, data_dir. With ``out`` the rows are also written to that
     file as cells complete (``resume`` and ``overwrite`` as on the command line), and the
     returned table is the whole file. Training curves, for problems that train, are in

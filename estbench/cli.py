@@ -98,23 +98,17 @@ def _plugin_option() -> argparse.ArgumentParser:
 def _sweep_options(p: argparse.ArgumentParser) -> None:
     """The options of a sweep: the setting axes the registered problems declare and the options
     the registered estimators declare (benchmarks.sweep.declared), plus the run-wide ones."""
-    from benchmarks.sweep import declared, owners
+    from benchmarks.sweep import declarations, declared
 
     p.add_argument("--config", metavar="FILE", help="TOML sweep file; command-line options override it")
     groups: dict[str, Any] = {}
     for name, option in declared().items():
-        who = owners(name)
+        who = declarations(name)
         title = "settings of " + ", ".join(who)
         group = groups.setdefault(title, p.add_argument_group(title + " (several values give a sweep)"))
         default = " ".join(str(v) for v in option.default)
-        others = {}  # owners declaring another default for the same axis
-        for owner in who:
-            declared_by = (problems.get_class(owner).axes if owner in problems.available()
-                           else estimators.get_class(owner).options)
-            mine = next(o for o in declared_by if o.name == name)
-            if mine.default != option.default:
-                others[owner] = " ".join(str(v) for v in mine.default)
-        default += "".join(f"; {owner}: {d}" for owner, d in others.items())
+        default += "".join(f"; {owner}: {' '.join(str(v) for v in mine.default)}"  # owners with another default
+                           for owner, mine in who.items() if mine.default != option.default)
         group.add_argument(option.flag, nargs="+", dest=name, metavar=name.upper(),
                            type=_int if option.type is int else option.type, choices=option.choices,
                            help=f"{option.help} (default: {default})")
