@@ -6,6 +6,12 @@
 - ``mnist``: the standard MNIST IDX files in a directory the user names
   (``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte``, gzip or not),
   scaled to [0, 1].
+
+The binary VAEs (``vae-digits-binary``, ``vae-mnist-binary``) read the same images,
+**binarized once**: each pixel becomes 1 with probability its grey level, drawn with a
+fixed seed (``BINARIZE_SEED``, the same for every run and every seed of a run), as in
+Salakhutdinov & Murray (2008)'s binarized MNIST. So a pixel of grey level 0 is always 0
+and one of level 1 always 1; the data set is the same on every machine and every run.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 DIGITS_TEST = 300
 DIGITS_SPLIT_SEED = 20131220  # Kingma & Welling's arXiv date; fixed forever
+BINARIZE_SEED = 20080705  # Salakhutdinov & Murray's binarized MNIST (ICML 2008); fixed forever
 
 
 class DataError(ValueError):
@@ -93,3 +100,13 @@ def load_mnist(data_dir: str | Path) -> Dataset:
         raise DataError(f"{data_dir}: train images are {rows}x{cols} but test images are {arrays['test'].shape[1:]}")
     flat = {k: torch.from_numpy(v.reshape(len(v), -1).astype(np.float32) / 255.0) for k, v in arrays.items()}
     return Dataset("mnist", flat["train"], flat["test"], (rows, cols))
+
+
+def binarize(data: Dataset) -> Dataset:
+    """The data set with each pixel drawn once as Bernoulli(grey level), from ``BINARIZE_SEED``
+    (train and test from separate streams, so a change to one split leaves the other as it is)."""
+    def draw(images: torch.Tensor, stream: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(BINARIZE_SEED + stream)
+        return (torch.rand(images.shape, generator=gen) < images).to(images.dtype)
+
+    return Dataset(data.name + "-binary", draw(data.train, 0), draw(data.test, 1), data.shape)

@@ -14,7 +14,6 @@ import estimators
 
 from . import problems
 from .problems import Problem
-from .results_file import REFERENCE
 from .sweep import Sweep, SweepError
 
 
@@ -51,17 +50,17 @@ class Cell:
         return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
 
 
-def _reference_first(names: list[str]) -> list[str]:
-    return sorted(names, key=lambda n: n != REFERENCE)  # stable: otherwise the order given
+def _reference_first(names: list[str], reference: str) -> list[str]:
+    return sorted(names, key=lambda n: n != reference)  # stable: otherwise the order given
 
 
 def cells(sweep: Sweep) -> Iterator[Cell]:
-    """Every cell of the sweep; within a setting the reference estimator comes first."""
+    """Every cell of the sweep; within a setting the problem's reference estimator comes first."""
     for pname in sweep.problem:
         problem = problems.get(pname)
         for setting in problem.settings(sweep):
             for n in sweep.n_samples:
-                for ename in _reference_first(sweep.estimator):
+                for ename in _reference_first(sweep.estimator, problem.reference):
                     for opts in sweep.estimator_options(ename):
                         yield Cell(problem, ename, setting, n, tuple(opts.items()))
 
@@ -81,7 +80,7 @@ def curve_cells(sweep: Sweep) -> list[Cell]:
                 continue
             seen.add(key)
             for n in sweep.n_samples:
-                for ename in _reference_first(sweep.estimator):
+                for ename in _reference_first(sweep.estimator, problem.reference):
                     for opts in sweep.estimator_options(ename):
                         out.append(Cell(problem, ename, key, n, tuple(opts.items())))
     return out

@@ -37,7 +37,7 @@ from typing import Any
 HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
 TAIL = [
     "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
-    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z",
+    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
     "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",
@@ -66,8 +66,9 @@ def curve_columns(axes: list[str]) -> list[str]:
 CONTENT_COLUMNS = ("replicates", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
 CURVE_CONTENT_COLUMNS = ("seed", "dtype", "device", "train_steps", "estbench_version")
 
-#: agreement_z compares every estimator's mean gradient with this one's; the report's
-#: "/ reparam" columns divide by it
+#: the report's "/ reparam" columns divide by this estimator's figures; where a problem has no
+#: exact gradient, agreement_z compares every estimator's mean gradient with the mean of its
+#: ``Problem.reference`` estimator, this one unless the problem names another
 REFERENCE = "reparameterization"
 
 

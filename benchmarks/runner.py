@@ -68,7 +68,7 @@ from .resume import (
     completed,
     read_rows,
 )
-from .stats import GradientStats
+from .stats import GradientStats, coordinate_z
 from .sweep import Sweep
 
 
@@ -104,7 +104,8 @@ CURVE_COLUMNS = curve_header()
 
 
 def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
-    """Largest |z| over coordinates between two independent cells' mean gradients."""
+    """Largest |z| over coordinates between two independent cells' mean gradients (where the problem
+    has no exact gradient; against an exact one it is stats.coordinate_z)."""
     se2 = stats.coords.var / stats.n + ref.coords.var / ref.n
     diff = (stats.coords.mean - ref.coords.mean).abs()
     z = torch.where(se2 > 0, diff / se2.clamp_min(1e-300).sqrt(), torch.where(diff > 0, torch.inf, 0.0))
@@ -171,6 +172,7 @@ def measure_cell(
     rows = []
     for g in groups:
         s = stats[g].summary(None if truth is None else truth[g])
+        against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g]), "reference": "exact"}
         rows.append(
             {
                 **base,
@@ -183,6 +185,7 @@ def measure_cell(
                 "bias_z": s.bias_z,
                 "mse": s.mse,
                 "snr": s.snr,
+                **against_truth,
                 "time_per_estimate_s": timing.elapsed / sweep.replicates,
                 "f_evals": timing.f_evals,
                 "compiled": timing.compiled,
@@ -291,16 +294,18 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                     prepared = (key, exc)
             cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
             ref_key = (*key, cell.n_samples, sweep.replicates)
-            if stats is not None and cell.estimator == REFERENCE:
+            ref = cell.problem.reference
+            if stats is not None and cell.estimator == ref and cell_rows[0].get("reference") is None:
                 reference[ref_key] = stats
-            elif stats is not None and REFERENCE in sweep.estimator:
+            elif stats is not None and ref in sweep.estimator and cell_rows[0].get("reference") is None:
                 if ref_key not in reference:  # done in an earlier run (--resume): recompute, same seed, same numbers
-                    reference[ref_key] = measure_cell(Cell(cell.problem, REFERENCE, cell.setting, cell.n_samples),
+                    reference[ref_key] = measure_cell(Cell(cell.problem, ref, cell.setting, cell.n_samples),
                                                       sweep, prepared[1], ctx)[1]
                 if reference[ref_key] is not None:
                     for row in cell_rows:
                         row["agreement_z"] = agreement_z(stats[row["parameter"]],
                                                          reference[ref_key][row["parameter"]])
+                        row["reference"] = f"mean of {ref}"
             rows.extend(cell_rows)
             if writer is not None:
                 writer.write(cell_rows)

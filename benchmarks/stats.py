@@ -126,6 +126,18 @@ class GradientStats:
         return out
 
 
+def coordinate_z(stats: GradientStats, truth: torch.Tensor) -> float:
+    """Largest |z| over coordinates between the mean estimate and the exact gradient ``truth`` [P]:
+    |mean_c - truth_c| / sqrt(var_c / n + rounding^2). ``rounding`` (64 float32 ulps of the largest
+    |truth_c|) lets an estimator with zero variance that equals the truth up to float32 rounding
+    (``exact``) score 0 rather than infinity, as in ``summary``."""
+    truth = truth.to(torch.float64).cpu()
+    diff = (stats.coords.mean.cpu() - truth).abs()
+    rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
+    se = (stats.coords.var.cpu() / stats.n + rounding**2).sqrt()
+    return (diff / se).max().item()
+
+
 @dataclass
 class Summary:
     n: int

@@ -170,8 +170,10 @@ class Exact(Estimator):
         if not event_ndims:
             grid = grid[:, 0]
         batch = dist.batch_shape
+        grid = grid.to(logits.dtype) if isinstance(base, Bernoulli) else grid
+        # the same outcomes for every batch element: an expanded view (stride 0 over the batch), which
+        # an f may use to evaluate each outcome once (the binary VAE's decoder does)
         x = grid.reshape(len(grid), *([1] * len(batch)), *dist.event_shape).expand(len(grid), *batch, *dist.event_shape)
-        x = x.to(logits.dtype) if isinstance(base, Bernoulli) else x
         fx = evaluate(f, x, dist, len(grid))  # [M, *B]
         loss = (dist.log_prob(x).exp() * fx).sum(0)
         return Surrogate(loss=loss, f=fx.detach())

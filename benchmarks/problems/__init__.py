@@ -11,6 +11,7 @@ from estimators.options import Option, declared
 from estimators.registry import check_interface
 
 from .base import Chunk, Context, Problem, SettingError, product
+from .binary_vae import BinaryVAE, BinaryVAEProblem, VAEDigitsBinary, VAEMnistBinary
 from .counting import counted
 from .discrete import BernoulliCoupled, BernoulliQuadratic, CategoricalQuadratic, DiscreteProblem
 from .gaussian import GaussianCos, GaussianExp, GaussianProblem, GaussianQuadratic, GaussianSetting
@@ -21,7 +22,7 @@ KINDS = ("toy", "model")
 
 _BUILTIN: dict[str, type[Problem]] = {
     cls.name: cls for cls in (GaussianQuadratic, GaussianCos, GaussianExp, BernoulliQuadratic, BernoulliCoupled,
-                              CategoricalQuadratic, VAEDigits, VAEMnist)
+                              CategoricalQuadratic, VAEDigits, VAEMnist, VAEDigitsBinary, VAEMnistBinary)
 }
 _PROBLEMS: dict[str, type[Problem]] = dict(_BUILTIN)
 _INSTANCES: dict[str, Problem] = {}  # problems handed over as objects (estbench.run(problems=[obj]))
@@ -113,8 +114,9 @@ def origin(name: str) -> str:
 
 
 __all__ = [
-    "BernoulliCoupled", "BernoulliQuadratic", "CategoricalQuadratic", "DiscreteProblem",
+    "BernoulliCoupled", "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
-    "Option", "Problem", "SettingError", "VAE", "VAEDigits", "VAEMnist", "VAEProblem", "VAESetting",
+    "Option", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist", "VAEMnistBinary",
+    "VAEProblem", "VAESetting",
     "available", "counted", "defaults", "get", "get_class", "origin", "product", "register",
 ]  # fmt: skip

@@ -17,6 +17,8 @@ import torch
 from estimators import Estimator
 from estimators.options import Option, OptionError
 
+from ..results_file import REFERENCE
+
 
 @dataclass(frozen=True)
 class Context:
@@ -70,6 +72,9 @@ class Problem(abc.ABC):
     axes: ClassVar[tuple[Option, ...]] = ()
     #: the settings' type: a frozen dataclass whose fields are the axes' names
     setting_type: ClassVar[type]
+    #: where true_gradient is None, each estimator's mean gradient is compared (agreement_z) with
+    #: the mean of this unbiased estimator in the same setting
+    reference: ClassVar[str] = REFERENCE
 
     def settings(self, sweep: Any) -> list[Any]:
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of

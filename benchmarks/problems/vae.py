@@ -54,7 +54,7 @@ from torch.func import functional_call, vjp, vmap
 from estimators import Estimator
 from estimators.options import Option, at_least
 
-from ..data import Dataset, load_digits, load_mnist
+from ..data import Dataset, binarize, load_digits, load_mnist
 from .base import Chunk, Context, Problem
 from .counting import counted
 
@@ -87,10 +87,14 @@ class Tanh(nn.Tanh):
 class VAE(nn.Module):
     """MLP encoder -> diagonal Gaussian q(z|x); MLP decoder -> Bernoulli logits."""
 
+    #: encoder outputs per latent unit (mean and log-variance)
+    outputs_per_latent = 2
+
     def __init__(self, x_dim: int, hidden: int, latent: int):
         super().__init__()
         self.latent = latent
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), Tanh(), nn.Linear(hidden, 2 * latent))
+        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), Tanh(),
+                                     nn.Linear(hidden, self.outputs_per_latent * latent))
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), Tanh(), nn.Linear(hidden, x_dim))
 
     @staticmethod
@@ -124,6 +128,16 @@ class VAE(nn.Module):
         mu, logvar = enc_out.chunk(2, dim=-1)
         return VAE._q(mu, logvar), -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(-1)
 
+    #: whether the model's data are binarized (benchmarks.data.binarize)
+    binary = False
+
+    @staticmethod
+    def checkpoint_estimator(latent: int, batch: int) -> Estimator:
+        """The estimator that trains the "trained" checkpoint: the pathwise one."""
+        from estimators import Reparameterization
+
+        return Reparameterization()
+
     @staticmethod
     def _q(mu: torch.Tensor, logvar: torch.Tensor) -> Independent:
         # validate_args=False: the checks are data-dependent branches, which vmap cannot trace
@@ -154,6 +168,12 @@ class VAE(nn.Module):
         return self.log_likelihood(x)(z).mean(0) - self.kl(q)
 
     @torch.no_grad()
+    def test_elbo(self, x: torch.Tensor, n_samples: int = 10) -> torch.Tensor:
+        """The ELBO per image [B] that training curves report for held-out images (here the
+        Monte Carlo ELBO of ``elbo``)."""
+        return self.elbo(x, n_samples)
+
+    @torch.no_grad()
     def iwae(self, x: torch.Tensor, k: int = 100) -> torch.Tensor:
         """Importance-weighted bound with k samples per image [B] (Burda et al. 2016)."""
         q = self.q(x)
@@ -165,7 +185,7 @@ class VAE(nn.Module):
 
 def elbo_step_loss(model: VAE, x: torch.Tensor, est: Estimator, n_samples: int, state: Any):
     """(negative mean ELBO surrogate for Adam, MC ELBO value, new estimator state)."""
-    q, kl = VAE.q_and_kl(model.encoder(x))
+    q, kl = type(model).q_and_kl(model.encoder(x))
     sur = est(q, model.log_likelihood(x), n_samples, state)
     loss = (kl - sur.loss).mean()  # -ELBO averaged over the batch
     return loss, -loss.detach(), sur.state
@@ -202,7 +222,7 @@ def train(
 
     def log(step: int, wall: float, train_elbo: float, status: str) -> None:
         rows.append({"step": step, "wall_time_s": wall, "elbo_train": train_elbo,
-                     "elbo_test": model.elbo(test, eval_samples).mean().item(), "status": status})
+                     "elbo_test": model.test_elbo(test, eval_samples).mean().item(), "status": status})
 
     log(0, 0.0, math.nan, "ok")
     wall, acc, count = 0.0, 0.0, 0
@@ -236,28 +256,30 @@ def train(
     return rows
 
 
-def _dataset(kind: str, data_dir: str | None) -> Dataset:
-    """The data set, read once per process; a changed MNIST directory is read again."""
+def _dataset(kind: str, data_dir: str | None, binary: bool = False) -> Dataset:
+    """The data set (binarized, for the binary VAEs), read once per process; a changed MNIST
+    directory is read again."""
     stamp = None
     if kind == "mnist" and data_dir is not None and Path(data_dir).is_dir():
         stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(data_dir).iterdir()))
-    return _load_dataset(kind, data_dir, stamp)
+    return _load_dataset(kind, data_dir, stamp, binary)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_dataset(kind: str, data_dir: str | None, stamp: Any) -> Dataset:
-    return load_digits() if kind == "digits" else load_mnist(data_dir)
+def _load_dataset(kind: str, data_dir: str | None, stamp: Any, binary: bool) -> Dataset:
+    data = load_digits() if kind == "digits" else load_mnist(data_dir)
+    return binarize(data) if binary else data
 
 
 @functools.lru_cache(maxsize=8)
-def _checkpoint(kind: str, data_dir: str | None, hidden: int, latent: int, batch: int, steps: int, seed: int) -> dict:
-    """Weights of the pathwise-trained checkpoint (made once per process, seeded)."""
-    from estimators import Reparameterization
-
-    data = _dataset(kind, data_dir)
+def _checkpoint(model_type: type[VAE], kind: str, data_dir: str | None, hidden: int, latent: int, batch: int,
+                steps: int, seed: int) -> dict:
+    """Weights of the trained checkpoint (made once per process, seeded), trained with
+    ``model_type.checkpoint_estimator``."""
+    data = _dataset(kind, data_dir, model_type.binary)
     torch.manual_seed(seed)
-    model = VAE(data.dim, hidden, latent)
-    train(model, data, Reparameterization(), steps, batch, n_samples=1, seed=seed)
+    model = model_type(data.dim, hidden, latent)
+    train(model, data, model_type.checkpoint_estimator(latent, batch), steps, batch, n_samples=1, seed=seed)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -288,6 +310,7 @@ class VAEProblem(Problem):
     )
     setting_type = VAESetting
     data_kind: str
+    model_type: type[VAE] = VAE
 
     def check(self, ctx: Context) -> None:
         """Read the data now, so a missing or malformed file is reported before any work."""
@@ -297,25 +320,29 @@ class VAEProblem(Problem):
         return VAESetting("untrained", setting.hidden, setting.latent, setting.batch)
 
     def dataset(self, sweep_or_ctx: Any) -> Dataset:
-        return _dataset(self.data_kind, getattr(sweep_or_ctx, "data_dir", None))
+        return _dataset(self.data_kind, getattr(sweep_or_ctx, "data_dir", None), self.model_type.binary)
 
     def model(self, setting: VAESetting, ctx: Context) -> VAE:
         """The model at a checkpoint, seeded from the run's seed."""
         data = self.dataset(ctx)
         torch.manual_seed(ctx.seed)
-        model = VAE(data.dim, setting.hidden, setting.latent)
+        model = self.model_type(data.dim, setting.hidden, setting.latent)
         if setting.checkpoint == "trained":
-            model.load_state_dict(_checkpoint(self.data_kind, ctx.data_dir, setting.hidden, setting.latent,
+            model.load_state_dict(_checkpoint(self.model_type, self.data_kind, ctx.data_dir, setting.hidden, setting.latent,
                                               setting.batch, ctx.checkpoint_steps, ctx.seed))
         return model.to(dtype=ctx.dtype, device=ctx.device)
 
-    def prepare(self, setting: VAESetting, ctx: Context) -> Prepared:
+    def batch(self, setting: VAESetting, ctx: Context) -> torch.Tensor:
+        """The fixed batch of training images whose ELBO gradient is measured (seeded), [B, D]."""
         data = self.dataset(ctx)
-        model = self.model(setting, ctx)
-        model.decoder.requires_grad_(False)
         gen = torch.Generator().manual_seed(ctx.seed)
         idx = torch.randperm(len(data.train), generator=gen)[: setting.batch]
-        x = data.train[idx].to(dtype=ctx.dtype, device=ctx.device)
+        return data.train[idx].to(dtype=ctx.dtype, device=ctx.device)
+
+    def prepare(self, setting: VAESetting, ctx: Context) -> Prepared:
+        model = self.model(setting, ctx)
+        model.decoder.requires_grad_(False)
+        x = self.batch(setting, ctx)
         params = {k: v.detach() for k, v in model.encoder.named_parameters()}
         with torch.no_grad():
             enc_out = model.encoder(x)
@@ -341,7 +368,7 @@ class VAEProblem(Problem):
     def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
-        q, kl = VAE.q_and_kl(out)
+        q, kl = type(prep.model).q_and_kl(out)
         sur = estimator(q, counted(prep.model.log_likelihood(prep.x), replicates * setting.batch), n_samples, state)
         if tuple(sur.loss.shape) != tuple(kl.shape):
             raise ValueError(
