@@ -166,7 +166,7 @@ class CellEngine:
         # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
         # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
         # The last call's time predicts the eager run, for --compile auto.
-        warm = min(sizes[0], 100)
+        warm = min(sizes[0], problem.warmup_replicates(setting))
         for _ in range((WARMUP_CALLS if estimator.stateful else 2) - 1):
             state = step(warm, state)[1]
         sync(ctx)

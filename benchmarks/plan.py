@@ -76,9 +76,9 @@ def curve_cells(sweep: Sweep) -> list[Cell]:
             continue
         for setting in problem.settings(sweep):
             key = problem.curve_setting(setting)
-            if key in seen:
+            if (pname, key) in seen:
                 continue
-            seen.add(key)
+            seen.add((pname, key))
             for n in sweep.n_samples:
                 for ename in _reference_first(sweep.estimator, problem.reference):
                     for opts in sweep.estimator_options(ename):

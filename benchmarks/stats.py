@@ -117,10 +117,12 @@ class GradientStats:
             out.true_grad = truth.mean().item()
             out.bias = err_c.mean().item()
             se = math.sqrt(self.avg.var.item() / n)
+            # an estimator that is exact up to float32 rounding (64 ulp of the largest |truth|) is not
+            # flagged for that rounding, whether its estimates are all equal (se = 0) or differ by rounding
+            rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
             if se > 0:
-                out.bias_z = out.bias / se
-            else:  # every estimate the same: exact if within float32 rounding of the truth (64 ulp), else biased
-                rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
+                out.bias_z = out.bias / math.sqrt(se * se + rounding * rounding)
+            else:  # every estimate the same: exact if within rounding of the truth, else biased
                 out.bias_z = 0.0 if abs(out.bias) <= rounding else math.copysign(math.inf, out.bias)
             out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
         return out

@@ -258,14 +258,15 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at their
     defaults and n_samples = 4; one over n_samples at the defaults; and for each estimator
     option that declares report values (the relaxations' temperature), one over it. Model
-    problems (the digits VAE) at both checkpoints with training curves. ``quick`` makes each
+    problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
+    and training curves of 500 steps. ``quick`` makes each
     smaller (about a minute).
     """
     toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
     models = [p for p in base.problem if problems.get_class(p).kind != "toy"]
     n, r_toy = ([2, 4, 16], 200) if quick else ([1, 2, 4, 8, 16, 32], 1000)
     vae = dict(replicates=50, checkpoint_steps=200, train_steps=100) if quick else \
-        dict(replicates=500, checkpoint_steps=2000, train_steps=1000)
+        dict(replicates=300, checkpoint_steps=1000, train_steps=500)
     out = []
     for p in toys:
         one = dict(problem=[p], replicates=r_toy)

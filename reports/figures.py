@@ -143,32 +143,46 @@ def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict
     return c.save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
 
 
-def vae_gradient_variance(c: Canvas, df: pd.DataFrame) -> Made:
-    """Model problems: total variance of the encoder gradient per estimator, at each checkpoint."""
+def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
+    """A model problem: total variance of the encoder gradient per estimator at each checkpoint, and,
+    where the exact gradient is known, the MSE against it. A zero variance (``exact``) has no bar on
+    the log axis; the title says so."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    vae = df[(~is_toy(df)) & (df["status"] == "ok")]
+    vae = df[(df["problem"] == problem) & (df["status"] == "ok")]
     if vae.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    sns.barplot(data=vae, x="checkpoint", y="total_variance", hue="estimator", palette=c.palette,
-                hue_order=[e for e in c.estimators if e in set(vae["estimator"])],
-                order=[k for k in ("untrained", "trained") if k in set(vae["checkpoint"])], ax=ax)
-    ax.set_yscale("log")
-    ax.set_ylabel("total variance of the encoder gradient")
-    ax.set_title(f"{', '.join(sorted(vae['problem'].unique()))}: ELBO gradient variance per estimator")
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return c.save(fig, "vae_gradient_variance.png", "VAE encoder-gradient variance")
+    has_mse = "mse" in vae and vae["mse"].notna().any()
+    panels = [("total_variance", "total variance of the encoder gradient")]
+    if has_mse:
+        panels.append(("mse", "MSE against the exact gradient"))
+    fig, axes_ = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False)
+    order = [k for k in ("untrained", "trained") if k in set(vae["checkpoint"])]
+    hue = [e for e in c.estimators if e in set(vae["estimator"])]
+    for ax, (col, label) in zip(axes_[0], panels, strict=True):
+        sns.barplot(data=vae[vae[col] > 0], x="checkpoint", y=col, hue="estimator", palette=c.palette,
+                    hue_order=hue, order=order, ax=ax)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.get_legend().remove()
+    axes_[0][-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    zero = sorted(set(vae.loc[vae["total_variance"] == 0, "estimator"]))
+    fig.suptitle(f"{problem}: ELBO gradient per estimator" + (f" ({', '.join(zero)}: zero variance, no bar)"
+                                                               if zero else ""))
+    fig.tight_layout()
+    return c.save(fig, f"{problem}_gradient_variance.png", f"{problem}: encoder-gradient variance"
+                  + (" and MSE" if has_mse else ""))
 
 
-def vae_test_elbo(c: Canvas, tr: pd.DataFrame | None) -> Made:
-    """Training curves: test ELBO against step and against wall time, per estimator."""
+def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
+    """A model problem's training curves: test ELBO against step and against wall time, per estimator."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if tr is None or "elbo_test" not in tr:
         return None
+    tr = tr[tr["problem"] == problem]
     curves = tr.dropna(subset=["elbo_test"]).copy()
     if curves.empty:
         return None
@@ -185,8 +199,8 @@ def vae_test_elbo(c: Canvas, tr: pd.DataFrame | None) -> Made:
     axes[0].set_ylim(bottom=lo, top=curves["elbo_test"].max() + 0.05 * abs(curves["elbo_test"].max() - lo))
     axes[0].get_legend().remove()
     axes[1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.suptitle("VAE test ELBO while training with each estimator (same seed, same steps, Adam)")
-    return c.save(fig, "vae_test_elbo.png", "VAE test ELBO curves")
+    fig.suptitle(f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam)")
+    return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves")
 
 
 def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
@@ -235,7 +249,8 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    estimators = sorted(df["estimator"].unique(), key=lambda e: (e != REFERENCE, e))
+    names = set(df["estimator"]) | (set(tr["estimator"].dropna()) if tr is not None else set())
+    estimators = sorted(names, key=lambda e: (e != REFERENCE, e))
     c = Canvas(out, estimators, dict(zip(estimators, sns.color_palette("tab10", len(estimators)), strict=True)))
     toy_axes = axes(df[is_toy(df)])
     made = [
@@ -243,8 +258,8 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         *(variance_against(c, df[df["problem"].isin(_with_biased(df))], axis, base, y="mse") for axis in toy_axes),
         option_effect(c, df),
         variance_against_n_samples(c, df, base),
-        vae_gradient_variance(c, df),
-        vae_test_elbo(c, tr),
+        *(made for p in df.loc[~is_toy(df), "problem"].unique()
+          for made in (model_gradient_variance(c, df, p), model_test_elbo(c, tr, p))),
         efficiency(c, df, base),
     ]
     return [m for m in made if m is not None]

@@ -148,7 +148,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
     md += ["Variance is that of one gradient estimate made from n_samples draws, per coordinate, averaged over "
            "coordinates (VAE: summed over the encoder's parameters, the trace of the covariance). Bias z is the "
-           "bias against the closed-form gradient divided by its standard error. Efficiency = 1 / (variance x "
+           "bias against the exact gradient (closed form or enumeration) divided by its standard error; 'max z' "
+           "is the largest such |z| over coordinates, against the exact gradient or, where none is known, "
+           "against a reference estimator's mean. MSE is against the exact gradient. Efficiency = 1 / (variance x "
            "time per estimate): higher is better; '/ reparam' columns divide by reparameterization's value in "
            "the same setting.", ""]
     if base:
@@ -170,7 +172,10 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
 
     if tr is not None:
         t = training_table(tr)
-        md += ["## VAE training with each estimator", "", training_paragraph(t), "", markdown_table(t), ""]
+        for problem, rows in t.groupby("problem", sort=False):
+            shown = rows[rows["status"] != "skipped"].drop(columns="problem")
+            md += [f"## {problem}: training with each estimator", "", training_paragraph(rows), "",
+                   markdown_table(shown), ""]
 
     failed = df[df["status"] == "failed"]
     md += ["## Failed cells", ""]

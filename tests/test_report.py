@@ -14,7 +14,7 @@ from reports import ResultsError, build, read_results
 
 DATA = Path(__file__).parent / "data"
 FIGURES = ["variance_vs_sigma.png", "variance_vs_mu.png", "variance_vs_n_samples.png",
-           "vae_gradient_variance.png", "vae_test_elbo.png", "efficiency.png"]
+           "vae-digits_gradient_variance.png", "vae-digits_test_elbo.png", "efficiency.png"]
 
 
 def md_tables(text: str) -> list[str]:

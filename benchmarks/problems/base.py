@@ -120,6 +120,11 @@ class Problem(abc.ABC):
         """How many replicates to compute at once (bounds memory)."""
         return 1000
 
+    def warmup_replicates(self, setting: Any) -> int:
+        """Replicates per warm-up call (at most one chunk): enough draws for a stateful estimator to
+        settle (a moving-average baseline, REBAR's learned control variate) at little cost."""
+        return 100
+
     def replicate_bytes(self, setting: Any, n_samples: int, ctx: Context) -> int:
         """Rough memory one replicate's estimate needs (bytes): the runner refuses, before any
         work, a cell whose smallest chunk cannot fit in memory. 0: not estimated."""

@@ -355,6 +355,11 @@ class VAEProblem(Problem):
         # compiled; 2^20 to 2^22 within 10% of each other, 2^21 the best compiled)
         return max(1, (1 << 21) // (n_samples * setting.batch * setting.hidden))
 
+    def warmup_replicates(self, setting: VAESetting) -> int:
+        # one replicate is already a batch of images, each with its own draws: about 128 images per
+        # warm-up call (REBAR and RELAX learn their control variate on 9 of them, 20 steps each)
+        return max(1, 128 // setting.batch)
+
     def replicate_bytes(self, setting: VAESetting, n_samples: int, ctx: Context) -> int:
         # per sample and image: the decoder's activations and their gradients (hidden, pixels),
         # the latent draws; about 4 tensors of each kept for backward
