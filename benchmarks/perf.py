@@ -407,3 +407,46 @@ def peak_memory(problem: str, replicates: int, device: str = "cpu") -> dict[str,
     out = subprocess.run([sys.executable, "-m", "benchmarks.perf_memory", problem, str(replicates), device], cwd=root,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the binary VAE ----------------------------------------------------------------------------
+
+def binary_vae_speeds(names: tuple[str, ...] = ("reinforce", "disarm", "exact"), n_samples: int = 1,
+                      repeats: int = 3, loop_replicates: int = 50, replicates: int = 2000,
+                      device: str = "cpu") -> list[dict[str, Any]]:
+    """Binary digits VAE (hidden 256, latent 8, batch 128, untrained): seconds per encoder-gradient
+    estimate, one backward() per replicate against the runner's own path (eager)."""
+    from .problems import VAESetting
+
+    problem = get("vae-digits-binary")
+    setting = VAESetting("untrained", 256, 8, 128)
+    ctx = Context(compile="off", device=device)
+    prep = problem.prepare(setting, ctx)
+    rows = []
+    for name in names:
+        est = estimators.get(name)
+        loop = lambda: vae_loop(prep.model, prep.x, est, n_samples, loop_replicates)  # noqa: E731
+        row: dict[str, Any] = {"estimator": name, "loop_s": _median_time(loop, repeats, device) / loop_replicates}
+        row["eager_s"], _ = _runner_time(problem, est, setting, prep, n_samples, replicates, ctx, repeats)
+        row["speedup"] = row["loop_s"] / row["eager_s"]
+        rows.append(row)
+    return rows
+
+
+def enumeration_times(latents: tuple[int, ...] = (8, 12), repeats: int = 3, device: str = "cpu") -> list[dict[str, Any]]:
+    """Seconds for the binary VAE's exact ELBO gradient (every latent configuration enumerated, float64;
+    hidden 256, batch 128, untrained): what every cell's truth costs, once per setting."""
+    from .problems import VAESetting
+
+    problem = get("vae-digits-binary")
+    ctx = Context(compile="off", device=device)
+    rows = []
+    for latent in latents:
+        setting = VAESetting("untrained", 256, latent, 128)
+        model = problem.model(setting, ctx).to(torch.float64)
+        x = problem.batch(setting, ctx).to(torch.float64)
+        params = list(model.encoder.parameters())
+        fn = lambda: torch.autograd.grad(model.exact_elbo(x).mean(), params)  # noqa: E731
+        fn()
+        rows.append({"latent": latent, "configurations": 1 << latent, "seconds": _median_time(fn, repeats, device)})
+    return rows

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from .perf import (
+    binary_vae_speeds,
     copy_gbps,
     discrete_speeds,
+    enumeration_times,
     jax_device,
     matmul_gflops,
     peak_memory,
@@ -132,6 +134,18 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
               f"{r['speedup']:>6.1f}x {r['mflop']:>6.1f} {r['gflops']:>8.1f} {r['of_matmul']:>8.0%}")
 
     _print_compile_failures(out["vae"])
+
+    out["binary_vae"] = binary_vae_speeds(repeats=args.repeats, replicates=500 if args.quick else 2000,
+                                          loop_replicates=20 if args.quick else 50, device=device)
+    print("\nbinary digits VAE (hidden 256, latent 8, batch 128, untrained), encoder-gradient estimates, n_samples 1, "
+          "eager")
+    print(f"{'estimator':<19} {'loop ms':>8} {'runner ms':>10} {'x loop':>7}")
+    for r in out["binary_vae"]:
+        print(f"{r['estimator']:<19} {r['loop_s'] * 1e3:>8.4g} {r['eager_s'] * 1e3:>10.4g} {r['speedup']:>6.1f}x")
+    out["enumeration"] = enumeration_times(repeats=args.repeats, device=device)
+    print("exact ELBO gradient by enumeration (float64, all 2^latent configurations, the truth of every cell): "
+          + "; ".join(f"latent {r['latent']}: {r['seconds'] * 1e3:.4g} ms ({r['configurations']:,} configurations)"
+                      for r in out["enumeration"]))
 
     if args.all:
         o = out["training"] = vae_training_overhead(device=device)

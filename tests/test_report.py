@@ -69,8 +69,17 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert main(args) == 0
     df = read_results(out / "results.csv")
     assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "bernoulli-quadratic",
-                                  "bernoulli-coupled", "categorical-quadratic", "vae-digits"}
+                                  "bernoulli-coupled", "categorical-quadratic", "vae-digits", "vae-digits-binary"}
     text1 = check_report(out, df)
+    # the binary VAE: measured against its exact gradient, the relaxations flagged, its own figures and curves
+    binary = text1.split("## vae-digits-binary\n", 1)[1].split("\n## ", 1)[0]
+    flagged = binary.split("flagged biased: ", 1)[1].split("**", 1)[0].split(", ")
+    assert any(e.startswith("gumbel-softmax") for e in flagged) and any(e.startswith("straight-through") for e in flagged)
+    assert not set(flagged) & {"arm", "disarm", "reinforce", "reinforce-loo", "rebar", "relax", "exact"}, flagged
+    assert "| MSE |" in binary and "max z vs exact" in binary
+    assert "## vae-digits-binary: training with each estimator" in text1
+    for fig in ("vae-digits-binary_gradient_variance.png", "vae-digits-binary_test_elbo.png"):
+        assert f"(figures/{fig})" in text1
     # the discrete toys: the relaxations are named biased, the unbiased estimators are not
     section = text1.split("## bernoulli-quadratic\n", 1)[1].split("\n## ", 1)[0]
     flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
