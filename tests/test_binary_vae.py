@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, kl_divergence
@@ -177,3 +178,38 @@ def test_training_elbo_improves_with_exact():
     model = BinaryVAE(data.dim, hidden=64, latent=4)
     curve = train(model, data, estimators.get("exact"), steps=200, batch=64, n_samples=1, seed=0, eval_every=100)
     assert curve[-1]["elbo_test"] - curve[0]["elbo_test"] > 5.0, curve
+
+
+def test_vae_mnist_binary_reads_the_idx_files_and_binarizes_them(tmp_path, capsys):
+    from estbench.cli import main
+
+    from .test_vae import write_idx
+
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (40, 6, 6)))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (10, 6, 6)))
+    data = problems.get("vae-mnist-binary").dataset(Context(data_dir=str(tmp_path)))
+    assert data.train.shape == (40, 36) and set(data.train.unique().tolist()) == {0.0, 1.0}
+    out = tmp_path / "r.csv"
+    args = ["run", "--problem", "vae-mnist-binary", "--estimator", "disarm", "exact", "--hidden", "8", "--latent", "3",
+            "--batch", "4", "--replicates", "20", "--checkpoint-steps", "5", "--train-steps", "4", "--out", str(out),
+            "--quiet"]
+    assert main(args + ["--data-dir", str(tmp_path / "data")]) == 2  # a missing folder: one line, no work
+    assert "no such directory" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--data-dir", str(tmp_path)]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(out)
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"} and set(rows["reference"]) == {"exact"}
+    assert set(pd.read_csv(runner.curves_path(out))["estimator"]) == {"disarm", "exact"}
+
+
+def test_the_papers_latent_size_runs_without_a_truth():
+    """latent 200 (the papers' size): exact does not apply (2^200 outcomes) and is skipped, the rest run."""
+    sweep = Sweep(problem=["vae-digits-binary"], estimator=["disarm", "reinforce-loo", "exact"], hidden=[8],
+                  latent=[200], batch=[4], n_samples=[2], replicates=20, checkpoint_steps=3, train_steps=0)
+    rows = {(r["estimator"], r["checkpoint"]): r for r in runner.run(sweep)}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        ("disarm", "untrained"): "ok", ("reinforce-loo", "untrained"): "ok", ("exact", "untrained"): "skipped",
+        ("disarm", "trained"): "ok", ("reinforce-loo", "trained"): "ok", ("exact", "trained"): "skipped"}
+    assert rows[("reinforce-loo", "trained")]["reference"] == "mean of disarm"
