@@ -37,7 +37,8 @@ from typing import Any
 HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
 TAIL = [
     "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
-    "mean", "variance", "total_variance", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
+    "mean", "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
+    "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
     "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",

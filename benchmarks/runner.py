@@ -179,7 +179,13 @@ def measure_cell(
                 "parameter": g,
                 "mean": s.mean,
                 "variance": s.variance,
+                "variance_se": s.variance_se,
+                "variance_lo": s.variance_lo,
+                "variance_hi": s.variance_hi,
                 "total_variance": s.total_variance,
+                # total = variance x coordinates exactly, so its interval is the variance's scaled
+                "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,
+                "total_variance_hi": s.variance_hi * s.total_variance / s.variance if s.variance > 0 else 0.0,
                 "true_grad": s.true_grad,
                 "bias": s.bias,
                 "bias_z": s.bias_z,

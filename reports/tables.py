@@ -14,6 +14,9 @@ from benchmarks.results_file import REFERENCE
 
 from .load import axes
 
+#: the two-sided 95% normal quantile (benchmarks.stats.Z95; the report imports no model code)
+Z95 = 1.959963984540054
+
 
 def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, str):
@@ -63,6 +66,15 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
     df = df.merge(ref, on=keys, how="left")
     df["variance_vs_reparam"] = df["variance"] / df["_ref_var"]
+    if "variance_se" in df:  # 95% interval of the ratio of two independent cells' variances, on the log scale
+        rel = (df["variance_se"] / df["variance"]).where(df["variance"] > 0)
+        refs = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["variance", "variance_se"]]
+        refs = refs.assign(_ref_rel=refs["variance_se"] / refs["variance"])[keys + ["_ref_rel"]]
+        df = df.merge(refs, on=keys, how="left")
+        spread = np.exp(Z95 * np.sqrt(rel**2 + df["_ref_rel"] ** 2))
+        df["variance_vs_reparam_lo"] = df["variance_vs_reparam"] / spread
+        df["variance_vs_reparam_hi"] = df["variance_vs_reparam"] * spread
+        df = df.drop(columns="_ref_rel")
     if "f_evals" in df:  # at equal cost in evaluations of f (ARM and DisARM use 2 per draw)
         df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
     df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
@@ -167,13 +179,29 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         # a model problem shows what it has: MSE only against an exact gradient, ratios only where reparam ran
         cols = {k: v for k, v in cols.items() if k in rows and not (k != "estimator" and rows[k].isna().all())}
     cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column
+    for col, lo, hi in (("variance", "variance_lo", "variance_hi"),
+                        ("total_variance", "total_variance_lo", "total_variance_hi"),
+                        ("variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi")):
+        if col in cols and lo in rows and rows[lo].notna().any():
+            rows[col] = [with_interval(v, a, b) for v, a, b in zip(rows[col], rows[lo], rows[hi], strict=True)]
+            cols[col] += " [95% CI]"
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
+
+
+def with_interval(value: Any, lo: Any, hi: Any) -> str:
+    """'0.0145 [0.0131, 0.0161]'; the value alone where it has no interval (fewer than two batches)
+    or is exactly 0."""
+    if pd.isna(lo) or pd.isna(hi) or value == 0:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
 
 def all_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Every ok row with the derived columns, for tables.csv."""
     keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates",
-            "variance", "total_variance", "variance_vs_reparam", "bias_z", "mse", "snr", "agreement_z", "reference",
+            "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
+            "total_variance_hi", "variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi", "bias_z",
+            "mse", "snr", "agreement_z", "reference",
             "time_per_estimate_s", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     return ok[[c for c in keep if c in ok]].reset_index(drop=True)

@@ -1,0 +1,96 @@
+"""The variance's standard error and 95% interval (benchmarks.stats, batch means): against brute-force
+repetition, and their coverage of the exact variance over many independent cells."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import estimators
+from benchmarks import problems
+from benchmarks.problems import Context, GaussianSetting
+from benchmarks.stats import VARIANCE_BATCH, GradientStats
+
+from .statutil import z_bound
+from .test_statistics import quadratic_variances
+
+CTX = Context(dtype=torch.float64)
+QUAD = problems.get("gaussian-quadratic")
+
+
+def cells(estimator: str, setting: GaussianSetting, group: str, n_cells: int, R: int, seed: int) -> torch.Tensor:
+    """n_cells independent cells of R single-draw estimates each, [n_cells, R, 1] (one chunk, split)."""
+    torch.manual_seed(seed)
+    g = QUAD.chunk(estimators.get(estimator), setting, None, 1, n_cells * R, None, CTX).grads[group]
+    return g.reshape(n_cells, R, -1)
+
+
+def summaries(g: torch.Tensor, chunk: int) -> list:
+    out = []
+    for cell in g:
+        stats = GradientStats()
+        for part in cell.split(chunk):
+            stats.update(part)
+        out.append(stats.summary(None))
+    return out
+
+
+def test_standard_error_matches_the_spread_over_repetitions():
+    """Over 400 repetitions of a cell (R = 1024, correlated coordinates), the mean reported standard error
+    equals the standard deviation of the variance estimates, within the sampling error of both."""
+    torch.manual_seed(0)
+    n_cells, R, P = 400, 1024, 5
+    mix = torch.randn(P, P, dtype=torch.float64)
+    g = torch.randn(n_cells, R, P, dtype=torch.float64) @ mix  # coordinates correlated through mix
+    s = summaries(g, chunk=256)
+    v = torch.tensor([x.variance for x in s])
+    se = torch.tensor([x.variance_se for x in s])
+    spread = v.std().item()
+    # the spread's own relative error ~ 1/sqrt(2 (n - 1)); batch means are conservative by at most
+    # sqrt(m / (m - 1)) for normal estimates (m = 16: 3%)
+    rel = z_bound(n_assertions=2) / math.sqrt(2 * (n_cells - 1))
+    assert spread * (1 - rel) <= se.mean().item() <= spread * (1 + rel) * math.sqrt(16 / 15), (spread, se.mean())
+    # and the pooled variance is unbiased for the exact one, trace(mix^T mix) / P
+    exact = (mix.T @ mix).diagonal().mean().item()
+    assert abs(v.mean().item() - exact) <= z_bound(n_assertions=2) * spread / math.sqrt(n_cells)
+
+
+def test_exact_zero_variance_has_a_zero_interval_and_too_few_batches_none():
+    stats = GradientStats()
+    stats.update(torch.ones(64, 3))
+    s = stats.summary(None)
+    assert (s.variance, s.variance_se, s.variance_lo, s.variance_hi) == (0.0, 0.0, 0.0, 0.0)
+    few = GradientStats()
+    few.update(torch.randn(VARIANCE_BATCH + 3, 2))  # one whole batch: no spread to measure
+    assert math.isnan(few.summary(None).variance_se)
+
+
+#: measured: at R = 1000 the interval of a score-function estimate whose tail is heavy (sigma eps^3 at
+#: mu = k) holds the exact variance in 88% of cells (90% at mu - k = -3, sigma 0.7): too few replicates
+#: see the rare large estimates that set the variance, so the estimate and its standard error are both
+#: low together. Larger batches, a t quantile or a kurtosis-based error did not do better (88-93%).
+UNDERCOVERS = pytest.mark.xfail(strict=True, reason="batch-means interval undercovers a heavy tail at R = 1000 "
+                                "(88-90% measured); an open part of the uncertainty issue")
+COVERAGE = [
+    # (estimator, mu, k, sigma, gradient): the pathwise one, the score function near and far from k
+    ("reparameterization", 0.0, 0.0, 1.0, "mu"),
+    ("reparameterization", 0.5, 0.0, 0.7, "sigma"),
+    pytest.param("reinforce", 0.0, 0.0, 1.0, "mu", marks=UNDERCOVERS),
+    ("reinforce", 2.5, 0.0, 1.0, "mu"),  # |mu - k| >= 2
+    pytest.param("reinforce", 0.0, 3.0, 0.7, "mu", marks=UNDERCOVERS),  # |mu - k| >= 2
+]
+
+
+@pytest.mark.parametrize("estimator,mu,k,sigma,group", COVERAGE)
+def test_the_95_percent_interval_covers_the_exact_variance(estimator, mu, k, sigma, group):
+    """400 independent cells of R = 1000 (chunks of 250, as a runner would cut them): the fraction whose
+    interval holds the exact variance (closed form, tests/test_statistics.py) is 95% within a
+    binomial bound (Bonferroni over the cases)."""
+    n_cells, R = 400, 1000
+    exact = quadratic_variances(mu - k, sigma, 1, 1)[estimator][group]
+    s = summaries(cells(estimator, GaussianSetting(mu, sigma, k, 1), group, n_cells, R, seed=11), chunk=250)
+    hits = sum(x.variance_lo <= exact <= x.variance_hi for x in s)
+    bound = z_bound(n_assertions=len(COVERAGE)) * math.sqrt(n_cells * 0.95 * 0.05)
+    assert abs(hits - 0.95 * n_cells) <= bound, (estimator, group, hits / n_cells)
