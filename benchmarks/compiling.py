@@ -8,9 +8,12 @@ switch has three values:
 
 ``off``   never compile (the eager path, always available);
 ``on``    compile every cell (a cell whose compile fails falls back to eager);
-``auto``  compile a cell only when its eager run is predicted to take longer
-          than ``AUTO_MIN_EAGER_S`` seconds, so that a short run (the default
-          report, ``--quick``) never waits for the compiler.
+``auto``  compile a cell only when it is large: its replicates times the memory one
+          replicate's work takes (``Problem.replicate_bytes``) reach ``AUTO_MIN_BYTES``,
+          about a minute of eager work on this 2-core CPU. Decided from the cell's size
+          alone, never from a timing, so the same command compiles the same cells on
+          every run whatever the machine's load; a short run (the default report,
+          ``--quick``) never waits for the compiler.
 
 Compiled and eager runs draw different random numbers (inductor generates its
 own in-kernel), each reproducible from the seed; the results table says which
@@ -26,8 +29,16 @@ from typing import Any
 import torch
 
 MODES = ("auto", "on", "off")
-#: ``auto`` compiles a cell whose eager estimate takes longer than this (a compile takes 5-30 s here)
-AUTO_MIN_EAGER_S = 60.0
+#: ``auto`` compiles a cell whose replicates x replicate_bytes reach this: 64 GiB, about a minute of
+#: eager work here (the digits VAE: 0.67 MB and 0.45 ms per single-draw estimate; the Gaussian toy
+#: at dim 100: 4.8 kB and 1-3 us), where a compile takes 5-30 s
+AUTO_MIN_BYTES = 1 << 36
+
+
+def auto_compiles(replicate_bytes: int, replicates: int) -> bool:
+    """Whether ``--compile auto`` compiles a cell of this size (a problem that does not estimate
+    its replicate_bytes, 0, is never compiled by auto)."""
+    return replicate_bytes > 0 and replicate_bytes * replicates >= AUTO_MIN_BYTES
 
 
 def check_mode(mode: str) -> str:

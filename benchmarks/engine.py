@@ -165,20 +165,16 @@ class CellEngine:
         state = estimator.init_state()
         # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
         # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
-        # The last call's time predicts the eager run, for --compile auto.
         warm = min(sizes[0], problem.warmup_replicates(setting))
         for _ in range((WARMUP_CALLS if estimator.stateful else 2) - 1):
             state = step(warm, state)[1]
-        sync(ctx)
-        t0 = time.perf_counter()
         with count_f_evals() as evals:  # the last warm-up call, like the measured ones, counts f's evaluations
             state = step(warm, state)[1]
-        sync(ctx)
-        t_warm = time.perf_counter() - t0
         self.timing = CellTiming(elapsed=math.nan, f_evals=evals[0])  # counted per estimate already
         self.run_chunk: Callable[[int, Any], Any] = step
         mode = compiling.check_mode(ctx.compile)
-        if mode == "on" or (mode == "auto" and t_warm / warm * replicates > compiling.AUTO_MIN_EAGER_S):
+        if mode == "on" or (mode == "auto" and
+                            compiling.auto_compiles(problem.replicate_bytes(setting, n_samples, ctx), replicates)):
             fast = compiling.compile_chunk(step)
             sync(ctx)
             t0 = time.perf_counter()

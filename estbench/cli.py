@@ -53,8 +53,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
-COMPILE_HELP = ("torch.compile the replicate engine: auto compiles only cells predicted to run over a minute "
-                "eagerly, on compiles every cell, off never (default: auto)")
+COMPILE_HELP = ("torch.compile the replicate engine: auto compiles only large cells (replicates x memory per "
+                "replicate >= 64 GiB, about a minute eagerly; decided from the size, not a timing), on compiles "
+                "every cell, off never (default: auto)")
 
 
 def _int(text: str) -> int:

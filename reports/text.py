@@ -3,14 +3,38 @@ model code."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.results_file import REFERENCE
 
 from .load import axes
 from .tables import fmt, is_toy, reference_label, setting_text
+
+
+def indistinguishable(g: pd.DataFrame, best: pd.Series, col: str = "variance") -> str:
+    """'' when ``best`` (the lowest ``col`` of ``g``) is told apart from every other row by the 95%
+    intervals (``col``_lo, ``col``_hi); otherwise a clause naming the rows whose intervals overlap its
+    own and about the R that would separate it from the nearest (standard errors shrink as 1/sqrt(R))."""
+    lo_col, hi_col = f"{col}_lo", f"{col}_hi"
+    if lo_col not in g or pd.isna(best.get(hi_col)) or best[col] == 0:
+        return ""
+    others = g[(g["estimator"] != best["estimator"]) & (g[col] > 0)]
+    overlap = others[others[lo_col] <= best[hi_col]]
+    if overlap.empty:
+        return ""
+    near = overlap.sort_values(col).iloc[0]
+    # half-widths on the log scale ~ 1.96 se / value; separated once their sum is below log(near / best)
+    gap = np.log(near[col] / best[col])
+    width = np.log(best[hi_col] / best[col]) + np.log(near[col] / near[lo_col])
+    r = int(best["replicates"])
+    needed = f"; about R = {int(math.ceil(r * (width / gap) ** 2)):,} would separate it from {near['estimator']}" \
+        if gap > 0 and np.isfinite(width) else ""
+    return (f", indistinguishable at R = {r:,} from {', '.join(overlap['estimator'])} (95% intervals overlap"
+            f"{needed})")
 
 
 def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
@@ -31,7 +55,8 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
                          f"nothing to compare it with.")
             continue
         parts.append(
-            f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}) and "
+            f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}"
+            f"{indistinguishable(g, lo)}) and "
             f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
             + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
             f"counting time, {eff['estimator']} is the most efficient"
@@ -131,7 +156,8 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
             text += (f"{', '.join(zero['estimator'])} has zero variance (every estimate is the same); of the others, ")
         among = " of those not flagged biased" if biased else ""
         text += (f"{lo['estimator']} has the lowest total variance of the encoder gradient{among} "
-                 f"({fmt(lo['total_variance'])}) and {hi['estimator']} the highest ({fmt(hi['total_variance'])}"
+                 f"({fmt(lo['total_variance'])}{indistinguishable(ranked, lo, 'total_variance')}) and "
+                 f"{hi['estimator']} the highest ({fmt(hi['total_variance'])}"
                  + (f", {fmt(hi['total_variance'] / lo['total_variance'])}x more" if lo["total_variance"] > 0 else "")
                  + f"); counting time, {eff['estimator']} is the most efficient{among} with a nonzero variance.")
         parts.append(text)

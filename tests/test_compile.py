@@ -73,7 +73,7 @@ def test_auto_does_not_compile_short_cells():
 
 
 def test_auto_compiles_a_cell_predicted_to_run_long(monkeypatch):
-    monkeypatch.setattr(compiling, "AUTO_MIN_EAGER_S", 0.0)
+    monkeypatch.setattr(compiling, "AUTO_MIN_BYTES", 1)
     rows = runner.run(Sweep(problem=["gaussian-cos"], estimator=["reinforce"], replicates=200, compile="auto"))
     assert rows and all(r["compiled"] is True and r["compile_time_s"] > 0 for r in rows)
 
