@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ from .stats import GradientStats, chunk_moments
 
 #: stateful estimators are called this many times before measuring
 WARMUP_CALLS = 10
+#: a cell's measured work is timed in this many consecutive parts (repetitions): the time per
+#: estimate is their median, their fastest and slowest its spread, so a one-off stall of a shared
+#: machine neither sets nor hides a figure
+TIMING_REPEATS = 5
 
 
 def _error_text(exc: BaseException) -> str:
@@ -68,6 +72,8 @@ class CellTiming:
     how many evaluations of f one estimate used (counted in a warm-up call)."""
 
     elapsed: float
+    #: seconds per estimate in each timed repetition (TIMING_REPEATS parts of the measured chunks)
+    per_estimate: list[float] = field(default_factory=list)
     compiled: bool = False
     compile_s: float = math.nan
     note: str = ""
@@ -155,7 +161,9 @@ class CellEngine:
                  replicates: int, ctx: Context):
         self.groups = problem.groups
         self.ctx = ctx
-        self.sizes = sizes = chunk_plan(replicates, problem.chunk_size(setting, n_samples) * chunk_factor(ctx))
+        # at least TIMING_REPEATS chunks, so that each timed repetition has one
+        max_chunk = problem.chunk_size(setting, n_samples) * chunk_factor(ctx)
+        self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-replicates // TIMING_REPEATS))))
 
         def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
             out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
@@ -201,18 +209,29 @@ class CellEngine:
         stats = {g: GradientStats() for g in self.groups}
         state = self.state
         each_chunk = not self.ctx.device.startswith("cuda")
-        sync(self.ctx)
-        start = time.perf_counter()
-        for r in self.sizes:
-            moments, state = self.run_chunk(r, state)
-            for g in self.groups:
-                stats[g].merge(r, moments[g])
-            if each_chunk:
-                _check_finite(stats)
+        sizes = self.sizes  # lazy (ChunkPlan): indexed, never listed
+        parts = min(TIMING_REPEATS, len(sizes))  # consecutive chunks, timed part by part
+        bounds = [i * len(sizes) // parts for i in range(parts + 1)]
+        elapsed, per_estimate = 0.0, []
+        for k in range(parts):
+            done = 0
+            sync(self.ctx)
+            start = time.perf_counter()
+            for i in range(bounds[k], bounds[k + 1]):
+                r = sizes[i]
+                moments, state = self.run_chunk(r, state)
+                for g in self.groups:
+                    stats[g].merge(r, moments[g])
+                if each_chunk:
+                    _check_finite(stats)
+                done += r
+            sync(self.ctx)
+            t = time.perf_counter() - start
+            elapsed += t
+            per_estimate.append(t / done)
         if not each_chunk:
             _check_finite(stats)
-        sync(self.ctx)
-        self.timing.elapsed = time.perf_counter() - start
+        self.timing.elapsed, self.timing.per_estimate = elapsed, per_estimate
         self.state = state
         return stats
 

@@ -39,9 +39,9 @@ TAIL = [
     "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
     "mean", "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
     "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
-    "time_per_estimate_s", "compiled", "compile_time_s", "status", "error",
+    "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
-    "estbench_version", "estimator_origin", "torch_version", "python_version", "machine",
+    "estbench_version", "estimator_origin", "torch_version", "python_version", "machine", "load_avg", "matmul_gflops",
 ]  # fmt: skip
 #: The training-curve table's columns before and after the setting axes (problems that train a model).
 CURVE_HEAD = ["problem", "estimator", "estimator_options"]
@@ -49,6 +49,12 @@ CURVE_TAIL = [
     "n_samples", "seed", "train_steps", "dtype", "device", "setting",
     "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error", "estbench_version", "estimator_origin",
 ]  # fmt: skip
+
+
+#: the columns that vary from run to run of the same command (how long, on what, under what load);
+#: every other column of a row is reproducible bit for bit from the seed
+TIMING_COLUMNS = ("time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compile_time_s",
+                  "machine", "load_avg", "matmul_gflops")
 
 
 def results_columns(axes: list[str]) -> list[str]:

@@ -18,8 +18,12 @@ change what a completed cell holds is refused (CONTENT_COLUMNS).
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import platform
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,29 @@ def estbench_version() -> str:
         return importlib.metadata.version("estbench")
     except Exception:
         return "unknown"
+
+
+def load_avg() -> float:
+    """The 1-minute load average now (NaN where the system has none): how busy the machine was
+    when a cell ran, this run's own threads included."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.nan
+
+
+@functools.lru_cache(maxsize=1)
+def matmul_gflops() -> float:
+    """float32 1024 x 1024 matmul GFLOP/s on the CPU, measured once per process (at its first cell):
+    the machine's speed when the run started, recorded beside every row's timings."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * 1024**3 / statistics.median(times) / 1e9
 
 
 def machine() -> str:
@@ -150,7 +177,7 @@ def measure_cell(
     """
     seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
                      cell.n_samples)
-    base = _base_row(cell, sweep, seed)
+    base = {**_base_row(cell, sweep, seed), "load_avg": load_avg(), "matmul_gflops": matmul_gflops()}
     groups = cell.problem.groups
     if isinstance(prepared, Exception):
         error = "problem set-up failed: " + _error_text(prepared)
@@ -192,7 +219,10 @@ def measure_cell(
                 "mse": s.mse,
                 "snr": s.snr,
                 **against_truth,
-                "time_per_estimate_s": timing.elapsed / sweep.replicates,
+                # the median of the timed repetitions (benchmarks.engine.TIMING_REPEATS), and their spread
+                "time_per_estimate_s": statistics.median(timing.per_estimate),
+                "time_per_estimate_min_s": min(timing.per_estimate),
+                "time_per_estimate_max_s": max(timing.per_estimate),
                 "f_evals": timing.f_evals,
                 "compiled": timing.compiled,
                 "compile_time_s": timing.compile_s,

@@ -32,7 +32,8 @@ LEGACY_PREFIXES = {"gaussian-": "toy", "vae-": "model"}
 #: by ';' one per coordinate, or text: whatever its problem declared)
 NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "seed", "mean", "variance", "variance_se", "variance_lo",
                    "variance_hi", "total_variance", "total_variance_lo", "total_variance_hi", "true_grad",
-                   "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "compile_time_s")
+                   "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "time_per_estimate_min_s",
+                   "time_per_estimate_max_s", "compile_time_s", "load_avg", "matmul_gflops")
 
 
 def setting_axes(label: Any) -> list[str]:

@@ -83,13 +83,19 @@ def _benchmarks_section(path: Path, data: dict[str, Any]) -> list[str]:
     for b in benches:
         stats, extra = b.get("stats", {}), b.get("extra_info", {})
         rows.append({"benchmark": b.get("name"), "group": b.get("group"),
-                     "mean (us)": stats.get("mean", math.nan) * 1e6, "stddev (us)": stats.get("stddev", math.nan) * 1e6,
-                     "rounds": stats.get("rounds"), "variance": extra.get("variance"), "SNR": extra.get("snr")})
+                     "mean (us per call)": stats.get("mean", math.nan) * 1e6,
+                     "stddev (us per call)": stats.get("stddev", math.nan) * 1e6,
+                     "rounds": stats.get("rounds"), "variance (per coordinate)": extra.get("variance"),
+                     "SNR": extra.get("snr")})
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {})
     brand = cpu.get("brand_raw") if isinstance(cpu, dict) else None
     text = ["## pytest-benchmark timings", "",
-            f"One gradient estimate per call, from `{path.name}` "
+            "Units: each call makes one gradient estimate alone (a chunk of one replicate), so 'us per call' is "
+            "not the runner's vectorized 'time / estimate' of the tables above, which shares each chunk's work "
+            "among its replicates; 'variance' is per coordinate, averaged over coordinates, as the tables' "
+            "'variance' (for the VAEs not the total). "
+            f"From `{path.name}` "
             f"(machine: {brand or machine.get('processor', 'unknown')}, Python {machine.get('python_version', '?')}).", ""]
     return text + [markdown_table(pd.DataFrame(rows)), ""]
 

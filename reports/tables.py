@@ -61,6 +61,10 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     """Efficiency and ratios to the reference estimator at the same setting and parameter."""
     df = df.copy()
     df["efficiency"] = 1.0 / (df["variance"] * df["time_per_estimate_s"])
+    if "variance_lo" in df and "time_per_estimate_min_s" in df:
+        # the variance's 95% interval with the fastest and slowest timed repetition
+        df["efficiency_lo"] = 1.0 / (df["variance_hi"] * df["time_per_estimate_max_s"])
+        df["efficiency_hi"] = 1.0 / (df["variance_lo"] * df["time_per_estimate_min_s"])
     keys = ["problem", "parameter", "setting", "n_samples"]
     ref = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["variance", "efficiency"]]
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
@@ -179,12 +183,14 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         # a model problem shows what it has: MSE only against an exact gradient, ratios only where reparam ran
         cols = {k: v for k, v in cols.items() if k in rows and not (k != "estimator" and rows[k].isna().all())}
     cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column
-    for col, lo, hi in (("variance", "variance_lo", "variance_hi"),
+    if "time_per_estimate_min_s" in rows:
+        rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
+    for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
                         ("total_variance", "total_variance_lo", "total_variance_hi"),
                         ("variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi")):
         if col in cols and lo in rows and rows[lo].notna().any():
             rows[col] = [with_interval(v, a, b) for v, a, b in zip(rows[col], rows[lo], rows[hi], strict=True)]
-            cols[col] += " [95% CI]"
+            cols[col] += " [min, max of 5 timings]" if col == "time_us" else " [95% CI]"
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
@@ -202,7 +208,8 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
             "total_variance_hi", "variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi", "bias_z",
             "mse", "snr", "agreement_z", "reference",
-            "time_per_estimate_s", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"]
+            "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
+            "efficiency_hi", "efficiency_vs_reparam", "efficiency_per_eval"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     return ok[[c for c in keep if c in ok]].reset_index(drop=True)
 

@@ -37,6 +37,21 @@ def indistinguishable(g: pd.DataFrame, best: pd.Series, col: str = "variance") -
             f"{needed})")
 
 
+def most_efficient(ranked: pd.DataFrame) -> str:
+    """'X is the most efficient' when X's efficiency interval (variance interval x timing spread) lies
+    above every other's; otherwise the estimators whose intervals overlap the best's, together."""
+    ranked = ranked.sort_values("efficiency", ascending=False)
+    best = ranked.iloc[0]
+    if "efficiency_lo" not in ranked or pd.isna(best["efficiency_lo"]):
+        return f"{best['estimator']} is the most efficient"
+    tied = ranked.iloc[1:][ranked.iloc[1:]["efficiency_hi"] >= best["efficiency_lo"]]
+    if tied.empty:
+        return f"{best['estimator']} is the most efficient"
+    names = [best["estimator"], *tied["estimator"]]
+    return (f"{', '.join(names[:-1])} and {names[-1]} are the most efficient, indistinguishable (their efficiency "
+            f"intervals, from the variance's 95% interval and the timing spread, overlap)")
+
+
 def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
     rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
     at_base = rows.copy()
@@ -49,7 +64,7 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
         lo, hi = g.iloc[0], g.iloc[-1]
         # a biased estimator is never called the most efficient, nor is an exact (zero-variance) one
         unbiased = g[~g["estimator"].isin(biased) & (g["variance"] > 0)]
-        eff = (unbiased if not unbiased.empty else g).sort_values("efficiency", ascending=False).iloc[0]
+        eff = most_efficient(unbiased if not unbiased.empty else g)
         if g["estimator"].nunique() == 1:
             parts.append(f"For the gradient of {param}, only {lo['estimator']} ran: variance {fmt(lo['variance'])}, "
                          f"nothing to compare it with.")
@@ -59,7 +74,7 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
             f"{indistinguishable(g, lo)}) and "
             f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
             + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
-            f"counting time, {eff['estimator']} is the most efficient"
+            f"counting time, {eff}"
             + (" of those not flagged biased" if biased else "") + " with a nonzero variance."
         )
     # where, across the whole sweep, does the pathwise estimator lose?
@@ -150,7 +165,7 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
         if ranked.empty:
             ranked = g
         lo, hi = ranked.iloc[0], g[g["total_variance"] > 0].iloc[-1] if (g["total_variance"] > 0).any() else g.iloc[-1]
-        eff = ranked.sort_values("efficiency", ascending=False).iloc[0]
+        eff = most_efficient(ranked)
         text = f"At the {ckpt} checkpoint, "
         if not zero.empty:
             text += (f"{', '.join(zero['estimator'])} has zero variance (every estimate is the same); of the others, ")
@@ -159,7 +174,7 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
                  f"({fmt(lo['total_variance'])}{indistinguishable(ranked, lo, 'total_variance')}) and "
                  f"{hi['estimator']} the highest ({fmt(hi['total_variance'])}"
                  + (f", {fmt(hi['total_variance'] / lo['total_variance'])}x more" if lo["total_variance"] > 0 else "")
-                 + f"); counting time, {eff['estimator']} is the most efficient{among} with a nonzero variance.")
+                 + f"); counting time, {eff}{among} with a nonzero variance.")
         parts.append(text)
     z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
     if rows["bias_z"].notna().any():
@@ -220,6 +235,25 @@ def _compile_line(df: pd.DataFrame) -> list[str]:
             f"(not in time per estimate)"]
 
 
+def _load_line(df: pd.DataFrame) -> list[str]:
+    """The machine's load while the cells ran, and its matmul speed at the start (files from before
+    these columns: no line). Timings are 'under load' where the 1-minute load average went above
+    the machine's cores: processes other than this run competed for them."""
+    if "load_avg" not in df or df["load_avg"].isna().all():
+        return []
+    load = df["load_avg"].dropna()
+    cores = pd.to_numeric(df["machine"].astype(str).str.extract(r"(\d+) cores")[0], errors="coerce").max()
+    rate = df["matmul_gflops"].dropna() if "matmul_gflops" in df else pd.Series(dtype=float)
+    line = (f"- machine load: 1-minute load average {load.min():.2f}-{load.max():.2f} while the cells ran"
+            + (f" ({int(cores)} cores)" if not pd.isna(cores) else "")
+            + (f"; float32 matmul {fmt(rate.min())}" + (f"-{fmt(rate.max())}" if rate.max() > rate.min() else "")
+               + " GFLOP/s at the start" if not rate.empty else ""))
+    if not pd.isna(cores) and load.max() > cores:
+        line += (f". **Timings taken under load**: in {int((load > cores).sum())} rows the load exceeded the "
+                 f"cores, so other processes competed with this run; compare times within this report only")
+    return [line]
+
+
 def provenance(df: pd.DataFrame) -> list[str]:
     def values(col: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
@@ -229,6 +263,7 @@ def provenance(df: pd.DataFrame) -> list[str]:
         f"device: {values('device')}",
         f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
         f"- machine: {values('machine')}",
+        *_load_line(df),
         *_compile_line(df),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",

@@ -148,16 +148,19 @@ def test_gpu_chunks_are_larger_where_the_card_has_the_memory():
     not torch.cuda.is_available(), reason="no CUDA device"))])
 def test_engine_chunks_and_catches_a_non_finite_chunk_in_the_middle(device):
     """Chunks are the problem's size times chunk_factor (1 on the CPU); a NaN in the middle
-    chunk of three raises, on a GPU too, where finiteness is checked after the last chunk."""
+    chunk of five (the engine's timed parts, TIMING_REPEATS) raises, on a GPU too, where
+    finiteness is checked after the last chunk."""
     from benchmarks.problems import Context, GaussianSetting, get
     from estimators import Estimator, Surrogate, evaluate
 
     problem, ctx = get("gaussian-quadratic"), Context(device=device)
     s = GaussianSetting(1.0, 1.0, 0.0, 100)
     chunk = problem.chunk_size(s, 1) * runner.chunk_factor(ctx)
-    R = 3 * chunk
+    R = 5 * chunk
     engine = runner.CellEngine(problem, perf.estimators.get("reinforce"), s, None, 1, R, ctx)
-    assert engine.sizes == [chunk] * 3
+    assert engine.sizes == [chunk] * 5
+    assert runner.CellEngine(problem, perf.estimators.get("reinforce"), s, None, 1, 3 * chunk, ctx).sizes == \
+        [3 * chunk // 5] * 5  # fewer than five chunks' worth: cut into five, one per timed part
     assert engine.measure()["mu"].n == R
 
     class NaNInTheMiddle(Estimator):
@@ -165,16 +168,16 @@ def test_engine_chunks_and_catches_a_non_finite_chunk_in_the_middle(device):
         calls = 0
 
         def surrogate(self, dist, f, n_samples, state=None):
-            self.calls += 1  # two warm-up calls, then the chunks: NaN in the second of three
+            self.calls += 1  # two warm-up calls, then the chunks: NaN in the third of five
             x = dist.rsample((n_samples,))
             fx = evaluate(f, x, dist, n_samples)
-            return Surrogate(loss=fx.mean(0) * (float("nan") if self.calls == 4 else 1.0), f=fx.detach())
+            return Surrogate(loss=fx.mean(0) * (float("nan") if self.calls == 5 else 1.0), f=fx.detach())
 
     est = NaNInTheMiddle()
     engine = runner.CellEngine(problem, est, s, None, 1, R, ctx)
     with pytest.raises(FloatingPointError, match="non-finite"):
         engine.measure()
-    assert est.calls == (4 if device == "cpu" else 5)  # the CPU stops after the bad chunk
+    assert est.calls == (5 if device == "cpu" else 7)  # the CPU stops after the bad chunk
 
 
 def test_a_failed_compile_is_reported_and_perf_goes_on(monkeypatch):

@@ -280,7 +280,9 @@ def test_vae_shapes_are_checked_and_an_exiting_plugin_is_a_failed_row(tmp_path):
     assert proc.returncode == 1, proc.stderr
     got = {r["estimator"]: r for r in rows(out)}
     assert got["scalar-loss"]["status"] == "failed" and "surrogate of shape ()" in got["scalar-loss"]["error"]
-    assert got["per-sample-loss"]["status"] == "failed" and "surrogate of shape (4, 10, 4)" in got[
+    # R = 10 in five timed chunks of 2: the warm-up call draws 2 replicates of 4 images, n_samples 4
+    assert got["per-sample-loss"]["status"] == "failed" and "surrogate of shape (4, 2, 4)" in got[
+        "per-sample-loss"]["error"] and "expected one value per replicate and image, (2, 4)" in got[
         "per-sample-loss"]["error"]
     assert got["exits"]["status"] == "failed" and "SystemExit: 0" in got["exits"]["error"]
     assert got["reinforce"]["status"] == "ok"

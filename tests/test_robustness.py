@@ -13,12 +13,13 @@ import pytest
 
 from benchmarks import runner
 from benchmarks.problems import VAEDigits
+from benchmarks.results_file import TIMING_COLUMNS
 from benchmarks.sweep import Sweep
 from estbench.cli import main
 
 SWEEP_ARGS = ["--problem", "gaussian-quadratic", "gaussian-cos", "gaussian-exp", "--sigma", "0.5", "1", "2",
               "--dim", "1", "20", "--n-samples", "2", "--replicates", "1000", "--seed", "9"]
-TIMING = {"time_per_estimate_s"}
+TIMING = set(TIMING_COLUMNS)
 ALL = ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema", "measure-valued", "reinforce-delta-cv",
        "reinforce-optimal", "test-slow"]
 
