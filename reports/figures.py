@@ -55,6 +55,28 @@ def _positive(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["variance"] > 0) | (df["status"] != "ok")]  # log axes cannot show an exact zero
 
 
+def _intervals_and_zeros(c: Canvas, grid: Any, d: pd.DataFrame, zeros: pd.DataFrame, x: str) -> bool:
+    """On a faceted variance figure (rows: parameter, columns: problem): each line's 95% interval as a
+    band, and each zero variance, which a log axis cannot show, as a triangle at the axis floor.
+    Returns whether any zero was drawn (the title then says what the triangles mean)."""
+    drew = False
+    for (param, problem), ax in grid.axes_dict.items():
+        here = d[(d["parameter"] == param) & (d["problem"] == problem)]
+        if "variance_lo" in here:
+            for est, line in here.dropna(subset=["variance_lo"]).groupby("estimator"):
+                line = line.sort_values(x)
+                ax.fill_between(line[x], line["variance_lo"], line["variance_hi"], color=c.palette.get(est),
+                                alpha=0.15, linewidth=0)
+        z = zeros[(zeros["parameter"] == param) & (zeros["problem"] == problem)]
+        if not z.empty:
+            floor = ax.get_ylim()[0]
+            for est, pts in z.groupby("estimator"):
+                ax.scatter(pts[x], [floor] * len(pts), marker="v", s=40, color=c.palette.get(est), clip_on=False,
+                           zorder=5)
+            drew = True
+    return drew
+
+
 def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, dict[str, Any]], y: str = "variance") -> Made:
     """Toy problems: variance (or MSE against the truth) against one axis, the others at the base setting."""
     import seaborn as sns
@@ -69,12 +91,18 @@ def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, dic
     if axis == "sigma":
         g.set(xscale="log")
         _value_ticks(g, d[axis])
+    zero = False
+    if y == "variance":
+        zeros = axis_slice(df[(df["status"] == "ok") & (df["variance"] == 0)], axis, base)
+        zero = _intervals_and_zeros(c, g, d, zeros[zeros["problem"].isin(d["problem"])], axis)
     g.set_titles("{col_name}, gradient of {row_name}")
     what = "variance of one estimate" if y == "variance" else "mean squared error against the truth"
     g.set_axis_labels(axis, what)
-    g.figure.suptitle(f"{'Estimator variance' if y == 'variance' else 'MSE'} against {axis} "
-                      f"(each problem's other axes at its base setting)")
-    g.figure.subplots_adjust(top=0.88)
+    g.figure.suptitle(f"{'Estimator variance' if y == 'variance' else 'MSE'} against {axis}\n"
+                      f"(each problem's other axes at its base setting"
+                      + ("; bands: 95% intervals" if y == "variance" else "")
+                      + ("; triangles at the floor: zero variance" if zero else "") + ")")
+    g.figure.subplots_adjust(top=0.84)
     name = f"{'variance' if y == 'variance' else 'mse'}_vs_{axis}.png"
     return c.save(g.figure, name, f"{'Variance' if y == 'variance' else 'MSE'} against {axis}", tight=False)
 
@@ -128,6 +156,8 @@ def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict
                     height=2.8, aspect=1.2, facet_kws={"sharey": False})
     g.set(xscale="log", yscale="log")
     _value_ticks(g, d["n_samples"])
+    zeros = axis_slice(df[(df["status"] == "ok") & (df["variance"] == 0)], "n_samples", base)
+    zero = _intervals_and_zeros(c, g, d, zeros[zeros["problem"].isin(d["problem"])], "n_samples")
     for (param, problem), ax in g.axes_dict.items():
         ref = d[(d["parameter"] == param) & (d["problem"] == problem)].sort_values("n_samples")
         if ref.empty:
@@ -138,8 +168,9 @@ def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict
         ax.plot(ns, v0 * n0 / ns, color="black", linestyle="--", linewidth=1, label="1/n")
     g.set_titles("{col_name}, gradient of {row_name}")
     g.set_axis_labels("samples per estimate n", "variance of one estimate")
-    g.figure.suptitle("Variance against samples per estimate (dashed: 1/n reference)")
-    g.figure.subplots_adjust(top=0.88)
+    g.figure.suptitle("Variance against samples per estimate\n(dashed: 1/n reference; bands: 95% intervals"
+                      + ("; triangles at the floor: zero variance" if zero else "") + ")")
+    g.figure.subplots_adjust(top=0.84)
     return c.save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
 
 

@@ -82,6 +82,13 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     if "f_evals" in df:  # at equal cost in evaluations of f (ARM and DisARM use 2 per draw)
         df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
     df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
+    if "efficiency_lo" in df:  # each end against the reference's opposite end: a conservative interval
+        refs = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["efficiency_lo", "efficiency_hi"]]
+        refs = refs.rename(columns={"efficiency_lo": "_ref_lo", "efficiency_hi": "_ref_hi"})
+        df = df.merge(refs, on=keys, how="left")
+        df["efficiency_vs_reparam_lo"] = df["efficiency_lo"] / df["_ref_hi"]
+        df["efficiency_vs_reparam_hi"] = df["efficiency_hi"] / df["_ref_lo"]
+        df = df.drop(columns=["_ref_lo", "_ref_hi"])
     return df.drop(columns=["_ref_var", "_ref_eff"])
 
 
@@ -187,10 +194,11 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
     for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
                         ("total_variance", "total_variance_lo", "total_variance_hi"),
-                        ("variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi")):
+                        ("variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi"),
+                        ("efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi")):
         if col in cols and lo in rows and rows[lo].notna().any():
             rows[col] = [with_interval(v, a, b) for v, a, b in zip(rows[col], rows[lo], rows[hi], strict=True)]
-            cols[col] += " [min, max of 5 timings]" if col == "time_us" else " [95% CI]"
+            cols[col] += {"time_us": " [min, max of 5 timings]", "efficiency_vs_reparam": " [interval]"}.get(col, " [95% CI]")
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
@@ -209,7 +217,8 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "total_variance_hi", "variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi", "bias_z",
             "mse", "snr", "agreement_z", "reference",
             "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
-            "efficiency_hi", "efficiency_vs_reparam", "efficiency_per_eval"]
+            "efficiency_hi", "efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi",
+            "efficiency_per_eval"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     return ok[[c for c in keep if c in ok]].reset_index(drop=True)
 
