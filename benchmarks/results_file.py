@@ -37,7 +37,7 @@ from typing import Any
 HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
 TAIL = [
     "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
-    "mean", "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
+    "mean", "variance", "variance_se", "variance_lo", "variance_hi", "variance_note", "total_variance", "total_variance_lo",
     "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
     "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",

@@ -72,7 +72,7 @@ from .resume import (
     completed,
     read_rows,
 )
-from .stats import GradientStats, coordinate_z
+from .stats import GradientStats, coordinate_z, zero_variance_threshold
 from .sweep import Sweep
 
 
@@ -197,8 +197,10 @@ def measure_cell(
         error = "the exact gradient could not be computed: " + _error_text(exc)
         return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
     rows = []
+    scale = max((truth[g] if truth is not None else stats[g].coords.mean).abs().max().item() for g in groups)
+    zero_below = zero_variance_threshold(scale, getattr(torch, sweep.dtype))
     for g in groups:
-        s = stats[g].summary(None if truth is None else truth[g])
+        s = stats[g].summary(None if truth is None else truth[g], zero_below)
         against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g]), "reference": "exact"}
         rows.append(
             {
@@ -209,6 +211,7 @@ def measure_cell(
                 "variance_se": s.variance_se,
                 "variance_lo": s.variance_lo,
                 "variance_hi": s.variance_hi,
+                "variance_note": s.variance_note,
                 "total_variance": s.total_variance,
                 # total = variance x coordinates exactly, so its interval is the variance's scaled
                 "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,

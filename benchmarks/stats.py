@@ -141,11 +141,20 @@ class GradientStats:
         spread = math.exp(Z95 * se / variance)
         return se, variance / spread, variance * spread
 
-    def summary(self, truth: torch.Tensor | None) -> Summary:
-        """Reduce to the result-table numbers; ``truth`` is [P] or None."""
+    def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0) -> Summary:
+        """Reduce to the result-table numbers; ``truth`` is [P] or None. Where every coordinate's
+        standard deviation is at most ``zero_below`` (the rounding of the dtype at the gradient's
+        scale: zero_variance_threshold), the estimates are equal up to rounding and the variance
+        is reported as exactly 0, with the reason in ``variance_note``."""
         n = self.n
         mean_c = self.coords.mean.cpu()
         var_c = self.coords.var.cpu()
+        note = ""
+        largest = var_c.max().sqrt().item()
+        if 0 < largest <= zero_below:
+            note = (f"zero up to rounding: every estimate equals the others within rounding (largest standard "
+                    f"deviation {largest:.2g}, below {zero_below:.2g}, 64 ulps at the gradient's scale)")
+            var_c = torch.zeros_like(var_c)
         mean = mean_c.mean().item()
         variance = var_c.mean().item()
         std_c = var_c.sqrt()
@@ -156,6 +165,7 @@ class GradientStats:
             variance=variance,
             total_variance=var_c.sum().item(),
             snr=snr_c.mean().item(),
+            variance_note=note,
         )
         out.variance_se, out.variance_lo, out.variance_hi = self.variance_interval(variance)
         if truth is not None:
@@ -173,6 +183,20 @@ class GradientStats:
                 out.bias_z = 0.0 if abs(out.bias) <= rounding else math.copysign(math.inf, out.bias)
             out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
         return out
+
+
+#: a variance is zero up to rounding where every coordinate's standard deviation is within this many
+#: units of roundoff of the gradient's scale (as the bias z's rounding floor)
+ROUNDING_ULPS = 64
+
+
+def zero_variance_threshold(scale: float, dtype: torch.dtype) -> float:
+    """The standard deviation below which estimates count as equal up to rounding: ROUNDING_ULPS units
+    of roundoff of ``dtype`` at ``scale``, the gradient's magnitude (the largest |exact gradient| over the
+    cell's parameter groups, or the largest |mean estimate| where no exact gradient is known). An estimator
+    whose every estimate is the true gradient (measure-valued's mu-gradient of the quadratic at mu = k:
+    terms of size ~1 cancel to 0, leaving standard deviation ~4e-8 in float32) is then reported exact."""
+    return ROUNDING_ULPS * torch.finfo(dtype).eps / 2 * max(scale, torch.finfo(dtype).tiny)
 
 
 def coordinate_z(stats: GradientStats, truth: torch.Tensor) -> float:
@@ -197,6 +221,7 @@ class Summary:
     variance_se: float = math.nan
     variance_lo: float = math.nan
     variance_hi: float = math.nan
+    variance_note: str = ""
     true_grad: float = math.nan
     bias: float = math.nan
     bias_z: float = math.nan

@@ -174,12 +174,31 @@ def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict
     return c.save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
 
 
+def _bars(ax: Any, c: Canvas, d: pd.DataFrame, x: str, y: str, order: list[str], hue: list[str]) -> None:
+    """Grouped bars of ``y`` per ``x`` category and estimator (log axis), each with its interval
+    (``y``_lo, ``y``_hi) as an error bar where the rows have one."""
+    width = 0.8 / max(len(hue), 1)
+    lo, hi = f"{y}_lo", f"{y}_hi"
+    for j, est in enumerate(hue):
+        rows = d[d["estimator"] == est].set_index(x)
+        xs = [i - 0.4 + width * (j + 0.5) for i, cat in enumerate(order) if cat in rows.index]
+        cats = [cat for cat in order if cat in rows.index]
+        if not cats:
+            continue
+        vals = rows.loc[cats, y].to_numpy(dtype=float)
+        ax.bar(xs, vals, width=width, color=c.palette.get(est), label=est)
+        if lo in rows and rows.loc[cats, lo].notna().any():
+            err = np.vstack([vals - rows.loc[cats, lo].to_numpy(dtype=float), rows.loc[cats, hi].to_numpy(dtype=float) - vals])
+            ax.errorbar(xs, vals, yerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_yscale("log")
+
+
 def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     """A model problem: total variance of the encoder gradient per estimator at each checkpoint, and,
     where the exact gradient is known, the MSE against it. A zero variance (``exact``) has no bar on
     the log axis; the title says so."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     vae = df[(df["problem"] == problem) & (df["status"] == "ok")]
     if vae.empty:
@@ -192,15 +211,12 @@ def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     order = [k for k in ("untrained", "trained") if k in set(vae["checkpoint"])]
     hue = [e for e in c.estimators if e in set(vae["estimator"])]
     for ax, (col, label) in zip(axes_[0], panels, strict=True):
-        sns.barplot(data=vae[vae[col] > 0], x="checkpoint", y=col, hue="estimator", palette=c.palette,
-                    hue_order=hue, order=order, ax=ax)
-        ax.set_yscale("log")
+        _bars(ax, c, vae[vae[col] > 0], "checkpoint", col, order, hue)
         ax.set_ylabel(label)
-        ax.get_legend().remove()
     axes_[0][-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     zero = sorted(set(vae.loc[vae["total_variance"] == 0, "estimator"]))
-    fig.suptitle(f"{problem}: ELBO gradient per estimator" + (f" ({', '.join(zero)}: zero variance, no bar)"
-                                                               if zero else ""))
+    fig.suptitle(f"{problem}: ELBO gradient per estimator (error bars: 95% intervals)"
+                 + (f"\n{', '.join(zero)}: zero variance, no bar" if zero else ""))
     fig.tight_layout()
     return c.save(fig, f"{problem}_gradient_variance.png", f"{problem}: encoder-gradient variance"
                   + (" and MSE" if has_mse else ""))
@@ -237,28 +253,37 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
 def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
     """Efficiency relative to the reference estimator: toys at the base setting, models per checkpoint."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    d = df[(df["status"] == "ok") & np.isfinite(df["efficiency_vs_reparam"]) & (df["efficiency_vs_reparam"] > 0)]
-    toy_base = d[is_toy(d)]
+    shown = df[(df["status"] == "ok") & df["efficiency_vs_reparam"].notna()]
     for problem, values in base.items():
         for axis, value in values.items():
-            toy_base = toy_base[(toy_base["problem"] != problem) | (toy_base[axis] == value)]
+            shown = shown[~is_toy(shown) | (shown["problem"] != problem) | (shown[axis] == value)]
+    # exact (zero-variance) cells have no finite efficiency: left out rather than setting the axis at 1e+15
+    exact = shown[shown["variance"] == 0]
+    d = shown[np.isfinite(shown["efficiency_vs_reparam"]) & (shown["efficiency_vs_reparam"] > 0)]
+    toy_base = d[is_toy(d)]
+    cols = ["efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi"]
+
+    def ratio(r: pd.Series) -> dict[str, Any]:
+        return {k: r.get(k, np.nan) for k in cols}
+
     rows = [{"cell": f"{r['problem'].removeprefix('gaussian-')} d/d{r['parameter']}", "estimator": r["estimator"],
-             "efficiency_vs_reparam": r["efficiency_vs_reparam"]} for _, r in toy_base.iterrows()]
-    rows += [{"cell": f"{r['problem']} {r['checkpoint']}", "estimator": r["estimator"],
-              "efficiency_vs_reparam": r["efficiency_vs_reparam"]} for _, r in d[~is_toy(d)].iterrows()]
+             **ratio(r)} for _, r in toy_base.iterrows()]
+    rows += [{"cell": f"{r['problem']} {r['checkpoint']}", "estimator": r["estimator"], **ratio(r)}
+             for _, r in d[~is_toy(d)].iterrows()]
     if not rows:
         return None
     e = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4))
-    sns.barplot(data=e, x="cell", y="efficiency_vs_reparam", hue="estimator", palette=c.palette,
-                hue_order=[x for x in c.estimators if x in set(e["estimator"])], ax=ax)
-    ax.set_yscale("log")
+    _bars(ax, c, e, "cell", "efficiency_vs_reparam", list(dict.fromkeys(e["cell"])),
+          [x for x in c.estimators if x in set(e["estimator"])])
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("efficiency / reparameterization's")
-    ax.set_title("Efficiency = 1 / (variance x time per estimate), relative to reparameterization")
+    ax.set_title("Efficiency = 1 / (variance x time per estimate), relative to reparameterization\n"
+                 "(error bars: from the variance's 95% interval and the timing spread"
+                 + (f"; left out, exact (zero variance): {', '.join(sorted(set(exact['estimator'])))}"
+                    if not exact.empty else "") + ")")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return c.save(fig, "efficiency.png", "Efficiency relative to reparameterization")

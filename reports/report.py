@@ -33,8 +33,18 @@ from benchmarks.results_file import atomic_write, curves_path, writer_lock
 
 from .figures import figures
 from .load import ResultsError, read_results, read_training
-from .tables import add_derived, all_tables, bases, fmt, is_toy, markdown_table, problem_table, training_table
-from .text import provenance, toy_paragraph, training_paragraph, vae_paragraph
+from .tables import (
+    add_derived,
+    all_tables,
+    bases,
+    fmt,
+    is_toy,
+    markdown_table,
+    problem_table,
+    training_table,
+    zero_variance_notes,
+)
+from .text import provenance, summary_line, toy_paragraph, training_paragraph, vae_paragraph
 
 
 def write_text(path: Path, text: str) -> None:
@@ -149,6 +159,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     md = ["# estbench variance report", ""]
     if command:
         md += [f"Made by `{command}`. Rebuild it without recomputing: `estbench report --results results.csv`.", ""]
+    md += ["## In brief", "", "Per problem, the estimator with the lowest variance (an exact zero first; 'tied' where "
+           "the 95% intervals overlap; among those not flagged biased) and the bias verdict:", "",
+           *(summary_line(df, p, base.get(p, {})) for p in df["problem"].unique()), ""]
     md += ["## What was run", "", *provenance(df), ""]
     if notes:
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
@@ -175,6 +188,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
             md += ["At " + ", ".join(f"{k}={fmt(v)}" for k, v in base.get(problem, {}).items()) + ".", ""]
         para = toy_paragraph(df, problem, base.get(problem, {})) if is_toy(rows).all() else vae_paragraph(df, problem)
         md += [para, "", markdown_table(table), ""]
+        zero = zero_variance_notes(df, problem)
+        if zero:
+            md += ["Exact (variance reported as 0; ratios and efficiency shown as 'exact'):", "", *zero, ""]
 
     if tr is not None:
         t = training_table(tr)

@@ -190,6 +190,8 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         # a model problem shows what it has: MSE only against an exact gradient, ratios only where reparam ran
         cols = {k: v for k, v in cols.items() if k in rows and not (k != "estimator" and rows[k].isna().all())}
     cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column
+    zero = rows["total_variance" if "total_variance" in cols else "variance"] == 0
+    missing = {c: rows[c].isna() for c in ("variance_vs_reparam", "efficiency_vs_reparam") if c in rows}
     if "time_per_estimate_min_s" in rows:
         rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
     for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
@@ -199,7 +201,30 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         if col in cols and lo in rows and rows[lo].notna().any():
             rows[col] = [with_interval(v, a, b) for v, a, b in zip(rows[col], rows[lo], rows[hi], strict=True)]
             cols[col] += {"time_us": " [min, max of 5 timings]", "efficiency_vs_reparam": " [interval]"}.get(col, " [95% CI]")
+    # a zero variance is exact: its ratio is 0 and its efficiency has no finite value, so say so rather than
+    # print 1/0 or a rounding residue 15 orders of magnitude away from the others
+    for col in ("variance", "total_variance"):
+        if col in cols:
+            rows[col] = rows[col].astype(object).where(~zero, "0 (exact)")
+    for col in ("variance_vs_reparam", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"):
+        if col in cols:
+            rows[col] = rows[col].astype(object).where(~zero | missing.get(col, False), "exact")
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
+
+
+def zero_variance_notes(df: pd.DataFrame, problem: str) -> list[str]:
+    """One line per estimator of ``problem`` whose variance is reported as exactly 0: why (every estimate
+    the same; or the same up to rounding, with the rounding's size from the ``variance_note`` column)."""
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
+    rows = rows[rows["total_variance" if not is_toy(rows).all() else "variance"] == 0]
+    out = []
+    for est, g in rows.groupby("estimator", sort=False):
+        notes = g["variance_note"].dropna() if "variance_note" in g else pd.Series(dtype=object)
+        notes = notes[notes.astype(str) != ""]
+        why = ("every estimate was the same" if notes.empty else
+               f"{notes.iloc[0]}" + (f"; in {len(notes)} of its {len(g)} zero-variance rows" if len(g) > 1 else ""))
+        out.append(f"- {est}: zero variance in {len(g)} row{'s' if len(g) > 1 else ''}: {why}.")
+    return out
 
 
 def with_interval(value: Any, lo: Any, hi: Any) -> str:

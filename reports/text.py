@@ -52,6 +52,73 @@ def most_efficient(ranked: pd.DataFrame) -> str:
             f"intervals, from the variance's 95% interval and the timing spread, overlap)")
 
 
+def ranking_text(g: pd.DataFrame, col: str, biased: list[str], what: str = "") -> str:
+    """Which estimators of ``g`` (one setting's rows) have zero ``col``, the lowest and the highest, and which is
+    the most efficient counting time. Named lowest or most efficient: only estimators with a nonzero variance
+    that are not flagged biased (``biased``); an exact zero is named apart, and never the most efficient."""
+    g = g.sort_values(col)
+    zero = g[g[col] == 0]
+    nonzero = g[g[col] > 0]
+    ranked = nonzero[~nonzero["estimator"].isin(biased)]
+    if ranked.empty:
+        ranked = nonzero if not nonzero.empty else g
+    text = ""
+    if not zero.empty:
+        text = (f"{', '.join(zero['estimator'])} {'has' if len(zero) == 1 else 'have'} zero variance (every "
+                f"estimate is the same, up to rounding)")
+        if nonzero.empty:
+            return text + "."
+        text += "; of the others, "
+    if len(nonzero) == 1:
+        only = nonzero.iloc[0]
+        return text + f"only {only['estimator']} has a nonzero {col.replace('_', ' ')}{what} ({fmt(only[col])})."
+    lo, hi = ranked.iloc[0], nonzero.iloc[-1]
+    among = " of those not flagged biased" if biased and nonzero["estimator"].isin(biased).any() else ""
+    more = f", {fmt(hi[col] / lo[col])}x more" if hi["estimator"] != lo["estimator"] else ""
+    return (text + f"{lo['estimator']} has the lowest {col.replace('_', ' ')}{what}{among} "
+            f"({fmt(lo[col])}{indistinguishable(ranked, lo, col)}) and {hi['estimator']} the highest "
+            f"({fmt(hi[col])}{more}); counting time, {most_efficient(ranked)}{among}.")
+
+
+def _lowest(g: pd.DataFrame, col: str, biased: list[str]) -> str:
+    """'X' (or 'X, tied with Y' where 95% intervals overlap), the lowest nonzero ``col`` of ``g`` among
+    estimators not flagged biased; exact zeros named first."""
+    zero = list(g.loc[g[col] == 0, "estimator"])
+    ranked = g[(g[col] > 0) & ~g["estimator"].isin(biased)].sort_values(col)
+    parts = [f"{e} (zero variance)" for e in zero]
+    if not ranked.empty:
+        lo = ranked.iloc[0]
+        tied = []
+        if f"{col}_lo" in ranked and not pd.isna(lo.get(f"{col}_hi")):
+            tied = list(ranked.iloc[1:].loc[ranked.iloc[1:][f"{col}_lo"] <= lo[f"{col}_hi"], "estimator"])
+        parts.append(lo["estimator"] + (f" (tied with {', '.join(tied)})" if tied else ""))
+    return "; ".join(parts) if parts else "none"
+
+
+def summary_line(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
+    """The one-line summary of a problem: the lowest variance at its base setting (toys, per gradient) or
+    per checkpoint (models), and the estimators flagged biased by the stated rule."""
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
+    if rows.empty:
+        return f"- **{problem}**: no cell completed."
+    biased = flagged_biased(rows)
+    if "checkpoint" in rows and rows["problem_kind"].iloc[0] != "toy" and rows["checkpoint"].notna().any():
+        where = [(f"{c} checkpoint", rows[rows["checkpoint"] == c]) for c in ("untrained", "trained")]
+        col = "total_variance"
+    else:
+        at = rows
+        for axis, value in base.items():
+            at = at[at[axis] == value]
+        where = [(f"gradient of {p}", g) for p, g in at.groupby("parameter", sort=True)]
+        col = "variance"
+    lowest = "; ".join(f"{w}: {_lowest(g, col, biased)}" for w, g in where if not g.empty)
+    z = rows["bias_z"].abs()
+    verdict = ("no exact gradient, no bias verdict" if not z.notna().any() else
+               f"**flagged biased: {', '.join(biased)}**" if biased else "none flagged biased")
+    rule = f" (|bias z| > {fmt(bias_threshold(int(z.notna().sum())))})" if z.notna().any() else ""
+    return f"- **{problem}**: lowest variance, {lowest}; {verdict}{rule}."
+
+
 def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
     rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
     at_base = rows.copy()
@@ -61,22 +128,11 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
     biased = flagged_biased(rows)
     for param, g in at_base.groupby("parameter", sort=True):
         g = g.sort_values("variance")
-        lo, hi = g.iloc[0], g.iloc[-1]
-        # a biased estimator is never called the most efficient, nor is an exact (zero-variance) one
-        unbiased = g[~g["estimator"].isin(biased) & (g["variance"] > 0)]
-        eff = most_efficient(unbiased if not unbiased.empty else g)
         if g["estimator"].nunique() == 1:
-            parts.append(f"For the gradient of {param}, only {lo['estimator']} ran: variance {fmt(lo['variance'])}, "
-                         f"nothing to compare it with.")
+            parts.append(f"For the gradient of {param}, only {g.iloc[0]['estimator']} ran: variance "
+                         f"{fmt(g.iloc[0]['variance'])}, nothing to compare it with.")
             continue
-        parts.append(
-            f"For the gradient of {param}, {lo['estimator']} has the lowest variance ({fmt(lo['variance'])}"
-            f"{indistinguishable(g, lo)}) and "
-            f"{hi['estimator']} the highest ({fmt(hi['variance'])}"
-            + (f", {fmt(hi['variance'] / lo['variance'])}x more); " if lo["variance"] > 0 else "); ") +
-            f"counting time, {eff}"
-            + (" of those not flagged biased" if biased else "") + " with a nonzero variance."
-        )
+        parts.append(f"For the gradient of {param}, " + ranking_text(g, "variance", biased))
     # where, across the whole sweep, does the pathwise estimator lose?
     swept = rows.dropna(subset=["variance_vs_reparam"])
     swept = swept[swept["estimator"] != REFERENCE]
@@ -159,22 +215,7 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
             parts.append(f"At the {ckpt} checkpoint only {g.iloc[0]['estimator']} ran: total variance of the encoder "
                          f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
             continue
-        zero = g[g["total_variance"] == 0]
-        # named lowest or most efficient: estimators with a nonzero variance, not flagged biased
-        ranked = g[(g["total_variance"] > 0) & ~g["estimator"].isin(biased)]
-        if ranked.empty:
-            ranked = g
-        lo, hi = ranked.iloc[0], g[g["total_variance"] > 0].iloc[-1] if (g["total_variance"] > 0).any() else g.iloc[-1]
-        eff = most_efficient(ranked)
-        text = f"At the {ckpt} checkpoint, "
-        if not zero.empty:
-            text += (f"{', '.join(zero['estimator'])} has zero variance (every estimate is the same); of the others, ")
-        among = " of those not flagged biased" if biased else ""
-        text += (f"{lo['estimator']} has the lowest total variance of the encoder gradient{among} "
-                 f"({fmt(lo['total_variance'])}{indistinguishable(ranked, lo, 'total_variance')}) and "
-                 f"{hi['estimator']} the highest ({fmt(hi['total_variance'])}"
-                 + (f", {fmt(hi['total_variance'] / lo['total_variance'])}x more" if lo["total_variance"] > 0 else "")
-                 + f"); counting time, {eff}{among} with a nonzero variance.")
+        text = f"At the {ckpt} checkpoint, " + ranking_text(g, "total_variance", biased, " of the encoder gradient")
         parts.append(text)
     z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
     if rows["bias_z"].notna().any():

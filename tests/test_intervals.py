@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -94,3 +95,21 @@ def test_the_95_percent_interval_covers_the_exact_variance(estimator, mu, k, sig
     hits = sum(x.variance_lo <= exact <= x.variance_hi for x in s)
     bound = z_bound(n_assertions=len(COVERAGE)) * math.sqrt(n_cells * 0.95 * 0.05)
     assert abs(hits - 0.95 * n_cells) <= bound, (estimator, group, hits / n_cells)
+
+
+def test_a_variance_zero_up_to_rounding_is_reported_as_exactly_zero_with_the_reason():
+    """measure-valued's mu-gradient of the quadratic at mu = k: every estimate is the true gradient 0, up to
+    float32 rounding of terms of size ~1 (standard deviation ~4e-8). It is reported as exactly 0, with its
+    reason; a small but real variance (reinforce-ema on the Bernoulli toy, ~1e-7 at mean 0.025: standard
+    deviation ~4e-4, far above 64 ulps of 0.025 = 1e-7) is not."""
+    import estbench
+
+    df = estbench.run(["gaussian-quadratic", "bernoulli-quadratic"], ["measure-valued", "reinforce-ema"], mu=[1.0],
+                      k=[1.0], theta=[0.0], t=[0.45], replicates=400, seed=0)
+    ok = df[df["status"] == "ok"].set_index(["estimator", "parameter"])
+    mv = ok.loc[("measure-valued", "mu")]
+    assert (mv["variance"], mv["total_variance"], mv["variance_lo"], mv["variance_hi"]) == (0, 0, 0, 0)
+    assert mv["variance_note"].startswith("zero up to rounding") and "largest standard deviation" in mv["variance_note"]
+    assert ok.loc[("measure-valued", "sigma"), "variance"] > 0.5  # its sigma-gradient is a real estimator
+    ema = ok.loc[("reinforce-ema", "theta")]
+    assert 0 < ema["variance"] < 1e-5 and pd.isna(ema["variance_note"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -194,3 +195,52 @@ def test_the_report_imports_no_model_code():
     code = "import sys, reports; print(sorted(m for m in ('torch', 'estimators') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _one_setting(tmp_path: Path, half_width: float, bias_z: float = 0.0) -> str:
+    """A report of the quadratic at one setting, from frozen rows whose variances and 95% intervals are set:
+    mu-gradient variances 1, 1.5, 3, 6 with log-scale half-widths ``half_width``, equal timings (+-5%)."""
+    df = _frozen(tmp_path)
+    df = df[(df["problem"] == "gaussian-quadratic") & (df["mu"] == 1) & (df["sigma"] == 1) & (df["n_samples"] == 4)]
+    df = df[df["parameter"] == "mu"].copy()
+    var = {"reparameterization": 1.0, "reinforce-loo": 1.5, "reinforce": 3.0, "reinforce-ema": 6.0}
+    df["variance"] = df["estimator"].map(var)
+    df["total_variance"] = df["variance"]
+    df["variance_lo"], df["variance_hi"] = df["variance"] * math.exp(-half_width), df["variance"] * math.exp(half_width)
+    df["variance_se"] = df["variance"] * half_width / 1.96
+    df["total_variance_lo"], df["total_variance_hi"] = df["variance_lo"], df["variance_hi"]
+    df["time_per_estimate_s"], df["time_per_estimate_min_s"], df["time_per_estimate_max_s"] = 1e-5, 0.95e-5, 1.05e-5
+    df["bias_z"] = df["estimator"].map({"reparameterization": bias_z}).fillna(0.5)
+    df.to_csv(tmp_path / "results.csv", index=False)
+    build(tmp_path / "results.csv", tmp_path / "out")
+    return (tmp_path / "out" / "report.md").read_text()
+
+
+def test_overlapping_intervals_are_called_indistinguishable(tmp_path):
+    """reparameterization (1 [0.74, 1.35]) against reinforce-loo (1.5 [1.11, 2.02]): the intervals overlap,
+    so the text names them indistinguishable at this R, with the R that would separate them, and the
+    efficiency ranking ties them."""
+    text = _one_setting(tmp_path, half_width=0.3)
+    r = int(_frozen(tmp_path)["replicates"].iloc[0])
+    assert f"reparameterization has the lowest variance (1, indistinguishable at R = {r:,} from reinforce-loo" in text
+    # widths 0.3 + 0.3 against a gap of log 1.5 = 0.405: R x (0.6 / 0.405)^2
+    assert f"about R = {math.ceil(r * (0.6 / math.log(1.5)) ** 2):,} would separate it from reinforce-loo" in text
+    assert "reparameterization and reinforce-loo are the most efficient, indistinguishable" in text
+    assert "gradient of mu: reparameterization (tied with reinforce-loo)" in text
+
+
+def test_separated_intervals_are_ranked(tmp_path):
+    text = _one_setting(tmp_path, half_width=0.02)
+    assert "reparameterization has the lowest variance (1) and reinforce-ema the highest (6, 6x more)" in text
+    assert "counting time, reparameterization is the most efficient." in text
+    assert "indistinguishable" not in text and "tied" not in text.split("## What was run")[0].split("and the bias verdict")[1]
+
+
+def test_a_flagged_estimator_is_named_in_brief_and_never_called_the_lowest_or_most_efficient(tmp_path):
+    text = _one_setting(tmp_path, half_width=0.02, bias_z=40.0)
+    brief = text.split("## In brief")[1].split("## What was run")[0]
+    assert ("**gaussian-quadratic**: lowest variance, gradient of mu: reinforce-loo; **flagged biased: "
+            "reparameterization**") in brief
+    assert "reinforce-loo has the lowest variance of those not flagged biased (1.5)" in text
+    assert "reparameterization is the most efficient" not in text
+    assert "reinforce-loo is the most efficient of those not flagged biased" in text
