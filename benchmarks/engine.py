@@ -26,6 +26,9 @@ from .problems import Context, Problem
 from .problems.counting import count_f_evals
 from .stats import GradientStats, chunk_moments
 
+#: with a precision, the fewest estimates a cell draws before its stopping rule is read (benchmarks.sweep
+#: holds the same number for validating --replicates; 25 batches of the variance's standard error)
+PRECISION_MIN_REPLICATES = 400
 #: stateful estimators are called this many times before measuring
 WARMUP_CALLS = 10
 #: a cell's measured work is timed in this many consecutive parts (repetitions): the time per
@@ -161,9 +164,11 @@ class CellEngine:
                  replicates: int, ctx: Context):
         self.groups = problem.groups
         self.ctx = ctx
-        # at least TIMING_REPEATS chunks, so that each timed repetition has one
+        # at least TIMING_REPEATS chunks, so that each timed repetition has one; with a precision, at least
+        # TIMING_REPEATS chunks in the fewest estimates a cell may stop at
         max_chunk = problem.chunk_size(setting, n_samples) * chunk_factor(ctx)
-        self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-replicates // TIMING_REPEATS))))
+        least = PRECISION_MIN_REPLICATES if ctx.precision is not None else replicates
+        self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-min(least, replicates) // TIMING_REPEATS))))
 
         def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
             out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
@@ -199,13 +204,18 @@ class CellEngine:
                 self.run_chunk = lambda r, state: fast(r, state) if r == sizes[0] else step(r, state)
         self.state = state
 
-    def measure(self) -> dict[str, GradientStats]:
+    def measure(self, precision: float | None = None, min_replicates: int = 0) -> dict[str, GradientStats]:
         """Draw the estimates; their wall time goes to ``self.timing.elapsed``.
 
         Non-finite estimates raise FloatingPointError: on the CPU after the chunk that had
         them; on a GPU after the last chunk, since each check waits for the GPU (measured on
         an H200: 9-15% of the time at the CPU's chunk sizes). A NaN or inf stays in the
-        running mean, so the last check sees every chunk's."""
+        running mean, so the last check sees every chunk's.
+
+        With ``precision`` (see measure_to_precision), chunks are drawn until every group's
+        variance has a relative standard error of at most ``precision``."""
+        if precision is not None:
+            return self.measure_to_precision(precision, min_replicates)
         stats = {g: GradientStats() for g in self.groups}
         state = self.state
         each_chunk = not self.ctx.device.startswith("cuda")
@@ -236,6 +246,45 @@ class CellEngine:
         return stats
 
 
+    def measure_to_precision(self, precision: float, min_replicates: int) -> dict[str, GradientStats]:
+        """Draw chunks until every group's variance has a relative standard error (variance_se / variance,
+        batch means) of at most ``precision``, after at least ``min_replicates`` estimates and at most the
+        cell's R (the chunk plan's total): a sequential stopping rule. An exact zero variance meets any
+        precision; a group with fewer than two batches meets none. Each chunk is timed on its own (with a
+        GPU wait, as the rule reads the statistics after each chunk); the chunks drawn are then split into
+        TIMING_REPEATS consecutive parts for the timing spread, as ``measure`` does."""
+        stats = {g: GradientStats() for g in self.groups}
+        state, done, times = self.state, 0, []
+
+        def precise() -> bool:
+            for st in stats.values():
+                s = st.summary(None)
+                if s.variance > 0 and not s.variance_se <= precision * s.variance:  # NaN se: not yet
+                    return False
+            return True
+
+        for r in self.sizes:
+            sync(self.ctx)
+            start = time.perf_counter()
+            moments, state = self.run_chunk(r, state)
+            for g in self.groups:
+                stats[g].merge(r, moments[g])
+            _check_finite(stats)  # reads the statistics, so it also waits for a GPU
+            times.append((r, time.perf_counter() - start))
+            done += r
+            if done >= min_replicates and precise():
+                break
+        parts = min(TIMING_REPEATS, len(times))
+        bounds = [i * len(times) // parts for i in range(parts + 1)]
+        per_estimate = []
+        for k in range(parts):
+            part = times[bounds[k]:bounds[k + 1]]
+            per_estimate.append(sum(t for _, t in part) / sum(r for r, _ in part))
+        self.timing.elapsed, self.timing.per_estimate = sum(t for _, t in times), per_estimate
+        self.state = state
+        return stats
+
+
 def estimate_cell(
     problem: Problem,
     estimator: Estimator,
@@ -248,6 +297,6 @@ def estimate_cell(
     """Draw ``replicates`` estimates; return streaming stats per group and how long it took
     (set-up and compiling not in ``elapsed``; see CellEngine)."""
     engine = CellEngine(problem, estimator, setting, prepared, n_samples, replicates, ctx)
-    stats = engine.measure()
+    stats = engine.measure(ctx.precision, PRECISION_MIN_REPLICATES)
     return stats, engine.timing
 

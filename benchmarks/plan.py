@@ -139,7 +139,8 @@ def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
         sweep.validate()
         for pname in sweep.problem:
             problems.get(pname).check(sweep.context())
-        how = (sweep.replicates, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps, sweep.train_steps)
+        how = (sweep.replicates, sweep.precision, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps,
+               sweep.train_steps)
         for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
             for cell in found:
                 key = (kind, cell.problem.name, cell.estimator, cell.options, cell.setting, cell.n_samples, how)

@@ -36,7 +36,7 @@ from typing import Any
 #: (results_columns). Columns a problem does not use stay empty.
 HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
 TAIL = [
-    "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "seed",
+    "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "replicates_used", "precision", "seed",
     "mean", "variance", "variance_se", "variance_lo", "variance_hi", "variance_note", "total_variance", "total_variance_lo",
     "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
     "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
@@ -70,7 +70,7 @@ def curve_columns(axes: list[str]) -> list[str]:
 #: plan would write other values of them for a problem already in the file is refused; options
 #: that only add cells (more problems, estimators, settings, n_samples) may resume. The
 #: estimator's origin (built in, or which plugin file, by content) must match too.
-CONTENT_COLUMNS = ("replicates", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
+CONTENT_COLUMNS = ("replicates", "precision", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
 CURVE_CONTENT_COLUMNS = ("seed", "dtype", "device", "train_steps", "estbench_version")
 
 #: the report's "/ reparam" columns divide by this estimator's figures; where a problem has no

@@ -149,6 +149,7 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         **cell.problem.columns(cell.setting),
         "n_samples": cell.n_samples,
         "replicates": sweep.replicates,
+        "precision": sweep.precision,
         "seed": sweep.seed,
         "setting": cell.problem.setting_label(cell.setting),
         "cell_seed": seed,
@@ -206,6 +207,7 @@ def measure_cell(
             {
                 **base,
                 "parameter": g,
+                "replicates_used": s.n,
                 "mean": s.mean,
                 "variance": s.variance,
                 "variance_se": s.variance_se,

@@ -27,6 +27,10 @@ import estimators
 from estimators.options import Option, OptionError
 
 from . import compiling, problems
+from .engine import PRECISION_MIN_REPLICATES
+
+#: with --precision, the default report lets each cell draw up to this many times its fixed R
+PRECISION_REPORT_FACTOR = 10
 
 
 class SweepError(ValueError):
@@ -40,6 +44,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "checkpoint_steps": 2000,  # pathwise Adam steps that make a model problem's "trained" checkpoint
     "train_steps": 1000,  # steps of each estimator's training curve (problems that train); 0 = none
     "data_dir": None,  # a problem's data on disk (vae-mnist)
+    "precision": None,  # stop each cell once its variance's relative standard error is at most this
 }
 _RUN_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
 #: list-valued options every sweep has
@@ -155,6 +160,12 @@ class Sweep:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):
             raise SweepError(f"dtype must be one of float64, float32; got {self.dtype!r}")
+        if self.precision is not None and not (isinstance(self.precision, (int, float)) and 0 < self.precision < 1):
+            raise SweepError(f"precision must be a number between 0 and 1 (the relative standard error of each "
+                             f"cell's variance, e.g. 0.05), got precision={self.precision!r}")
+        if self.precision is not None and self.replicates < PRECISION_MIN_REPLICATES:
+            raise SweepError(f"with precision, replicates is the most a cell draws and must be at least the minimum "
+                             f"{PRECISION_MIN_REPLICATES}, got replicates={self.replicates}")
         if self.compile not in compiling.MODES:
             raise SweepError(f"compile must be one of {', '.join(compiling.MODES)}; got {self.compile!r}")
         check_device(self.device)
@@ -166,7 +177,7 @@ class Sweep:
 
         return problems.Context(dtype=getattr(torch, self.dtype), device=self.device, seed=self.seed,
                                 data_dir=self.data_dir, checkpoint_steps=self.checkpoint_steps,
-                                train_steps=self.train_steps, compile=self.compile)
+                                train_steps=self.train_steps, compile=self.compile, precision=self.precision)
 
 
 def check_device(device: str) -> None:
@@ -218,6 +229,10 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
             return [declared()[key].coerce(v) for v in values]
         except OptionError as exc:
             raise SweepError(f"{path}: {exc}") from None
+    if key == "precision":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise SweepError(f"{path}: precision must be a number, got {value!r}")
+        return float(value)
     if key in _RUN_INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise SweepError(f"{path}: {key} must be an integer, got {value!r}")
@@ -260,13 +275,16 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
-    smaller (about a minute).
+    smaller (about a minute). With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
     """
     toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
     models = [p for p in base.problem if problems.get_class(p).kind != "toy"]
     n, r_toy = ([2, 4, 16], 200) if quick else ([1, 2, 4, 8, 16, 32], 1000)
     vae = dict(replicates=50, checkpoint_steps=200, train_steps=100) if quick else \
         dict(replicates=300, checkpoint_steps=1000, train_steps=500)
+    if base.precision is not None:  # the fixed R becomes a maximum, PRECISION_REPORT_FACTOR times larger
+        r_toy = max(r_toy * PRECISION_REPORT_FACTOR, PRECISION_MIN_REPLICATES)
+        vae["replicates"] = max(vae["replicates"] * PRECISION_REPORT_FACTOR, PRECISION_MIN_REPLICATES)
     out = []
     for p in toys:
         one = dict(problem=[p], replicates=r_toy)

@@ -102,7 +102,7 @@ def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None 
     ``problems`` and ``estimators``: a name, class or object, or a list of them (default:
     every registered one). ``axes``: the problems' declared setting axes and the estimators'
     declared options (``estbench run --help`` lists them: mu, sigma, theta, temperature, ...)
-    and n_samples, one value or a list each; replicates, seed, dtype, device, compile,
+    and n_samples, one value or a list each; replicates, precision, seed, dtype, device, compile,
     checkpoint_steps, train_steps, data_dir. With ``out`` the rows are also written to that
     file as cells complete (``resume`` and ``overwrite`` as on the command line), and the
     returned table is the whole file. Training curves, for problems that train, are in

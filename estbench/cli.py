@@ -80,6 +80,10 @@ def _common() -> argparse.ArgumentParser:
                    help="floating point type of samples and gradients; statistics are float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda[:N] (default: cpu)")
     r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
+    r.add_argument("--precision", type=float, metavar="P",
+                   help="draw each cell's estimates until its variance's relative standard error is at most P "
+                        "(e.g. 0.05), after at least 400 and at most R (run: --replicates; report: 10x its fixed R); "
+                        "the rows record the R used (default: exactly R estimates)")
     f = p.add_argument_group("the results file")
     f.add_argument("--resume", action="store_true",
                    help="keep the completed cells of the results file and compute only the rest (same options; "
@@ -125,7 +129,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
 
 #: run-wide command-line options passed to estbench.api by name (the declared axes and options too)
 RUN_ARGS = ("checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
-            "compile")
+            "compile", "precision")
 
 
 def _sweep_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,7 +213,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     report, df = api.default_report(args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite,
                                     benchmarks=args.benchmarks, command=command, progress=_progress(args),
                                     problem=args.problem, estimator=args.estimator,
-                                    **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir")})
+                                    **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir",
+                                                                     "precision")})
     print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
     failed = _failed(df)
     if failed:

@@ -30,7 +30,8 @@ KINDS = ("toy", "model")
 LEGACY_PREFIXES = {"gaussian-": "toy", "vae-": "model"}
 #: columns that hold numbers where they are filled (a setting axis holds numbers, numbers joined
 #: by ';' one per coordinate, or text: whatever its problem declared)
-NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "seed", "mean", "variance", "variance_se", "variance_lo",
+NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "replicates_used", "precision", "seed", "mean", "variance",
+                   "variance_se", "variance_lo",
                    "variance_hi", "total_variance", "total_variance_lo", "total_variance_hi", "true_grad",
                    "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "time_per_estimate_min_s",
                    "time_per_estimate_max_s", "compile_time_s", "load_avg", "matmul_gflops")

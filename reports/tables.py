@@ -190,6 +190,8 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         # a model problem shows what it has: MSE only against an exact gradient, ratios only where reparam ran
         cols = {k: v for k, v in cols.items() if k in rows and not (k != "estimator" and rows[k].isna().all())}
     cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column
+    if "precision" in rows and rows["precision"].notna().any():  # cells stopped at their own R (--precision)
+        cols = {**cols, "replicates_used": "R used"}
     zero = rows["total_variance" if "total_variance" in cols else "variance"] == 0
     missing = {c: rows[c].isna() for c in ("variance_vs_reparam", "efficiency_vs_reparam") if c in rows}
     if "time_per_estimate_min_s" in rows:
@@ -237,7 +239,8 @@ def with_interval(value: Any, lo: Any, hi: Any) -> str:
 
 def all_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Every ok row with the derived columns, for tables.csv."""
-    keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates",
+    keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates", "replicates_used",
+            "precision",
             "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
             "total_variance_hi", "variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi", "bias_z",
             "mse", "snr", "agreement_z", "reference",

@@ -30,7 +30,8 @@ def indistinguishable(g: pd.DataFrame, best: pd.Series, col: str = "variance") -
     # half-widths on the log scale ~ 1.96 se / value; separated once their sum is below log(near / best)
     gap = np.log(near[col] / best[col])
     width = np.log(best[hi_col] / best[col]) + np.log(near[col] / near[lo_col])
-    r = int(best["replicates"])
+    used = best.get("replicates_used")
+    r = int(used if used is not None and not pd.isna(used) else best["replicates"])
     needed = f"; about R = {int(math.ceil(r * (width / gap) ** 2)):,} would separate it from {near['estimator']}" \
         if gap > 0 and np.isfinite(width) else ""
     return (f", indistinguishable at R = {r:,} from {', '.join(overlap['estimator'])} (95% intervals overlap"
@@ -299,9 +300,15 @@ def provenance(df: pd.DataFrame) -> list[str]:
     def values(col: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
 
+    replicates = f"replicates per cell: {values('replicates')}"
+    if "precision" in df and df["precision"].notna().any():
+        cells = [c for c in ("problem", "estimator", "estimator_options", "setting", "n_samples") if c in df]
+        used = df.drop_duplicates(cells)["replicates_used"].dropna()
+        replicates = (f"replicates per cell: until the variance's relative standard error is at most "
+                      f"{values('precision')} (at least 400, at most {values('replicates')}; used "
+                      f"{int(used.min()):,}-{int(used.max()):,}, {int(used.sum()):,} in all)")
     lines = [
-        f"- seed: {values('seed')}; replicates per cell: {values('replicates')}; dtype: {values('dtype')}; "
-        f"device: {values('device')}",
+        f"- seed: {values('seed')}; {replicates}; dtype: {values('dtype')}; device: {values('device')}",
         f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
         f"- machine: {values('machine')}",
         *_load_line(df),

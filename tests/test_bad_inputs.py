@@ -97,6 +97,11 @@ CASES = [
     Case("dim 0", ["run", "--dim", "0"], "dim must be >= 1, got dim=0"),
     Case("n_samples 0", ["run", "--n-samples", "0"], "n_samples must be >= 1"),
     Case("one replicate", ["run", "--replicates", "1"], "replicates must be >= 2"),
+    Case("--precision 0", ["run", "--precision", "0"], "precision must be a number between 0 and 1 (the relative "
+         "standard error of each cell's variance, e.g. 0.05), got precision=0.0"),
+    Case("report --precision 1.5", ["report", "--quick", "--precision", "1.5", "--out", "rep"], "got precision=1.5"),
+    Case("--precision below the minimum R", ["run", "--precision", "0.1", "--replicates", "100"],
+         "with precision, replicates is the most a cell draws and must be at least the minimum 400, got replicates=100"),
     Case("infinite expectation", ["run", "--problem", "gaussian-exp", "--k", "-1"], "1 + 2 k sigma^2 > 0"),
     Case("VAE width 0", ["run", "--problem", "vae-digits", "--hidden", "0"], "hidden must be >= 1"),
     Case("a dimension that cannot fit in memory", ["run", "--problem", "gaussian-cos", "--dim", "1000000000"],

@@ -33,6 +33,8 @@ class Context:
     train_steps: int = 0
     #: torch.compile the replicate engine: "off", "on" or "auto" (see benchmarks.compiling)
     compile: str = "off"
+    #: stop each cell once its variance's relative standard error is at most this (None: exactly R estimates)
+    precision: float | None = None
 
 
 class SettingError(ValueError):
