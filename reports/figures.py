@@ -307,7 +307,9 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
     sns.set_theme(style="whitegrid", context="notebook")
     names = set(df["estimator"]) | (set(tr["estimator"].dropna()) if tr is not None else set())
     estimators = sorted(names, key=lambda e: (e != REFERENCE, e))
-    c = Canvas(out, estimators, dict(zip(estimators, sns.color_palette("tab10", len(estimators)), strict=True)))
+    # one colour per estimator: tab10 repeats after 10, so larger reports take tab20's 20
+    colours = sns.color_palette("tab10" if len(estimators) <= 10 else "tab20", len(estimators))
+    c = Canvas(out, estimators, dict(zip(estimators, colours, strict=True)))
     toy_axes = axes(df[is_toy(df)])
     made = [
         *(variance_against(c, df, axis, base) for axis in toy_axes),

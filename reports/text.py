@@ -188,8 +188,16 @@ def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
     flagged = flagged_biased(rows)
     if not flagged:
         return (f"Bias: no estimator is flagged biased ({rule}); the largest |bias z| is {fmt(z.max())} ({where}).")
-    return (f"Bias: **flagged biased: {', '.join(flagged)}** ({rule}); the largest |bias z| is {fmt(z.max())} "
-            f"({where}).")
+    cells = []
+    for est in flagged:
+        mine = rows[rows["estimator"] == est]
+        w = mine.loc[mine["bias_z"].abs().idxmax()]
+        n_over = int((mine["bias_z"].abs() > thresh).sum())
+        cells.append(f"{est}: |bias z| {fmt(abs(w['bias_z']))} at {w['parameter']}, "
+                     f"{setting_text(w, [*setting_axes, 'n_samples'])}"
+                     + (f" ({n_over} cells over the threshold)" if n_over > 1 else ""))
+    return (f"Bias: **flagged biased: {', '.join(flagged)}** ({rule}): " + "; ".join(cells) + ". A single flag "
+            "near the threshold can be that 1% false alarm: rerun its cell with a larger --replicates to confirm.")
 
 
 def model_threshold(rows: pd.DataFrame) -> tuple[float, int, int]:
