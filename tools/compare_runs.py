@@ -32,9 +32,14 @@ def summary(name: str, df: pd.DataFrame) -> None:
           f"load average {df['load_avg'].min():.2f}-{df['load_avg'].max():.2f}")
 
 
-def separated(df: pd.DataFrame) -> dict[tuple, int]:
-    """{(problem, setting, n_samples, parameter, A, B): +1 if A's interval lies below B's, -1 above, 0 overlap}."""
-    ok = df[(df["status"] == "ok") & (df["variance"] > 0)]
+def separated(df: pd.DataFrame, what: str = "variance") -> dict[tuple, int]:
+    """{(problem, setting, n_samples, parameter, A, B): +1 if A's interval lies below B's, -1 above, 0 overlap},
+    for the variance or (``what`` = "efficiency") the efficiency interval: the variance's 95% interval with the
+    fastest and slowest timed part, as the report builds it."""
+    ok = df[(df["status"] == "ok") & (df["variance"] > 0)].copy()
+    if what == "efficiency":
+        ok["variance_lo"] = ok["variance_lo"] * ok["time_per_estimate_min_s"]  # 1 / efficiency, its interval
+        ok["variance_hi"] = ok["variance_hi"] * ok["time_per_estimate_max_s"]
     out = {}
     for key, g in ok.groupby(["problem", "setting", "n_samples", "parameter"]):
         rows = list(g.itertuples())
@@ -51,14 +56,15 @@ def main(a: str, b: str) -> None:
               for p in (a, b))
     summary("A", da)
     summary("B", db)
-    sa, sb = separated(da), separated(db)
-    common = [k for k in sa if k in sb]
-    sep = [k for k in common if sa[k] != 0]
-    same = sum(sb[k] == sa[k] for k in sep)
-    rev = sum(sb[k] == -sa[k] for k in sep)
-    print(f"pairs compared: {len(common)}; separated in A: {len(sep)}; of those, B separates {same} the same way, "
-          f"reverses {rev}, leaves {len(sep) - same - rev} overlapping; separated in B only: "
-          f"{sum(sa[k] == 0 and sb[k] != 0 for k in common)}")
+    for what in ("variance", "efficiency"):
+        sa, sb = separated(da, what), separated(db, what)
+        common = [k for k in sa if k in sb]
+        sep = [k for k in common if sa[k] != 0]
+        same = sum(sb[k] == sa[k] for k in sep)
+        rev = sum(sb[k] == -sa[k] for k in sep)
+        print(f"{what}: pairs compared: {len(common)}; separated in A: {len(sep)}; of those, B separates {same} the "
+              f"same way, reverses {rev}, leaves {len(sep) - same - rev} overlapping; separated in B only: "
+              f"{sum(sa[k] == 0 and sb[k] != 0 for k in common)}")
 
 
 if __name__ == "__main__":
