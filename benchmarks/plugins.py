@@ -10,6 +10,9 @@ from estimators import registry as estimator_registry
 from . import problems
 from .problems.base import Problem
 
+#: the plugins this process loaded, in order (a cluster's workers load the same: benchmarks.distributed)
+LOADED: list[str] = []
+
 
 def load(spec: str) -> list[str]:
     """Import the plugin ``spec`` (a .py file or a module name) and register the estimators and
@@ -25,4 +28,6 @@ def load(spec: str) -> list[str]:
         names.append(problems.register(cls, spec))
     if not names:
         raise PluginError(f"plugin {spec}: defines no Estimator or Problem subclass")
+    if spec not in LOADED:
+        LOADED.append(spec)
     return names

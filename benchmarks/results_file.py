@@ -42,6 +42,7 @@ TAIL = [
     "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
     "estbench_version", "estimator_origin", "torch_version", "python_version", "machine", "load_avg", "matmul_gflops",
+    "host", "threads", "concurrent_cells",
 ]  # fmt: skip
 #: The training-curve table's columns before and after the setting axes (problems that train a model).
 CURVE_HEAD = ["problem", "estimator", "estimator_options"]
@@ -54,7 +55,7 @@ CURVE_TAIL = [
 #: the columns that vary from run to run of the same command (how long, on what, under what load);
 #: every other column of a row is reproducible bit for bit from the seed
 TIMING_COLUMNS = ("time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compile_time_s",
-                  "machine", "load_avg", "matmul_gflops")
+                  "machine", "load_avg", "matmul_gflops", "host", "threads", "concurrent_cells")
 
 
 def results_columns(axes: list[str]) -> list[str]:

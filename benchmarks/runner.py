@@ -33,7 +33,7 @@ import torch
 import estimators
 from estimators import EstimatorError
 
-from . import allocator
+from . import allocator, concurrency
 from .engine import (
     GPU_CHUNK_FACTOR,
     WARMUP_CALLS,
@@ -178,7 +178,8 @@ def measure_cell(
     """
     seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
                      cell.n_samples)
-    base = {**_base_row(cell, sweep, seed), "load_avg": load_avg(), "matmul_gflops": matmul_gflops()}
+    base = {**_base_row(cell, sweep, seed), "load_avg": load_avg(), "matmul_gflops": matmul_gflops(),
+            "host": platform.node(), "threads": torch.get_num_threads()}
     groups = cell.problem.groups
     if isinstance(prepared, Exception):
         error = "problem set-up failed: " + _error_text(prepared)
@@ -186,7 +187,10 @@ def measure_cell(
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
         torch.manual_seed(seed)
-        stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples, sweep.replicates, ctx)
+        with concurrency.running_here() as concurrent:
+            stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples,
+                                          sweep.replicates, ctx)
+        base["concurrent_cells"] = concurrent()
     except EstimatorError as exc:
         status = "skipped" if exc.capability else "failed"
         return [{**base, "parameter": g, "status": status, "error": str(exc)} for g in groups], None
@@ -268,6 +272,7 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     curves: list[dict[str, Any]] | None = None,
+    cluster: Any = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of one or more sweeps; append rows to ``out`` as cells complete.
 
@@ -279,19 +284,24 @@ def run(
     equals an uninterrupted run's. A resume whose options would change a completed cell is
     refused (ResumeError, see CONTENT_COLUMNS). Returns the rows computed by this call; the
     training-curve rows it computes are appended to ``curves`` when a list is given.
+
+    ``cluster`` (a benchmarks.distributed.ClusterSpec with --workers or --scheduler) runs the cells
+    on a Dask cluster; this process stays the only writer of ``out``. Without it, Dask is not imported.
     """
     plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)
+    if cluster is not None and cluster.active:
+        cluster.check()
     if out is None:
-        return _run(plan, None, progress, resume, curves)
+        return _run(plan, None, progress, resume, curves, cluster)
     with writer_lock(out):
         check_target(out, resume=resume, overwrite=overwrite)
         if plan.curves:
             check_target(curves_path(out), resume=resume, overwrite=overwrite, option="training file")
-        return _run(plan, Path(out), progress, resume, curves)
+        return _run(plan, Path(out), progress, resume, curves, cluster)
 
 
 def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, resume: bool,
-         curves: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+         curves: list[dict[str, Any]] | None, cluster: Any = None) -> list[dict[str, Any]]:
     header, curve_head = columns(), curve_header()
     done_cells: set[tuple] = set()
     done_curves: set[tuple] = set()
@@ -320,6 +330,22 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
     writer = ResultWriter(out, header, append=resume) if out is not None else None
     curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
                     if out is not None and plan.curves else None)
+    if cluster is not None and cluster.active:
+        from .distributed import run_on_cluster
+
+        def write_curve(points: list[dict[str, Any]]) -> None:
+            if curves is not None:
+                curves.extend(points)
+            if curve_writer is not None:
+                curve_writer.write(points)
+
+        try:
+            return run_on_cluster(cluster, plan, todo, todo_curves, writer.write if writer is not None else lambda rows: None,
+                                  write_curve, progress)
+        finally:
+            for w in (writer, curve_writer):
+                if w is not None:
+                    w.close()
     rows: list[dict[str, Any]] = []
     prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
     reference: dict[tuple, dict[str, GradientStats]] = {}

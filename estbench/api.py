@@ -83,6 +83,15 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
 Progress = Callable[[Any], Callable[[Any], None]]
 
 
+def _cluster(workers: int | None, scheduler: str | None) -> Any:
+    """None without a cluster (Dask is then never imported); else the checked ClusterSpec."""
+    if workers is None and scheduler is None:
+        return None
+    from benchmarks.distributed import ClusterSpec
+
+    return ClusterSpec(workers, scheduler).check()
+
+
 def _run(plan: Any, out: str | Path | None, progress: Progress | None, **kwargs: Any) -> list[dict[str, Any]]:
     from benchmarks import runner
 
@@ -96,7 +105,8 @@ def _run(plan: Any, out: str | Path | None, progress: Progress | None, **kwargs:
 
 def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None = None, resume: bool = False,
         overwrite: bool = False, config: str | Path | None = None, plugins: Sequence[str] = (),
-        progress: Progress | None = None, **axes: Any) -> pd.DataFrame:
+        progress: Progress | None = None, workers: int | None = None, scheduler: str | None = None,
+        **axes: Any) -> pd.DataFrame:
     """Run a sweep and return its results table: the rows and columns of the results CSV.
 
     ``problems`` and ``estimators``: a name, class or object, or a list of them (default:
@@ -111,9 +121,10 @@ def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None 
     """
     from benchmarks import runner
 
+    cluster = _cluster(workers, scheduler)
     plan = runner.make_plan(sweep(problems, estimators, config, plugins, **axes))
     curves: list[dict[str, Any]] = []
-    rows = _run(plan, out, progress, resume=resume, overwrite=overwrite, curves=curves)
+    rows = _run(plan, out, progress, resume=resume, overwrite=overwrite, curves=curves, cluster=cluster)
     if out is not None:
         df = pd.read_csv(out, dtype={"error": str})
         path = runner.curves_path(out)
@@ -160,9 +171,10 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     if benchmarks:
         check_benchmarks(benchmarks)  # before the sweep: a bad file must not cost a run
     problems, estimators = options.pop("problem", None), options.pop("estimator", None)
+    cluster = _cluster(options.pop("workers", None), options.pop("scheduler", None))
     base = sweep(problems, estimators, plugins=plugins, **options)
     plan = runner.make_plan(report_sweeps(base, quick=quick))
     results = out / "results.csv"
-    _run(plan, results, progress, resume=resume, overwrite=overwrite)
+    _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
     path = build(results, out, benchmarks=benchmarks, command=command)
     return path, pd.read_csv(results, dtype={"error": str})

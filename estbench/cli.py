@@ -16,6 +16,7 @@ from typing import Any
 import estimators
 from benchmarks import allocator, compiling, problems
 from benchmarks.data import DataError
+from benchmarks.distributed import ClusterError
 from benchmarks.problems import SettingError
 from benchmarks.results_file import ResultsFileError, os_error_text
 from benchmarks.resume import ResumeError
@@ -80,6 +81,11 @@ def _common() -> argparse.ArgumentParser:
                    help="floating point type of samples and gradients; statistics are float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda[:N] (default: cpu)")
     r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
+    c = p.add_argument_group("on a Dask cluster (pip install -c constraints.txt -e '.[dask]'; docs/cluster.md)")
+    c.add_argument("--workers", type=_int, metavar="N",
+                   help="run the cells on a local Dask cluster of N worker processes (torch threads: cores / N)")
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the cells on the existing Dask cluster at ADDRESS (e.g. tcp://host:8786)")
     r.add_argument("--precision", type=float, metavar="P",
                    help="draw each cell's estimates until its variance's relative standard error is at most P "
                         "(e.g. 0.05), after at least 400 and at most R (run: --replicates; report: 10x its fixed R); "
@@ -129,7 +135,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
 
 #: run-wide command-line options passed to estbench.api by name (the declared axes and options too)
 RUN_ARGS = ("checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
-            "compile", "precision")
+            "compile", "precision", "workers", "scheduler")
 
 
 def _sweep_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +220,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                     benchmarks=args.benchmarks, command=command, progress=_progress(args),
                                     problem=args.problem, estimator=args.estimator,
                                     **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir",
-                                                                     "precision")})
+                                                                     "precision", "workers", "scheduler")})
     print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
     failed = _failed(df)
     if failed:
@@ -302,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore = _terminate_as_interrupt()
     try:
         return args.func(args)
-    except (UsageError, SweepError, SettingError, DataError, ResultsError, ResultsFileError, ResumeError,
+    except (UsageError, SweepError, ClusterError, SettingError, DataError, ResultsError, ResultsFileError, ResumeError,
             estimators.UnknownNameError, estimators.PluginError) as exc:
         print(f"estbench {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,402 @@
+"""Running a plan's cells on a Dask cluster: ``--workers N`` (a local cluster of N worker
+processes) or ``--scheduler ADDRESS`` (an existing one). Dask is imported only here, and only
+when one of them is given.
+
+What travels to a worker is plain data: the sweeps' options (``Sweep.options()``), the plugin
+files' names and contents, the threads to use, and a unit's position in the plan. Each worker
+process rebuilds the same plan from the same sweeps (the plan is deterministic) and checks that
+the unit it was sent is the one the client means (its label) before running it. A unit is a cell
+(``measure_cell``) or a training curve (``curve_rows``); both are seeded from their identity, so
+where one runs does not change its numbers.
+
+The client is the only writer of the results files: it appends each unit's rows as its task
+completes, so ``--resume``, a killed client and the table's content work as in a serial run. A
+worker that dies mid-cell (killed, out of memory) has its task run again on another worker by
+the scheduler; after ``ALLOWED_FAILURES`` deaths the cell gets a failed row and the run goes on.
+A cell that fails for a reason of its own returns failed rows, as serially, and is not retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: a task whose worker died this many times is given up (failed rows); Dask's own default is 3
+ALLOWED_FAILURES = 3
+#: seconds to reach a scheduler, and to wait for its first worker
+CONNECT_TIMEOUT_S = 10
+
+
+class ClusterError(ValueError):
+    """Bad cluster input or an unusable cluster; the message is one line."""
+
+
+@dataclass
+class ClusterSpec:
+    """--workers N or --scheduler ADDRESS (not both); None of either: no cluster."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def check(self) -> ClusterSpec:
+        if self.workers is not None and self.scheduler is not None:
+            raise ClusterError("--workers starts a local cluster and --scheduler uses an existing one: give one of them, "
+                               f"not both (got --workers {self.workers} --scheduler {self.scheduler})")
+        if self.workers is not None and self.workers < 1:
+            raise ClusterError(f"--workers must be >= 1 (worker processes of a local cluster), got --workers {self.workers}")
+        if self.scheduler is not None and not self.scheduler.strip():
+            raise ClusterError("--scheduler needs an address such as tcp://host:8786, got an empty one")
+        if self.active:
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                raise ClusterError("--workers and --scheduler need Dask: pip install -c constraints.txt -e '.[dask]'") \
+                    from None
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """torch threads of each of a local cluster's workers: the cores shared out, at least 1."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+@contextlib.contextmanager
+def connect(spec: ClusterSpec) -> Iterator[tuple[Any, int | None]]:
+    """A Dask client on a new local cluster or the given scheduler, with at least one worker; yields
+    (client, torch threads per worker: None for an existing cluster, whose workers keep theirs).
+    ClusterError, in one line, where the scheduler cannot be reached or has no workers."""
+    from distributed import Client, LocalCluster
+
+    if spec.workers is not None:
+        threads = threads_per_worker(spec.workers)
+        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=40) as cluster, Client(cluster) as client:
+            client.wait_for_workers(spec.workers, timeout=60)
+            yield client, threads
+        return
+    try:
+        client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {spec.scheduler}: {' '.join(str(exc).split())}") \
+            from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except (TimeoutError, OSError):
+            raise ClusterError(f"the Dask cluster at {spec.scheduler} has no workers (none joined within "
+                               f"{CONNECT_TIMEOUT_S} s); start some with dask worker {spec.scheduler}") from None
+        yield client, None
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the worker's side
+
+
+@dataclass
+class Job:
+    """What every task of a run carries: the sweeps' options, the plugins, the threads."""
+
+    sweeps: list[dict[str, Any]]
+    #: (spec as given, file name or None for a module, file content or None)
+    plugins: list[tuple[str, str | None, bytes | None]]
+    threads: int | None
+    key: str = ""
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+_STATE: dict[str, Any] = {}  # per worker process: the job's plan, the plugins loaded, the prepared data
+
+
+def _load_plugins(job: Job) -> None:
+    from benchmarks import plugins
+
+    loaded = _STATE.setdefault("plugins", set())
+    for spec, name, content in job.plugins:
+        if (spec, content) in loaded:
+            continue
+        if name is not None and content is not None:  # a file: the client's bytes, under the client's file name
+            folder = Path(tempfile.mkdtemp(prefix="estbench-plugin-"))
+            path = folder / name
+            path.write_bytes(content)
+            plugins.load(str(path))
+        else:
+            plugins.load(spec)
+        loaded.add((spec, content))
+
+
+def _plan(job: Job) -> Any:
+    if _STATE.get("key") != job.key:
+        from benchmarks.plan import make_plan
+        from benchmarks.sweep import Sweep
+
+        _load_plugins(job)
+        _STATE["key"], _STATE["plan"], _STATE["prepared"] = job.key, make_plan([Sweep(**o) for o in job.sweeps]), (None, None)
+    return _STATE["plan"]
+
+
+def worker_info(job: Job) -> dict[str, Any]:
+    """Run on every worker before any work: its versions and, once the job's plugins are loaded there,
+    where each estimator of the plan comes from (or the error that loading gave)."""
+    import platform
+
+    import torch
+
+    from benchmarks.runner import estbench_version
+    from estimators import registry
+
+    info: dict[str, Any] = {"estbench": estbench_version(), "torch": torch.__version__,
+                            "python": platform.python_version(), "host": platform.node()}
+    try:
+        _plan(job)
+        info["origins"] = {e: registry.provenance(e) for e in job.origins}
+    except Exception as exc:  # noqa: BLE001 - reported to the client in one line
+        info["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return info
+
+
+def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str, Any]], Any]:
+    """Run unit ``index`` of the plan's cells or curves on this worker; returns (rows, statistics or None)."""
+    import torch
+
+    from benchmarks import runner
+
+    if job.threads is not None and torch.get_num_threads() != job.threads:
+        torch.set_num_threads(job.threads)
+    plan = _plan(job)
+    cell, sweep = (plan.cells if kind == "cell" else plan.curves)[index]
+    if cell.label != label:
+        raise RuntimeError(f"the worker's plan differs from the client's: unit {index} is {cell.label}, not {label}")
+    ctx = sweep.context()
+    if kind == "curve":
+        return runner.curve_rows(cell, sweep, ctx), None
+    key = (cell.problem.name, cell.setting, ctx)
+    prepared = _STATE["prepared"]
+    if prepared[0] != key:
+        try:
+            prepared = (key, cell.problem.prepare(cell.setting, ctx))
+        except Exception as exc:  # noqa: BLE001 - the cell fails with it, as serially
+            prepared = (key, exc)
+        _STATE["prepared"] = prepared
+    return runner.measure_cell(cell, sweep, prepared[1], ctx)
+
+
+def reference_stats(job: Job, index: int) -> Any:
+    """The statistics of the reference estimator's cell for plan cell ``index`` (its rows were written by an
+    earlier run): recomputed with the same seed, so the same numbers."""
+    from benchmarks import runner
+
+    plan = _plan(job)
+    cell, sweep = plan.cells[index]
+    ref = runner.Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)
+    ctx = sweep.context()
+    try:
+        prepared = cell.problem.prepare(cell.setting, ctx)
+    except Exception as exc:  # noqa: BLE001 - the reference fails with it, as serially
+        prepared = exc
+    return runner.measure_cell(ref, sweep, prepared, ctx)[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# the client's side
+
+
+def plugin_payload(specs: list[str]) -> list[tuple[str, str | None, bytes | None]]:
+    """The plugins the client loaded, as workers load them: a file's name and bytes, or a module's name."""
+    out = []
+    for spec in specs:
+        path = Path(spec)
+        if spec.endswith(".py") or path.is_file():
+            out.append((spec, path.name, path.read_bytes()))
+        else:
+            out.append((spec, None, None))
+    return out
+
+
+def check_workers(client: Any, job: Job) -> None:
+    """Refuse, in one line and before any work, a cluster whose workers run another estbench, torch or
+    Python than the client, cannot load the plugins, or would run another version of an estimator."""
+    import platform
+
+    import torch
+
+    from benchmarks.runner import estbench_version
+
+    mine = {"estbench": estbench_version(), "torch": torch.__version__, "python": platform.python_version()}
+    infos = client.run(worker_info, job)
+    if not infos:
+        raise ClusterError("the Dask cluster has no workers")
+    for worker, info in sorted(infos.items()):
+        for what, version in mine.items():
+            if info.get(what) != version:
+                raise ClusterError(f"worker {worker} on {info.get('host')} runs {what} {info.get(what)}, this client "
+                                   f"{version}: install the same versions on every worker")
+        if "error" in info:
+            raise ClusterError(f"worker {worker} on {info.get('host')} cannot load this run's plugins "
+                               f"({info['error']}); install them there, or pass them as --plugin FILE.py")
+        for est, origin in job.origins.items():
+            theirs = info["origins"].get(est)
+            if theirs != origin:
+                raise ClusterError(f"worker {worker} on {info.get('host')} has estimator {est!r} from {theirs}, this "
+                                   f"client from {origin}: install the same plugin versions on every worker")
+
+
+def job_for(plan: Any, threads: int | None) -> Job:
+    """The Job of ``plan``: its sweeps' options, the plugins this process loaded, the threads."""
+    import hashlib
+    import pickle
+
+    from benchmarks import plugins
+    from estimators import registry
+
+    sweeps = list({id(sw): sw for _, sw in [*plan.cells, *plan.curves]}.values())  # in order of first use
+    unshippable = sorted({c.estimator for c, _ in [*plan.cells, *plan.curves]
+                          if registry.provenance(c.estimator).startswith("Python object")})
+    if unshippable:
+        raise ClusterError(f"estimator {unshippable[0]!r} was defined in this Python session; workers cannot import it: "
+                           f"put it in a plugin file and pass --plugin FILE.py")
+    job = Job([sw.options() for sw in sweeps], plugin_payload(list(plugins.LOADED)), threads)
+    job.origins = {c.estimator: registry.provenance(c.estimator) for c, _ in [*plan.cells, *plan.curves]}
+    job.key = hashlib.sha256(pickle.dumps((job.sweeps, job.plugins))).hexdigest()[:16]
+    return job
+
+
+def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], todo_curves: list[tuple[Any, Any]],
+                   write_cell: Callable[[list[dict[str, Any]]], None],
+                   write_curve: Callable[[list[dict[str, Any]]], None],
+                   progress: Callable[[Any], None] | None = None, quiet: bool = True) -> list[dict[str, Any]]:
+    """Run the pending cells ``todo`` and curves ``todo_curves`` (elements of ``plan``) on the cluster, handing
+    each unit's rows to ``write_cell`` / ``write_curve`` as its task completes; returns the cells' rows.
+
+    Rows that compare with a reference estimator's mean (agreement_z, where the problem has no exact
+    gradient) wait for that estimator's cell; where it is not in this run (its rows are in the file from an
+    earlier run), it is computed again on the cluster at the end, with the same seed, so the same numbers."""
+    import time
+
+    import dask
+    from distributed import as_completed
+
+    from benchmarks import runner
+
+    index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
+    index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
+    out: list[dict[str, Any]] = []
+    reference: dict[tuple, Any] = {}
+    parked: dict[tuple, list[tuple[list[dict[str, Any]], Any, int]]] = {}
+
+    def ref_key(cell: Any, sweep: Any) -> tuple:
+        return (cell.problem.name, cell.setting, sweep.context(), cell.n_samples, sweep.replicates)
+
+    def fill(rows: list[dict[str, Any]], stats: Any, ref_stats: Any, ref: str) -> None:
+        if ref_stats is not None:
+            for row in rows:
+                row["agreement_z"] = runner.agreement_z(stats[row["parameter"]], ref_stats[row["parameter"]])
+                row["reference"] = f"mean of {ref}"
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        out.extend(rows)
+        write_cell(rows)
+
+    def on_cell(cell: Any, sweep: Any, rows: list[dict[str, Any]], stats: Any, i: int) -> None:
+        ref = cell.problem.reference
+        k = ref_key(cell, sweep)
+        if cell.estimator == ref and rows[0].get("reference") is None:
+            reference[k] = stats
+            write(rows)
+            for waiting, their_stats, _ in parked.pop(k, []):
+                fill(waiting, their_stats, stats, ref)
+                write(waiting)
+        elif stats is not None and ref in sweep.estimator and rows[0].get("reference") is None:
+            if k in reference:
+                fill(rows, stats, reference[k], ref)
+                write(rows)
+            else:
+                parked.setdefault(k, []).append((rows, stats, i))
+        else:
+            write(rows)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), connect(spec) as (client, threads):
+        job = job_for(plan, threads)
+        check_workers(client, job)
+        [job_future] = client.scatter([job], broadcast=True)
+        futures: dict[Any, tuple[str, Any, Any, int]] = {}
+        for kind, units in (("cell", todo), ("curve", todo_curves)):
+            for cell, sweep in units:
+                i = index[(kind, id(cell))]
+                fut = client.submit(run_unit, job_future, kind, i, cell.label, pure=False, key=f"{kind}-{i}-{job.key}")
+                futures[fut] = (kind, cell, sweep, i)
+        done_by: dict[str, int] = {}
+        last = time.monotonic()
+        for fut in as_completed(list(futures)):
+            kind, cell, sweep, i = futures.pop(fut)
+            try:
+                rows, stats = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died too often, or a failure outside the cell
+                rows, stats = _failed_rows(kind, cell, sweep, exc), None
+            host = str(rows[0].get("host") or "?")
+            done_by[host] = done_by.get(host, 0) + 1
+            if kind == "cell":
+                on_cell(cell, sweep, rows, stats, i)
+            else:
+                write_curve(rows)
+            if progress is not None:
+                progress(cell)
+            if not quiet and time.monotonic() - last > PROGRESS_EVERY_S:
+                last = time.monotonic()
+                print_status(_worker_status(client, done_by))
+        # references whose cells ran in an earlier run: computed again, once each
+        pending = {k: client.submit(reference_stats, job_future, waiting[0][2], pure=False, key=f"ref-{k[0]}-{i}-{job.key}")
+                   for i, (k, waiting) in enumerate(parked.items())}
+        for k, fut in pending.items():
+            try:
+                ref_stats = fut.result()
+            except Exception:  # noqa: BLE001 - then the rows go without agreement_z, as serially
+                ref_stats = None
+            ref = plan.cells[parked[k][0][2]][0].problem.reference
+            for waiting, their_stats, _ in parked.pop(k):
+                fill(waiting, their_stats, ref_stats, ref)
+                write(waiting)
+    return out
+
+
+#: seconds between the per-worker progress lines
+PROGRESS_EVERY_S = 30
+
+
+def _failed_rows(kind: str, cell: Any, sweep: Any, exc: BaseException) -> list[dict[str, Any]]:
+    from benchmarks import runner
+
+    name = type(exc).__name__
+    why = (f"the worker running this cell died {ALLOWED_FAILURES} times ({name}); it was not run again"
+           if name == "KilledWorker" else f"the task failed on the cluster: {runner._error_text(exc)}")
+    if kind == "curve":
+        return [{**runner._curve_base(cell, sweep), "status": "failed", "error": why}]
+    base = runner._base_row(cell, sweep, 0)
+    return [{**base, "parameter": g, "status": "failed", "error": why} for g in cell.problem.groups]
+
+
+def _worker_status(client: Any, done_by: dict[str, int]) -> str:
+    """'cells per host: h1 12 done; running per worker: w1 1, w2 1' from the rows and the scheduler."""
+    try:
+        processing = client.processing()
+    except Exception:  # noqa: BLE001 - progress is best effort
+        processing = {}
+    done = ", ".join(f"{h} {n}" for h, n in sorted(done_by.items()))
+    running = ", ".join(f"{w} {len(t)}" for w, t in sorted(processing.items()))
+    return f"done per host: {done}; running per worker: {running or 'none'}"
+
+
+def print_status(line: str) -> None:
+    print(f"estbench: {line}", file=sys.stderr)
