@@ -30,7 +30,7 @@ from typing import Any
 #: a task whose worker died this many times is given up (failed rows); Dask's own default is 3
 ALLOWED_FAILURES = 3
 #: seconds to reach a scheduler, and to wait for its first worker
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 
 
 class ClusterError(ValueError):
@@ -274,11 +274,12 @@ def job_for(plan: Any, threads: int | None) -> Job:
 
 
 def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], todo_curves: list[tuple[Any, Any]],
-                   write_cell: Callable[[list[dict[str, Any]]], None],
-                   write_curve: Callable[[list[dict[str, Any]]], None],
+                   start: Callable[[], tuple[Callable[[list[dict[str, Any]]], None],
+                                             Callable[[list[dict[str, Any]]], None]]],
                    progress: Callable[[Any], None] | None = None, quiet: bool = True) -> list[dict[str, Any]]:
-    """Run the pending cells ``todo`` and curves ``todo_curves`` (elements of ``plan``) on the cluster, handing
-    each unit's rows to ``write_cell`` / ``write_curve`` as its task completes; returns the cells' rows.
+    """Run the pending cells ``todo`` and curves ``todo_curves`` (elements of ``plan``) on the cluster;
+    once the cluster is checked, ``start()`` opens the results files and gives (write_cell, write_curve),
+    which get each unit's rows as its task completes. Returns the cells' rows.
 
     Rows that compare with a reference estimator's mean (agreement_z, where the problem has no exact
     gradient) wait for that estimator's cell; where it is not in this run (its rows are in the file from an
@@ -330,7 +331,8 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), connect(spec) as (client, threads):
         job = job_for(plan, threads)
         check_workers(client, job)
-        [job_future] = client.scatter([job], broadcast=True)
+        write_cell, write_curve = start()
+        job_future = job  # sent with each task: scattered data would be lost with a worker that dies
         futures: dict[Any, tuple[str, Any, Any, int]] = {}
         for kind, units in (("cell", todo), ("curve", todo_curves)):
             for cell, sweep in units:
@@ -379,7 +381,7 @@ def _failed_rows(kind: str, cell: Any, sweep: Any, exc: BaseException) -> list[d
     from benchmarks import runner
 
     name = type(exc).__name__
-    why = (f"the worker running this cell died {ALLOWED_FAILURES} times ({name}); it was not run again"
+    why = (f"the worker running this cell died {ALLOWED_FAILURES + 1} times ({name}); it was not run again"
            if name == "KilledWorker" else f"the task failed on the cluster: {runner._error_text(exc)}")
     if kind == "curve":
         return [{**runner._curve_base(cell, sweep), "status": "failed", "error": why}]

@@ -327,25 +327,34 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                 pending.append((cell, sw))
             elif progress is not None:  # what was already done counts as progress
                 progress(cell)
-    writer = ResultWriter(out, header, append=resume) if out is not None else None
-    curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
-                    if out is not None and plan.curves else None)
     if cluster is not None and cluster.active:
         from .distributed import run_on_cluster
 
-        def write_curve(points: list[dict[str, Any]]) -> None:
-            if curves is not None:
-                curves.extend(points)
-            if curve_writer is not None:
-                curve_writer.write(points)
+        opened: list[ResultWriter] = []
+
+        def start() -> tuple[Callable[[list[dict[str, Any]]], None], Callable[[list[dict[str, Any]]], None]]:
+            """The writers, opened once the cluster is checked (a refused cluster leaves no file)."""
+            writer = ResultWriter(out, header, append=resume) if out is not None else None
+            curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
+                            if out is not None and plan.curves else None)
+            opened.extend(w for w in (writer, curve_writer) if w is not None)
+
+            def write_curve(points: list[dict[str, Any]]) -> None:
+                if curves is not None:
+                    curves.extend(points)
+                if curve_writer is not None:
+                    curve_writer.write(points)
+
+            return (writer.write if writer is not None else lambda rows: None), write_curve
 
         try:
-            return run_on_cluster(cluster, plan, todo, todo_curves, writer.write if writer is not None else lambda rows: None,
-                                  write_curve, progress)
+            return run_on_cluster(cluster, plan, todo, todo_curves, start, progress, quiet=progress is None)
         finally:
-            for w in (writer, curve_writer):
-                if w is not None:
-                    w.close()
+            for w in opened:
+                w.close()
+    writer = ResultWriter(out, header, append=resume) if out is not None else None
+    curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
+                    if out is not None and plan.curves else None)
     rows: list[dict[str, Any]] = []
     prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
     reference: dict[tuple, dict[str, GradientStats]] = {}

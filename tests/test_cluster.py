@@ -1,0 +1,136 @@
+"""Cells on a Dask cluster (--workers, --scheduler): the same rows as a serial run, the client the only
+writer, a worker killed mid-cell, plugins reaching the workers, and no Dask without the options.
+A local cluster only: nothing beyond localhost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.results_file import TIMING_COLUMNS
+from estbench.cli import main
+
+pytest.importorskip("distributed", reason="the [dask] extra is not installed (pip install -c constraints.txt -e '.[dask]')")
+
+KEY = ["problem", "estimator", "estimator_options", "setting", "n_samples", "parameter"]
+#: small cells of three kinds: closed-form truth, enumeration, and a model without truth (agreement_z
+#: against the pathwise mean, which must wait for that estimator's cell on the cluster)
+SWEEP = ["--problem", "gaussian-quadratic", "bernoulli-quadratic", "vae-digits", "--estimator", "reparameterization",
+         "reinforce", "disarm", "--hidden", "16", "--latent", "2", "--batch", "8", "--checkpoint", "untrained",
+         "--train-steps", "0", "--replicates", "64", "--quiet"]
+
+
+def content(path: Path) -> pd.DataFrame:
+    """The rows without the columns that vary from run to run, in a fixed order."""
+    df = pd.read_csv(path, dtype=str)
+    return df[[c for c in df.columns if c not in TIMING_COLUMNS]].sort_values(KEY).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serial") / "r.csv"
+    assert main(["run", *SWEEP, "--out", str(out)]) == 0
+    return out
+
+
+def test_two_workers_write_the_rows_of_a_serial_run_bit_for_bit(serial, tmp_path):
+    out = tmp_path / "r.csv"
+    assert main(["run", *SWEEP, "--workers", "2", "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(content(out), content(serial))
+    df = pd.read_csv(out)
+    ok = df[df["status"] == "ok"]
+    assert (ok["threads"] >= 1).all() and ok["host"].notna().all() and (ok["concurrent_cells"] >= 1).all()
+    assert (df[df["problem"] == "vae-digits"]["reference"].dropna() == "mean of reparameterization").any()
+
+
+DIES = '''
+import os
+import signal
+from pathlib import Path
+
+from estimators import Reinforce
+
+
+class DiesOnce(Reinforce):
+    """REINFORCE whose worker process is killed (SIGKILL) the first time it runs, anywhere."""
+
+    name = "dies-once"
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        marker = Path({marker!r})
+        if not marker.exists():
+            marker.write_text("died")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().surrogate(dist, f, n_samples, state)
+
+
+'''
+ALWAYS_DIES = '''
+import os
+import signal
+
+from estimators import Reinforce
+
+
+class AlwaysDies(Reinforce):
+    """REINFORCE that kills every worker process it runs in."""
+
+    name = "always-dies"
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_once(tmp_path):
+    """A plugin file (which the workers get from the client) kills its worker the first time it runs: the
+    scheduler runs that cell again on a living worker, and the file ends with every row once, each with the
+    numbers a serial run gives (same seeds)."""
+    plugin = tmp_path / "dies.py"
+    plugin.write_text(DIES.format(marker=str(tmp_path / "died")))
+    out, serial = tmp_path / "r.csv", tmp_path / "serial.csv"
+    argv = ["run", "--plugin", str(plugin), "--problem", "gaussian-quadratic", "--estimator", "reinforce", "dies-once",
+            "--sigma", "0.5", "1", "2", "--replicates", "64", "--quiet"]
+    assert main([*argv, "--workers", "2", "--out", str(out)]) == 0
+    assert (tmp_path / "died").read_text() == "died"  # it did die
+    df = pd.read_csv(out)
+    assert len(df) == 2 * 3 * 2 and not df.duplicated(KEY).any() and (df["status"] == "ok").all()
+    assert main([*argv, "--out", str(serial)]) == 0
+    pd.testing.assert_frame_equal(content(out), content(serial))
+
+
+def test_a_cell_that_kills_every_worker_becomes_a_failed_row(tmp_path, capsys):
+    """After ALLOWED_FAILURES + 1 deaths the scheduler gives the cell up: failed rows saying so, exit 1."""
+    from benchmarks.distributed import ALLOWED_FAILURES
+
+    plugin = tmp_path / "always.py"
+    plugin.write_text(ALWAYS_DIES)
+    out = tmp_path / "r.csv"
+    assert main(["run", "--plugin", str(plugin), "--problem", "gaussian-quadratic", "--estimator", "always-dies",
+                 "--replicates", "64", "--quiet", "--workers", "2", "--out", str(out)]) == 1
+    df = pd.read_csv(out)
+    assert len(df) == 2 and (df["status"] == "failed").all()
+    assert df["error"].str.contains(f"died {ALLOWED_FAILURES + 1} times").all()
+
+
+def test_without_workers_or_scheduler_dask_is_never_imported(tmp_path):
+    code = ("import sys; from estbench.cli import main; "
+            f"assert main(['run', '--problem', 'gaussian-cos', '--estimator', 'reinforce', '--replicates', '32', "
+            f"'--quiet', '--out', {str(tmp_path / 'r.csv')!r}]) == 0; "
+            "assert not any(m == 'dask' or m.startswith(('dask.', 'distributed')) for m in sys.modules), 'dask imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_a_cluster_without_workers_is_one_clear_line(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        code = main(["run", "--problem", "gaussian-cos", "--scheduler", cluster.scheduler_address, "--quiet",
+                     "--out", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no workers" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.csv").exists()  # refused before any work: no results file
