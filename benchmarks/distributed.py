@@ -193,6 +193,11 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
     return runner.measure_cell(cell, sweep, prepared[1], ctx)
 
 
+def run_units(job: Job, kind: str, indices: list[int], labels: list[str]) -> list[tuple[list[dict[str, Any]], Any]]:
+    """run_unit for each of a batch of units, in order (one task: BATCHING)."""
+    return [run_unit(job, kind, i, label) for i, label in zip(indices, labels, strict=True)]
+
+
 def reference_stats(job: Job, index: int) -> Any:
     """The statistics of the reference estimator's cell for plan cell ``index`` (its rows were written by an
     earlier run): recomputed with the same seed, so the same numbers."""
@@ -211,6 +216,25 @@ def reference_stats(job: Job, index: int) -> Any:
 
 # ----------------------------------------------------------------------------------------------
 # the client's side
+
+#: each problem's pending units are sent as about this many tasks per worker, consecutive units
+#: batched into one task: a task costs the scheduler, the client and the worker a few milliseconds
+#: (noop tasks ran at about 300 per second on a 2-core machine), as much as a small toy cell
+TASKS_PER_WORKER = 8
+
+
+def batches(units: list[tuple[Any, Any]], workers: int) -> list[list[tuple[Any, Any]]]:
+    """Consecutive units of the same problem, in batches of ceil(that problem's units / (workers x
+    TASKS_PER_WORKER)): a problem of many small cells gets few tasks, a problem of a few large cells
+    (a VAE's) one task per cell or so, so the workers stay evenly loaded."""
+    by_problem: dict[str, list[tuple[Any, Any]]] = {}
+    for unit in units:
+        by_problem.setdefault(unit[0].problem.name, []).append(unit)
+    out = []
+    for group in by_problem.values():
+        size = max(1, -(-len(group) // (workers * TASKS_PER_WORKER)))
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+    return out
 
 
 def plugin_payload(specs: list[str]) -> list[tuple[str, str | None, bytes | None]]:
@@ -328,33 +352,39 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
         else:
             write(rows)
 
+    t0 = time.perf_counter()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), connect(spec) as (client, threads):
         job = job_for(plan, threads)
-        check_workers(client, job)
+        check_workers(client, job)  # also sets every worker up: imports, plugins, the plan
         write_cell, write_curve = start()
+        LAST_RUN["setup_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
         job_future = job  # sent with each task: scattered data would be lost with a worker that dies
-        futures: dict[Any, tuple[str, Any, Any, int]] = {}
+        futures: dict[Any, list[tuple[str, Any, Any, int]]] = {}
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         for kind, units in (("cell", todo), ("curve", todo_curves)):
-            for cell, sweep in units:
-                i = index[(kind, id(cell))]
-                fut = client.submit(run_unit, job_future, kind, i, cell.label, pure=False, key=f"{kind}-{i}-{job.key}")
-                futures[fut] = (kind, cell, sweep, i)
+            for batch in batches(units, n_workers):
+                members = [(kind, cell, sweep, index[(kind, id(cell))]) for cell, sweep in batch]
+                fut = client.submit(run_units, job_future, kind, [m[3] for m in members], [m[1].label for m in members],
+                                    pure=False, key=f"{kind}-{members[0][3]}-{len(members)}-{job.key}")
+                futures[fut] = members
         done_by: dict[str, int] = {}
         last = time.monotonic()
         for fut in as_completed(list(futures)):
-            kind, cell, sweep, i = futures.pop(fut)
+            members = futures.pop(fut)
             try:
-                rows, stats = fut.result()
+                results = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker that died too often, or a failure outside the cell
-                rows, stats = _failed_rows(kind, cell, sweep, exc), None
-            host = str(rows[0].get("host") or "?")
-            done_by[host] = done_by.get(host, 0) + 1
-            if kind == "cell":
-                on_cell(cell, sweep, rows, stats, i)
-            else:
-                write_curve(rows)
-            if progress is not None:
-                progress(cell)
+                results = [(_failed_rows(kind, cell, sweep, exc), None) for kind, cell, sweep, _ in members]
+            for (kind, cell, sweep, i), (rows, stats) in zip(members, results, strict=True):
+                host = str(rows[0].get("host") or "?")
+                done_by[host] = done_by.get(host, 0) + 1
+                if kind == "cell":
+                    on_cell(cell, sweep, rows, stats, i)
+                else:
+                    write_curve(rows)
+                if progress is not None:
+                    progress(cell)
             if not quiet and time.monotonic() - last > PROGRESS_EVERY_S:
                 last = time.monotonic()
                 print_status(_worker_status(client, done_by))
@@ -370,9 +400,13 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
             for waiting, their_stats, _ in parked.pop(k):
                 fill(waiting, their_stats, ref_stats, ref)
                 write(waiting)
+        LAST_RUN["units_s"] = time.perf_counter() - t1
     return out
 
 
+#: seconds of the last cluster run in this process: "setup_s" (starting or reaching the cluster, setting
+#: the workers up and checking them) and "units_s" (running the cells and curves); read by perf_cluster
+LAST_RUN: dict[str, float] = {}
 #: seconds between the per-worker progress lines
 PROGRESS_EVERY_S = 30
 

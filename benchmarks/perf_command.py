@@ -77,6 +77,15 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     if args is None:
         args = build_parser().parse_args()
     check_args(args)
+    if getattr(args, "cluster", False):
+        from benchmarks.distributed import ClusterSpec
+        from benchmarks.perf_cluster import main as cluster_main
+
+        ClusterSpec(workers=2).check()  # one line if Dask is not installed
+        out = cluster_main(2)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+        return out
     compile_ = args.compile != "off"
     device = args.device
     check_device(device)
@@ -182,6 +191,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer dimensions and replicates (about a minute)")
     p.add_argument("--all", action="store_true", help="also the VAE training-step overhead and peak memory")
     p.add_argument("--json", metavar="FILE", help="write every figure to this JSON file")
+    p.add_argument("--cluster", action="store_true",
+                   help="only: a sweep of 224 toy cells serially against --workers 2 (needs the [dask] extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:

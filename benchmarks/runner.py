@@ -348,7 +348,8 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
             return (writer.write if writer is not None else lambda rows: None), write_curve
 
         try:
-            return run_on_cluster(cluster, plan, todo, todo_curves, start, progress, quiet=progress is None)
+            quiet = progress is None or getattr(progress, "quiet", False)
+            return run_on_cluster(cluster, plan, todo, todo_curves, start, progress, quiet=quiet)
         finally:
             for w in opened:
                 w.close()

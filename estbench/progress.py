@@ -18,7 +18,11 @@ def progress(plan: Any, quiet: bool):
     On a terminal, a tqdm bar. Elsewhere (CI logs, nohup), a line every PROGRESS_EVERY_S
     seconds: cells done / total, elapsed, estimated remaining; and one at the end."""
     if quiet:
-        return lambda cell: None
+        def silent(cell: Any) -> None:
+            return None
+
+        silent.quiet = True  # type: ignore[attr-defined]  # read by a cluster run's per-worker lines
+        return silent
     if not sys.stderr.isatty():
         return _progress_lines(plan)
     from tqdm import tqdm
@@ -63,8 +67,9 @@ def _progress_lines(plan: Any):
     def update(cell: Any) -> None:
         nonlocal done, last_line, last_unit
         now = time.monotonic()
-        if cell is None:
-            print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
+        if cell is None:  # the closing line; none where no unit was done (a run refused: its error is the line)
+            if done:
+                print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
             return
         if now - last_unit > 1e-3:  # units kept by --resume report at once; they say nothing of the time
             spent.setdefault(kinds[min(done, total - 1)], []).append(now - last_unit)

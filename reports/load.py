@@ -34,7 +34,8 @@ NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "replicates_used", "pre
                    "variance_se", "variance_lo",
                    "variance_hi", "total_variance", "total_variance_lo", "total_variance_hi", "true_grad",
                    "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "time_per_estimate_min_s",
-                   "time_per_estimate_max_s", "compile_time_s", "load_avg", "matmul_gflops")
+                   "time_per_estimate_max_s", "compile_time_s", "load_avg", "matmul_gflops", "threads",
+                   "concurrent_cells")
 
 
 def setting_axes(label: Any) -> list[str]:

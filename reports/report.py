@@ -44,7 +44,7 @@ from .tables import (
     training_table,
     zero_variance_notes,
 )
-from .text import provenance, summary_line, toy_paragraph, training_paragraph, vae_paragraph
+from .text import provenance, summary_line, timing_caveat, toy_paragraph, training_paragraph, vae_paragraph
 
 
 def write_text(path: Path, text: str) -> None:
@@ -188,6 +188,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
             md += ["At " + ", ".join(f"{k}={fmt(v)}" for k, v in base.get(problem, {}).items()) + ".", ""]
         para = toy_paragraph(df, problem, base.get(problem, {})) if is_toy(rows).all() else vae_paragraph(df, problem)
         md += [para, "", markdown_table(table), ""]
+        caveat = timing_caveat(rows)
+        if caveat:
+            md += [caveat, ""]
         zero = zero_variance_notes(df, problem)
         if zero:
             md += ["Exact (variance reported as 0; ratios and efficiency shown as 'exact'):", "", *zero, ""]

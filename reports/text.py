@@ -285,6 +285,27 @@ def _compile_line(df: pd.DataFrame) -> list[str]:
             f"(not in time per estimate)"]
 
 
+def timing_caveat(rows: pd.DataFrame) -> str:
+    """'' where every ok row of ``rows`` ran on one host with no other cell beside it; otherwise a sentence
+    saying that their times (and efficiencies) are not comparable as they stand: a cluster run
+    (--workers, --scheduler) spreads cells over hosts and runs several at once on one host."""
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    if "host" not in ok or ok["host"].isna().all():
+        return ""
+    hosts = ok["host"].dropna().nunique()
+    most = pd.to_numeric(ok.get("concurrent_cells"), errors="coerce").max() if "concurrent_cells" in ok else 1
+    if hosts <= 1 and not (most > 1):
+        return ""
+    parts = []
+    if hosts > 1:
+        parts.append(f"on {hosts} hosts")
+    if most > 1:
+        parts.append(f"with up to {int(most)} cells running at once on one host")
+    return (f"Timings were taken {' and '.join(parts)} (a cluster run, or another run beside this one): times and "
+            "efficiencies compare only between cells that ran alike (the host, threads and concurrent_cells "
+            "columns); variances do not depend on where a cell ran.")
+
+
 def _load_line(df: pd.DataFrame) -> list[str]:
     """The machine's load while the cells ran, and its matmul speed at the start (files from before
     these columns: no line). Timings are 'under load' where the 1-minute load average went above
@@ -320,6 +341,7 @@ def provenance(df: pd.DataFrame) -> list[str]:
         f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
         f"- machine: {values('machine')}",
         *_load_line(df),
+        *([f"- {timing_caveat(df)}"] if timing_caveat(df) else []),
         *_compile_line(df),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",

@@ -97,6 +97,13 @@ CASES = [
     Case("dim 0", ["run", "--dim", "0"], "dim must be >= 1, got dim=0"),
     Case("n_samples 0", ["run", "--n-samples", "0"], "n_samples must be >= 1"),
     Case("one replicate", ["run", "--replicates", "1"], "replicates must be >= 2"),
+    Case("--workers 0", ["run", "--workers", "0"], "--workers must be >= 1 (worker processes of a local cluster), got "
+         "--workers 0"),
+    Case("--workers -2", ["report", "--quick", "--workers", "-2", "--out", "rep"], "--workers must be >= 1"),
+    Case("--workers with --scheduler", ["run", "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
+         "give one of them, not both"),
+    Case("an unreachable scheduler", ["run", "--problem", "gaussian-cos", "--scheduler", "tcp://127.0.0.1:9"],
+         "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
     Case("--precision 0", ["run", "--precision", "0"], "precision must be a number between 0 and 1 (the relative "
          "standard error of each cell's variance, e.g. 0.05), got precision=0.0"),
     Case("report --precision 1.5", ["report", "--quick", "--precision", "1.5", "--out", "rep"], "got precision=1.5"),

@@ -244,3 +244,19 @@ def test_a_flagged_estimator_is_named_in_brief_and_never_called_the_lowest_or_mo
     assert "reinforce-loo has the lowest variance of those not flagged biased (1.5)" in text
     assert "reparameterization is the most efficient" not in text
     assert "reinforce-loo is the most efficient of those not flagged biased" in text
+
+
+def test_timings_of_cells_that_ran_side_by_side_are_said_not_comparable(tmp_path):
+    """A cluster run's rows record their host and how many cells ran at once there: the report says beside
+    the tables that their times compare only between cells that ran alike; a serial run's report does not."""
+    df = _frozen(tmp_path)
+    df = df[df["problem"] == "gaussian-quadratic"].assign(host="a", threads=1, concurrent_cells=1)
+    df.to_csv(tmp_path / "serial.csv", index=False)
+    build(tmp_path / "serial.csv", tmp_path / "serial")
+    assert "Timings were taken" not in (tmp_path / "serial" / "report.md").read_text()
+    df.assign(concurrent_cells=2, host=["a", "b"] * (len(df) // 2) + ["a"] * (len(df) % 2)).to_csv(
+        tmp_path / "cluster.csv", index=False)
+    build(tmp_path / "cluster.csv", tmp_path / "cluster")
+    text = (tmp_path / "cluster" / "report.md").read_text()
+    section = text.split("## gaussian-quadratic\n", 1)[1]
+    assert "Timings were taken on 2 hosts and with up to 2 cells running at once on one host" in section
