@@ -134,3 +134,35 @@ def test_a_cluster_without_workers_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "has no workers" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.csv").exists()  # refused before any work: no results file
+
+
+class _FakeClient:
+    """What check_workers asks of a Dask client: client.run(f, job) -> {worker: f's result there}."""
+
+    def __init__(self, **changes):
+        self.changes = changes
+
+    def run(self, fn, job):
+        from benchmarks.distributed import worker_info
+
+        info = worker_info(job)
+        return {"tcp://10.0.0.7:4001": {**info, **self.changes}}
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"torch": "2.99.0"}, "runs torch 2.99.0, this client"),
+    ({"estbench": "0.0.1"}, "runs estbench 0.0.1, this client"),
+    ({"error": "PluginError: plugin mine: import failed"}, "cannot load this run's plugins"),
+    ({"origins": {"reinforce": "plugin file other.py sha256:0"}}, "has estimator 'reinforce' from plugin file other.py"),
+])
+def test_workers_that_differ_from_the_client_are_refused_before_any_work(changes, message):
+    from benchmarks.distributed import ClusterError, check_workers, job_for
+    from benchmarks.plan import make_plan
+    from benchmarks.sweep import Sweep
+
+    plan = make_plan(Sweep(problem=["gaussian-cos"], estimator=["reinforce"]))
+    job = job_for(plan, 1)
+    check_workers(_FakeClient(), job)  # the same versions: accepted
+    with pytest.raises(ClusterError, match=message.replace("(", r"\(")) as err:
+        check_workers(_FakeClient(**changes), job)
+    assert "\n" not in str(err.value) and "tcp://10.0.0.7:4001" in str(err.value)
