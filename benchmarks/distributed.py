@@ -171,8 +171,9 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
     """Run unit ``index`` of the plan's cells or curves on this worker; returns (rows, statistics or None)."""
     import torch
 
-    from benchmarks import runner
+    from benchmarks import allocator, runner
 
+    allocator.keep_freed_memory()  # as the estbench process does (once): chunks do not fault their buffers in again
     if job.threads is not None and torch.get_num_threads() != job.threads:
         torch.set_num_threads(job.threads)
     plan = _plan(job)
@@ -377,8 +378,8 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
             except Exception as exc:  # noqa: BLE001 - a worker that died too often, or a failure outside the cell
                 results = [(_failed_rows(kind, cell, sweep, exc), None) for kind, cell, sweep, _ in members]
             for (kind, cell, sweep, i), (rows, stats) in zip(members, results, strict=True):
-                host = str(rows[0].get("host") or "?")
-                done_by[host] = done_by.get(host, 0) + 1
+                where = str(rows[0].get("host") or "?") if kind == "cell" else "training curves"
+                done_by[where] = done_by.get(where, 0) + 1
                 if kind == "cell":
                     on_cell(cell, sweep, rows, stats, i)
                 else:
@@ -424,7 +425,7 @@ def _failed_rows(kind: str, cell: Any, sweep: Any, exc: BaseException) -> list[d
 
 
 def _worker_status(client: Any, done_by: dict[str, int]) -> str:
-    """'cells per host: h1 12 done; running per worker: w1 1, w2 1' from the rows and the scheduler."""
+    """'done per host: h1 12, training curves 3; running per worker: w1 1, w2 1' from the rows and the scheduler."""
     try:
         processing = client.processing()
     except Exception:  # noqa: BLE001 - progress is best effort
