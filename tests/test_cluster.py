@@ -166,3 +166,16 @@ def test_workers_that_differ_from_the_client_are_refused_before_any_work(changes
     with pytest.raises(ClusterError, match=message.replace("(", r"\(")) as err:
         check_workers(_FakeClient(**changes), job)
     assert "\n" not in str(err.value) and "tcp://10.0.0.7:4001" in str(err.value)
+
+
+def test_a_resume_on_a_cluster_recomputes_a_reference_cell_from_the_file_with_the_same_numbers(serial, tmp_path):
+    """The VAE's agreement_z compares each estimator's mean with the pathwise cell's. When that cell's rows are
+    in the file from an earlier run, the cluster computes it again (same seed) once the other cells are done:
+    the resumed file equals a serial run's."""
+    out = tmp_path / "r.csv"
+    first = [a for a in SWEEP if a not in ("reinforce", "disarm")]  # the reference estimator alone
+    assert main(["run", *first, "--workers", "2", "--out", str(out)]) == 0
+    assert main(["run", *SWEEP, "--workers", "2", "--out", str(out), "--resume"]) == 0
+    pd.testing.assert_frame_equal(content(out), content(serial))
+    vae = pd.read_csv(out)
+    assert vae.loc[(vae["problem"] == "vae-digits") & (vae["estimator"] == "reinforce"), "agreement_z"].notna().all()
