@@ -292,7 +292,12 @@ def job_for(plan: Any, threads: int | None) -> Job:
     if unshippable:
         raise ClusterError(f"estimator {unshippable[0]!r} was defined in this Python session; workers cannot import it: "
                            f"put it in a plugin file and pass --plugin FILE.py")
-    job = Job([sw.options() for sw in sweeps], plugin_payload(list(plugins.LOADED)), threads)
+    # the plugins that define this run's estimators and problems, each name from the plugin that registered it last
+    # (a notebook may have loaded other files, or another version of one, earlier)
+    used = {c.estimator for c, _ in [*plan.cells, *plan.curves]} | {c.problem.name for c, _ in [*plan.cells, *plan.curves]}
+    last = {name: spec for spec, names in plugins.LOADED.items() for name in names}
+    specs = [spec for spec in plugins.LOADED if any(last.get(n) == spec for n in used)]
+    job = Job([sw.options() for sw in sweeps], plugin_payload(specs), threads)
     job.origins = {c.estimator: registry.provenance(c.estimator) for c, _ in [*plan.cells, *plan.curves]}
     job.key = hashlib.sha256(pickle.dumps((job.sweeps, job.plugins))).hexdigest()[:16]
     return job

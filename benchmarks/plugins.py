@@ -10,8 +10,9 @@ from estimators import registry as estimator_registry
 from . import problems
 from .problems.base import Problem
 
-#: the plugins this process loaded, in order (a cluster's workers load the same: benchmarks.distributed)
-LOADED: list[str] = []
+#: the plugins this process loaded, in the order of their last load, with the names each registered:
+#: a cluster's workers load those that the run uses (benchmarks.distributed.job_for)
+LOADED: dict[str, list[str]] = {}
 
 
 def load(spec: str) -> list[str]:
@@ -28,6 +29,6 @@ def load(spec: str) -> list[str]:
         names.append(problems.register(cls, spec))
     if not names:
         raise PluginError(f"plugin {spec}: defines no Estimator or Problem subclass")
-    if spec not in LOADED:
-        LOADED.append(spec)
+    LOADED.pop(spec, None)
+    LOADED[spec] = list(names)
     return names
