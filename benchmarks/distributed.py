@@ -184,14 +184,10 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
     if kind == "curve":
         return runner.curve_rows(cell, sweep, ctx), None
     key = (cell.problem.name, cell.setting, ctx)
-    prepared = _STATE["prepared"]
-    if prepared[0] != key:
-        try:
-            prepared = (key, cell.problem.prepare(cell.setting, ctx))
-        except Exception as exc:  # noqa: BLE001 - the cell fails with it, as serially
-            prepared = (key, exc)
-        _STATE["prepared"] = prepared
-    return runner.measure_cell(cell, sweep, prepared[1], ctx)
+    if _STATE["prepared"][0] != key:  # as the serial runner: one setting's prepared data at a time
+        _STATE["prepared"] = (None, None)
+        _STATE["prepared"] = (key, runner.prepare(cell, ctx))
+    return runner.measure_cell(cell, sweep, _STATE["prepared"][1], ctx)
 
 
 def run_units(job: Job, kind: str, indices: list[int], labels: list[str]) -> list[tuple[list[dict[str, Any]], Any]]:
@@ -208,11 +204,7 @@ def reference_stats(job: Job, index: int) -> Any:
     cell, sweep = plan.cells[index]
     ref = runner.Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)
     ctx = sweep.context()
-    try:
-        prepared = cell.problem.prepare(cell.setting, ctx)
-    except Exception as exc:  # noqa: BLE001 - the reference fails with it, as serially
-        prepared = exc
-    return runner.measure_cell(ref, sweep, prepared, ctx)[1]
+    return runner.measure_cell(ref, sweep, runner.prepare(cell, ctx), ctx)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,31 +319,22 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
     reference: dict[tuple, Any] = {}
     parked: dict[tuple, list[tuple[list[dict[str, Any]], Any, int]]] = {}
 
-    def ref_key(cell: Any, sweep: Any) -> tuple:
-        return (cell.problem.name, cell.setting, sweep.context(), cell.n_samples, sweep.replicates)
-
-    def fill(rows: list[dict[str, Any]], stats: Any, ref_stats: Any, ref: str) -> None:
-        if ref_stats is not None:
-            for row in rows:
-                row["agreement_z"] = runner.agreement_z(stats[row["parameter"]], ref_stats[row["parameter"]])
-                row["reference"] = f"mean of {ref}"
-
     def write(rows: list[dict[str, Any]]) -> None:
         out.extend(rows)
         write_cell(rows)
 
     def on_cell(cell: Any, sweep: Any, rows: list[dict[str, Any]], stats: Any, i: int) -> None:
         ref = cell.problem.reference
-        k = ref_key(cell, sweep)
+        k = runner.reference_key(cell, sweep, sweep.context())
         if cell.estimator == ref and rows[0].get("reference") is None:
             reference[k] = stats
             write(rows)
             for waiting, their_stats, _ in parked.pop(k, []):
-                fill(waiting, their_stats, stats, ref)
+                runner.fill_agreement(waiting, their_stats, stats, ref)
                 write(waiting)
         elif stats is not None and ref in sweep.estimator and rows[0].get("reference") is None:
             if k in reference:
-                fill(rows, stats, reference[k], ref)
+                runner.fill_agreement(rows, stats, reference[k], ref)
                 write(rows)
             else:
                 parked.setdefault(k, []).append((rows, stats, i))
@@ -404,7 +387,7 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
                 ref_stats = None
             ref = plan.cells[parked[k][0][2]][0].problem.reference
             for waiting, their_stats, _ in parked.pop(k):
-                fill(waiting, their_stats, ref_stats, ref)
+                runner.fill_agreement(waiting, their_stats, ref_stats, ref)
                 write(waiting)
         LAST_RUN["units_s"] = time.perf_counter() - t1
     return out

@@ -150,6 +150,13 @@ def chunk_plan(replicates: int, max_chunk: int) -> ChunkPlan:
     return ChunkPlan(replicates, max_chunk)
 
 
+def _part_bounds(chunks: int) -> list[int]:
+    """Where the TIMING_REPEATS consecutive timed parts of ``chunks`` chunks begin and end (fewer parts where
+    there are fewer chunks)."""
+    parts = min(TIMING_REPEATS, chunks)
+    return [i * chunks // parts for i in range(parts + 1)]
+
+
 class CellEngine:
     """One cell's replicate engine, set up once (warm-up, and torch.compile where ``ctx.compile``
     asks for it), then ``measure()``: ``replicates`` estimates reduced to streaming statistics.
@@ -220,8 +227,8 @@ class CellEngine:
         state = self.state
         each_chunk = not self.ctx.device.startswith("cuda")
         sizes = self.sizes  # lazy (ChunkPlan): indexed, never listed
-        parts = min(TIMING_REPEATS, len(sizes))  # consecutive chunks, timed part by part
-        bounds = [i * len(sizes) // parts for i in range(parts + 1)]
+        bounds = _part_bounds(len(sizes))  # consecutive chunks, timed part by part
+        parts = len(bounds) - 1
         elapsed, per_estimate = 0.0, []
         for k in range(parts):
             done = 0
@@ -256,10 +263,10 @@ class CellEngine:
         stats = {g: GradientStats() for g in self.groups}
         state, done, times = self.state, 0, []
 
-        def precise() -> bool:
+        def precise() -> bool:  # the summary's variance and standard error, without the rest of a summary
             for st in stats.values():
-                s = st.summary(None)
-                if s.variance > 0 and not s.variance_se <= precision * s.variance:  # NaN se: not yet
+                variance = st.coords.var.mean().item()
+                if variance > 0 and not st.variance_interval(variance)[0] <= precision * variance:  # NaN se: not yet
                     return False
             return True
 
@@ -274,10 +281,9 @@ class CellEngine:
             done += r
             if done >= min_replicates and precise():
                 break
-        parts = min(TIMING_REPEATS, len(times))
-        bounds = [i * len(times) // parts for i in range(parts + 1)]
+        bounds = _part_bounds(len(times))
         per_estimate = []
-        for k in range(parts):
+        for k in range(len(bounds) - 1):
             part = times[bounds[k]:bounds[k + 1]]
             per_estimate.append(sum(t for _, t in part) / sum(r for r, _ in part))
         self.timing.elapsed, self.timing.per_estimate = sum(t for _, t in times), per_estimate

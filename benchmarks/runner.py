@@ -169,6 +169,36 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
     return measure_cell(cell, sweep, prepared, ctx)[0]
 
 
+def seed_of(cell: Cell, sweep: Sweep) -> int:
+    """The cell's own seed (plan.cell_seed of its identity)."""
+    return cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
+                     cell.n_samples)
+
+
+def prepare(cell: Cell, ctx: Context) -> Any:
+    """The problem's prepared data for the cell's setting, or the exception its set-up raised (the cells of
+    that setting then fail with it, not the sweep)."""
+    try:
+        return cell.problem.prepare(cell.setting, ctx)
+    except Exception as exc:  # noqa: BLE001 - a problem that cannot be set up fails its cells
+        return exc
+
+
+def reference_key(cell: Cell, sweep: Sweep, ctx: Context) -> tuple:
+    """What identifies the reference estimator's cell that ``cell``'s agreement_z compares with."""
+    return (cell.problem.name, cell.setting, ctx, cell.n_samples, sweep.replicates)
+
+
+def fill_agreement(rows: list[dict[str, Any]], stats: dict[str, GradientStats],
+                   ref_stats: dict[str, GradientStats] | None, ref: str) -> None:
+    """Set each row's agreement_z against the reference estimator ``ref``'s statistics (none: left empty)."""
+    if ref_stats is None:
+        return
+    for row in rows:
+        row["agreement_z"] = agreement_z(stats[row["parameter"]], ref_stats[row["parameter"]])
+        row["reference"] = f"mean of {ref}"
+
+
 def measure_cell(
     cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
 ) -> tuple[list[dict[str, Any]], dict[str, GradientStats] | None]:
@@ -176,8 +206,7 @@ def measure_cell(
 
     ``prepared`` may be the exception the problem's set-up raised: the cell then fails with it.
     """
-    seed = cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
-                     cell.n_samples)
+    seed = seed_of(cell, sweep)
     base = {**_base_row(cell, sweep, seed), "load_avg": load_avg(), "matmul_gflops": matmul_gflops(),
             "host": platform.node(), "threads": torch.get_num_threads()}
     groups = cell.problem.groups
@@ -327,80 +356,68 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                 pending.append((cell, sw))
             elif progress is not None:  # what was already done counts as progress
                 progress(cell)
-    if cluster is not None and cluster.active:
-        from .distributed import run_on_cluster
+    opened: list[ResultWriter] = []
 
-        opened: list[ResultWriter] = []
+    def start() -> tuple[Callable[[list[dict[str, Any]]], None], Callable[[list[dict[str, Any]]], None]]:
+        """Open the results files (a cluster run: once the cluster is checked, so a refused cluster leaves no
+        file); returns (write the rows of a cell, write the points of a training curve)."""
+        writer = ResultWriter(out, header, append=resume) if out is not None else None
+        curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
+                        if out is not None and plan.curves else None)
+        opened.extend(w for w in (writer, curve_writer) if w is not None)
 
-        def start() -> tuple[Callable[[list[dict[str, Any]]], None], Callable[[list[dict[str, Any]]], None]]:
-            """The writers, opened once the cluster is checked (a refused cluster leaves no file)."""
-            writer = ResultWriter(out, header, append=resume) if out is not None else None
-            curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
-                            if out is not None and plan.curves else None)
-            opened.extend(w for w in (writer, curve_writer) if w is not None)
-
-            def write_curve(points: list[dict[str, Any]]) -> None:
-                if curves is not None:
-                    curves.extend(points)
-                if curve_writer is not None:
-                    curve_writer.write(points)
-
-            return (writer.write if writer is not None else lambda rows: None), write_curve
-
-        try:
-            quiet = progress is None or getattr(progress, "quiet", False)
-            return run_on_cluster(cluster, plan, todo, todo_curves, start, progress, quiet=quiet)
-        finally:
-            for w in opened:
-                w.close()
-    writer = ResultWriter(out, header, append=resume) if out is not None else None
-    curve_writer = (ResultWriter(curves_path(out), curve_head, append=resume)
-                    if out is not None and plan.curves else None)
-    rows: list[dict[str, Any]] = []
-    prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
-    reference: dict[tuple, dict[str, GradientStats]] = {}
-    try:
-        for cell, sweep in todo:
-            ctx = sweep.context()
-            key = (cell.problem.name, cell.setting, ctx)
-            if prepared[0] != key:
-                prepared = (None, None)
-                try:
-                    prepared = (key, cell.problem.prepare(cell.setting, ctx))
-                except Exception as exc:  # a problem that cannot be set up fails its cells, not the sweep
-                    prepared = (key, exc)
-            cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
-            ref_key = (*key, cell.n_samples, sweep.replicates)
-            ref = cell.problem.reference
-            if stats is not None and cell.estimator == ref and cell_rows[0].get("reference") is None:
-                reference[ref_key] = stats
-            elif stats is not None and ref in sweep.estimator and cell_rows[0].get("reference") is None:
-                if ref_key not in reference:  # done in an earlier run (--resume): recompute, same seed, same numbers
-                    reference[ref_key] = measure_cell(Cell(cell.problem, ref, cell.setting, cell.n_samples),
-                                                      sweep, prepared[1], ctx)[1]
-                if reference[ref_key] is not None:
-                    for row in cell_rows:
-                        row["agreement_z"] = agreement_z(stats[row["parameter"]],
-                                                         reference[ref_key][row["parameter"]])
-                        row["reference"] = f"mean of {ref}"
-            rows.extend(cell_rows)
-            if writer is not None:
-                writer.write(cell_rows)
-            if progress is not None:
-                progress(cell)
-        prepared = (None, None)
-        for cell, sweep in todo_curves:
-            points = curve_rows(cell, sweep, sweep.context())
+        def write_curve(points: list[dict[str, Any]]) -> None:
             if curves is not None:
                 curves.extend(points)
             if curve_writer is not None:
                 curve_writer.write(points)
-            if progress is not None:
-                progress(cell)
+
+        return (writer.write if writer is not None else lambda rows: None), write_curve
+
+    try:
+        if cluster is not None and cluster.active:
+            from .distributed import run_on_cluster
+
+            quiet = progress is None or getattr(progress, "quiet", False)
+            return run_on_cluster(cluster, plan, todo, todo_curves, start, progress, quiet=quiet)
+        return _run_here(todo, todo_curves, progress, *start())
     finally:
-        for w in (writer, curve_writer):
-            if w is not None:
-                w.close()
+        for w in opened:
+            w.close()
+
+
+def _run_here(todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]],
+              progress: Callable[[Cell], None] | None, write_cell: Callable[[list[dict[str, Any]]], None],
+              write_curve: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Run the pending cells and curves in this process, one after the other."""
+    rows: list[dict[str, Any]] = []
+    prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception): one setting at a time
+    reference: dict[tuple, dict[str, GradientStats] | None] = {}
+    for cell, sweep in todo:
+        ctx = sweep.context()
+        key = (cell.problem.name, cell.setting, ctx)
+        if prepared[0] != key:
+            prepared = (None, None)
+            prepared = (key, prepare(cell, ctx))
+        cell_rows, stats = measure_cell(cell, sweep, prepared[1], ctx)
+        ref_key = reference_key(cell, sweep, ctx)
+        ref = cell.problem.reference
+        if stats is not None and cell.estimator == ref and cell_rows[0].get("reference") is None:
+            reference[ref_key] = stats
+        elif stats is not None and ref in sweep.estimator and cell_rows[0].get("reference") is None:
+            if ref_key not in reference:  # done in an earlier run (--resume): recompute, same seed, same numbers
+                reference[ref_key] = measure_cell(Cell(cell.problem, ref, cell.setting, cell.n_samples),
+                                                  sweep, prepared[1], ctx)[1]
+            fill_agreement(cell_rows, stats, reference[ref_key], ref)
+        rows.extend(cell_rows)
+        write_cell(cell_rows)
+        if progress is not None:
+            progress(cell)
+    prepared = (None, None)  # not held while the curves train
+    for cell, sweep in todo_curves:
+        write_curve(curve_rows(cell, sweep, sweep.context()))
+        if progress is not None:
+            progress(cell)
     return rows
 
 

@@ -176,7 +176,7 @@ class GradientStats:
             se = math.sqrt(self.avg.var.item() / n)
             # an estimator that is exact up to float32 rounding (64 ulp of the largest |truth|) is not
             # flagged for that rounding, whether its estimates are all equal (se = 0) or differ by rounding
-            rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
+            rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
             if se > 0:
                 out.bias_z = out.bias / math.sqrt(se * se + rounding * rounding)
             else:  # every estimate the same: exact if within rounding of the truth, else biased
@@ -191,9 +191,10 @@ ROUNDING_ULPS = 64
 
 
 def zero_variance_threshold(scale: float, dtype: torch.dtype) -> float:
-    """The standard deviation below which estimates count as equal up to rounding: ROUNDING_ULPS units
-    of roundoff of ``dtype`` at ``scale``, the gradient's magnitude (the largest |exact gradient| over the
-    cell's parameter groups, or the largest |mean estimate| where no exact gradient is known). An estimator
+    """ROUNDING_ULPS units of roundoff of ``dtype`` at ``scale``: the bias z's rounding floor (float32, at the
+    largest |truth|), and the standard deviation below which estimates count as equal up to rounding, at the
+    gradient's magnitude (the largest |exact gradient| over the cell's parameter groups, or the largest |mean
+    estimate| where no exact gradient is known). An estimator
     whose every estimate is the true gradient (measure-valued's mu-gradient of the quadratic at mu = k:
     terms of size ~1 cancel to 0, leaving standard deviation ~4e-8 in float32) is then reported exact."""
     return ROUNDING_ULPS * torch.finfo(dtype).eps / 2 * max(scale, torch.finfo(dtype).tiny)
@@ -206,7 +207,7 @@ def coordinate_z(stats: GradientStats, truth: torch.Tensor) -> float:
     (``exact``) score 0 rather than infinity, as in ``summary``."""
     truth = truth.to(torch.float64).cpu()
     diff = (stats.coords.mean.cpu() - truth).abs()
-    rounding = 64 * 2.0**-24 * max(truth.abs().max().item(), 2.0**-126)
+    rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
     se = (stats.coords.var.cpu() / stats.n + rounding**2).sqrt()
     return (diff / se).max().item()
 

@@ -20,7 +20,7 @@ from benchmarks.distributed import ClusterError
 from benchmarks.problems import SettingError
 from benchmarks.results_file import ResultsFileError, os_error_text
 from benchmarks.resume import ResumeError
-from benchmarks.sweep import SweepError
+from benchmarks.sweep import PRECISION_MIN_REPLICATES, PRECISION_REPORT_FACTOR, SweepError
 from reports.load import ResultsError
 
 from . import api
@@ -88,8 +88,9 @@ def _common() -> argparse.ArgumentParser:
                    help="run the cells on the existing Dask cluster at ADDRESS (e.g. tcp://host:8786)")
     r.add_argument("--precision", type=float, metavar="P",
                    help="draw each cell's estimates until its variance's relative standard error is at most P "
-                        "(e.g. 0.05), after at least 400 and at most R (run: --replicates; report: 10x its fixed R); "
-                        "the rows record the R used (default: exactly R estimates)")
+                        f"(e.g. 0.05), after at least {PRECISION_MIN_REPLICATES} and at most R (run: --replicates; "
+                        f"report: {PRECISION_REPORT_FACTOR}x its fixed R); the rows record the R used (default: "
+                        "exactly R estimates)")
     f = p.add_argument_group("the results file")
     f.add_argument("--resume", action="store_true",
                    help="keep the completed cells of the results file and compute only the rest (same options; "

@@ -15,15 +15,24 @@ from .load import axes
 from .tables import fmt, is_toy, reference_label, setting_text
 
 
+def overlapping(g: pd.DataFrame, best: pd.Series, col: str) -> pd.DataFrame:
+    """The other rows of ``g`` with a nonzero ``col`` whose 95% interval reaches down to ``best``'s (``best``
+    being the lowest): those the intervals do not tell apart from it. None where there are no intervals."""
+    lo_col, hi_col = f"{col}_lo", f"{col}_hi"
+    if lo_col not in g or pd.isna(best.get(hi_col)):
+        return g.iloc[0:0]
+    others = g[(g["estimator"] != best["estimator"]) & (g[col] > 0)]
+    return others[others[lo_col] <= best[hi_col]]
+
+
 def indistinguishable(g: pd.DataFrame, best: pd.Series, col: str = "variance") -> str:
     """'' when ``best`` (the lowest ``col`` of ``g``) is told apart from every other row by the 95%
     intervals (``col``_lo, ``col``_hi); otherwise a clause naming the rows whose intervals overlap its
     own and about the R that would separate it from the nearest (standard errors shrink as 1/sqrt(R))."""
     lo_col, hi_col = f"{col}_lo", f"{col}_hi"
-    if lo_col not in g or pd.isna(best.get(hi_col)) or best[col] == 0:
+    if best[col] == 0:
         return ""
-    others = g[(g["estimator"] != best["estimator"]) & (g[col] > 0)]
-    overlap = others[others[lo_col] <= best[hi_col]]
+    overlap = overlapping(g, best, col)
     if overlap.empty:
         return ""
     near = overlap.sort_values(col).iloc[0]
@@ -89,9 +98,7 @@ def _lowest(g: pd.DataFrame, col: str, biased: list[str]) -> str:
     parts = [f"{e} (zero variance)" for e in zero]
     if not ranked.empty:
         lo = ranked.iloc[0]
-        tied = []
-        if f"{col}_lo" in ranked and not pd.isna(lo.get(f"{col}_hi")):
-            tied = list(ranked.iloc[1:].loc[ranked.iloc[1:][f"{col}_lo"] <= lo[f"{col}_hi"], "estimator"])
+        tied = list(overlapping(ranked, lo, col)["estimator"])
         parts.append(lo["estimator"] + (f" (tied with {', '.join(tied)})" if tied else ""))
     return "; ".join(parts) if parts else "none"
 
@@ -341,7 +348,7 @@ def provenance(df: pd.DataFrame) -> list[str]:
         f"- estbench {values('estbench_version')}, torch {values('torch_version')}, Python {values('python_version')}",
         f"- machine: {values('machine')}",
         *_load_line(df),
-        *([f"- {timing_caveat(df)}"] if timing_caveat(df) else []),
+        *[f"- {caveat}" for caveat in [timing_caveat(df)] if caveat],
         *_compile_line(df),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",
