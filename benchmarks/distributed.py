@@ -408,7 +408,7 @@ def _failed_rows(kind: str, cell: Any, sweep: Any, exc: BaseException) -> list[d
            if name == "KilledWorker" else f"the task failed on the cluster: {runner._error_text(exc)}")
     if kind == "curve":
         return [{**runner._curve_base(cell, sweep), "status": "failed", "error": why}]
-    base = runner._base_row(cell, sweep, 0)
+    base = runner._base_row(cell, sweep, runner.seed_of(cell, sweep))
     return [{**base, "parameter": g, "status": "failed", "error": why} for g in cell.problem.groups]
 
 
