@@ -154,13 +154,16 @@ def worker_info(job: Job) -> dict[str, Any]:
 
     import torch
 
-    from benchmarks.runner import estbench_version
+    from benchmarks import runner
     from estimators import registry
 
-    info: dict[str, Any] = {"estbench": estbench_version(), "torch": torch.__version__,
+    info: dict[str, Any] = {"estbench": runner.estbench_version(), "torch": torch.__version__,
                             "python": platform.python_version(), "host": platform.node()}
     try:
         _plan(job)
+        if job.threads is not None:
+            torch.set_num_threads(job.threads)
+        runner.matmul_gflops()  # measured once per process, before the first cell, as a serial run measures it at its start
         info["origins"] = {e: registry.provenance(e) for e in job.origins}
     except Exception as exc:  # noqa: BLE001 - reported to the client in one line
         info["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -187,7 +190,10 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
     if _STATE["prepared"][0] != key:  # as the serial runner: one setting's prepared data at a time
         _STATE["prepared"] = (None, None)
         _STATE["prepared"] = (key, runner.prepare(cell, ctx))
-    return runner.measure_cell(cell, sweep, _STATE["prepared"][1], ctx)
+    rows, stats = runner.measure_cell(cell, sweep, _STATE["prepared"][1], ctx)
+    # the client needs a cell's statistics only to compare its mean with a reference estimator's, where the
+    # problem has no exact gradient; sending them back otherwise cost more than a small cell (pickling tensors)
+    return rows, (stats if rows[0].get("reference") is None else None)
 
 
 def run_units(job: Job, kind: str, indices: list[int], labels: list[str]) -> list[tuple[list[dict[str, Any]], Any]]:

@@ -76,13 +76,26 @@ from .stats import GradientStats, coordinate_z, zero_variance_threshold
 from .sweep import Sweep
 
 
+@functools.cache
 def estbench_version() -> str:
+    """The installed estbench's version, read once per process (reading package metadata costs
+    about 3 ms, a fifth of a small cell's overhead)."""
     try:
         import importlib.metadata
 
         return importlib.metadata.version("estbench")
     except Exception:
         return "unknown"
+
+
+def seed_generators(seed: int, device: str) -> None:
+    """Seed the generator a cell's samples come from. On the CPU only torch's default generator:
+    ``torch.manual_seed`` also queues seeds for CUDA, XPU and MTIA, recording a stack trace each
+    time (about 1.3 ms a cell), and the CPU's samples are the same either way."""
+    if torch.device(device).type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def load_avg() -> float:
@@ -215,7 +228,7 @@ def measure_cell(
         return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
-        torch.manual_seed(seed)
+        seed_generators(seed, sweep.device)
         with concurrency.running_here() as concurrent:
             stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples,
                                           sweep.replicates, ctx)
