@@ -41,8 +41,8 @@ TAIL = [
     "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
     "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
     "setting", "cell_seed", "dtype", "device",
-    "estbench_version", "estimator_origin", "torch_version", "python_version", "machine", "load_avg", "matmul_gflops",
-    "host", "threads", "concurrent_cells",
+    "estbench_version", "estimator_origin", "estimator_note", "counterpart", "torch_version", "python_version", "machine",
+    "load_avg", "matmul_gflops", "host", "threads", "concurrent_cells",
 ]  # fmt: skip
 #: The training-curve table's columns before and after the setting axes (problems that train a model).
 CURVE_HEAD = ["problem", "estimator", "estimator_options"]

@@ -171,6 +171,8 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         **cell.problem.context_columns(sweep.context()),
         "estbench_version": estbench_version(),
         "estimator_origin": estimators.provenance(cell.estimator),
+        "estimator_note": estimators.get_class(cell.estimator).note,
+        "counterpart": estimators.get_class(cell.estimator).counterpart,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "machine": machine(),

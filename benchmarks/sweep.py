@@ -124,7 +124,10 @@ class Sweep:
                 raise SweepError(str(estimators.UnknownNameError("problem", name, problems.available())))
         for name in self.estimator:
             if name not in estimators.available():
-                raise SweepError(str(estimators.UnknownNameError("estimator", name, estimators.available())))
+                try:
+                    estimators.get_class(name)  # an adapter whose extra is not installed says how to install it
+                except estimators.UnknownNameError as exc:
+                    raise SweepError(str(exc)) from None
         if not self.problem:
             raise SweepError("no problem selected; valid problems: " + ", ".join(problems.available()))
         if not self.estimator:

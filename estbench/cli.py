@@ -177,8 +177,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         cls = estimators.get_class(name)
         origin = estimators.origin(name)
-        suffix = "" if origin == "built-in" else f"  [plugin: {origin}]"
+        library = getattr(cls, "library", None)
+        suffix = "" if origin == "built-in" else f"  [{library} adapter]" if library else f"  [plugin: {origin}]"
         print(f"  {name:<{width}}  {cls.description}{suffix}")
+    missing: dict[str, list[str]] = {}
+    for name, why in estimators.missing().items():
+        missing.setdefault(why, []).append(name)
+    for why, which in missing.items():
+        print(f"  not installed: {', '.join(which)}\n    ({why.removeprefix('needs ')})")
     print("problems:")
     for name in problems.available():
         print(f"  {name:<{width}}  {problems.get(name).description}")

@@ -101,6 +101,13 @@ class Estimator(abc.ABC):
     min_samples: ClassVar[int] = 1
     stateful: ClassVar[bool] = False
     replaces: ClassVar[bool] = False
+    #: how the estimator computes its replicates, where a reader of the results should know (an adapter
+    #: that loops where it cannot batch); recorded in every row as ``estimator_note``
+    note: ClassVar[str] = ""
+    #: for an estimator that another library ships (an adapter): estbench's own implementation of the same
+    #: method, or several names separated by spaces, the first that ran on a problem being the one (Pyro's
+    #: ELBOs are pathwise on a Normal and the score function on a Bernoulli); recorded as ``counterpart``
+    counterpart: ClassVar[str] = ""
     #: declared options (estimators.Option): a temperature, a decay... Each becomes a command-line
     #: option and sweep-file key, is checked, and its value is recorded in every results row
     options: ClassVar[tuple[Option, ...]] = ()

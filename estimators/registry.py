@@ -16,11 +16,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from .adapters.common import MissingExtra
 from .base import Estimator
 from .builtin import BUILTINS
 from .discrete import DISCRETE
@@ -28,12 +30,16 @@ from .options import declared
 from .relax import RELAXED_CV
 
 ENTRY_POINT_GROUP = "estbench.estimators"
+#: set to "off" to leave the installed library adapters (estimators.adapters) out while it is set: the
+#: test suite does, so that what it checks does not depend on which extras are installed
+ADAPTERS_ENV = "ESTBENCH_ADAPTERS"
 
 _BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in (*BUILTINS, *DISCRETE, *RELAXED_CV)}
 _PLUGINS: dict[str, type[Estimator]] = {}
 _PLUGIN_ORIGIN: dict[str, str] = {}
 _PLUGIN_SOURCE: dict[str, str] = {}  # what a results row records as the estimator's origin
 _INSTANCES: dict[str, Estimator] = {}  # estimators handed over as objects: each get() is a copy
+_MISSING: dict[str, str] = {}  # entry points whose library is not installed: name -> how to install it
 _entry_points_loaded = False
 
 
@@ -200,6 +206,13 @@ def _load_entry_points() -> None:
         source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist is not None else "")
         try:
             obj = ep.load()
+        except MissingExtra as exc:  # an adapter whose library is an extra not installed here: listed, not loaded
+            _MISSING[ep.name] = f"needs {exc.library}, not installed here: {exc.hint}"
+            continue
+        except Exception as exc:  # a broken plugin must not break the suite
+            warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
+            continue
+        try:
             if inspect.ismodule(obj):
                 register_module(obj, origin, source)
             else:
@@ -208,8 +221,14 @@ def _load_entry_points() -> None:
             warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
 
 
+def _adapters_off() -> bool:
+    return os.environ.get(ADAPTERS_ENV, "").lower() == "off"
+
+
 def _all() -> dict[str, type[Estimator]]:
     _load_entry_points()
+    if _adapters_off():
+        return {**_BUILTIN, **{n: c for n, c in _PLUGINS.items() if not c.__module__.startswith("estimators.adapters.")}}
     return {**_BUILTIN, **_PLUGINS}
 
 
@@ -218,9 +237,25 @@ def available() -> list[str]:
     return list(_all())
 
 
+def missing() -> dict[str, str]:
+    """Estimators whose library is not installed (the adapters' extras): name -> what to install."""
+    _load_entry_points()
+    return {} if _adapters_off() else {n: why for n, why in _MISSING.items() if n not in _PLUGINS}
+
+
+class MissingExtraError(UnknownNameError):
+    """An estimator whose library (an optional extra) is not installed; the message says how to install it."""
+
+    def __init__(self, name: str, why: str):
+        KeyError.__init__(self, name)
+        self.message = f"estimator {name!r} {why}"
+
+
 def get_class(name: str) -> type[Estimator]:
     classes = _all()
     if name not in classes:
+        if name in missing():
+            raise MissingExtraError(name, _MISSING[name])
         raise UnknownNameError("estimator", name, list(classes))
     return classes[name]
 

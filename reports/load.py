@@ -15,7 +15,8 @@ from benchmarks.results_file import curves_path
 REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
                     "snr", "time_per_estimate_s", "status")
 TEXT_COLUMNS = ("problem", "problem_kind", "estimator", "estimator_options", "parameter", "status", "error", "setting",
-                "reference", "checkpoint", "dtype", "device", "estbench_version", "torch_version", "python_version", "machine")
+                "reference", "checkpoint", "dtype", "device", "estbench_version", "torch_version", "python_version", "machine",
+                "estimator_note", "counterpart")
 
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from benchmarks.results_file import atomic_write, curves_path, writer_lock
 
 from .figures import figures
+from .libraries import library_section
 from .load import ResultsError, read_results, read_training
 from .tables import (
     add_derived,
@@ -194,6 +195,8 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         zero = zero_variance_notes(df, problem)
         if zero:
             md += ["Exact (variance reported as 0; ratios and efficiency shown as 'exact'):", "", *zero, ""]
+
+    md += library_section(df)
 
     if tr is not None:
         t = training_table(tr)
