@@ -122,9 +122,10 @@ BIAS_R = 10_000
 
 
 def test_storchastic_bias_verdicts_against_the_exact_gradient(adapters_on):
-    """ARM, the batch-average baseline and Expect are unbiased; REBAR is biased (z ~ +17 at R = 10,000);
-    the moving-average baseline includes the current cost in its own baseline, so the estimate is
-    (1 - 0.05 / n) times the truth (z ~ -15 at R = 2000, n = 1); DisARM fails on this torch."""
+    """ARM, the batch-average baseline and Expect are unbiased; REBAR is biased (z ~ +17 at R = 10,000),
+    and so is DisARM (its mean is near 0 where the truth is 0.025: z ~ -55 at R = 10,000, n = 2); the
+    moving-average baseline includes the current cost in its own baseline, so the estimate is
+    (1 - 0.05 / n) times the truth (z ~ -15 at R = 2000, n = 1)."""
     pytest.importorskip("storch", reason=NEEDS.format("storchastic"))
     df = estbench.run("bernoulli-quadratic", ["storchastic:arm", "storchastic:score-function-batch-average",
                                               "storchastic:expect", "storchastic:rebar", "storchastic:disarm"],
@@ -133,8 +134,7 @@ def test_storchastic_bias_verdicts_against_the_exact_gradient(adapters_on):
     assert abs(z["storchastic:arm"]) < 4 and abs(z["storchastic:score-function-batch-average"]) < 4
     assert z["storchastic:expect"] == 0 and df.set_index("estimator").loc["storchastic:expect", "variance"] == 0
     assert z["storchastic:rebar"] > 8
-    disarm = df.set_index("estimator").loc["storchastic:disarm"]
-    assert disarm["status"] == "failed" and "bool tensor" in disarm["error"]  # the library's own error, as users get it
+    assert z["storchastic:disarm"] < -20
     ma = estbench.run("bernoulli-quadratic", "storchastic:score-function-moving-average", theta=0.0, n_samples=1,
                       replicates=2000).iloc[0]
     assert ma["bias_z"] < -8 and ma["mean"] == pytest.approx(0.025 * 0.95, rel=0.03)
@@ -213,6 +213,6 @@ def test_the_report_compares_each_library_estimator_with_estbenchs_own(adapters_
     section = section[:section.index("\n## ", 5)]
     assert "Flagged biased against the exact gradient: storchastic:rebar on bernoulli-quadratic" in section
     assert "estbench's rebar" in section and "not flagged" in section
+    assert "storchastic:disarm on bernoulli-quadratic (|bias z| up to" in section
     assert "Not flagged on bernoulli-quadratic: storchastic:arm." in section
-    assert "Did not run: storchastic:disarm on bernoulli-quadratic (failed:" in section
     assert "| bernoulli-quadratic | storchastic:arm | arm | 1 of 1 |" in section

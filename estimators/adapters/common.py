@@ -63,6 +63,17 @@ class Parts:
         return {k: v.detach().reshape(self.replicates, *v.shape[len(self.batch_shape):]).clone().requires_grad_(True)
                 for k, v in self.params.items()}
 
+    def one_at_a_time(self, leaves: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """The flat leaves split by the first batch dimension (the independent estimates): one estimate's rows
+        each, the rest of the batch (a VAE's images) kept together, as one step of a user's loop sees it."""
+        rows = math.prod(self.batch_shape[1:])
+        return [{k: v[i * rows:(i + 1) * rows] for k, v in leaves.items()} for i in range(self.batch_shape[0])]
+
+    @property
+    def one_batch_shape(self) -> tuple[int, ...]:
+        """The batch shape f sees in one of one_at_a_time's steps."""
+        return (1, *self.batch_shape[1:])
+
     def estimates(self, grads: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, gradient at its shape) pairs for parameter_surrogate, from flat gradients."""
         return [(p, grads[k].reshape(p.shape)) for k, p in self.params.items()]

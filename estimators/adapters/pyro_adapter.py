@@ -69,9 +69,8 @@ class PyroELBO(Estimator):
         leaves = parts.flat_leaves()
         if self.loop:
             runs = []
-            for r in range(parts.replicates):
-                runs.append(self._run({k: v[r:r + 1] for k, v in leaves.items()}, parts, f, n_samples, state,
-                                      (1,) * len(parts.batch_shape)))
+            for step in parts.one_at_a_time(leaves):
+                runs.append(self._run(step, parts, f, n_samples, state, parts.one_batch_shape))
                 state = runs[-1][2]
             flat = {k: torch.cat([g[k] for g, _, _ in runs]) for k in leaves}
             fx = torch.cat([v for _, v, _ in runs], dim=1)

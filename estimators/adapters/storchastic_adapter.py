@@ -27,7 +27,7 @@ import warnings
 from typing import Any, ClassVar
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Normal
 
 from ..base import Estimator, EstimatorError, Function, Surrogate, parameter_surrogate
 from ..options import Option
@@ -56,8 +56,7 @@ class StorchasticMethod(Estimator):
         event = next(iter(leaves.values())).shape[1:]
         method = state if state is not None else self.make_method(n_samples, max(1, event.numel()))
         if self.loop:
-            runs = [self._run(method, {k: v[r:r + 1] for k, v in leaves.items()}, parts, f, n_samples)
-                    for r in range(parts.replicates)]
+            runs = [self._run(method, step, parts, f, n_samples) for step in parts.one_at_a_time(leaves)]
             grads = {k: torch.cat([g[k] for g, _ in runs]) for k in leaves}
             value = torch.cat([v for _, v in runs])
         else:
@@ -74,18 +73,28 @@ class StorchasticMethod(Estimator):
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
         r = next(iter(leaves.values())).shape[0]
         tail = next(iter(leaves.values())).shape[1:]
-        batch_local = parts.batch_shape if r == parts.replicates else (1,) * len(parts.batch_shape)
+        if parts.kind == "categorical":  # a sample is an index per coordinate: the logits' last dimension goes
+            tail = tail[:-1]
+        batch_local = parts.batch_shape if r == parts.replicates else parts.one_batch_shape
+        dtype = next(iter(leaves.values())).dtype
         storch.reset()
         try:
             indep = {k: storch.denote_independent(v, 0, PLATE) for k, v in leaves.items()}
             # the plain distribution, as Storchastic's users pass it: its methods check for Bernoulli, and every
             # dimension that is not a plate is summed as part of the event
-            dist = Normal(indep["loc"], indep["scale"]) if parts.kind == "normal" else Bernoulli(logits=indep["logits"])
+            if parts.kind == "normal":
+                dist = Normal(indep["loc"], indep["scale"])
+            elif parts.kind == "bernoulli":
+                dist = Bernoulli(logits=indep["logits"])
+            else:
+                dist = Categorical(logits=indep["logits"])
             sample = method(dist)
             seen: dict[str, Any] = {}
 
             def cost_of(x: torch.Tensor) -> torch.Tensor:
                 m = x.numel() // (r * tail.numel())  # the sample plate's size (a plate of 1 has no dimension)
+                if x.dtype == torch.bool:  # DisARM's samples are booleans: f gets them as torch's Bernoulli gives them
+                    x = x.to(dtype)
                 out = f(x.reshape(m, *batch_local, *tail))
                 if "checked" not in seen:
                     seen["checked"] = True
@@ -116,7 +125,7 @@ class ScoreFunction(StorchasticMethod):
     name = "storchastic:score-function"
     description = "Storchastic's ScoreFunction (REINFORCE, no baseline)"
     counterpart = "reinforce"
-    kinds = ("bernoulli", "normal")
+    kinds = ("bernoulli", "categorical", "normal")
 
     def make_method(self, n_samples, event_size):
         return storch.method.ScoreFunction("b", n_samples=n_samples)
@@ -126,7 +135,7 @@ class ScoreFunctionBatchAverage(StorchasticMethod):
     name = "storchastic:score-function-batch-average"
     description = "Storchastic's ScoreFunction with baseline_factory='batch_average' (leave-one-out mean)"
     counterpart = "reinforce-loo"
-    kinds = ("bernoulli", "normal")
+    kinds = ("bernoulli", "categorical", "normal")
     min_samples = 2
 
     def make_method(self, n_samples, event_size):
@@ -137,7 +146,7 @@ class ScoreFunctionMovingAverage(StorchasticMethod):
     name = "storchastic:score-function-moving-average"
     description = "Storchastic's ScoreFunction with baseline_factory='moving_average' (decay 0.95), state across calls"
     counterpart = "reinforce-ema"
-    kinds = ("bernoulli", "normal")
+    kinds = ("bernoulli", "categorical", "normal")
     stateful = True
     loop = True
     note = "replicates run one at a time through one method object (a plate would share the moving average)"
