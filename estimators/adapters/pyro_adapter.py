@@ -24,9 +24,11 @@ estimator of E_q[f]:
 Replicates are batched on a ``pyro.plate`` (Pyro sums over it, so each replicate's parameters get
 their own estimate) and the n samples are Pyro's vectorized particles. Which estimator Pyro uses
 for a site is its own choice: pathwise where q has rsample (Normal), the score function where it
-has not (Bernoulli, Categorical), TraceGraph_ELBO with the downstream cost (and, for
-``pyro:tracegraph-elbo-avg-baseline``, its decaying-average baseline, kept across calls in Pyro's
-param store) instead of the whole ELBO as the weight.
+has not (Bernoulli, Categorical), TraceGraph_ELBO with the downstream cost instead of the whole
+ELBO as the weight. ``pyro:tracegraph-elbo-avg-baseline`` adds TraceGraph_ELBO's decaying-average
+baseline: Pyro keeps it in its param store with the plate's shape, so the adapter runs the
+replicates one at a time, as steps of one run, and carries the average from call to call as the
+estimator's state. Pyro's param store is global: the adapter clears it before and after each call.
 
 Requires: the [pyro] extra (pyro-ppl 1.9.2); f without parameters of its own (the toy problems).
 """

@@ -14,8 +14,10 @@ plate, which would make replicates depend on each other, so ``storchastic:score-
 runs the replicates one at a time through one method object, as a user's training loop would
 (``loop = True``; rows record it in ``estimator_note``).
 
-The adapter does not fix Storchastic: an exception it raises (DisARM subtracts a bool tensor, which
-torch 2 refuses) becomes failed rows, and a bias it has is measured as it is.
+The adapter does not fix Storchastic: an exception it raises becomes failed rows, and a bias it has
+is measured as it is. The one thing it converts is the sample's type: DisARM returns booleans, which
+f gets in the distribution's float dtype, as torch's Bernoulli gives them (and as any user's f must
+take them: torch 2 refuses to subtract from a bool tensor).
 
 Requires: the [storchastic] extra (storchastic 0.3.7, which installs pyro-ppl and entmax); f
 without parameters of its own (the toy problems, not the VAEs).
@@ -68,8 +70,6 @@ class StorchasticMethod(Estimator):
 
     def _run(self, method: Any, leaves: dict[str, torch.Tensor], parts: Any, f: Function, n_samples: int):
         """One Storchastic forward and backward over ``leaves`` [r, ...]: (flat gradients, values of E f [r])."""
-        if not leaves:
-            raise EstimatorError(f"estimator {self.name!r}: no parameters")
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
         r = next(iter(leaves.values())).shape[0]
         tail = next(iter(leaves.values())).shape[1:]
