@@ -6,11 +6,13 @@ installs them and runs this file (.ci/run). The first test needs neither: it hid
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal
@@ -216,3 +218,36 @@ def test_the_report_compares_each_library_estimator_with_estbenchs_own(adapters_
     assert "storchastic:disarm on bernoulli-quadratic (|bias z| up to" in section
     assert "Not flagged on bernoulli-quadratic: storchastic:arm." in section
     assert "| bernoulli-quadratic | storchastic:arm | arm | 1 of 1 |" in section
+
+
+# ---------------------------------------------------------------------------------------------
+# the other ways to run them
+
+
+def test_pytest_benchmark_times_the_library_estimators(tmp_path):
+    pytest.importorskip("storch", reason=NEEDS.format("storchastic"))
+    pytest.importorskip("pyro", reason=NEEDS.format("pyro"))
+    env = {**os.environ, "ESTBENCH_ADAPTERS": "on", "ESTBENCH_BENCH_REPLICATES": "200"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+                           "--benchmark-min-rounds=1", "--benchmark-max-time=0.01", f"--benchmark-json={out}",
+                           "benchmarks/bench_estimators.py", "-k", "storchastic:rebar or pyro:trace-elbo"],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:]
+    names = {b["name"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert any(n.startswith("storchastic:rebar[bernoulli-quadratic") for n in names), names
+    assert any(n.startswith("pyro:trace-elbo[gaussian-quadratic") for n in names), names
+
+
+def test_a_cluster_run_gives_the_serial_rows(adapters_on):
+    pytest.importorskip("storch", reason=NEEDS.format("storchastic"))
+    pytest.importorskip("distributed", reason="the [dask] extra is not installed")
+    from benchmarks.results_file import TIMING_COLUMNS
+
+    names = ["storchastic:arm", "storchastic:score-function-moving-average", "pyro:trace-elbo"]
+    serial = estbench.run("bernoulli-quadratic", names, theta=[0.0, -2.0], replicates=300)
+    cluster = estbench.run("bernoulli-quadratic", names, theta=[0.0, -2.0], replicates=300, workers=2)
+    key = ["estimator", "setting", "parameter"]
+    a, b = (d.drop(columns=list(TIMING_COLUMNS)).sort_values(key).reset_index(drop=True) for d in (serial, cluster))
+    pd.testing.assert_frame_equal(a, b)
