@@ -154,6 +154,7 @@ def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
 
 
 def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
+    cls = estimators.get_class(cell.estimator)
     return {
         "problem": cell.problem.name,
         "problem_kind": cell.problem.kind,
@@ -171,8 +172,8 @@ def _base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         **cell.problem.context_columns(sweep.context()),
         "estbench_version": estbench_version(),
         "estimator_origin": estimators.provenance(cell.estimator),
-        "estimator_note": estimators.get_class(cell.estimator).note,
-        "counterpart": estimators.get_class(cell.estimator).counterpart,
+        "estimator_note": cls.note,
+        "counterpart": cls.counterpart,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "machine": machine(),

@@ -29,10 +29,10 @@ def _base_names(df: pd.DataFrame) -> pd.Series:
     return pd.Series([e.removesuffix(f"({o})") if o else e for e, o in zip(est, opts, strict=True)], index=df.index)
 
 
-def _counterpart_rows(df: pd.DataFrame, problem: str, rows: pd.DataFrame, names: list[str]) -> tuple[str, pd.DataFrame]:
+def _counterpart_rows(df: pd.DataFrame, base: pd.Series, problem: str, rows: pd.DataFrame,
+                      names: list[str]) -> tuple[str, pd.DataFrame]:
     """(name, ok rows) of the first of ``names`` that has ok rows on ``problem``, preferring the library
-    estimator's own option values."""
-    base = _base_names(df)
+    estimator's own option values; ``base``: _base_names(df)."""
     for name in names:
         own = df[(df["problem"] == problem) & (base == name) & (df["status"] == "ok")]
         if own.empty:
@@ -78,8 +78,9 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
     # where an adapter does not apply (skipped: a Bernoulli method on a Gaussian) there is nothing to compare
     lib_rows = df[(df["counterpart"].fillna("").astype(str) != "") & (df["status"] != "skipped")]
     out = []
+    base = _base_names(df)
     for (problem, est), rows in lib_rows.groupby(["problem", "estimator"], sort=False):
-        name, own = _counterpart_rows(df, problem, rows, str(rows["counterpart"].iloc[0]).split())
+        name, own = _counterpart_rows(df, base, problem, rows, str(rows["counterpart"].iloc[0]).split())
         ok = rows[rows["status"] == "ok"]
         all_z = df.loc[(df["problem"] == problem) & (df["status"] == "ok"), "bias_z"]
         thresh = bias_threshold(int(all_z.notna().sum()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,16 @@ class Parts:
         rows = math.prod(self.batch_shape[1:])
         return [{k: v[i * rows:(i + 1) * rows] for k, v in leaves.items()} for i in range(self.batch_shape[0])]
 
+    def batch_for(self, rows: int) -> tuple[int, ...]:
+        """The batch shape f sees for ``rows`` of the flat leaves: all of them, or one of one_at_a_time's steps."""
+        return tuple(self.batch_shape) if rows == self.replicates else (1, *self.batch_shape[1:])
+
     @property
-    def one_batch_shape(self) -> tuple[int, ...]:
-        """The batch shape f sees in one of one_at_a_time's steps."""
-        return (1, *self.batch_shape[1:])
+    def event_shape(self) -> torch.Size:
+        """The shape of one batch element's sample: the parameters' shape after the batch (a categorical's
+        logits lose their last dimension: a sample is an index per coordinate)."""
+        shape = next(iter(self.params.values())).shape[len(self.batch_shape):]
+        return shape[:-1] if self.kind == "categorical" else shape
 
     def estimates(self, grads: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, gradient at its shape) pairs for parameter_surrogate, from flat gradients."""
@@ -98,11 +105,19 @@ def take_apart(dist: Distribution, estimator: str, kinds: tuple[str, ...]) -> Pa
     return Parts(kind[0], params, dist.batch_shape, event_ndims)
 
 
-def own_parameters_error(estimator: str) -> EstimatorError:
-    return EstimatorError(
-        f"estimator {estimator!r} (a library adapter) measures the gradient with respect to the distribution's "
-        f"parameters only; this f has parameters of its own (a VAE decoder), which the library would also "
-        f"differentiate", capability=True)
+def f_at_samples(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: tuple[int, ...],
+                 event: torch.Size, estimator: str, ours: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """f at a library's samples ``x`` [plate dims..., *event]: given to f as estbench's f takes them,
+    [m, *batch, *event], and its values returned with x's plate dims. With ``ours`` (the leaves the
+    gradient may reach: the adapter's, the library method's), an f with parameters of its own (a VAE's
+    decoder, which the library would also differentiate) is a capability EstimatorError."""
+    out = f(x.reshape(-1, *batch, *event))
+    if ours is not None and isinstance(out, torch.Tensor) and out.requires_grad and foreign_leaves(out, ours):
+        raise EstimatorError(
+            f"estimator {estimator!r} (a library adapter) measures the gradient with respect to the distribution's "
+            f"parameters only; this f has parameters of its own (a VAE decoder), which the library would also "
+            f"differentiate", capability=True)
+    return out.reshape(x.shape[:x.dim() - len(event)])
 
 
 def foreign_leaves(out: torch.Tensor, allowed: list[torch.Tensor]) -> bool:

@@ -41,7 +41,7 @@ import torch
 from torch.distributions import Distribution
 
 from ..base import Estimator, Function, Surrogate, parameter_surrogate
-from .common import foreign_leaves, own_parameters_error, require, take_apart
+from .common import f_at_samples, require, take_apart
 
 pyro = require("pyro", "Pyro", "pyro")
 pdist = require("pyro.distributions", "Pyro", "pyro")
@@ -72,26 +72,24 @@ class PyroELBO(Estimator):
         if self.loop:
             runs = []
             for step in parts.one_at_a_time(leaves):
-                runs.append(self._run(step, parts, f, n_samples, state, parts.one_batch_shape))
+                runs.append(self._run(step, parts, f, n_samples, state))
                 state = runs[-1][2]
             flat = {k: torch.cat([g[k] for g, _, _ in runs]) for k in leaves}
             fx = torch.cat([v for _, v, _ in runs], dim=1)
         else:
-            flat, fx, state = self._run(leaves, parts, f, n_samples, state, parts.batch_shape)
+            flat, fx, state = self._run(leaves, parts, f, n_samples, state)
         fx = fx.reshape(-1, *parts.batch_shape)  # [n, *B]: f at the particles
         fx = fx.expand(n_samples, *parts.batch_shape) if fx.shape[0] == 1 else fx
         dtype = next(iter(parts.params.values())).dtype
         return Surrogate(loss=parameter_surrogate(fx.to(dtype), parts.estimates(flat), len(parts.batch_shape)),
                          f=fx, state=state if self.stateful else None)
 
-    def _run(self, leaves: dict[str, torch.Tensor], parts: Any, f: Function, n_samples: int, state: Any,
-             batch_local: tuple[int, ...] | torch.Size) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+    def _run(self, leaves: dict[str, torch.Tensor], parts: Any, f: Function, n_samples: int,
+             state: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
         """One ELBO step over ``leaves`` [r, ...]: (flat gradients, f at the particles [n, r], the baseline's state)."""
         leaves = {k: v.detach().clone() for k, v in leaves.items()}
         r = next(iter(leaves.values())).shape[0]
-        tail = next(iter(leaves.values())).shape[1:]
-        if parts.kind == "categorical":
-            tail = tail[:-1]
+        event = parts.event_shape
         reparam = parts.kind == "normal"
 
         def q(in_model: bool) -> Any:
@@ -104,18 +102,16 @@ class PyroELBO(Estimator):
                 d = pdist.Bernoulli(logits=p["logits"])
             else:
                 d = pdist.Categorical(logits=p["logits"])
-            return d.to_event(len(tail)) if len(tail) else d
+            return d.to_event(len(event)) if len(event) else d
 
         values: list[torch.Tensor] = []
 
         def model() -> None:
             with pyro.plate(PLATE, r):
                 x = pyro.sample("x", q(True))
-                out = f(x.reshape(-1, *batch_local, *tail))
-                theta = [pyro.get_param_store().get_param(k).unconstrained() for k in leaves]
-                if not values and out.requires_grad and foreign_leaves(out, theta):
-                    raise own_parameters_error(self.name)
-                out = out.reshape(*x.shape[:x.dim() - len(tail)])
+                # checked once, against theta as the param store holds it
+                ours = None if values else [pyro.get_param_store().get_param(k).unconstrained() for k in leaves]
+                out = f_at_samples(f, x, parts.batch_for(r), event, self.name, ours)
                 values.append(out.detach())
                 pyro.factor("f", out)
 

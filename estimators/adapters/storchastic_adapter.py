@@ -33,7 +33,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution, Normal
 
 from ..base import Estimator, EstimatorError, Function, Surrogate, parameter_surrogate
 from ..options import Option
-from .common import foreign_leaves, own_parameters_error, require, take_apart
+from .common import f_at_samples, require, take_apart
 
 storch = require("storch", "Storchastic", "storchastic")
 
@@ -55,8 +55,7 @@ class StorchasticMethod(Estimator):
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         parts = take_apart(dist, self.name, self.kinds)
         leaves = parts.flat_leaves()
-        event = next(iter(leaves.values())).shape[1:]
-        method = state if state is not None else self.make_method(n_samples, max(1, event.numel()))
+        method = state if state is not None else self.make_method(n_samples, max(1, parts.event_shape.numel()))
         if self.loop:
             runs = [self._run(method, step, parts, f, n_samples) for step in parts.one_at_a_time(leaves)]
             grads = {k: torch.cat([g[k] for g, _ in runs]) for k in leaves}
@@ -72,10 +71,6 @@ class StorchasticMethod(Estimator):
         """One Storchastic forward and backward over ``leaves`` [r, ...]: (flat gradients, values of E f [r])."""
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
         r = next(iter(leaves.values())).shape[0]
-        tail = next(iter(leaves.values())).shape[1:]
-        if parts.kind == "categorical":  # a sample is an index per coordinate: the logits' last dimension goes
-            tail = tail[:-1]
-        batch_local = parts.batch_shape if r == parts.replicates else parts.one_batch_shape
         dtype = next(iter(leaves.values())).dtype
         storch.reset()
         try:
@@ -89,19 +84,15 @@ class StorchasticMethod(Estimator):
             else:
                 dist = Categorical(logits=indep["logits"])
             sample = method(dist)
-            seen: dict[str, Any] = {}
+            calls: list[int] = []
 
             def cost_of(x: torch.Tensor) -> torch.Tensor:
-                m = x.numel() // (r * tail.numel())  # the sample plate's size (a plate of 1 has no dimension)
                 if x.dtype == torch.bool:  # DisARM's samples are booleans: f gets them as torch's Bernoulli gives them
                     x = x.to(dtype)
-                out = f(x.reshape(m, *batch_local, *tail))
-                if "checked" not in seen:
-                    seen["checked"] = True
-                    ours = [*leaves.values(), *method.parameters()]  # REBAR's eta and temperature are the method's
-                    if isinstance(out, torch.Tensor) and out.requires_grad and foreign_leaves(out, ours):
-                        raise own_parameters_error(self.name)
-                return out.reshape(x.shape[:x.dim() - len(tail)])
+                # checked once: REBAR's eta and temperature are the method's own leaves
+                ours = None if calls else [*leaves.values(), *method.parameters()]
+                calls.append(1)
+                return f_at_samples(f, x, parts.batch_for(r), parts.event_shape, self.name, ours)
 
             cost = storch.deterministic(cost_of)(sample)
             storch.add_cost(cost, "cost")
