@@ -69,7 +69,7 @@ def test_one_estimate(benchmark, case: Case):
     torch.manual_seed(0)
     state = est.init_state()
     try:
-        for _ in range(runner.WARMUP_CALLS if est.stateful else 1):
+        for _ in range(est.warmup_calls if est.stateful else 1):
             state = problem.chunk(est, case.setting, prep, case.n_samples, 1, state, ctx).state
     except estimators.EstimatorError as exc:
         if exc.capability:

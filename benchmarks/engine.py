@@ -29,7 +29,8 @@ from .stats import GradientStats, chunk_moments
 #: with a precision, the fewest estimates a cell draws before its stopping rule is read (benchmarks.sweep
 #: holds the same number for validating --replicates; 25 batches of the variance's standard error)
 PRECISION_MIN_REPLICATES = 400
-#: stateful estimators are called this many times before measuring
+#: stateful estimators are called this many times before measuring, unless they declare another
+#: number (Estimator.warmup_calls)
 WARMUP_CALLS = 10
 #: a cell's measured work is timed in this many consecutive parts (repetitions): the time per
 #: estimate is their median, their fastest and slowest its spread, so a one-off stall of a shared
@@ -150,6 +151,11 @@ def chunk_plan(replicates: int, max_chunk: int) -> ChunkPlan:
     return ChunkPlan(replicates, max_chunk)
 
 
+def warmup_calls(estimator: Estimator) -> int:
+    """The calls a stateful estimator gets before it is measured: its declared ``warmup_calls``."""
+    return max(1, int(getattr(estimator, "warmup_calls", WARMUP_CALLS)))
+
+
 def _part_bounds(chunks: int) -> list[int]:
     """Where the TIMING_REPEATS consecutive timed parts of ``chunks`` chunks begin and end (fewer parts where
     there are fewer chunks)."""
@@ -184,9 +190,9 @@ class CellEngine:
 
         state = estimator.init_state()
         # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
-        # first-call dispatch); a stateful estimator's state settles over WARMUP_CALLS calls.
+        # first-call dispatch); a stateful estimator's state settles over its warmup_calls calls.
         warm = min(sizes[0], problem.warmup_replicates(setting))
-        for _ in range((WARMUP_CALLS if estimator.stateful else 2) - 1):
+        for _ in range((warmup_calls(estimator) if estimator.stateful else 2) - 1):
             state = step(warm, state)[1]
         with count_f_evals() as evals:  # the last warm-up call, like the measured ones, counts f's evaluations
             state = step(warm, state)[1]

@@ -229,6 +229,9 @@ def measure_cell(
     if isinstance(prepared, Exception):
         error = "problem set-up failed: " + _error_text(prepared)
         return [{**base, "parameter": g, "status": "failed", "error": error} for g in groups], None
+    why = estimators.get_class(cell.estimator).unsupported(cell.problem.family, cell.problem.objective, cell.n_samples)
+    if why is not None:  # from the declarations, before any work
+        return [{**base, "parameter": g, "status": "skipped", "error": why} for g in groups], None
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
         seed_generators(seed, sweep.device)

@@ -170,16 +170,29 @@ def _plugins_in(argv: Sequence[str]) -> list[str]:
     return [s for s in specs if s]
 
 
+#: what ``estbench list`` shows of each estimator's declarations (estimators.Estimator)
+DECLARED_HEADER = ("supports", "unbiased", "f/draw")
+
+
+def _declared(cls: type) -> tuple[str, str, str]:
+    unbiased = {True: "yes", False: "no (biased)", None: "?"}[cls.unbiased]
+    per_draw = "varies" if cls.f_evals_per_draw is None else str(cls.f_evals_per_draw)
+    return estimators.registry.family_names(cls), unbiased, per_draw
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    print("estimators:")
     names = estimators.available()
     width = max(len(n) for n in names + problems.available())
+    declared = {n: _declared(estimators.get_class(n)) for n in names}
+    widths = [max(len(h), *(len(d[i]) for d in declared.values())) for i, h in enumerate(DECLARED_HEADER)]
+    row = lambda cells: "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    print(f"estimators:\n  {'':<{width}}  {row(DECLARED_HEADER)}")
     for name in names:
         cls = estimators.get_class(name)
         origin = estimators.origin(name)
         library = getattr(cls, "library", None)
         suffix = "" if origin == "built-in" else f"  [{library} adapter]" if library else f"  [plugin: {origin}]"
-        print(f"  {name:<{width}}  {cls.description}{suffix}")
+        print(f"  {name:<{width}}  {row(declared[name])}  {cls.description}{suffix}")
     missing: dict[str, list[str]] = {}
     for name, why in estimators.missing().items():
         missing.setdefault(why, []).append(name)
@@ -187,7 +200,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  not installed: {', '.join(which)}\n    ({why.removeprefix('needs ')})")
     print("problems:")
     for name in problems.available():
-        print(f"  {name:<{width}}  {problems.get(name).description}")
+        cls = problems.get_class(name)
+        print(f"  {name:<{width}}  {cls.family or '?':<11}  {cls.description}")
     return 0
 
 

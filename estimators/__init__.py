@@ -1,15 +1,21 @@
-"""estbench.estimators: Monte Carlo gradient estimators behind one interface.
+"""estimators: Monte Carlo gradient estimators behind one interface (``import estimators``).
 
-Imports torch only. See :mod:`estimators.base` for the interface and
-:mod:`estimators.registry` for names and plugins.
+Imports torch only. :mod:`estimators.base` states the interface and what an estimator declares
+(supported families and objectives, unbiasedness, f evaluations per draw); :mod:`estimators.registry`
+holds the names: built-ins register where they are defined (``@builtin``), plugins through entry
+points, files and objects. The built-in modules are imported here, in the order ``estbench list``
+shows them.
 """
 
 from .base import (
+    ANY,
+    EXPECTATION,
     Estimator,
     EstimatorError,
     Function,
     Surrogate,
     evaluate,
+    family_of,
     gaussian_parameters,
     parameter_surrogate,
     score_surrogate,
@@ -19,8 +25,10 @@ from .discrete import ARM, DisARM, Exact, GumbelSoftmax, StraightThrough
 from .options import Option, OptionError
 from .registry import (
     ENTRY_POINT_GROUP,
+    ESTIMATORS,
     MissingExtraError,
     PluginError,
+    Registry,
     UnknownNameError,
     available,
     get,
@@ -35,7 +43,12 @@ from .registry import (
 from .relax import Rebar, Relax
 
 __all__ = [
+    "ANY",
     "ARM",
+    "ESTIMATORS",
+    "EXPECTATION",
+    "Registry",
+    "family_of",
     "DisARM",
     "Exact",
     "GumbelSoftmax",

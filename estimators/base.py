@@ -77,6 +77,36 @@ def dist_name(dist: Distribution) -> str:
     return name
 
 
+#: the distribution families estimators and problems declare (``Estimator.supports``,
+#: ``Problem.family``); ``ANY`` in ``supports``: every family with a differentiable log_prob
+FAMILIES: dict[type, str] = {
+    torch.distributions.Normal: "normal",
+    torch.distributions.Bernoulli: "bernoulli",
+    torch.distributions.Categorical: "categorical",
+}
+ANY = "any"
+#: the families whose samples no estimator can differentiate through (has_rsample is False)
+NOT_REPARAMETERIZABLE = frozenset({"bernoulli", "categorical"})
+#: the objective kinds a problem declares and an estimator supports (``Problem.objective``,
+#: ``Estimator.objectives``): E f(x) over one draw's distribution
+EXPECTATION = "expectation"
+
+
+def unwrap(dist: Distribution) -> tuple[Distribution, int]:
+    """(base distribution, event dims that Independent reinterprets): the one place that sees
+    through ``Independent``."""
+    if isinstance(dist, torch.distributions.Independent):
+        return dist.base_dist, dist.reinterpreted_batch_ndims
+    return dist, 0
+
+
+def family_of(dist: Distribution) -> str:
+    """The family name of a distribution (FAMILIES; its class name, lower case, for any other),
+    optionally wrapped in Independent."""
+    base, _ = unwrap(dist)
+    return FAMILIES.get(type(base), type(base).__name__.lower())
+
+
 class Estimator(abc.ABC):
     """Base class of every estimator, built in or plugin.
 
@@ -93,6 +123,18 @@ class Estimator(abc.ABC):
     ``replaces``          a plugin that means to take the name of an installed
                           plugin estimator (e.g. ``measure-valued``) sets this to
                           True; without it the clash is an error.
+    ``supports``          the distribution families it serves (``"normal"``,
+                          ``"bernoulli"``, ``"categorical"``; ``ANY``: every family
+                          whose log_prob is differentiable). The runner skips, with
+                          the reason, a problem whose ``family`` is not among them.
+    ``objectives``        the objective kinds it estimates (``"expectation"``).
+    ``unbiased``          True: E[estimate] is the true gradient for every setting it
+                          supports (the test suite then holds it against exact truth
+                          on every problem it supports); False: biased on purpose (a
+                          relaxation), and the report must flag it somewhere; None:
+                          not declared (neither test runs).
+    ``f_evals_per_draw``  evaluations of f per draw (per sample), or None where it
+                          depends on the setting (the runner counts it either way).
     """
 
     name: ClassVar[str]
@@ -108,9 +150,39 @@ class Estimator(abc.ABC):
     #: method, or several names separated by spaces, the first that ran on a problem being the one (Pyro's
     #: ELBOs are pathwise on a Normal and the score function on a Bernoulli); recorded as ``counterpart``
     counterpart: ClassVar[str] = ""
+    #: for an adapter: the library whose method it calls ("pyro", "storchastic"); empty for estbench's own
+    library: ClassVar[str] = ""
     #: declared options (estimators.Option): a temperature, a decay... Each becomes a command-line
     #: option and sweep-file key, is checked, and its value is recorded in every results row
     options: ClassVar[tuple[Option, ...]] = ()
+    supports: ClassVar[tuple[str, ...]] = (ANY,)
+    objectives: ClassVar[tuple[str, ...]] = (EXPECTATION,)
+    unbiased: ClassVar[bool | None] = None
+    f_evals_per_draw: ClassVar[int | None] = None
+    #: stateful estimators: calls the runner makes before it measures (a learned control variate
+    #: learns during all but the last of them)
+    warmup_calls: ClassVar[int] = 10
+
+    @classmethod
+    def unsupported(cls, family: str | None, objective: str = EXPECTATION, n_samples: int | None = None,
+                    has_rsample: bool | None = None) -> str | None:
+        """Why this estimator does not apply to a problem of ``family`` and ``objective`` at
+        ``n_samples`` (None: applies), from its declarations alone. An unknown family (None, a
+        plugin problem that declares none) is left to the check at call time."""
+        if objective not in cls.objectives:
+            return (f"estimator {cls.name!r} estimates {' or '.join(cls.objectives)} objectives, "
+                    f"the problem's is {objective}")
+        if family is not None and ANY not in cls.supports and family not in cls.supports:
+            return f"estimator {cls.name!r} needs a {' or '.join(cls.supports)} distribution, got {family}"
+        if n_samples is not None and n_samples < cls.min_samples:
+            return f"estimator {cls.name!r} needs n_samples >= {cls.min_samples}, got n_samples={n_samples}"
+        if has_rsample is None and family is not None:
+            has_rsample = family not in NOT_REPARAMETERIZABLE
+        if cls.requires_rsample and has_rsample is False:
+            return (f"estimator {cls.name!r} needs a reparameterizable distribution (has_rsample=True), "
+                    f"but a {family} distribution has no rsample(); use a score-function estimator such as "
+                    f"'reinforce' instead")
+        return None
 
     def __init__(self, **values: Any):
         """Set each declared option to its value here, or to its first default."""
@@ -147,6 +219,11 @@ class Estimator(abc.ABC):
                 f"estimator {self.name!r} needs a reparameterizable distribution "
                 f"(has_rsample=True), but {dist_name(dist)} has no rsample(); "
                 f"use a score-function estimator such as 'reinforce' instead",
+                capability=True,
+            )
+        if ANY not in self.supports and family_of(dist) not in self.supports:
+            raise EstimatorError(
+                f"estimator {self.name!r} needs a {' or '.join(self.supports)} distribution, got {dist_name(dist)}",
                 capability=True,
             )
 
@@ -218,9 +295,7 @@ def gaussian_parameters(dist: Distribution, estimator: str) -> tuple[torch.Tenso
     loc and scale are broadcast to the full shape [*B, *E]. Raises a capability
     EstimatorError naming ``estimator`` for any other distribution.
     """
-    base, event_ndims = dist, 0
-    if isinstance(dist, torch.distributions.Independent):
-        base, event_ndims = dist.base_dist, dist.reinterpreted_batch_ndims
+    base, event_ndims = unwrap(dist)
     if type(base) is not torch.distributions.Normal or event_ndims > 1:
         raise EstimatorError(
             f"estimator {estimator!r} needs a Normal or Independent(Normal, 1) distribution, "

@@ -13,8 +13,10 @@ from torch.distributions import Distribution
 
 from .base import Estimator, Function, Surrogate, evaluate, score_surrogate
 from .options import Option
+from .registry import builtin
 
 
+@builtin
 class Reparameterization(Estimator):
     """Pathwise estimator: g = (1/n) sum_i grad_theta f(g_theta(eps_i)), eps_i ~ p(eps).
 
@@ -26,6 +28,8 @@ class Reparameterization(Estimator):
     name = "reparameterization"
     description = "pathwise gradient through rsample(): differentiates f(mu + sigma * eps)"
     requires_rsample = True
+    unbiased = True
+    f_evals_per_draw = 1
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = dist.rsample((n_samples,))  # [n, *B, *E]
@@ -33,6 +37,7 @@ class Reparameterization(Estimator):
         return Surrogate(loss=fx.mean(0), f=fx.detach())
 
 
+@builtin
 class Reinforce(Estimator):
     """Score-function estimator: g = (1/n) sum_i f_i grad_theta log p_theta(x_i).
 
@@ -42,6 +47,8 @@ class Reinforce(Estimator):
 
     name = "reinforce"
     description = "score function: f(x) * grad log p(x), needs only values of f"
+    unbiased = True
+    f_evals_per_draw = 1
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = dist.sample((n_samples,))  # [n, *B, *E], no gradient through x
@@ -49,6 +56,7 @@ class Reinforce(Estimator):
         return Surrogate(loss=score_surrogate(fx, dist.log_prob(x)), f=fx.detach())
 
 
+@builtin
 class ReinforceLOO(Estimator):
     """REINFORCE with a leave-one-out baseline:
     g = (1/n) sum_i (f_i - b_i) grad log p(x_i),  b_i = (1/(n-1)) sum_{j != i} f_j.
@@ -61,6 +69,8 @@ class ReinforceLOO(Estimator):
     name = "reinforce-loo"
     description = "REINFORCE with a leave-one-out baseline (mean of f over the other samples)"
     min_samples = 2
+    unbiased = True
+    f_evals_per_draw = 1
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = dist.sample((n_samples,))
@@ -70,6 +80,7 @@ class ReinforceLOO(Estimator):
         return Surrogate(loss=score_surrogate(fx, dist.log_prob(x), baseline), f=fd)
 
 
+@builtin
 class ReinforceEMA(Estimator):
     """REINFORCE with an exponential-moving-average baseline:
     g = (1/n) sum_i (f_i - b) grad log p(x_i),  b = state from earlier calls.
@@ -86,6 +97,8 @@ class ReinforceEMA(Estimator):
     name = "reinforce-ema"
     description = "REINFORCE with a running-average baseline of f carried across calls"
     stateful = True
+    unbiased = True
+    f_evals_per_draw = 1
     options = (Option("decay", float, (0.9,), "weight of the old baseline in b <- decay b + (1 - decay) mean f",
                       check=lambda d: None if 0.0 <= d < 1.0 else "must be in [0, 1)"),)
     decay: float
@@ -100,5 +113,3 @@ class ReinforceEMA(Estimator):
         new_state = batch_mean if state is None else self.decay * state + (1 - self.decay) * batch_mean
         return Surrogate(loss=loss, f=fd, state=new_state)
 
-
-BUILTINS: tuple[type[Estimator], ...] = (Reparameterization, Reinforce, ReinforceLOO, ReinforceEMA)

@@ -30,10 +30,11 @@ import itertools
 from typing import Any
 
 import torch
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent
+from torch.distributions import Bernoulli, Categorical, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, parameter_surrogate
+from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, parameter_surrogate, unwrap
 from .options import Option, positive
+from .registry import builtin
 
 #: the most outcomes ``exact`` enumerates, and the most evaluations of f (outcomes x batch) per call
 MAX_OUTCOMES = 1 << 20
@@ -46,9 +47,7 @@ TEMPERATURE = Option("temperature", float, (1.0,), "temperature tau of the Gumbe
 def discrete_parts(dist: Distribution, estimator: str, kinds: tuple[type, ...] = (Bernoulli, Categorical)):
     """(base distribution, logits [*B, *E] (categorical: [*B, *E, K]), event dims) of a Bernoulli
     or categorical distribution, seeing through Independent; a capability EstimatorError otherwise."""
-    base, event_ndims = dist, 0
-    if isinstance(dist, Independent):
-        base, event_ndims = dist.base_dist, dist.reinterpreted_batch_ndims
+    base, event_ndims = unwrap(dist)
     if type(base) not in kinds or event_ndims > 1:
         allowed = " or ".join(k.__name__ for k in kinds)
         raise EstimatorError(f"estimator {estimator!r} needs a {allowed} distribution (optionally Independent over "
@@ -63,6 +62,10 @@ def _per_draw(fx: torch.Tensor, event_ndims: int) -> torch.Tensor:
 
 class _AntitheticBernoulli(Estimator):
     """ARM and DisARM share the antithetic pair; subclasses give the per-draw gradient."""
+
+    supports = ("bernoulli",)
+    unbiased = True
+    f_evals_per_draw = 2
 
     def pair_gradient(self, u: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor,
                       logits: torch.Tensor) -> torch.Tensor:
@@ -82,6 +85,7 @@ class _AntitheticBernoulli(Estimator):
         return Surrogate(loss=loss, f=torch.cat([f1, f2]).detach())
 
 
+@builtin
 class ARM(_AntitheticBernoulli):
     """ARM (Yin & Zhou 2019): g = (f(b') - f(b)) (u - 1/2), b = 1[u < sigmoid(theta)],
     b' = 1[1 - u < sigmoid(theta)]. Requires: Bernoulli."""
@@ -93,6 +97,7 @@ class ARM(_AntitheticBernoulli):
         return (f2 - f1) * (u - 0.5)
 
 
+@builtin
 class DisARM(_AntitheticBernoulli):
     """DisARM (Dong, Mnih & Tucker 2020, eq. 6): g_i = 1/2 (f(b) - f(b')) (-1)^{b'_i}
     1[b_i != b'_i] sigmoid(|theta_i|), the same pair as ARM. Requires: Bernoulli."""
@@ -118,6 +123,7 @@ def _relaxed(dist: Distribution, name: str, n_samples: int, temperature: float) 
     return z, hard
 
 
+@builtin
 class GumbelSoftmax(Estimator):
     """Gumbel-softmax / Concrete (Jang et al. 2017, Maddison et al. 2017): g = grad f(z) at the
     relaxed sample z; biased. Requires: Bernoulli or categorical; f defined between outcomes
@@ -125,6 +131,9 @@ class GumbelSoftmax(Estimator):
 
     name = "gumbel-softmax"
     description = "Gumbel-softmax (Concrete): f at the relaxed sample, pathwise gradient; biased"
+    supports = ("bernoulli", "categorical")
+    unbiased = False
+    f_evals_per_draw = 1
     options = (TEMPERATURE,)
     temperature: float
 
@@ -134,12 +143,16 @@ class GumbelSoftmax(Estimator):
         return Surrogate(loss=fx.mean(0), f=fx.detach())
 
 
+@builtin
 class StraightThrough(Estimator):
     """Gumbel straight-through: f at the hard sample H(z) (an exact draw), the gradient through the
     relaxed z (H taken as the identity backward); biased. Requires: Bernoulli or categorical."""
 
     name = "straight-through"
     description = "Gumbel straight-through: f at the hard sample, gradient through the relaxation; biased"
+    supports = ("bernoulli", "categorical")
+    unbiased = False
+    f_evals_per_draw = 1
     options = (TEMPERATURE,)
     temperature: float
 
@@ -149,12 +162,16 @@ class StraightThrough(Estimator):
         return Surrogate(loss=fx.mean(0), f=fx.detach())
 
 
+@builtin
 class Exact(Estimator):
     """The exact gradient: E f = sum over every outcome b of p(b) f(b), differentiated. Zero
     variance. Requires: Bernoulli or categorical with at most 2^20 outcomes per estimate."""
 
     name = "exact"
     description = "exact expectation by enumerating every outcome (at most 2^20); zero variance"
+    supports = ("bernoulli", "categorical")
+    unbiased = True
+    f_evals_per_draw = None  # 2^d (K^d) per estimate, whatever n
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         base, logits, event_ndims = discrete_parts(dist, self.name)
@@ -178,5 +195,3 @@ class Exact(Estimator):
         loss = (dist.log_prob(x).exp() * fx).sum(0)
         return Surrogate(loss=loss, f=fx.detach())
 
-
-DISCRETE: tuple[type[Estimator], ...] = (ARM, DisARM, GumbelSoftmax, StraightThrough, Exact)

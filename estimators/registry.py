@@ -1,10 +1,21 @@
-"""The estimator registry: built-ins plus plugins.
+"""Registries: names -> classes, for estimators (here) and problems (benchmarks.problems).
 
-Modelled on xarray's backend registry: built-ins are always there; installed
-packages add estimators through the entry-point group ``estbench.estimators``
-(loaded lazily, once); a local file or module can be loaded explicitly with
-:func:`load_plugin`. A broken plugin becomes a warning naming it, never a
-crash of the whole suite; an unknown name raises an error listing valid names.
+Modelled on xarray's backend registry. One :class:`Registry` type serves both kinds with the
+same rules:
+
+- **Built-ins** register where they are defined (``@ESTIMATORS.builtin``), so a new built-in is
+  one class and no list to edit.
+- **Installed plugins** come from an entry-point group (``estbench.estimators``,
+  ``estbench.problems``), loaded lazily and once; a broken one becomes a warning naming it,
+  never a crash; one whose optional library is missing is listed with how to install it.
+- **Plugin files and modules** (:func:`load_plugin`) and **objects handed in** (the Python API:
+  :meth:`Registry.register` of a class or an object) are checked against the interface first.
+- A name clashes with a built-in never, and with another plugin's only where the newcomer sets
+  ``replaces = True`` (or comes from the same origin: a file loaded again).
+- An object handed in is copied for every use, with option values coerced by their declarations,
+  so every cell starts from the object as it was handed over.
+- The origin of every name is recorded (results rows carry it as ``estimator_origin``).
+- An unknown name raises an error listing the valid ones.
 """
 
 from __future__ import annotations
@@ -19,28 +30,18 @@ import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .adapters.common import MissingExtra
-from .base import Estimator
-from .builtin import BUILTINS
-from .discrete import DISCRETE
-from .options import declared
-from .relax import RELAXED_CV
+from .base import ANY, Estimator, EstimatorError
+from .options import OptionError, declared
 
 ENTRY_POINT_GROUP = "estbench.estimators"
 #: set to "off" to leave the installed library adapters (estimators.adapters) out while it is set: the
 #: test suite does, so that what it checks does not depend on which extras are installed
 ADAPTERS_ENV = "ESTBENCH_ADAPTERS"
-
-_BUILTIN: dict[str, type[Estimator]] = {cls.name: cls for cls in (*BUILTINS, *DISCRETE, *RELAXED_CV)}
-_PLUGINS: dict[str, type[Estimator]] = {}
-_PLUGIN_ORIGIN: dict[str, str] = {}
-_PLUGIN_SOURCE: dict[str, str] = {}  # what a results row records as the estimator's origin
-_INSTANCES: dict[str, Estimator] = {}  # estimators handed over as objects: each get() is a copy
-_MISSING: dict[str, str] = {}  # entry points whose library is not installed: name -> how to install it
-_entry_points_loaded = False
 
 
 class UnknownNameError(KeyError):
@@ -56,8 +57,16 @@ class UnknownNameError(KeyError):
         return self.message
 
 
+class MissingExtraError(UnknownNameError):
+    """An estimator whose library (an optional extra) is not installed; the message says how to install it."""
+
+    def __init__(self, name: str, why: str):
+        KeyError.__init__(self, name)
+        self.message = f"estimator {name!r} {why}"
+
+
 class PluginError(TypeError):
-    """A plugin does not implement the estimator interface."""
+    """A plugin does not implement the interface of its kind."""
 
 
 def check_interface(cls: object, base: type, base_path: str, origin: str) -> str:
@@ -76,95 +85,213 @@ def check_interface(cls: object, base: type, base_path: str, origin: str) -> str
     return name
 
 
-def validate(cls: object, origin: str) -> type[Estimator]:
-    """Check that ``cls`` implements the public interface; raise PluginError naming ``origin``."""
-    where = f"plugin {origin}"
-    name = check_interface(cls, Estimator, "estimators.Estimator", origin)
-    if name in _BUILTIN and _BUILTIN[name] is not cls:
-        raise PluginError(f"{where}: name {name!r} clashes with a built-in estimator")
-    same_origin = _PLUGIN_ORIGIN.get(name) == origin  # the same file or notebook defining it again
-    if name in _PLUGINS and _PLUGINS[name] is not cls and not getattr(cls, "replaces", False) and not same_origin:
-        raise PluginError(
-            f"{where}: name {name!r} is already registered by {_PLUGIN_ORIGIN[name]}; rename the estimator, or set "
-            f"replaces = True on {cls.__name__} to replace it"
-        )
+class Registry:
+    """Names -> classes of one kind, built in and plugins, with the rules of the module docstring.
+
+    kind:      "estimator" or "problem" (error messages); base, base_path: the interface class and
+               how users import it; group: the entry-point group; listing: the attribute a plugin
+               module may list its classes in (ESTIMATORS, PROBLEMS)
+    check:     the kind's own checks of a class, ``check(registry, cls, where)`` raising PluginError
+    hidden:    classes left out while it says so (the library adapters under ESTBENCH_ADAPTERS=off)
+    """
+
+    def __init__(self, kind: str, base: type, base_path: str, group: str, listing: str,
+                 check: Callable[[Registry, type, str], None] | None = None,
+                 hidden: Callable[[type], bool] | None = None):
+        self.kind, self.base, self.base_path, self.group, self.listing = kind, base, base_path, group, listing
+        self._check, self._hidden = check, hidden
+        self._builtin: dict[str, type] = {}
+        self._plugins: dict[str, type] = {}
+        self._origin: dict[str, str] = {}
+        self._source: dict[str, str] = {}  # what a results row records as the origin
+        self._instances: dict[str, Any] = {}  # objects handed over: each get() is a copy
+        self._missing: dict[str, str] = {}  # entry points whose library is not installed: name -> how to install it
+        self._loaded = False
+
+    # -- registering -------------------------------------------------------------------------
+
+    def builtin(self, cls: type) -> type:
+        """Class decorator: register a built-in where it is defined."""
+        self.validate(cls, f"estbench {cls.__module__}.{cls.__qualname__}")
+        self._builtin[cls.name] = cls
+        return cls
+
+    def validate(self, cls: object, origin: str) -> type:
+        """Check ``cls`` against the interface and the names registered; PluginError naming ``origin``."""
+        where = f"plugin {origin}"
+        name = check_interface(cls, self.base, self.base_path, origin)
+        if name in self._builtin and self._builtin[name] is not cls:
+            raise PluginError(f"{where}: name {name!r} clashes with a built-in {self.kind}")
+        same_origin = self._origin.get(name) == origin  # the same file or notebook defining it again
+        if (name in self._plugins and self._plugins[name] is not cls and not getattr(cls, "replaces", False)
+                and not same_origin):
+            raise PluginError(f"{where}: name {name!r} is already registered by {self._origin[name]}; rename the "
+                              f"{self.kind}, or set replaces = True on {cls.__name__} to replace it")
+        if self._check is not None:
+            self._check(self, cls, where)
+        return cls
+
+    def register(self, obj: Any, origin: str | None = None, source: str | None = None) -> str:
+        """Register a class, or an object (used as a copy per get()); returns its name. ``source`` is
+        what results rows record as its origin (default: ``plugin <origin>``)."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        origin = origin or f"{cls.__module__}.{cls.__qualname__}"
+        self.load_entry_points()  # so that a plugin meets the installed names before it can shadow them
+        self.validate(cls, origin)
+        if cls.name in self._builtin:  # a built-in handed over as a class or an object: its origin stays
+            if isinstance(obj, type):
+                self._instances.pop(cls.name, None)
+            else:
+                self._instances[cls.name] = obj
+            return cls.name
+        self._plugins[cls.name] = cls
+        self._origin[cls.name] = origin
+        self._source[cls.name] = source or f"plugin {origin}"
+        if isinstance(obj, type):
+            self._instances.pop(cls.name, None)
+        else:
+            self._instances[cls.name] = obj
+        return cls.name
+
+    def register_module(self, module: object, origin: str, source: str | None = None,
+                        required: bool = True) -> list[str]:
+        """Register the classes a plugin module exposes (its ``listing`` attribute, else every
+        concrete subclass defined in the module itself); returns their names."""
+        found = getattr(module, self.listing, None)
+        if found is None:
+            defined = [obj for obj in vars(module).values()
+                       if inspect.isclass(obj) and issubclass(obj, self.base)
+                       and obj.__module__ == getattr(module, "__name__", None)]
+            found = [obj for obj in defined if not inspect.isabstract(obj)]
+            if not found and defined:  # a class that forgot an abstract method: say so, not "none defined"
+                self.validate(defined[0], origin)
+        if not found and required:
+            raise PluginError(f"plugin {origin}: defines no {self.base.__name__} subclass")
+        return [self.register(cls, origin, source) for cls in found]
+
+    def load_entry_points(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for ep in importlib.metadata.entry_points(group=self.group):
+            origin = f"{ep.name} = {ep.value} (entry point)"
+            dist = getattr(ep, "dist", None)
+            source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist is not None else "")
+            try:
+                obj = ep.load()
+            except MissingExtra as exc:  # an adapter whose library is an extra not installed here: listed, not loaded
+                self._missing[ep.name] = f"needs {exc.library}, not installed here: {exc.hint}"
+                continue
+            except Exception as exc:  # a broken plugin must not break the suite
+                warnings.warn(f"estbench: skipping {self.kind} {origin}: {exc}", RuntimeWarning, stacklevel=2)
+                continue
+            try:
+                if inspect.ismodule(obj):
+                    self.register_module(obj, origin, source)
+                else:
+                    self.register(obj, origin, source)
+            except Exception as exc:  # a broken plugin must not break the suite
+                warnings.warn(f"estbench: skipping {self.kind} {origin}: {exc}", RuntimeWarning, stacklevel=2)
+
+    # -- looking up --------------------------------------------------------------------------
+
+    def classes(self) -> dict[str, type]:
+        """Every usable name -> class: built-ins first, then plugins, in registration order."""
+        self.load_entry_points()
+        everything = {**self._builtin, **self._plugins}
+        if self._hidden is None:
+            return everything
+        return {n: c for n, c in everything.items() if not self._hidden(c)}
+
+    def available(self) -> list[str]:
+        return list(self.classes())
+
+    def missing(self) -> dict[str, str]:
+        """Names whose library is not installed (the adapters' extras): name -> what to install."""
+        self.load_entry_points()
+        if self._hidden is not None and self._hidden(MissingExtra):
+            return {}
+        return {n: why for n, why in self._missing.items() if n not in self._plugins}
+
+    def get_class(self, name: str) -> type:
+        classes = self.classes()
+        if name not in classes:
+            if name in self.missing():
+                raise MissingExtraError(name, self._missing[name])
+            raise UnknownNameError(self.kind, name, list(classes))
+        return classes[name]
+
+    def get(self, name: str, **options: Any) -> Any:
+        """A fresh object by name with the given option values: a new instance of the class, or a
+        copy of the object handed over, its options coerced by their declarations."""
+        cls = self.get_class(name)
+        if name not in self._instances:
+            return cls(**options)
+        obj = copy.deepcopy(self._instances[name])
+        known = declared(getattr(cls, "options", ()), cls.__name__)
+        for key, value in options.items():
+            if key not in known:
+                raise EstimatorError(f"{self.kind} {name!r} has no option {key!r}; its options: "
+                                     f"{', '.join(known) or 'none'}")
+            try:
+                setattr(obj, key, known[key].coerce(value))
+            except OptionError as exc:
+                raise EstimatorError(f"{self.kind} {name!r}: {exc}") from None
+        return obj
+
+    def origin(self, name: str) -> str:
+        self.get_class(name)
+        return self._origin.get(name, "built-in")
+
+    def provenance(self, name: str) -> str:
+        """Where a name's code comes from, as a results row records it: 'built-in', the entry point
+        and its distribution's version, or the plugin file with a hash of its content."""
+        self.get_class(name)
+        return self._source.get(name, "built-in")
+
+    # -- for tests: registrations made in a block are undone after it ---------------------------
+
+    def snapshot(self) -> tuple[dict, ...]:
+        self.load_entry_points()
+        return tuple(dict(d) for d in (self._plugins, self._origin, self._source, self._instances))
+
+    def restore(self, saved: tuple[dict, ...]) -> None:
+        for d, before in zip((self._plugins, self._origin, self._source, self._instances), saved, strict=True):
+            d.clear()
+            d.update(before)
+
+
+def _check_estimator(registry: Registry, cls: type, where: str) -> None:
     if not isinstance(getattr(cls, "min_samples", 1), int) or cls.min_samples < 1:
         raise PluginError(f"{where}: {cls.__name__}.min_samples must be an int >= 1")
+    supports, objectives = getattr(cls, "supports", None), getattr(cls, "objectives", None)
+    for attr, value in (("supports", supports), ("objectives", objectives)):
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, str) and v for v in value):
+            raise PluginError(f"{where}: {cls.__name__}.{attr} must be a non-empty tuple of names, got {value!r}")
+    if cls.unbiased not in (True, False, None):
+        raise PluginError(f"{where}: {cls.__name__}.unbiased must be True, False or None, got {cls.unbiased!r}")
+    per_draw = cls.f_evals_per_draw
+    if per_draw is not None and (isinstance(per_draw, bool) or not isinstance(per_draw, int) or per_draw < 1):
+        raise PluginError(f"{where}: {cls.__name__}.f_evals_per_draw must be an int >= 1 or None, got {per_draw!r}")
     try:
         declared(getattr(cls, "options", ()), cls.__name__)
     except TypeError as exc:
         raise PluginError(f"{where}: {exc}") from None
-    return cls
 
 
-def register(cls: type[Estimator], origin: str | None = None, source: str | None = None) -> type[Estimator]:
-    """Register an estimator class (usable as a decorator). Returns the class.
-
-    A name that is already registered (by an installed plugin, such as the shipped
-    ``measure-valued``) is an error unless the class sets ``replaces = True``.
-    ``source`` is what results rows record as the estimator's origin."""
-    origin = origin or f"{cls.__module__}.{cls.__qualname__}"
-    if not _entry_points_loaded:
-        _load_entry_points()  # so that a plugin meets the installed names before it can shadow them
-    validate(cls, origin)
-    _PLUGINS[cls.name] = cls
-    _INSTANCES.pop(cls.name, None)
-    _PLUGIN_ORIGIN[cls.name] = origin
-    _PLUGIN_SOURCE[cls.name] = source or f"plugin {origin}"
-    return cls
+def _adapters_off() -> bool:
+    return os.environ.get(ADAPTERS_ENV, "").lower() == "off"
 
 
-def register_object(obj: Estimator | type[Estimator], origin: str = "Python object") -> str:
-    """Make an estimator class or object usable by name (the Python API does this for estimators
-    defined in a notebook or script); returns its name. An object is copied for every use, so
-    each cell starts from the object as it was handed over."""
-    cls = obj if isinstance(obj, type) else type(obj)
-    source = f"{origin} {cls.__module__}.{cls.__qualname__}"
-    register(cls, source, source)
-    if isinstance(obj, type):
-        _INSTANCES.pop(cls.name, None)
-    else:
-        _INSTANCES[cls.name] = obj
-    return cls.name
+def _hidden_estimator(cls: type) -> bool:
+    """The library adapters (a class with a ``library``; MissingExtra stands for the uninstalled
+    ones) while ESTBENCH_ADAPTERS=off."""
+    return _adapters_off() and (cls is MissingExtra or bool(getattr(cls, "library", "")))
 
 
-def register_module(module: object, origin: str, source: str | None = None, required: bool = True) -> list[str]:
-    """Register the estimators a plugin module exposes; returns their names.
-
-    A module may list them in ``ESTIMATORS``; otherwise every Estimator
-    subclass defined in the module itself is taken. With ``required``, a module
-    without any is a PluginError.
-    """
-    found = getattr(module, "ESTIMATORS", None)
-    if found is None:
-        defined = [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Estimator)
-            and obj.__module__ == getattr(module, "__name__", None)
-        ]
-        found = [obj for obj in defined if not inspect.isabstract(obj)]
-        if not found and defined:  # a class that forgot surrogate(): say so, not "no estimator"
-            validate(defined[0], origin)
-    if not found and required:
-        raise PluginError(f"plugin {origin}: defines no Estimator subclass")
-    names = []
-    for cls in found:
-        register(cls, origin, source)
-        names.append(cls.name)
-    return names
-
-
-def load_plugin(spec: str) -> list[str]:
-    """Load estimators from a Python file path or an importable module name.
-
-    Returns the names registered. Raises PluginError (naming the plugin) if the
-    file cannot be found or imported, or defines no valid estimator. (A plugin
-    that may also define problems: benchmarks.plugins.load.)
-    """
-    module, source = import_plugin(spec)
-    return register_module(module, spec, source)
+ESTIMATORS = Registry("estimator", Estimator, "estimators.Estimator", ENTRY_POINT_GROUP, "ESTIMATORS",
+                      check=_check_estimator, hidden=_hidden_estimator)
+builtin = ESTIMATORS.builtin
 
 
 def import_plugin(spec: str) -> tuple[object, str]:
@@ -195,90 +322,44 @@ def import_plugin(spec: str) -> tuple[object, str]:
     return module, source
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"{ep.name} = {ep.value} (entry point)"
-        dist = getattr(ep, "dist", None)
-        source = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist is not None else "")
-        try:
-            obj = ep.load()
-        except MissingExtra as exc:  # an adapter whose library is an extra not installed here: listed, not loaded
-            _MISSING[ep.name] = f"needs {exc.library}, not installed here: {exc.hint}"
-            continue
-        except Exception as exc:  # a broken plugin must not break the suite
-            warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
-            continue
-        try:
-            if inspect.ismodule(obj):
-                register_module(obj, origin, source)
-            else:
-                register(obj, origin, source)
-        except Exception as exc:  # a broken plugin must not break the suite
-            warnings.warn(f"estbench: skipping estimator {origin}: {exc}", RuntimeWarning, stacklevel=2)
+def load_plugin(spec: str) -> list[str]:
+    """Load estimators from a Python file path or an importable module name; returns the names
+    registered. PluginError (naming the plugin) if the file cannot be found or imported, or defines
+    no valid estimator. (A plugin that may also define problems: benchmarks.plugins.load.)"""
+    module, source = import_plugin(spec)
+    return ESTIMATORS.register_module(module, spec, source)
 
 
-def _adapters_off() -> bool:
-    return os.environ.get(ADAPTERS_ENV, "").lower() == "off"
+def register(cls: type[Estimator], origin: str | None = None, source: str | None = None) -> type[Estimator]:
+    """Register an estimator class (usable as a decorator); returns the class."""
+    ESTIMATORS.register(cls, origin, source)
+    return cls
 
 
-def _all() -> dict[str, type[Estimator]]:
-    _load_entry_points()
-    if _adapters_off():
-        return {**_BUILTIN, **{n: c for n, c in _PLUGINS.items() if not c.__module__.startswith("estimators.adapters.")}}
-    return {**_BUILTIN, **_PLUGINS}
+def register_object(obj: Estimator | type[Estimator], origin: str = "Python object") -> str:
+    """Make an estimator class or object usable by name (the Python API does this for estimators
+    defined in a notebook or script); returns its name."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    source = f"{origin} {cls.__module__}.{cls.__qualname__}"
+    return ESTIMATORS.register(obj, source, source)
 
 
-def available() -> list[str]:
-    """Names of all estimators: built-ins first, then plugins, in registration order."""
-    return list(_all())
+def validate(cls: object, origin: str) -> type[Estimator]:
+    return ESTIMATORS.validate(cls, origin)
 
 
-def missing() -> dict[str, str]:
-    """Estimators whose library is not installed (the adapters' extras): name -> what to install."""
-    _load_entry_points()
-    return {} if _adapters_off() else {n: why for n, why in _MISSING.items() if n not in _PLUGINS}
+def register_module(module: object, origin: str, source: str | None = None, required: bool = True) -> list[str]:
+    return ESTIMATORS.register_module(module, origin, source, required)
 
 
-class MissingExtraError(UnknownNameError):
-    """An estimator whose library (an optional extra) is not installed; the message says how to install it."""
-
-    def __init__(self, name: str, why: str):
-        KeyError.__init__(self, name)
-        self.message = f"estimator {name!r} {why}"
-
-
-def get_class(name: str) -> type[Estimator]:
-    classes = _all()
-    if name not in classes:
-        if name in missing():
-            raise MissingExtraError(name, _MISSING[name])
-        raise UnknownNameError("estimator", name, list(classes))
-    return classes[name]
+available = ESTIMATORS.available
+missing = ESTIMATORS.missing
+get_class = ESTIMATORS.get_class
+get = ESTIMATORS.get
+origin = ESTIMATORS.origin
+provenance = ESTIMATORS.provenance
 
 
-def get(name: str, **options: Any) -> Estimator:
-    """A fresh estimator instance by name, with the given option values (for one handed over as
-    an object, a copy of it)."""
-    cls = get_class(name)
-    if name in _INSTANCES:
-        est = copy.deepcopy(_INSTANCES[name])
-        for key, value in options.items():
-            setattr(est, key, value)
-        return est
-    return cls(**options)
-
-
-def origin(name: str) -> str:
-    get_class(name)
-    return _PLUGIN_ORIGIN.get(name, "built-in")
-
-
-def provenance(name: str) -> str:
-    """Where an estimator's code comes from, as a results row records it: 'built-in', the entry
-    point and its distribution's version, or the plugin file with a hash of its content."""
-    get_class(name)
-    return _PLUGIN_SOURCE.get(name, "built-in")
+def family_names(cls: type[Estimator]) -> str:
+    """What ``estbench list`` shows of ``supports``."""
+    return "any" if ANY in cls.supports else ",".join(cls.supports)

@@ -13,8 +13,8 @@ is unbiased for any c. REBAR: c(z) = eta f(sigmoid(z / lambda)); RELAX: c(z) = e
 The control variate's parameters (eta, log lambda, and r's weights) are learned by minimizing
 the estimate's second moment sum_i g_i^2 (its variance, since E g does not depend on them),
 with Adam (learning rate 0.01): ``LEARN_STEPS`` steps on the draws of each of the first
-``LEARN_CALLS`` calls, that is during the runner's warm-up (10 calls for a stateful estimator);
-then they are frozen, so the estimates measured are those of a fixed control variate. The state
+``warmup_calls - 1`` calls of the runner's warm-up (``Estimator.warmup_calls``, 10); then they
+are frozen, so the estimates measured are those of a fixed control variate. The state
 threaded from call to call holds them.
 Requires: a Bernoulli distribution, optionally Independent over its last dimension.
 """
@@ -28,9 +28,10 @@ from torch.distributions import Bernoulli, Distribution
 
 from .base import Estimator, Function, Surrogate, evaluate
 from .discrete import discrete_parts
+from .registry import builtin
 
-#: calls during which the control variate learns, and Adam steps on each call's draws
-LEARN_CALLS = 9
+#: Adam steps on each learning call's draws (the control variate learns during all warm-up calls
+#: but the last, Estimator.warmup_calls)
 LEARN_STEPS = 20
 LEARNING_RATE = 0.01
 HIDDEN = 16
@@ -51,6 +52,7 @@ def _adam(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...], state: di
     return out
 
 
+@builtin
 class Rebar(Estimator):
     """REBAR (Tucker et al. 2017): c(z) = eta f(sigmoid(z / lambda)), eta and lambda learned during the
     warm-up by minimizing the estimate's variance, then frozen. Requires: Bernoulli."""
@@ -58,6 +60,9 @@ class Rebar(Estimator):
     name = "rebar"
     description = "REBAR: score function with the control variate eta f(sigmoid(z/lambda)), learned then frozen (Bernoulli)"
     stateful = True
+    supports = ("bernoulli",)
+    unbiased = True
+    f_evals_per_draw = 3
 
     def init_params(self, dim: int, like: torch.Tensor) -> list[torch.Tensor]:
         # eta = 1, lambda = 0.5 (the papers' starting temperature)
@@ -101,7 +106,7 @@ class Rebar(Estimator):
         u, v = self._draws(logits.detach(), n_samples)
         b = ((logits.detach() + torch.log(u) - torch.log1p(-u)) > 0).to(logits.dtype)
         fb = evaluate(f, b, dist, n_samples)  # [n, *B]
-        if state["calls"] < LEARN_CALLS:
+        if state["calls"] < self.warmup_calls - 1:
             state = {**state, "m": list(state["m"]), "v": list(state["v"])}
             theta = logits.detach().requires_grad_(True)
             with torch.enable_grad():
@@ -118,6 +123,7 @@ class Rebar(Estimator):
         return Surrogate(loss=loss, f=fb.detach(), state={**state, "params": params, "calls": state["calls"] + 1})
 
 
+@builtin
 class Relax(Rebar):
     """RELAX (Grathwohl et al. 2018): c(z) = eta f(sigmoid(z / lambda)) + r(z), r a one-layer tanh
     network, all learned during the warm-up by minimizing the estimate's variance, then frozen.
@@ -138,5 +144,3 @@ class Relax(Rebar):
         r = torch.tanh(x @ w1 + b1) @ w2  # [n, *B]
         return super().control(params, f, z, dist, n) + r
 
-
-RELAXED_CV: tuple[type[Estimator], ...] = (Rebar, Relax)

@@ -20,11 +20,7 @@ def no_library_adapters(monkeypatch):
 def clean_registry():
     """Estimators and problems registered by a test (plugins, objects given to estbench.run) are
     removed afterwards, so that no test sees another's; installed plugins are loaded first, and kept."""
-    estimators.available()
-    reg = estimators.registry
-    saved = [(d, dict(d)) for d in (reg._PLUGINS, reg._PLUGIN_ORIGIN, reg._PLUGIN_SOURCE, reg._INSTANCES,
-                                     problems._PROBLEMS, problems._INSTANCES)]
+    saved = [(r, r.snapshot()) for r in (estimators.ESTIMATORS, problems.PROBLEMS)]
     yield
-    for d, before in saved:
-        d.clear()
-        d.update(before)
+    for r, before in saved:
+        r.restore(before)

@@ -13,11 +13,10 @@ from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
 import estimators
 from estimators import EstimatorError
-from estimators.builtin import BUILTINS
 
 N, D = 5, 3
 
-BUILTIN_NAMES = [cls.name for cls in BUILTINS]  # the estimators that ship in estimators/builtin.py
+BUILTIN_NAMES = [n for n, c in estimators.ESTIMATORS.classes().items() if c.__module__ == "estimators.builtin"]
 
 K = 0.7
 

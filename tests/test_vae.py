@@ -18,11 +18,10 @@ from benchmarks.problems import VAE, Context, VAESetting
 from benchmarks.problems.vae import train
 from benchmarks.sweep import Sweep
 from estbench.cli import main
-from estimators.builtin import BUILTINS
 
 from .statutil import z_bound
 
-BUILTIN_NAMES = [cls.name for cls in BUILTINS]  # the estimators that ship in estimators/builtin.py
+BUILTIN_NAMES = [n for n, c in estimators.ESTIMATORS.classes().items() if c.__module__ == "estimators.builtin"]
 
 SMALL = VAESetting(checkpoint="untrained", hidden=16, latent=2, batch=16)
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from estimators import Estimator
-from estimators.options import Option, OptionError
+from estimators import EXPECTATION, Estimator, PluginError, Registry
+from estimators.options import Option, OptionError, declared
 
 from ..results_file import REFERENCE
 
@@ -41,7 +41,7 @@ class SettingError(ValueError):
     """An impossible setting value; the message names it and the valid range."""
 
 
-__all__ = ["Chunk", "Context", "Option", "OptionError", "Problem", "SettingError", "product"]
+__all__ = ["PROBLEMS", "Chunk", "Context", "Option", "OptionError", "Problem", "SettingError", "builtin", "product"]
 
 
 @dataclass
@@ -74,9 +74,16 @@ class Problem(abc.ABC):
     axes: ClassVar[tuple[Option, ...]] = ()
     #: the settings' type: a frozen dataclass whose fields are the axes' names
     setting_type: ClassVar[type]
-    #: where true_gradient is None, each estimator's mean gradient is compared (agreement_z) with
-    #: the mean of this unbiased estimator in the same setting
+    #: the problem's reference estimator, recorded in every row (``reference_estimator``): the
+    #: report's ratio columns divide by its figures, and where true_gradient is None each
+    #: estimator's mean gradient is compared (agreement_z) with its mean in the same setting
     reference: ClassVar[str] = REFERENCE
+    #: the family of the distribution the problem's chunks hand estimators ("normal", "bernoulli",
+    #: "categorical"; estimators.Estimator.supports): an estimator that does not support it is
+    #: skipped with the reason before any work. None: not declared (found out at call time)
+    family: ClassVar[str | None] = None
+    #: the objective kind (estimators.Estimator.objectives): E f(x) today
+    objective: ClassVar[str] = EXPECTATION
 
     def settings(self, sweep: Any) -> list[Any]:
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of
@@ -156,6 +163,40 @@ class Problem(abc.ABC):
     def setting_label(self, setting: Any) -> str:
         """A short readable label of a setting (benchmark ids, progress bars)."""
         return ",".join(f"{k}={v}" for k, v in self.columns(setting).items())
+
+
+#: the kinds of problem, as rows record them (``problem_kind``)
+KINDS = ("toy", "model")
+
+
+def _check_problem(registry: Registry, cls: type, where: str) -> None:
+    for attr in ("description", "groups", "kind", "setting_type"):
+        if not hasattr(cls, attr):
+            raise PluginError(f"{where}: {cls.__name__} does not set {attr}")
+    if cls.kind not in KINDS:
+        raise PluginError(f"{where}: {cls.__name__}.kind must be one of {', '.join(KINDS)}, got {cls.kind!r}")
+    try:
+        axes = declared(cls.axes, cls.__name__)
+    except TypeError as exc:
+        raise PluginError(f"{where}: {exc}") from None
+    fields = set(getattr(cls.setting_type, "__dataclass_fields__", {}))
+    if fields != set(axes):
+        raise PluginError(f"{where}: {cls.__name__}.setting_type must be a dataclass with one field per axis "
+                          f"({', '.join(axes) or 'none'}), has {', '.join(sorted(fields)) or 'none'}")
+    others = {a.name: (a, p) for p, c in {**registry._builtin, **registry._plugins}.items() if p != cls.name
+              for a in c.axes}
+    for axis in axes.values():
+        if axis.name in others and others[axis.name][0].type is not axis.type:
+            other, owner = others[axis.name]
+            raise PluginError(f"{where}: axis {axis.name!r} is a {axis.type.__name__} here but a "
+                              f"{other.type.__name__} in problem {owner}; rename it")
+
+
+#: the problems, by name (estimators.Registry: built-ins, the ``estbench.problems`` entry points,
+#: plugin files, objects handed in)
+PROBLEMS = Registry("problem", Problem, "benchmarks.problems.Problem", "estbench.problems", "PROBLEMS",
+                    check=_check_problem)
+builtin = PROBLEMS.builtin
 
 
 def product(**axes: Iterable[Any]) -> list[dict[str, Any]]:

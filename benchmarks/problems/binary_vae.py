@@ -45,7 +45,7 @@ from torch.distributions import Bernoulli, Independent
 
 from estimators import Estimator
 
-from .base import Context
+from .base import Context, builtin
 from .vae import VAE, VAEProblem, VAESetting
 
 #: the largest latent size whose ELBO (and its gradient) is enumerated: 2^16 configurations
@@ -135,6 +135,7 @@ class BinaryVAE(VAE):
 
 class BinaryVAEProblem(VAEProblem):
     model_type = BinaryVAE
+    family = "bernoulli"
     #: where the exact gradient is out of reach, agreement_z compares with this unbiased estimator's mean
     reference = "disarm"
 
@@ -158,6 +159,7 @@ def _exact_gradient(cls: type[BinaryVAEProblem], setting: VAESetting, ctx: Conte
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+@builtin
 class VAEDigitsBinary(BinaryVAEProblem):
     name = "vae-digits-binary"
     description = ("VAE with binary latents (Bernoulli q, prior 1/2) on the 8x8 digits, binarized; encoder "
@@ -165,6 +167,7 @@ class VAEDigitsBinary(BinaryVAEProblem):
     data_kind = "digits"
 
 
+@builtin
 class VAEMnistBinary(BinaryVAEProblem):
     name = "vae-mnist-binary"
     description = "the binary-latent VAE on MNIST (binarized) read from IDX files in --data-dir DIR"

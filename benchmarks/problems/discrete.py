@@ -36,7 +36,7 @@ from torch.distributions import Bernoulli, Categorical, Independent
 from estimators import Estimator
 from estimators.options import Option, at_least, finite
 
-from .base import Chunk, Context, Problem, SettingError
+from .base import Chunk, Context, Problem, SettingError, builtin
 from .counting import counted
 
 #: the largest dim whose 2^dim outcomes bernoulli-coupled enumerates (2^20 x 20 float64: 160 MB)
@@ -58,6 +58,9 @@ class DiscreteProblem(Problem):
 
     kind = "toy"
     groups = ("theta",)
+    family = "bernoulli"
+    #: no pathwise estimator applies: ratios divide by the score function with a leave-one-out baseline
+    reference = "reinforce-loo"
 
     def validate(self, s: Any) -> None:
         theta = getattr(s, "theta", None)
@@ -104,6 +107,7 @@ class BernoulliSetting:
     dim: int
 
 
+@builtin
 class BernoulliQuadratic(DiscreteProblem):
     name = "bernoulli-quadratic"
     description = "b ~ Bernoulli(sigmoid(theta)), f(b) = sum (b - t)^2 (REBAR/RELAX/DisARM toy); closed-form truth"
@@ -155,6 +159,7 @@ def outcomes(dim: int, classes: int = 2) -> torch.Tensor:
     return torch.tensor(list(itertools.product(range(classes), repeat=dim)), dtype=torch.float64)
 
 
+@builtin
 class BernoulliCoupled(DiscreteProblem):
     name = "bernoulli-coupled"
     description = ("b ~ Bernoulli(sigmoid(theta)), f(b) = b^T W b + c^T b, W and c seeded (w_seed); "
@@ -197,8 +202,10 @@ class CategoricalSetting:
     dim: int
 
 
+@builtin
 class CategoricalQuadratic(DiscreteProblem):
     name = "categorical-quadratic"
+    family = "categorical"
     description = ("c ~ Categorical(logits theta (k/(K-1) - 1)) in each of dim coordinates, f(c) = sum (c/(K-1) - t)^2; "
                    "closed-form truth")
     axes = (

@@ -33,7 +33,7 @@ from torch.distributions import Independent, Normal
 from estimators import Estimator
 from estimators.options import Option, at_least, finite, positive
 
-from .base import Chunk, Context, Problem, SettingError
+from .base import Chunk, Context, Problem, SettingError, builtin
 from .counting import counted
 
 
@@ -108,6 +108,7 @@ class GaussianProblem(Problem):
     formula: ClassVar[str]
 
     kind = "toy"
+    family = "normal"
     axes = (
         Option("mu", float, (1.0,), "mean of every coordinate (a sweep file may give one per coordinate)",
                check=finite, per_coordinate=True, report=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
@@ -214,6 +215,7 @@ class GaussianProblem(Problem):
         return Chunk(grads={"mu": zeros(g_mu), "sigma": zeros(g_sigma)}, state=sur.state)
 
 
+@builtin
 class GaussianQuadratic(GaussianProblem):
     name = "gaussian-quadratic"
     description = "x ~ N(mu, sigma^2 I), f(x) = sum (x - k)^2; closed-form truth"
@@ -222,6 +224,7 @@ class GaussianQuadratic(GaussianProblem):
     truth = staticmethod(_truth_quadratic)
 
 
+@builtin
 class GaussianCos(GaussianProblem):
     name = "gaussian-cos"
     description = "x ~ N(mu, sigma^2 I), f(x) = sum cos(k x); closed-form truth"
@@ -230,6 +233,7 @@ class GaussianCos(GaussianProblem):
     truth = staticmethod(_truth_cos)
 
 
+@builtin
 class GaussianExp(GaussianProblem):
     name = "gaussian-exp"
     description = "x ~ N(mu, sigma^2 I), f(x) = sum exp(-k x^2); closed-form truth (needs 1 + 2 k sigma^2 > 0)"

@@ -55,7 +55,7 @@ from estimators import Estimator
 from estimators.options import Option, at_least
 
 from ..data import Dataset, binarize, load_digits, load_mnist
-from .base import Chunk, Context, Problem
+from .base import Chunk, Context, Problem, builtin
 from .counting import counted
 
 STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
@@ -301,6 +301,7 @@ class VAEProblem(Problem):
     groups = ("encoder",)
     trains = True
     kind = "model"
+    family = "normal"
     axes = (
         Option("checkpoint", str, ("untrained", "trained"), "where the encoder-gradient variance is measured",
                choices=("untrained", "trained")),
@@ -393,12 +394,14 @@ class VAEProblem(Problem):
                      seed=ctx.seed, eval_every=max(1, ctx.train_steps // 20), eval_max=1000)
 
 
+@builtin
 class VAEDigits(VAEProblem):
     name = "vae-digits"
     description = "Kingma & Welling VAE on scikit-learn's 8x8 digits (shipped, offline); encoder gradient"
     data_kind = "digits"
 
 
+@builtin
 class VAEMnist(VAEProblem):
     name = "vae-mnist"
     description = "the same VAE on MNIST read from IDX files in --data-dir DIR"

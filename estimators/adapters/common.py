@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Normal
 
-from ..base import EstimatorError, dist_name
+from ..base import EstimatorError, dist_name, unwrap
 
 
 class MissingExtra(ImportError):
@@ -89,9 +89,7 @@ class Parts:
 def take_apart(dist: Distribution, estimator: str, kinds: tuple[str, ...]) -> Parts:
     """The Parts of a Normal, Bernoulli or Categorical distribution (optionally Independent over its
     last dimension) of a kind in ``kinds``; a capability EstimatorError otherwise."""
-    base, event_ndims = dist, 0
-    if isinstance(dist, Independent):
-        base, event_ndims = dist.base_dist, dist.reinterpreted_batch_ndims
+    base, event_ndims = unwrap(dist)
     kind = KINDS.get(type(base))
     if kind is None or kind[0] not in kinds or event_ndims > 1:
         allowed = ", ".join(kinds)

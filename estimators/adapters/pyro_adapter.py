@@ -56,6 +56,7 @@ class PyroELBO(Estimator):
     """One of Pyro's ELBOs; subclasses give the ELBO object."""
 
     library: ClassVar[str] = "pyro"
+    supports: ClassVar[tuple[str, ...]] = ("normal", "bernoulli", "categorical")
     #: run the replicates one at a time (a baseline whose state has the shape of the plate)
     loop: ClassVar[bool] = False
     note: ClassVar[str] = "replicates batched on a pyro.plate, samples as vectorized particles"
@@ -67,7 +68,7 @@ class PyroELBO(Estimator):
         return {}
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        parts = take_apart(dist, self.name, ("normal", "bernoulli", "categorical"))
+        parts = take_apart(dist, self.name, self.supports)
         leaves = parts.flat_leaves()
         if self.loop:
             runs = []

@@ -44,7 +44,7 @@ class StorchasticMethod(Estimator):
     """One Storchastic method; subclasses give the method object and the distributions it applies to."""
 
     library: ClassVar[str] = "storchastic"
-    kinds: ClassVar[tuple[str, ...]] = ("bernoulli",)
+    supports: ClassVar[tuple[str, ...]] = ("bernoulli",)
     #: run the replicates one at a time (a method whose state the plate would share)
     loop: ClassVar[bool] = False
     note = "replicates batched on an independent plate (storch.denote_independent)"
@@ -53,7 +53,7 @@ class StorchasticMethod(Estimator):
         raise NotImplementedError
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        parts = take_apart(dist, self.name, self.kinds)
+        parts = take_apart(dist, self.name, self.supports)
         leaves = parts.flat_leaves()
         method = state if state is not None else self.make_method(n_samples, max(1, parts.event_shape.numel()))
         if self.loop:
@@ -116,7 +116,7 @@ class ScoreFunction(StorchasticMethod):
     name = "storchastic:score-function"
     description = "Storchastic's ScoreFunction (REINFORCE, no baseline)"
     counterpart = "reinforce"
-    kinds = ("bernoulli", "categorical", "normal")
+    supports = ("bernoulli", "categorical", "normal")
 
     def make_method(self, n_samples, event_size):
         return storch.method.ScoreFunction("b", n_samples=n_samples)
@@ -126,7 +126,7 @@ class ScoreFunctionBatchAverage(StorchasticMethod):
     name = "storchastic:score-function-batch-average"
     description = "Storchastic's ScoreFunction with baseline_factory='batch_average' (leave-one-out mean)"
     counterpart = "reinforce-loo"
-    kinds = ("bernoulli", "categorical", "normal")
+    supports = ("bernoulli", "categorical", "normal")
     min_samples = 2
 
     def make_method(self, n_samples, event_size):
@@ -137,7 +137,7 @@ class ScoreFunctionMovingAverage(StorchasticMethod):
     name = "storchastic:score-function-moving-average"
     description = "Storchastic's ScoreFunction with baseline_factory='moving_average' (decay 0.95), state across calls"
     counterpart = "reinforce-ema"
-    kinds = ("bernoulli", "categorical", "normal")
+    supports = ("bernoulli", "categorical", "normal")
     stateful = True
     loop = True
     note = "replicates run one at a time through one method object (a plate would share the moving average)"
@@ -150,7 +150,7 @@ class Reparameterization(StorchasticMethod):
     name = "storchastic:reparameterization"
     description = "Storchastic's Reparameterization (pathwise through rsample)"
     counterpart = "reparameterization"
-    kinds = ("normal",)
+    supports = ("normal",)
 
     def make_method(self, n_samples, event_size):
         return storch.method.Reparameterization("b", n_samples=n_samples)

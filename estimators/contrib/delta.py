@@ -23,6 +23,8 @@ class ReinforceDeltaCV(Estimator):
 
     name = "reinforce-delta-cv"
     description = "REINFORCE with a first-order Taylor control variate around the mean, expectation added back"
+    supports = ("normal",)
+    unbiased = True
 
     def surrogate(self, dist, f, n_samples, state=None):
         loc, scale, event_ndims = gaussian_parameters(dist, self.name)

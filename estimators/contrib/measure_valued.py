@@ -42,6 +42,9 @@ class MeasureValued(Estimator):
 
     name = "measure-valued"
     description = "measure-valued derivative (Weibull / double-sided Maxwell parts, coupled); values of f only"
+    supports = ("normal",)
+    unbiased = True
+    f_evals_per_draw = None  # 1 + 4 x dim per sample: depends on the setting
 
     def surrogate(self, dist, f, n_samples, state=None):
         loc, scale, event_ndims = gaussian_parameters(dist, self.name)

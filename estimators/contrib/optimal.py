@@ -37,6 +37,9 @@ class ReinforceOptimal(Estimator):
     name = "reinforce-optimal"
     description = "REINFORCE with the variance-minimizing baseline per coordinate, estimated leave-one-out"
     min_samples = 2
+    supports = ("normal",)
+    unbiased = True
+    f_evals_per_draw = 1
 
     def surrogate(self, dist, f, n_samples, state=None):
         loc, scale, event_ndims = gaussian_parameters(dist, self.name)
