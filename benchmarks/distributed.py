@@ -22,7 +22,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,16 +154,16 @@ def worker_info(job: Job) -> dict[str, Any]:
 
     import torch
 
-    from benchmarks import runner
+    from benchmarks import machine
     from estimators import registry
 
-    info: dict[str, Any] = {"estbench": runner.estbench_version(), "torch": torch.__version__,
+    info: dict[str, Any] = {"estbench": machine.estbench_version(), "torch": torch.__version__,
                             "python": platform.python_version(), "host": platform.node()}
     try:
         _plan(job)
         if job.threads is not None:
             torch.set_num_threads(job.threads)
-        runner.matmul_gflops()  # measured once per process, before the first cell, as a serial run measures it at its start
+        machine.matmul_gflops()  # measured once per process, before the first cell, as a serial run measures it at its start
         info["origins"] = {e: registry.provenance(e) for e in job.origins}
     except Exception as exc:  # noqa: BLE001 - reported to the client in one line
         info["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -174,7 +174,8 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
     """Run unit ``index`` of the plan's cells or curves on this worker; returns (rows, statistics or None)."""
     import torch
 
-    from benchmarks import allocator, runner
+    from benchmarks import allocator
+    from benchmarks import rows as cell_rows
 
     allocator.keep_freed_memory()  # as the estbench process does (once): chunks do not fault their buffers in again
     if job.threads is not None and torch.get_num_threads() != job.threads:
@@ -185,12 +186,12 @@ def run_unit(job: Job, kind: str, index: int, label: str) -> tuple[list[dict[str
         raise RuntimeError(f"the worker's plan differs from the client's: unit {index} is {cell.label}, not {label}")
     ctx = sweep.context()
     if kind == "curve":
-        return runner.curve_rows(cell, sweep, ctx), None
+        return cell_rows.curve_rows(cell, sweep, ctx), None
     key = (cell.problem.name, cell.setting, ctx)
     if _STATE["prepared"][0] != key:  # as the serial runner: one setting's prepared data at a time
         _STATE["prepared"] = (None, None)
-        _STATE["prepared"] = (key, runner.prepare(cell, ctx))
-    rows, stats = runner.measure_cell(cell, sweep, _STATE["prepared"][1], ctx)
+        _STATE["prepared"] = (key, cell_rows.prepare(cell, ctx))
+    rows, stats = cell_rows.measure_cell(cell, sweep, _STATE["prepared"][1], ctx)
     # the client needs a cell's statistics only to compare its mean with a reference estimator's, where the
     # problem has no exact gradient; sending them back otherwise cost more than a small cell (pickling tensors)
     return rows, (stats if rows[0].get("reference") is None else None)
@@ -204,13 +205,14 @@ def run_units(job: Job, kind: str, indices: list[int], labels: list[str]) -> lis
 def reference_stats(job: Job, index: int) -> Any:
     """The statistics of the reference estimator's cell for plan cell ``index`` (its rows were written by an
     earlier run): recomputed with the same seed, so the same numbers."""
-    from benchmarks import runner
+    from benchmarks import rows as cell_rows
+    from benchmarks.plan import Cell
 
     plan = _plan(job)
     cell, sweep = plan.cells[index]
-    ref = runner.Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)
+    ref = Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)
     ctx = sweep.context()
-    return runner.measure_cell(ref, sweep, runner.prepare(cell, ctx), ctx)[1]
+    return cell_rows.measure_cell(ref, sweep, cell_rows.prepare(cell, ctx), ctx)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ def check_workers(client: Any, job: Job) -> None:
 
     import torch
 
-    from benchmarks.runner import estbench_version
+    from benchmarks.machine import estbench_version
 
     mine = {"estbench": estbench_version(), "torch": torch.__version__, "python": platform.python_version()}
     infos = client.run(worker_info, job)
@@ -301,66 +303,53 @@ def job_for(plan: Any, threads: int | None) -> Job:
     return job
 
 
-def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], todo_curves: list[tuple[Any, Any]],
-                   start: Callable[[], tuple[Callable[[list[dict[str, Any]]], None],
-                                             Callable[[list[dict[str, Any]]], None]]],
-                   progress: Callable[[Any], None] | None = None, quiet: bool = True) -> list[dict[str, Any]]:
-    """Run the pending cells ``todo`` and curves ``todo_curves`` (elements of ``plan``) on the cluster;
-    once the cluster is checked, ``start()`` opens the results files and gives (write_cell, write_curve),
-    which get each unit's rows as its task completes. Returns the cells' rows.
+class Dask:
+    """The executor (benchmarks.executors) that runs a plan's units on a Dask cluster: started or
+    reached and its workers checked on entering ``session``, before the run loop opens any file;
+    consecutive units of a problem batched into tasks; each unit's rows handed back as its task
+    completes. The run loop in this process stays the only writer of the results files."""
 
-    Rows that compare with a reference estimator's mean (agreement_z, where the problem has no exact
-    gradient) wait for that estimator's cell; where it is not in this run (its rows are in the file from an
-    earlier run), it is computed again on the cluster at the end, with the same seed, so the same numbers."""
-    import time
+    immediate_reference = False
 
-    import dask
-    from distributed import as_completed
+    def __init__(self, spec: ClusterSpec, quiet: bool = True):
+        self.spec, self.quiet = spec, quiet
+        self.client: Any = None
+        self.job: Any = None
+        self.index: dict[tuple[str, int], int] = {}
 
-    from benchmarks import runner
+    @contextlib.contextmanager
+    def session(self, plan: Any) -> Iterator[Dask]:
+        import time
 
-    index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
-    index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
-    out: list[dict[str, Any]] = []
-    reference: dict[tuple, Any] = {}
-    parked: dict[tuple, list[tuple[list[dict[str, Any]], Any, int]]] = {}
+        import dask
 
-    def write(rows: list[dict[str, Any]]) -> None:
-        out.extend(rows)
-        write_cell(rows)
+        self.index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
+        self.index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
+        t0 = time.perf_counter()
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), \
+                connect(self.spec) as (client, threads):
+            self.client, self.job = client, job_for(plan, threads)
+            check_workers(client, self.job)  # also sets every worker up: imports, plugins, the plan
+            LAST_RUN["setup_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            try:
+                yield self
+            finally:
+                LAST_RUN["units_s"] = time.perf_counter() - t1
+                self.client = None
 
-    def on_cell(cell: Any, sweep: Any, rows: list[dict[str, Any]], stats: Any, i: int) -> None:
-        ref = cell.problem.reference
-        k = runner.reference_key(cell, sweep, sweep.context())
-        if cell.estimator == ref and rows[0].get("reference") is None:
-            reference[k] = stats
-            write(rows)
-            for waiting, their_stats, _ in parked.pop(k, []):
-                runner.fill_agreement(waiting, their_stats, stats, ref)
-                write(waiting)
-        elif stats is not None and ref in sweep.estimator and rows[0].get("reference") is None:
-            if k in reference:
-                runner.fill_agreement(rows, stats, reference[k], ref)
-                write(rows)
-            else:
-                parked.setdefault(k, []).append((rows, stats, i))
-        else:
-            write(rows)
+    def units(self, todo: list[tuple[Any, Any]], todo_curves: list[tuple[Any, Any]]) -> Iterator[tuple]:
+        import time
 
-    t0 = time.perf_counter()
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), connect(spec) as (client, threads):
-        job = job_for(plan, threads)
-        check_workers(client, job)  # also sets every worker up: imports, plugins, the plan
-        write_cell, write_curve = start()
-        LAST_RUN["setup_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        job_future = job  # sent with each task: scattered data would be lost with a worker that dies
+        from distributed import as_completed
+
+        client, job = self.client, self.job  # the job is sent with each task: scattered data would die with a worker
         futures: dict[Any, list[tuple[str, Any, Any, int]]] = {}
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         for kind, units in (("cell", todo), ("curve", todo_curves)):
             for batch in batches(units, n_workers):
-                members = [(kind, cell, sweep, index[(kind, id(cell))]) for cell, sweep in batch]
-                fut = client.submit(run_units, job_future, kind, [m[3] for m in members], [m[1].label for m in members],
+                members = [(kind, cell, sweep, self.index[(kind, id(cell))]) for cell, sweep in batch]
+                fut = client.submit(run_units, job, kind, [m[3] for m in members], [m[1].label for m in members],
                                     pure=False, key=f"{kind}-{members[0][3]}-{len(members)}-{job.key}")
                 futures[fut] = members
         done_by: dict[str, int] = {}
@@ -371,32 +360,17 @@ def run_on_cluster(spec: ClusterSpec, plan: Any, todo: list[tuple[Any, Any]], to
                 results = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker that died too often, or a failure outside the cell
                 results = [(_failed_rows(kind, cell, sweep, exc), None) for kind, cell, sweep, _ in members]
-            for (kind, cell, sweep, i), (rows, stats) in zip(members, results, strict=True):
+            for (kind, cell, sweep, _), (rows, stats) in zip(members, results, strict=True):
                 where = str(rows[0].get("host") or "?") if kind == "cell" else "training curves"
                 done_by[where] = done_by.get(where, 0) + 1
-                if kind == "cell":
-                    on_cell(cell, sweep, rows, stats, i)
-                else:
-                    write_curve(rows)
-                if progress is not None:
-                    progress(cell)
-            if not quiet and time.monotonic() - last > PROGRESS_EVERY_S:
+                yield kind, cell, sweep, rows, stats
+            if not self.quiet and time.monotonic() - last > PROGRESS_EVERY_S:
                 last = time.monotonic()
                 print_status(_worker_status(client, done_by))
-        # references whose cells ran in an earlier run: computed again, once each
-        pending = {k: client.submit(reference_stats, job_future, waiting[0][2], pure=False, key=f"ref-{k[0]}-{i}-{job.key}")
-                   for i, (k, waiting) in enumerate(parked.items())}
-        for k, fut in pending.items():
-            try:
-                ref_stats = fut.result()
-            except Exception:  # noqa: BLE001 - then the rows go without agreement_z, as serially
-                ref_stats = None
-            ref = plan.cells[parked[k][0][2]][0].problem.reference
-            for waiting, their_stats, _ in parked.pop(k):
-                runner.fill_agreement(waiting, their_stats, ref_stats, ref)
-                write(waiting)
-        LAST_RUN["units_s"] = time.perf_counter() - t1
-    return out
+
+    def reference_stats(self, cell: Any, sweep: Any) -> Any:
+        i = self.index[("cell", id(cell))]
+        return self.client.submit(reference_stats, self.job, i, pure=False, key=f"ref-{i}-{self.job.key}").result()
 
 
 #: seconds of the last cluster run in this process: "setup_s" (starting or reaching the cluster, setting
@@ -407,15 +381,13 @@ PROGRESS_EVERY_S = 30
 
 
 def _failed_rows(kind: str, cell: Any, sweep: Any, exc: BaseException) -> list[dict[str, Any]]:
-    from benchmarks import runner
+    from benchmarks import rows as cell_rows
+    from benchmarks.engine import _error_text
 
     name = type(exc).__name__
     why = (f"the worker running this cell died {ALLOWED_FAILURES + 1} times ({name}); it was not run again"
-           if name == "KilledWorker" else f"the task failed on the cluster: {runner._error_text(exc)}")
-    if kind == "curve":
-        return [{**runner._curve_base(cell, sweep), "status": "failed", "error": why}]
-    base = runner._base_row(cell, sweep, runner.seed_of(cell, sweep))
-    return [{**base, "parameter": g, "status": "failed", "error": why} for g in cell.problem.groups]
+           if name == "KilledWorker" else f"the task failed on the cluster: {_error_text(exc)}")
+    return (cell_rows.failed_curve if kind == "curve" else cell_rows.failed_rows)(cell, sweep, why)
 
 
 def _worker_status(client: Any, done_by: dict[str, int]) -> str:

@@ -14,6 +14,7 @@ import estimators
 
 from . import problems
 from .problems import Problem
+from .schema import options_text
 from .sweep import Sweep, SweepError
 
 
@@ -24,9 +25,6 @@ def cell_seed(seed: int, problem: str, estimator: str, setting: str, n_samples: 
 
 
 
-def options_text(options: dict[str, Any] | tuple) -> str:
-    """Estimator option values as a results column holds them: 'temperature=0.5,decay=0.9'."""
-    return ",".join(f"{k}={v}" for k, v in dict(options).items())
 
 
 @dataclass
@@ -125,6 +123,15 @@ def problem_axes() -> list[str]:
     out: list[str] = []
     for name in problems.available():
         out += [a.name for a in problems.get_class(name).axes if a.name not in out]
+    return out
+
+
+def estimator_option_names() -> list[str]:
+    """The options of every registered estimator, in registration order, that are not also setting axes:
+    the results table's option columns (after the axes)."""
+    axes, out = set(problem_axes()), []
+    for name in estimators.available():
+        out += [o.name for o in estimators.get_class(name).options if o.name not in axes and o.name not in out]
     return out
 
 

@@ -1,7 +1,7 @@
 """The results file: its columns and naming, and how it is written safely. Torch-free.
 
-What the runner (benchmarks/) and the report (reports/) both need lives here once:
-the columns (results_columns, curve_columns), the reference estimator's name, where the
+What the runner (benchmarks/) and the report (reports/) both need lives here once, beside
+the declared columns (benchmarks.schema): the reference estimator's name, where the
 training curves go (curves_path), writing to a temporary file and renaming
 (atomic_write), appending rows (ResultWriter), and the guards below.
 
@@ -32,51 +32,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-#: The result table's columns before and after the setting axes, which the problems declare
-#: (results_columns). Columns a problem does not use stay empty.
-HEAD = ["problem", "problem_kind", "estimator", "estimator_options", "parameter"]
-TAIL = [
-    "checkpoint_steps", "train_steps", "n_samples", "f_evals", "replicates", "replicates_used", "precision", "seed",
-    "mean", "variance", "variance_se", "variance_lo", "variance_hi", "variance_note", "total_variance", "total_variance_lo",
-    "total_variance_hi", "true_grad", "bias", "bias_z", "mse", "snr", "agreement_z", "reference",
-    "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compiled", "compile_time_s", "status", "error",
-    "setting", "cell_seed", "dtype", "device",
-    "estbench_version", "estimator_origin", "estimator_note", "counterpart", "torch_version", "python_version", "machine",
-    "load_avg", "matmul_gflops", "host", "threads", "concurrent_cells",
-]  # fmt: skip
-#: The training-curve table's columns before and after the setting axes (problems that train a model).
-CURVE_HEAD = ["problem", "estimator", "estimator_options"]
-CURVE_TAIL = [
-    "n_samples", "seed", "train_steps", "dtype", "device", "setting",
-    "step", "wall_time_s", "elbo_train", "elbo_test", "status", "error", "estbench_version", "estimator_origin",
-]  # fmt: skip
+from .schema import CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, TIMING_COLUMNS, SchemaError, curve_schema, results_schema
 
 
-#: the columns that vary from run to run of the same command (how long, on what, under what load);
-#: every other column of a row is reproducible bit for bit from the seed
-TIMING_COLUMNS = ("time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "compile_time_s",
-                  "machine", "load_avg", "matmul_gflops", "host", "threads", "concurrent_cells")
+def results_columns(axes: list[str], options: list[str] = ()) -> list[str]:
+    """The results table's columns, with the setting axes ``axes`` and estimator options ``options``
+    in the middle (benchmarks.schema)."""
+    return results_schema(axes, options).names
 
 
-def results_columns(axes: list[str]) -> list[str]:
-    """The results table's columns, with the setting axes ``axes`` in the middle."""
-    return [*HEAD, *axes, *TAIL]
+def curve_columns(axes: list[str], options: list[str] = ()) -> list[str]:
+    """The training-curve table's columns, with the setting axes and estimator options in the middle."""
+    return curve_schema(axes, options).names
 
 
-def curve_columns(axes: list[str]) -> list[str]:
-    """The training-curve table's columns, with the setting axes ``axes`` in the middle."""
-    return [*CURVE_HEAD, *axes, *CURVE_TAIL]
-
-#: The options that decide what a completed cell (or training curve) holds. A --resume whose
-#: plan would write other values of them for a problem already in the file is refused; options
-#: that only add cells (more problems, estimators, settings, n_samples) may resume. The
-#: estimator's origin (built in, or which plugin file, by content) must match too.
-CONTENT_COLUMNS = ("replicates", "precision", "seed", "dtype", "device", "checkpoint_steps", "train_steps", "estbench_version")
-CURVE_CONTENT_COLUMNS = ("seed", "dtype", "device", "train_steps", "estbench_version")
-
-#: the report's "/ reparam" columns divide by this estimator's figures; where a problem has no
-#: exact gradient, agreement_z compares every estimator's mean gradient with the mean of its
-#: ``Problem.reference`` estimator, this one unless the problem names another
+#: a problem's reference estimator unless it names another (``Problem.reference``): rows record it as
+#: ``reference_estimator``, the report's ratio columns divide by its figures, and where a problem has no
+#: exact gradient agreement_z compares every estimator's mean gradient with its mean
 REFERENCE = "reparameterization"
 
 
@@ -231,7 +203,8 @@ class ResultWriter:
             self._fh = open(self.path, "w" if new else "a", newline="")
         except OSError as exc:
             raise ResultsFileError(f"cannot write {self.path}: {os_error_text(exc)}") from None
-        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore")
+        self._known = set(columns)
+        self._writer = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="raise")
         if new:
             self._guarded(self._writer.writeheader)
 
@@ -246,6 +219,11 @@ class ResultWriter:
                 f"kept: continue with --resume once it is fixed") from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append whole rows; SchemaError (nothing written) for a key that is not a column."""
+        unknown = sorted({k for r in rows for k in r if k not in self._known})
+        if unknown:
+            raise SchemaError(f"a row for {self.path} has keys the results schema does not declare: "
+                              f"{', '.join(map(repr, unknown))}")
         self._guarded(lambda: self._writer.writerows(rows))
 
     def close(self) -> None:
@@ -258,3 +236,8 @@ class ResultWriter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+
+
+__all__ = ["CONTENT_COLUMNS", "CURVE_CONTENT_COLUMNS", "REFERENCE", "TIMING_COLUMNS", "ResultWriter", "ResultsFileError",
+           "ResultsWriteError", "SchemaError", "atomic_write", "check_target", "curve_columns", "curves_path",
+           "has_content", "read_text", "results_columns", "writer_lock"]

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import problems
-from .plan import Cell, options_text
+from .machine import estbench_version
 from .results_file import ResultsFileError, atomic_write, read_text
-from .sweep import Sweep
 
 
 class ResumeError(ValueError):
@@ -32,6 +30,16 @@ def _atomic_rewrite(path: Path, header: str, lines: list[str]) -> None:
     atomic_write(path, write)
 
 
+def _writer_version(lines: list[str]) -> str:
+    """'estbench X' for the version a results file's first row records ('an unknown version' if none)."""
+    try:
+        first = next(csv.DictReader(lines[:2]))
+    except (StopIteration, csv.Error):
+        return "an unknown version"
+    version = first.get("estbench_version")
+    return f"estbench {version}" if version else "an unknown version"
+
+
 def read_rows(path: Path, columns: list[str]) -> tuple[str, list[str], list[dict], int]:
     """(header, complete lines, their rows, number of lines) of an existing results file written by
     this version; ResumeError for anything else. A torn last line (no line end) is left out."""
@@ -45,14 +53,14 @@ def read_rows(path: Path, columns: list[str]) -> tuple[str, list[str], list[dict
     lines = text.splitlines(keepends=True)
     header = lines[0]
     if header.rstrip("\r\n") != ",".join(columns):
-        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes; "
-                          f"use a new --out file")
+        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes (it was written by "
+                          f"{_writer_version(lines)}, this is estbench {estbench_version()}); use a new --out file")
     body = [ln for ln in lines[1:] if ln.endswith("\n")]  # a torn last line has no line end
     rows = list(csv.DictReader([header, *body]))
     return header, body, rows, len(lines)
 
 
-def _whole(rows: list[dict]) -> list[dict]:
+def whole(rows: list[dict]) -> list[dict]:
     """The rows with every column present (a row cut short by a kill has fewer)."""
     return [r for r in rows if None not in r and None not in r.values()]
 
@@ -70,7 +78,7 @@ def completed(path: Path, read: tuple[str, list[str], list[dict], int] | None, k
         return set()
     header, body, rows, n_lines = read
     units: dict[tuple, list[dict]] = {}
-    for r in _whole(rows):
+    for r in whole(rows):
         units.setdefault(key(r), []).append(r)
     done = {k for k, rs in units.items() if complete(rs)}
     kept = [ln for ln, r in zip(body, rows, strict=True) if key(r) in done]
@@ -108,31 +116,3 @@ def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]],
                 f"cannot resume {path}: its rows of estimator {r['estimator']!r} come from "
                 f"{r.get('estimator_origin') or '(unknown)'}, this run's from {origins[r['estimator']]}; "
                 f"write to a new --out")
-
-
-def _row_cell_key(r: dict) -> tuple:
-    return (r["problem"], r["estimator"], r["estimator_options"], r["setting"], r["n_samples"], r["replicates"],
-            r["seed"], r["dtype"], r["device"])
-
-
-def _cell_key(cell: Cell, sweep: Sweep) -> tuple:
-    return (cell.problem.name, cell.estimator, options_text(cell.options), cell.problem.setting_label(cell.setting),
-            str(cell.n_samples), str(sweep.replicates), str(sweep.seed), sweep.dtype, sweep.device)
-
-
-def _row_curve_key(r: dict) -> tuple:
-    return (r["problem"], r["estimator"], r["estimator_options"], r["setting"], r["n_samples"], r["seed"])
-
-
-def _curve_key(cell: Cell, sweep: Sweep) -> tuple:
-    return (cell.problem.name, cell.estimator, options_text(cell.options), cell.problem.setting_label(cell.setting),
-            str(cell.n_samples), str(sweep.seed))
-
-
-def _cell_complete(rows: list[dict]) -> bool:
-    try:
-        groups = set(problems.get(rows[0]["problem"]).groups)
-    except KeyError:
-        return True
-    return {r["parameter"] for r in rows} == groups
-

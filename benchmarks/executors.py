@@ -1,0 +1,67 @@
+"""Executors: where a run's cells and curves are computed. The run loop (benchmarks.runner) is
+one; an executor only computes units and hands back their rows as they complete.
+
+An executor has:
+
+- ``session(plan)``: a context manager; what must be checked before any file is opened (a
+  cluster's workers) is checked on entering it, and it yields the executor ready to run;
+- ``units(todo, todo_curves)``: yields ``(kind, cell, sweep, rows, stats)`` for each pending cell
+  ("cell") and training curve ("curve") as it completes, in any order; ``stats`` is the cell's
+  statistics where the run loop needs them (agreement with a reference estimator), else None;
+- ``reference_stats(cell, sweep)``: the statistics of the reference estimator's cell of ``cell``'s
+  setting, computed again with its own seed (so the same numbers) when its rows are in the file
+  from an earlier run;
+- ``immediate_reference``: whether the run loop asks for such statistics at once (serially: the
+  rows keep the order of an uninterrupted run) or after the other units (a cluster).
+
+:class:`Serial` runs in this process; benchmarks.distributed.Dask runs on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from .plan import Cell, Plan
+from .rows import curve_rows, measure_cell, prepare
+from .stats import GradientStats
+from .sweep import Sweep
+
+Unit = tuple[str, Cell, Sweep, list[dict[str, Any]], "dict[str, GradientStats] | None"]
+
+
+class Serial:
+    """The units one after the other in this process, one setting's prepared data held at a time."""
+
+    immediate_reference = True
+
+    def __init__(self) -> None:
+        self._prepared: tuple[Any, Any] = (None, None)  # (key, prepared data or the exception)
+
+    @contextlib.contextmanager
+    def session(self, plan: Plan) -> Iterator[Serial]:
+        try:
+            yield self
+        finally:
+            self._prepared = (None, None)
+
+    def _prepare(self, cell: Cell, sweep: Sweep) -> Any:
+        ctx = sweep.context()
+        key = (cell.problem.name, cell.setting, ctx)
+        if self._prepared[0] != key:
+            self._prepared = (None, None)
+            self._prepared = (key, prepare(cell, ctx))
+        return self._prepared[1]
+
+    def units(self, todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]]) -> Iterator[Unit]:
+        for cell, sweep in todo:
+            rows, stats = measure_cell(cell, sweep, self._prepare(cell, sweep), sweep.context())
+            yield "cell", cell, sweep, rows, stats
+        self._prepared = (None, None)  # not held while the curves train
+        for cell, sweep in todo_curves:
+            yield "curve", cell, sweep, curve_rows(cell, sweep, sweep.context()), None
+
+    def reference_stats(self, cell: Cell, sweep: Sweep) -> dict[str, GradientStats] | None:
+        ref = Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)
+        return measure_cell(ref, sweep, self._prepare(cell, sweep), sweep.context())[1]
