@@ -279,14 +279,15 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> 
           [x for x in c.estimators if x in set(e["estimator"])])
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xlabel("")
-    ax.set_ylabel("efficiency / reparameterization's")
-    ax.set_title("Efficiency = 1 / (variance x time per estimate), relative to reparameterization\n"
+    ax.set_ylabel("efficiency / the reference's")
+    refs = ", ".join(sorted(set(shown["reference_estimator"].dropna().astype(str)))) if "reference_estimator" in shown else ""
+    ax.set_title(f"Efficiency = 1 / (variance x time per estimate), relative to each problem's reference ({refs})\n"
                  "(error bars: from the variance's 95% interval and the timing spread"
                  + (f"; left out, exact (zero variance): {', '.join(sorted(set(exact['estimator'])))}"
                     if not exact.empty else "") + ")")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return c.save(fig, "efficiency.png", "Efficiency relative to reparameterization")
+    return c.save(fig, "efficiency.png", "Efficiency relative to each problem's reference estimator")
 
 
 def _with_biased(df: pd.DataFrame) -> list[str]:

@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.results_file import curves_path
+from benchmarks.schema import HEAD_COLUMNS, ROW_KEY, TAIL_COLUMNS
 
 REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
                     "snr", "time_per_estimate_s", "status")
-TEXT_COLUMNS = ("problem", "problem_kind", "estimator", "estimator_options", "parameter", "status", "error", "setting",
-                "reference", "checkpoint", "dtype", "device", "estbench_version", "torch_version", "python_version", "machine",
-                "estimator_note", "counterpart")
+#: the results table's columns by type, as the schema declares them (setting axes and estimator options aside)
+_FIXED = [*HEAD_COLUMNS, *TAIL_COLUMNS]
+TEXT_COLUMNS = (*(c.name for c in _FIXED if c.type is str), "checkpoint")
 
 
 
@@ -31,12 +32,7 @@ KINDS = ("toy", "model")
 LEGACY_PREFIXES = {"gaussian-": "toy", "vae-": "model"}
 #: columns that hold numbers where they are filled (a setting axis holds numbers, numbers joined
 #: by ';' one per coordinate, or text: whatever its problem declared)
-NUMERIC_COLUMNS = ("n_samples", "f_evals", "replicates", "replicates_used", "precision", "seed", "mean", "variance",
-                   "variance_se", "variance_lo",
-                   "variance_hi", "total_variance", "total_variance_lo", "total_variance_hi", "true_grad",
-                   "bias", "bias_z", "mse", "snr", "agreement_z", "time_per_estimate_s", "time_per_estimate_min_s",
-                   "time_per_estimate_max_s", "compile_time_s", "load_avg", "matmul_gflops", "threads",
-                   "concurrent_cells")
+NUMERIC_COLUMNS = tuple(c.name for c in _FIXED if c.type in (int, float))
 
 
 def setting_axes(label: Any) -> list[str]:
@@ -52,8 +48,6 @@ def axes(df: pd.DataFrame, problems: Any = None) -> list[str]:
 
 
 #: a cell's row for one parameter group: a second row with the same key is a duplicate
-ROW_KEY = ("problem", "estimator", "estimator_options", "parameter", "setting", "n_samples", "replicates", "seed",
-           "dtype", "device")
 
 
 def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:

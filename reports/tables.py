@@ -66,13 +66,17 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
         df["efficiency_lo"] = 1.0 / (df["variance_hi"] * df["time_per_estimate_max_s"])
         df["efficiency_hi"] = 1.0 / (df["variance_lo"] * df["time_per_estimate_min_s"])
     keys = ["problem", "parameter", "setting", "n_samples"]
-    ref = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["variance", "efficiency"]]
+    # each row's ratios divide by its problem's reference estimator (files before reference_estimator: reparam)
+    df["reference_estimator"] = (df["reference_estimator"].fillna(REFERENCE).astype(object)
+                                 if "reference_estimator" in df else REFERENCE)
+    is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
+    ref = df[is_ref][keys + ["variance", "efficiency"]]
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
     df = df.merge(ref, on=keys, how="left")
     df["variance_vs_reparam"] = df["variance"] / df["_ref_var"]
     if "variance_se" in df:  # 95% interval of the ratio of two independent cells' variances, on the log scale
         rel = (df["variance_se"] / df["variance"]).where(df["variance"] > 0)
-        refs = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["variance", "variance_se"]]
+        refs = df[is_ref][keys + ["variance", "variance_se"]]
         refs = refs.assign(_ref_rel=refs["variance_se"] / refs["variance"])[keys + ["_ref_rel"]]
         df = df.merge(refs, on=keys, how="left")
         spread = np.exp(Z95 * np.sqrt(rel**2 + df["_ref_rel"] ** 2))
@@ -83,7 +87,8 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
         df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
     df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
     if "efficiency_lo" in df:  # each end against the reference's opposite end: a conservative interval
-        refs = df[(df["estimator"] == REFERENCE) & (df["status"] == "ok")][keys + ["efficiency_lo", "efficiency_hi"]]
+        is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
+        refs = df[is_ref][keys + ["efficiency_lo", "efficiency_hi"]]
         refs = refs.rename(columns={"efficiency_lo": "_ref_lo", "efficiency_hi": "_ref_hi"})
         df = df.merge(refs, on=keys, how="left")
         df["efficiency_vs_reparam_lo"] = df["efficiency_lo"] / df["_ref_hi"]
@@ -211,7 +216,15 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
     for col in ("variance_vs_reparam", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"):
         if col in cols:
             rows[col] = rows[col].astype(object).where(~zero | missing.get(col, False), "exact")
+    ref = reference_name(rows)
+    cols = {k: v.replace("/ reparam", f"/ {ref}") for k, v in cols.items()}
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
+
+
+def reference_name(rows: pd.DataFrame) -> str:
+    """The reference estimator the ratio columns of ``rows`` (one problem's) divide by."""
+    names = rows["reference_estimator"].dropna().unique() if "reference_estimator" in rows else []
+    return " / ".join(sorted(map(str, names))) or REFERENCE
 
 
 def zero_variance_notes(df: pd.DataFrame, problem: str) -> list[str]:

@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.results_file import REFERENCE
-
 from .load import axes
-from .tables import fmt, is_toy, reference_label, setting_text
+from .tables import fmt, is_toy, reference_label, reference_name, setting_text
 
 
 def overlapping(g: pd.DataFrame, best: pd.Series, col: str) -> pd.DataFrame:
@@ -141,19 +139,20 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
                          f"{fmt(g.iloc[0]['variance'])}, nothing to compare it with.")
             continue
         parts.append(f"For the gradient of {param}, " + ranking_text(g, "variance", biased))
-    # where, across the whole sweep, does the pathwise estimator lose?
+    # where, across the whole sweep, does the problem's reference estimator lose?
     swept = rows.dropna(subset=["variance_vs_reparam"])
-    swept = swept[swept["estimator"] != REFERENCE]
+    ref = reference_name(rows)
+    swept = swept[swept["estimator"] != ref]
     if not swept.empty:
         better = swept[swept["variance_vs_reparam"] < 1]
         n_settings = swept.groupby(["setting", "n_samples", "parameter"]).ngroups
         if better.empty:
             parts.append(f"Over all {n_settings} settings x gradients run, no estimator has lower variance than "
-                         f"reparameterization.")
+                         f"{ref}, the reference.")
         else:
             best = better.sort_values("variance_vs_reparam").iloc[0]
             parts.append(
-                f"Over all {n_settings} settings x gradients run, another estimator beats reparameterization's "
+                f"Over all {n_settings} settings x gradients run, another estimator beats the reference {ref}'s "
                 f"variance in {better.groupby(['setting', 'n_samples', 'parameter']).ngroups} of them; the "
                 f"largest gain is {best['estimator']}'s on the {best['parameter']}-gradient at "
                 f"{setting_text(best, axes(df, problem))}, n={int(best['n_samples'])} "
