@@ -25,11 +25,16 @@ REPLICATES = (1000, 100_000, 1_000_000)
 
 
 def _timed_run(replicates: int, workers: int | None) -> tuple[float, int]:
-    import estbench
+    """The sweep through the run loop (benchmarks.runner), serially or on ``workers`` Dask workers."""
+    from benchmarks import runner
+    from benchmarks.distributed import ClusterSpec
+    from benchmarks.sweep import Sweep
 
     start = time.perf_counter()
-    df = estbench.run("gaussian-quadratic", ESTIMATORS, mu=MU, sigma=SIGMA, replicates=replicates, workers=workers)
-    cells = len(df.drop_duplicates(["estimator", "setting", "n_samples"]))
+    cluster = ClusterSpec(workers, None) if workers is not None else None
+    rows = runner.run(Sweep(problem=["gaussian-quadratic"], estimator=ESTIMATORS, mu=MU, sigma=SIGMA,
+                            replicates=replicates), cluster=cluster)
+    cells = len({(r["estimator"], r["setting"], r["n_samples"]) for r in rows})
     return time.perf_counter() - start, cells
 
 

@@ -36,6 +36,7 @@ def _estbench(args: list[str], cwd, hide: tuple[str, ...] = ()) -> subprocess.Co
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_without_the_extras_list_says_how_to_get_them_and_a_run_refuses_in_one_line(tmp_path):
     hide = ("storch", "pyro")
     listed = _estbench(["list"], tmp_path, hide)

@@ -55,6 +55,7 @@ def test_estimator_objects_and_classes_need_no_plugin_file(tmp_path):
     assert len(df[df["estimator"] == "test-half-baseline"]) == 2
 
 
+@pytest.mark.slow
 def test_report_from_a_dataframe(tmp_path):
     df = estbench.run("gaussian-exp", ["reinforce", "reparameterization"], sigma=[0.5, 1, 2], replicates=50)
     report = estbench.report(df, out=tmp_path / "rep")

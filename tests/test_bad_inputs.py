@@ -232,6 +232,7 @@ def run_case(case: Case, capsys) -> str:
     return err.strip()
 
 
+@pytest.mark.slow
 def test_every_bad_input_is_one_line_and_the_page_lists_them(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rows = []

@@ -117,6 +117,7 @@ def estimator_rows():
     return runner.run(sweep)
 
 
+@pytest.mark.slow
 def test_unbiased_estimators_agree_with_the_exact_gradient(estimator_rows):
     """Coordinate by coordinate (agreement_z: the largest |z| over the encoder's coordinates) and
     coordinate-averaged (bias_z), with a Bonferroni bound over every coordinate of every cell."""
@@ -156,6 +157,7 @@ def test_above_the_enumeration_bound_the_reference_is_disarm():
     assert torch.isfinite(model.test_elbo(problem.dataset(Context()).test[:5])).all()
 
 
+@pytest.mark.slow
 def test_training_with_the_exact_gradient_beats_reinforce_at_the_default_settings():
     """The default setting (hidden 256, latent 8, batch 128, n_samples 4) and training length (1000 steps):
     the exact gradient's test ELBO (exact, enumerated, over the 300 test images) ends higher than

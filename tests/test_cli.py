@@ -95,6 +95,7 @@ def test_malformed_sweep_file_names_file_and_line(tmp_path, capsys):
     assert "unknown key 'sigmas'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_installed(tmp_path):
     out = tmp_path / "r.csv"
     proc = subprocess.run([sys.executable, "-m", "estbench", "run", "--problem", "gaussian-quadratic",

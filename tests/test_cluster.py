@@ -37,6 +37,7 @@ def serial(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_rows_of_a_serial_run_bit_for_bit(serial, tmp_path):
     out = tmp_path / "r.csv"
     assert main(["run", *SWEEP, "--workers", "2", "--out", str(out)]) == 0
@@ -86,6 +87,7 @@ class AlwaysDies(Reinforce):
 '''
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_once(tmp_path):
     """A plugin file (which the workers get from the client) kills its worker the first time it runs: the
     scheduler runs that cell again on a living worker, and the file ends with every row once, each with the
@@ -103,6 +105,7 @@ def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_o
     pd.testing.assert_frame_equal(content(out), content(serial))
 
 
+@pytest.mark.slow
 def test_a_cell_that_kills_every_worker_becomes_a_failed_row(tmp_path, capsys):
     """After ALLOWED_FAILURES + 1 deaths the scheduler gives the cell up: failed rows saying so, exit 1."""
     from benchmarks.distributed import ALLOWED_FAILURES
@@ -117,6 +120,7 @@ def test_a_cell_that_kills_every_worker_becomes_a_failed_row(tmp_path, capsys):
     assert df["error"].str.contains(f"died {ALLOWED_FAILURES + 1} times").all()
 
 
+@pytest.mark.slow
 def test_without_workers_or_scheduler_dask_is_never_imported(tmp_path):
     code = ("import sys; from estbench.cli import main; "
             f"assert main(['run', '--problem', 'gaussian-cos', '--estimator', 'reinforce', '--replicates', '32', "
@@ -125,6 +129,7 @@ def test_without_workers_or_scheduler_dask_is_never_imported(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
+@pytest.mark.slow
 def test_a_cluster_without_workers_is_one_clear_line(tmp_path, capsys):
     from distributed import LocalCluster
 
@@ -168,6 +173,7 @@ def test_workers_that_differ_from_the_client_are_refused_before_any_work(changes
     assert "\n" not in str(err.value) and "tcp://10.0.0.7:4001" in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_resume_on_a_cluster_recomputes_a_reference_cell_from_the_file_with_the_same_numbers(serial, tmp_path):
     """The VAE's agreement_z compares each estimator's mean with the pathwise cell's. When that cell's rows are
     in the file from an earlier run, the cluster computes it again (same seed) once the other cells are done:

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+import estimators
 from benchmarks import compiling, runner
 from benchmarks.problems import Context, GaussianSetting, get
 from benchmarks.sweep import Sweep, SweepError
@@ -31,7 +32,7 @@ def test_compiled_toy_cells_are_unbiased_and_have_the_closed_form_variance():
     try:
         for name in ("reparameterization", "reinforce-ema"):
             torch.manual_seed(0)
-            stats, timing = runner.estimate_cell(problem, runner.estimators.get(name), s, None, n, R, ctx)
+            stats, timing = runner.estimate_cell(problem, estimators.get(name), s, None, n, R, ctx)
             assert timing.compiled and timing.compile_s > 0, timing
             summary = stats["mu"].summary(problem.true_gradient(s, ctx)["mu"])
             assert stats["mu"].n == R
@@ -53,6 +54,7 @@ def test_chunk_plan_is_even_with_at_most_one_shorter_chunk():
         assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
 
 
+@pytest.mark.slow
 def test_compiled_vae_cells_agree_with_the_pathwise_mean():
     """Compiled VAE cells, pathwise and score-function: the runner's agreement_z (largest |z|
     over encoder coordinates between the two mean gradients) within the Bonferroni bound."""
@@ -115,7 +117,7 @@ def test_cell_engine_measures_again_with_new_draws():
     estimates, so two calls give different means of the same gradient."""
     problem = get("gaussian-quadratic")
     s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=4)
-    engine = runner.CellEngine(problem, runner.estimators.get("reinforce-ema"), s, None, 2, 300,
+    engine = runner.CellEngine(problem, estimators.get("reinforce-ema"), s, None, 2, 300,
                                Context(dtype=torch.float64, compile="off"))
     first, second = engine.measure(), engine.measure()
     assert first["mu"].n == second["mu"].n == 300

@@ -61,6 +61,7 @@ def test_naive_loop_and_runner_estimate_the_same_gradient():
     assert z.abs().max() <= z_bound(2)
 
 
+@pytest.mark.slow
 def test_perf_command_runs_end_to_end_and_writes_json(tmp_path, capsys):
     from estbench.cli import main
 
@@ -77,6 +78,7 @@ def test_perf_command_runs_end_to_end_and_writes_json(tmp_path, capsys):
     assert all(r["gflops"] > 0 and "compiled_s" not in r for r in fig["vae"])
 
 
+@pytest.mark.slow
 def test_peak_memory_is_measured_in_a_child_process():
     m = perf.peak_memory("gaussian-quadratic", 200)
     assert m["n"] == 200 and m["peak_mb"] >= m["before_mb"] > 0
@@ -194,6 +196,7 @@ def test_a_failed_compile_is_reported_and_perf_goes_on(monkeypatch):
     assert rows[0]["eager_per_s"] > 0 and rows[0]["speedup"] > 0
 
 
+@pytest.mark.slow
 def test_the_chunk_compiles_with_mix_order_reductions_off(monkeypatch):
     """inductor_options reach inductor while it lowers the chunk's graph, and only then."""
     import torch._inductor.config as inductor
@@ -242,6 +245,7 @@ for dim in (100, 10000):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="glibc only")
 def test_eager_chunks_reuse_freed_buffers_without_page_faults():
     """With keep_freed_memory(), the eager runner's chunks (toy, dim 100 and 10000) fault in
@@ -264,6 +268,7 @@ def test_eager_chunks_reuse_freed_buffers_without_page_faults():
     assert allocator._done is True and allocator.describe() == "malloc keeps freed memory (mallopt)"
 
 
+@pytest.mark.slow
 def test_the_allocator_setting_can_be_turned_off_and_is_recorded(tmp_path):
     code = ("import sys; from estbench.cli import main; sys.exit(main(['run', '--problem', 'gaussian-cos', "
             "'--estimator', 'reinforce', '--replicates', '10', '--quiet', '--out', sys.argv[1]]))")

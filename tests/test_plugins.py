@@ -40,6 +40,7 @@ def write_plugin(tmp_path: Path, body: str, name: str = "plugin.py") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_tutorial_plugin_runs_unbiased_and_reaches_the_report(tmp_path, clean_registry):
     plugin = write_plugin(tmp_path, tutorial_code(), "my_estimator.py")
     out = tmp_path / "r.csv"
@@ -56,6 +57,7 @@ def test_tutorial_plugin_runs_unbiased_and_reaches_the_report(tmp_path, clean_re
     assert "| reinforce-median |" in text
 
 
+@pytest.mark.slow
 def test_plugin_shows_up_in_the_benchmarks(tmp_path):
     plugin = write_plugin(tmp_path, tutorial_code(), "my_estimator.py")
     proc = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "bench_estimators.py"),
@@ -66,6 +68,7 @@ def test_plugin_shows_up_in_the_benchmarks(tmp_path):
     assert "reinforce-median[vae-digits-" in proc.stdout
 
 
+@pytest.mark.slow
 def test_installed_package_is_discovered_through_its_entry_point(tmp_path):
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -85,6 +88,7 @@ def test_installed_package_is_discovered_through_its_entry_point(tmp_path):
     assert {r["status"] for r in read(out)} == {"ok"}
 
 
+@pytest.mark.slow
 def test_broken_installed_plugin_is_a_warning_not_a_crash(tmp_path):
     dist = tmp_path / "site" / "broken_plugin-1.0.dist-info"
     dist.mkdir(parents=True)
@@ -187,6 +191,7 @@ def test_failing_plugins_become_failed_rows_and_the_sweep_goes_on(tmp_path, clea
     assert {r["status"] for r in rows if r["estimator"] == "reinforce"} == {"ok"}
 
 
+@pytest.mark.slow
 def test_problem_tutorial_plugin_runs_with_its_own_axes(tmp_path):
     """The problem of docs/plugins.md: its axes become options and columns; the pathwise and score
     estimators are unbiased on it (|bias z| within a Bonferroni bound over the 2 x 3 rows)."""

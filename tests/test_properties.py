@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -52,6 +53,7 @@ def normal_pdf(x: float, mu: float, sigma: float) -> float:
     return math.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(name=st.sampled_from(NAMES), mu=mus, sigma=sigmas, k=ks)
 def test_closed_forms_agree_with_numerical_integrals(name, mu, sigma, k):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,6 +60,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "notebook" / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_benchmark_only_needs_no_test_extra(tmp_path):
     """`pytest --benchmark-only` after the base install alone: the test extra's packages (here made
     unimportable) are not needed, since the unit tests under tests/ are not collected."""

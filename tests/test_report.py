@@ -41,6 +41,7 @@ def check_report(out: Path, results: pd.DataFrame) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_report_from_frozen_results(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -64,6 +65,7 @@ def test_report_from_frozen_results(tmp_path):
     assert ref["efficiency_vs_reparam"].eq(1.0).all()
 
 
+@pytest.mark.slow
 def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     out = tmp_path / "r1"
     args = ["report", "--quick", "--out", str(out), "--quiet"]
@@ -93,6 +95,7 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert (out / "tables.csv").read_bytes() == (out2 / "tables.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_failed_cells_get_a_table_of_their_own(tmp_path):
     df = pd.read_csv(DATA / "results.csv", dtype={"error": str})
     i = df.index[(df["estimator"] == "reinforce") & (df["problem"] == "gaussian-cos")][0]
@@ -127,6 +130,7 @@ def _frozen(tmp_path: Path) -> pd.DataFrame:
     return pd.read_csv(DATA / "results.csv", dtype={"error": str})
 
 
+@pytest.mark.slow
 def test_a_torn_last_line_and_duplicated_rows_are_repaired_by_the_documented_rule(tmp_path, capsys):
     text = (DATA / "results.csv").read_text()
     lines = text.splitlines(keepends=True)
@@ -143,6 +147,7 @@ def test_a_torn_last_line_and_duplicated_rows_are_repaired_by_the_documented_rul
     assert "Read with repairs: dropped the torn last line" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_pipe_in_an_error_message_keeps_the_markdown_tables_whole(tmp_path):
     df = _frozen(tmp_path)
     i = df.index[(df["estimator"] == "reinforce") & (df["problem"] == "gaussian-cos")][0]
@@ -158,6 +163,7 @@ def test_a_pipe_in_an_error_message_keeps_the_markdown_tables_whole(tmp_path):
     assert r"ValueError: shape a \| b next line" in row
 
 
+@pytest.mark.slow
 def test_a_report_of_one_estimator_reads_sensibly(tmp_path):
     df = _frozen(tmp_path)
     df[df["estimator"] == "reinforce"].to_csv(tmp_path / "results.csv", index=False)
@@ -167,6 +173,7 @@ def test_a_report_of_one_estimator_reads_sensibly(tmp_path):
     assert "reinforce the highest" not in text and "1x more" not in text
 
 
+@pytest.mark.slow
 def test_a_failing_build_leaves_the_report_folder_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "out"
     build(DATA / "results.csv", out)
@@ -246,6 +253,7 @@ def test_a_flagged_estimator_is_named_in_brief_and_never_called_the_lowest_or_mo
     assert "reinforce-loo is the most efficient of those not flagged biased" in text
 
 
+@pytest.mark.slow
 def test_timings_of_cells_that_ran_side_by_side_are_said_not_comparable(tmp_path):
     """A cluster run's rows record their host and how many cells ran at once there: the report says beside
     the tables that their times compare only between cells that ran alike; a serial run's report does not."""

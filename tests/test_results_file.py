@@ -36,6 +36,7 @@ def rows(path: Path) -> list[dict]:
 
 # -- one writer at a time ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_the_first_run_is_untouched(tmp_path, capsys):
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_PLUGIN)
@@ -97,6 +98,7 @@ def test_resume_of_a_vae_with_other_checkpoint_steps_is_refused(tmp_path, capsys
     one_line_error(capsys, "train_steps=2 in the file, train_steps=3 in this run")
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_plugin_file_is_refused(tmp_path, capsys):
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_PLUGIN.replace("0.05", "0.0"))
@@ -169,6 +171,7 @@ def test_report_refuses_to_replace_results_in_its_folder(tmp_path, capsys):
 
 # -- OS errors: one line, rows kept ----------------------------------------------
 
+@pytest.mark.slow
 def test_a_file_size_limit_mid_run_stops_cleanly_and_resumes(tmp_path):
     out = tmp_path / "r.csv"
     args = ["run", "--problem", "gaussian-cos", "gaussian-exp", "--sigma", "0.5", "1", "2", "--estimator", "reinforce",
@@ -271,6 +274,7 @@ class Exits(Reinforce):
 """
 
 
+@pytest.mark.slow
 def test_vae_shapes_are_checked_and_an_exiting_plugin_is_a_failed_row(tmp_path):
     plugin = tmp_path / "bad.py"
     plugin.write_text(BAD_SHAPES)
@@ -288,6 +292,7 @@ def test_vae_shapes_are_checked_and_an_exiting_plugin_is_a_failed_row(tmp_path):
     assert got["reinforce"]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_plugin_may_replace_a_shipped_estimator_only_when_it_says_so(tmp_path):
     plugin = tmp_path / "mv.py"
     plugin.write_text("from estimators import Reinforce\n\nclass MV(Reinforce):\n    name = 'measure-valued'\n")
@@ -301,6 +306,7 @@ def test_a_plugin_may_replace_a_shipped_estimator_only_when_it_says_so(tmp_path)
 
 # -- progress -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_long_runs_show_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     out = tmp_path / "r.csv"
     args = ["run", "--problem", "gaussian-cos", "--sigma", "1", "2", "3", "--estimator", "reinforce", "--replicates",

@@ -75,6 +75,7 @@ def uninterrupted(tmp_path_factory, slow_plugin) -> list[tuple]:
     return table(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, slow_plugin, sig):
     out = tmp_path / "r.csv"
@@ -98,6 +99,7 @@ def test_killed_run_resumes_to_the_uninterrupted_table(tmp_path, uninterrupted, 
     assert table(out) == uninterrupted
 
 
+@pytest.mark.slow
 def test_same_seed_same_rows_whatever_the_order(tmp_path, uninterrupted, slow_plugin):
     out = tmp_path / "r.csv"
     reordered = ["--problem", "gaussian-exp", "gaussian-cos", "gaussian-quadratic", "--sigma", "2", "1", "0.5",
