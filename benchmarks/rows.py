@@ -9,6 +9,7 @@ estimator never stops the sweep. A training curve (problems that train) becomes 
 
 from __future__ import annotations
 
+import platform
 import statistics
 from typing import Any
 
@@ -69,7 +70,7 @@ def base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         "estimator_note": cls.note,
         "counterpart": cls.counterpart,
         "torch_version": torch.__version__,
-        "python_version": __import__("platform").python_version(),
+        "python_version": platform.python_version(),
         "machine": machine(),
     }
 
