@@ -16,7 +16,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
-from .load import axes
+from .load import axes, option_columns
 from .tables import axis_slice, fmt, is_toy
 
 FIGURES = "figures"
@@ -113,21 +113,22 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if "estimator_options" not in df or "mse" not in df:
+    options = [o for o in option_columns(df) if pd.api.types.is_numeric_dtype(df[o])]
+    if not options or "mse" not in df:
         return None
-    d = df[(df["status"] == "ok") & df["estimator_options"].fillna("").str.contains("=") & df["mse"].notna()].copy()
-    if d.empty:
-        return None
-    parsed = d["estimator_options"].str.extract(r"^(\w+)=([-\d.eE+]+)$")
-    d["option"], d["value"] = parsed[0], pd.to_numeric(parsed[1], errors="coerce")
-    d = d.dropna(subset=["value"])
-    d["name"] = d["estimator"].str.replace(r"\(.*\)$", "", regex=True)
+    option = options[0]  # the first option swept with several values (the relaxations' temperature)
+    for o in options:
+        ran = df[df[o].notna()]
+        if (ran.groupby(["problem", "estimator_name"])[o].nunique() > 1).any():
+            option = o
+            break
+    d = df[(df["status"] == "ok") & df[option].notna() & df["mse"].notna()].copy()
+    d["value"], d["name"], d["option"] = d[option], d["estimator_name"], option
     d = d[d.groupby(["problem", "name"])["value"].transform("nunique") > 1]
     if d.empty:
         return None
     d["abs_bias"] = d["bias"].abs()
     d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "mse"]].mean()
-    option = d["option"].iloc[0]
     problems_ = sorted(d["problem"].unique())
     fig, axes_ = plt.subplots(2, len(problems_), figsize=(4.2 * len(problems_), 6), squeeze=False)
     for j, problem in enumerate(problems_):
@@ -254,15 +255,15 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> 
     """Efficiency relative to the reference estimator: toys at the base setting, models per checkpoint."""
     import matplotlib.pyplot as plt
 
-    shown = df[(df["status"] == "ok") & df["efficiency_vs_reparam"].notna()]
+    shown = df[(df["status"] == "ok") & df["efficiency_vs_reference"].notna()]
     for problem, values in base.items():
         for axis, value in values.items():
             shown = shown[~is_toy(shown) | (shown["problem"] != problem) | (shown[axis] == value)]
     # exact (zero-variance) cells have no finite efficiency: left out rather than setting the axis at 1e+15
     exact = shown[shown["variance"] == 0]
-    d = shown[np.isfinite(shown["efficiency_vs_reparam"]) & (shown["efficiency_vs_reparam"] > 0)]
+    d = shown[np.isfinite(shown["efficiency_vs_reference"]) & (shown["efficiency_vs_reference"] > 0)]
     toy_base = d[is_toy(d)]
-    cols = ["efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi"]
+    cols = ["efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi"]
 
     def ratio(r: pd.Series) -> dict[str, Any]:
         return {k: r.get(k, np.nan) for k in cols}
@@ -275,7 +276,7 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> 
         return None
     e = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4))
-    _bars(ax, c, e, "cell", "efficiency_vs_reparam", list(dict.fromkeys(e["cell"])),
+    _bars(ax, c, e, "cell", "efficiency_vs_reference", list(dict.fromkeys(e["cell"])),
           [x for x in c.estimators if x in set(e["estimator"])])
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xlabel("")

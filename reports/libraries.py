@@ -23,10 +23,8 @@ OWN, LIB_Z, OWN_Z = "estbench's", "max |bias z|: library", "max |bias z|: estben
 
 
 def _base_names(df: pd.DataFrame) -> pd.Series:
-    """Each row's estimator name without the '(options)' that reading adds where it ran with several values."""
-    opts = df["estimator_options"].fillna("").astype(str) if "estimator_options" in df else pd.Series("", index=df.index)
-    est = df["estimator"].astype(str)
-    return pd.Series([e.removesuffix(f"({o})") if o else e for e, o in zip(est, opts, strict=True)], index=df.index)
+    """Each row's registered estimator name (the label can carry '(options)' where it ran with several values)."""
+    return (df["estimator_name"] if "estimator_name" in df else df["estimator"]).astype(str)
 
 
 def _counterpart_rows(df: pd.DataFrame, base: pd.Series, problem: str, rows: pd.DataFrame,

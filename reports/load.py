@@ -47,7 +47,23 @@ def axes(df: pd.DataFrame, problems: Any = None) -> list[str]:
     return [c for c in df.columns if c in names]
 
 
-#: a cell's row for one parameter group: a second row with the same key is a duplicate
+def option_columns(df: pd.DataFrame) -> list[str]:
+    """The estimator-option columns (``temperature``, ...): the schema's middle columns that no row's setting
+    names and some row fills."""
+    fixed = {c.name for c in _FIXED} | {"estimator_name"}
+    named = set(axes(df))
+    return [c for c in df.columns if c not in fixed and c not in named and df[c].notna().any()]
+
+
+def _legacy_option_columns(df: pd.DataFrame, opts: pd.Series) -> pd.DataFrame:
+    """Files written before each option had its column (0.1.0): the columns from the readable label."""
+    pairs = opts.str.findall(r"(\w+)=([^,]*)")
+    for name in dict.fromkeys(k for row in pairs for k, _ in row):
+        df[name] = [_number_or_text(dict(row).get(name, "")) if dict(row).get(name) is not None else None
+                    for row in pairs]
+    return df
+
+
 
 
 def _bad(path: Path, line: int, column: str, what: str) -> ResultsError:
@@ -108,10 +124,13 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
     for axis in axes(df):  # numbers stay numbers; per-coordinate settings stay text ("0.5;1.0")
         if not pd.api.types.is_numeric_dtype(df[axis]):
             df[axis] = df[axis].map(_number_or_text)
+    df["estimator_name"] = df["estimator"].astype(object)  # the registered name; ``estimator`` is the label
     if "estimator_options" in df:  # an estimator run with several option values: one line per value
         opts = df["estimator_options"].fillna("").astype(str)
         several = df.assign(_o=opts).groupby("estimator")["_o"].transform("nunique") > 1
         df["estimator"] = df["estimator"].where(~several, df["estimator"] + "(" + opts + ")")
+        if not option_columns(df) and opts.str.contains("=").any():
+            df = _legacy_option_columns(df, opts)
     for c in TEXT_COLUMNS:
         if c in df and c != "error":
             df[c] = df[c].astype(object)

@@ -73,26 +73,26 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     ref = df[is_ref][keys + ["variance", "efficiency"]]
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
     df = df.merge(ref, on=keys, how="left")
-    df["variance_vs_reparam"] = df["variance"] / df["_ref_var"]
+    df["variance_vs_reference"] = df["variance"] / df["_ref_var"]
     if "variance_se" in df:  # 95% interval of the ratio of two independent cells' variances, on the log scale
         rel = (df["variance_se"] / df["variance"]).where(df["variance"] > 0)
         refs = df[is_ref][keys + ["variance", "variance_se"]]
         refs = refs.assign(_ref_rel=refs["variance_se"] / refs["variance"])[keys + ["_ref_rel"]]
         df = df.merge(refs, on=keys, how="left")
         spread = np.exp(Z95 * np.sqrt(rel**2 + df["_ref_rel"] ** 2))
-        df["variance_vs_reparam_lo"] = df["variance_vs_reparam"] / spread
-        df["variance_vs_reparam_hi"] = df["variance_vs_reparam"] * spread
+        df["variance_vs_reference_lo"] = df["variance_vs_reference"] / spread
+        df["variance_vs_reference_hi"] = df["variance_vs_reference"] * spread
         df = df.drop(columns="_ref_rel")
     if "f_evals" in df:  # at equal cost in evaluations of f (ARM and DisARM use 2 per draw)
         df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
-    df["efficiency_vs_reparam"] = df["efficiency"] / df["_ref_eff"]
+    df["efficiency_vs_reference"] = df["efficiency"] / df["_ref_eff"]
     if "efficiency_lo" in df:  # each end against the reference's opposite end: a conservative interval
         is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
         refs = df[is_ref][keys + ["efficiency_lo", "efficiency_hi"]]
         refs = refs.rename(columns={"efficiency_lo": "_ref_lo", "efficiency_hi": "_ref_hi"})
         df = df.merge(refs, on=keys, how="left")
-        df["efficiency_vs_reparam_lo"] = df["efficiency_lo"] / df["_ref_hi"]
-        df["efficiency_vs_reparam_hi"] = df["efficiency_hi"] / df["_ref_lo"]
+        df["efficiency_vs_reference_lo"] = df["efficiency_lo"] / df["_ref_hi"]
+        df["efficiency_vs_reference_hi"] = df["efficiency_hi"] / df["_ref_lo"]
         df = df.drop(columns=["_ref_lo", "_ref_hi"])
     return df.drop(columns=["_ref_var", "_ref_eff"])
 
@@ -142,14 +142,14 @@ TABLE_COLUMNS = {
     "estimator": "estimator",
     "parameter": "gradient of",
     "variance": "variance",
-    "variance_vs_reparam": "variance / reparam",
+    "variance_vs_reference": "variance / reference",
     "bias_z": "bias z",
     "mse": "MSE",
     "snr": "SNR",
     "f_evals": "f evals",
     "time_us": "time / estimate (us)",
     "efficiency": "efficiency",
-    "efficiency_vs_reparam": "efficiency / reparam",
+    "efficiency_vs_reference": "efficiency / reference",
     "efficiency_per_eval": "1 / (variance x f evals)",
 }
 
@@ -157,14 +157,14 @@ VAE_TABLE_COLUMNS = {
     "estimator": "estimator",
     "checkpoint": "checkpoint",
     "total_variance": "total variance",
-    "variance_vs_reparam": "variance / reparam",
+    "variance_vs_reference": "variance / reference",
     "mse": "MSE",
     "snr": "SNR",
     "agreement_z": "max z vs reference",
     "f_evals": "f evals",
     "time_us": "time / estimate (us)",
     "efficiency": "efficiency",
-    "efficiency_vs_reparam": "efficiency / reparam",
+    "efficiency_vs_reference": "efficiency / reference",
 }
 
 
@@ -198,26 +198,26 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
     if "precision" in rows and rows["precision"].notna().any():  # cells stopped at their own R (--precision)
         cols = {**cols, "replicates_used": "R used"}
     zero = rows["total_variance" if "total_variance" in cols else "variance"] == 0
-    missing = {c: rows[c].isna() for c in ("variance_vs_reparam", "efficiency_vs_reparam") if c in rows}
+    missing = {c: rows[c].isna() for c in ("variance_vs_reference", "efficiency_vs_reference") if c in rows}
     if "time_per_estimate_min_s" in rows:
         rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
     for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
                         ("total_variance", "total_variance_lo", "total_variance_hi"),
-                        ("variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi"),
-                        ("efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi")):
+                        ("variance_vs_reference", "variance_vs_reference_lo", "variance_vs_reference_hi"),
+                        ("efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi")):
         if col in cols and lo in rows and rows[lo].notna().any():
             rows[col] = [with_interval(v, a, b) for v, a, b in zip(rows[col], rows[lo], rows[hi], strict=True)]
-            cols[col] += {"time_us": " [min, max of 5 timings]", "efficiency_vs_reparam": " [interval]"}.get(col, " [95% CI]")
+            cols[col] += {"time_us": " [min, max of 5 timings]", "efficiency_vs_reference": " [interval]"}.get(col, " [95% CI]")
     # a zero variance is exact: its ratio is 0 and its efficiency has no finite value, so say so rather than
     # print 1/0 or a rounding residue 15 orders of magnitude away from the others
     for col in ("variance", "total_variance"):
         if col in cols:
             rows[col] = rows[col].astype(object).where(~zero, "0 (exact)")
-    for col in ("variance_vs_reparam", "efficiency", "efficiency_vs_reparam", "efficiency_per_eval"):
+    for col in ("variance_vs_reference", "efficiency", "efficiency_vs_reference", "efficiency_per_eval"):
         if col in cols:
             rows[col] = rows[col].astype(object).where(~zero | missing.get(col, False), "exact")
     ref = reference_name(rows)
-    cols = {k: v.replace("/ reparam", f"/ {ref}") for k, v in cols.items()}
+    cols = {k: v.replace("/ reference", f"/ {ref}") for k, v in cols.items()}
     return rows[list(cols)].rename(columns=cols).reset_index(drop=True)
 
 
@@ -250,18 +250,30 @@ def with_interval(value: Any, lo: Any, hi: Any) -> str:
     return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+#: tables.csv's ratio columns under their names from before every problem had its own reference: filled only
+#: where the reference is reparameterization, so that a name never says more than the number
+LEGACY_RATIOS = {f"{what}_vs_reparam{end}": f"{what}_vs_reference{end}"
+                 for what in ("variance", "efficiency") for end in ("", "_lo", "_hi")}
+
+
 def all_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Every ok row with the derived columns, for tables.csv."""
     keep = ["problem", "estimator", "parameter", *axes(df), "n_samples", "f_evals", "replicates", "replicates_used",
             "precision",
             "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
-            "total_variance_hi", "variance_vs_reparam", "variance_vs_reparam_lo", "variance_vs_reparam_hi", "bias_z",
-            "mse", "snr", "agreement_z", "reference",
+            "total_variance_hi", "reference_estimator", "variance_vs_reference", "variance_vs_reference_lo",
+            "variance_vs_reference_hi", "bias_z", "mse", "snr", "agreement_z", "reference",
             "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
-            "efficiency_hi", "efficiency_vs_reparam", "efficiency_vs_reparam_lo", "efficiency_vs_reparam_hi",
+            "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi",
             "efficiency_per_eval"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
-    return ok[[c for c in keep if c in ok]].reset_index(drop=True)
+    out = ok[[c for c in keep if c in ok]].reset_index(drop=True)
+    if "reference_estimator" in out:
+        pathwise = out["reference_estimator"] == REFERENCE
+        for old, new in LEGACY_RATIOS.items():
+            if new in out:
+                out[old] = out[new].where(pathwise)
+    return out
 
 
 def training_table(tr: pd.DataFrame) -> pd.DataFrame:

@@ -140,23 +140,23 @@ def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
             continue
         parts.append(f"For the gradient of {param}, " + ranking_text(g, "variance", biased))
     # where, across the whole sweep, does the problem's reference estimator lose?
-    swept = rows.dropna(subset=["variance_vs_reparam"])
+    swept = rows.dropna(subset=["variance_vs_reference"])
     ref = reference_name(rows)
     swept = swept[swept["estimator"] != ref]
     if not swept.empty:
-        better = swept[swept["variance_vs_reparam"] < 1]
+        better = swept[swept["variance_vs_reference"] < 1]
         n_settings = swept.groupby(["setting", "n_samples", "parameter"]).ngroups
         if better.empty:
             parts.append(f"Over all {n_settings} settings x gradients run, no estimator has lower variance than "
                          f"{ref}, the reference.")
         else:
-            best = better.sort_values("variance_vs_reparam").iloc[0]
+            best = better.sort_values("variance_vs_reference").iloc[0]
             parts.append(
                 f"Over all {n_settings} settings x gradients run, another estimator beats the reference {ref}'s "
                 f"variance in {better.groupby(['setting', 'n_samples', 'parameter']).ngroups} of them; the "
                 f"largest gain is {best['estimator']}'s on the {best['parameter']}-gradient at "
                 f"{setting_text(best, axes(df, problem))}, n={int(best['n_samples'])} "
-                + (f"({fmt(1 / best['variance_vs_reparam'])}x lower)." if best["variance_vs_reparam"] > 0
+                + (f"({fmt(1 / best['variance_vs_reference'])}x lower)." if best["variance_vs_reference"] > 0
                    else "(zero variance: every estimate was the same).")
             )
     parts.append(bias_sentence(rows, axes(df, problem)))

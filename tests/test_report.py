@@ -62,7 +62,7 @@ def test_report_from_frozen_results(tmp_path):
     # efficiency relative to reparameterization is 1 for reparameterization itself
     tables = pd.read_csv(out / "tables.csv")
     ref = tables[tables["estimator"] == "reparameterization"]
-    assert ref["efficiency_vs_reparam"].eq(1.0).all()
+    assert ref["efficiency_vs_reference"].eq(1.0).all()
 
 
 @pytest.mark.slow
@@ -88,6 +88,15 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
     assert "gumbel-softmax" in flagged and not any(e in flagged.split(", ") for e in ("arm", "disarm", "reinforce"))
     assert "| f evals |" in section and "(figures/bias_vs_temperature.png)" in text1
+    # their ratio columns divide by their own reference, named in the header and filled
+    assert "| variance / reinforce-loo [95% CI] |" in section
+    tables = pd.read_csv(out / "tables.csv")
+    own = tables[tables["problem"] == "bernoulli-quadratic"]
+    assert set(own["reference_estimator"]) == {"reinforce-loo"} and own["variance_vs_reference"].notna().all()
+    assert own.loc[own["estimator"] == "reinforce-loo", "variance_vs_reference"].eq(1.0).all()
+    assert own["variance_vs_reparam"].isna().all()  # the old name only where the reference is reparameterization
+    gauss = tables[tables["problem"] == "gaussian-quadratic"]
+    assert gauss["variance_vs_reparam"].equals(gauss["variance_vs_reference"])
     out2 = tmp_path / "r2"
     assert main(["report", "--results", str(out / "results.csv"), "--out", str(out2)]) == 0
     text2 = (out2 / "report.md").read_text()
@@ -268,3 +277,15 @@ def test_timings_of_cells_that_ran_side_by_side_are_said_not_comparable(tmp_path
     text = (tmp_path / "cluster" / "report.md").read_text()
     section = text.split("## gaussian-quadratic\n", 1)[1]
     assert "Timings were taken on 2 hosts and with up to 2 cells running at once on one host" in section
+
+
+def test_legacy_option_label_becomes_option_columns(tmp_path):
+    """A 0.1.0 file has only the readable label: the report reads its options as columns once, at load."""
+    df = pd.read_csv(DATA / "results.csv", dtype={"error": str}).head(4).copy()
+    df["estimator"] = "gumbel-softmax"
+    df["estimator_options"] = ["temperature=0.5", "temperature=0.5", "temperature=1.0", "temperature=1.0"]
+    df.to_csv(tmp_path / "r.csv", index=False)
+    got = read_results(tmp_path / "r.csv")
+    assert got["temperature"].tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert set(got["estimator_name"]) == {"gumbel-softmax"}
+    assert set(got["estimator"]) == {"gumbel-softmax(temperature=0.5)", "gumbel-softmax(temperature=1.0)"}
