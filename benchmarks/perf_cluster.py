@@ -27,7 +27,7 @@ REPLICATES = (1000, 100_000, 1_000_000)
 def _timed_run(replicates: int, workers: int | None) -> tuple[float, int]:
     """The sweep through the run loop (benchmarks.runner), serially or on ``workers`` Dask workers."""
     from benchmarks import runner
-    from benchmarks.distributed import ClusterSpec
+    from benchmarks.cluster import ClusterSpec
     from benchmarks.sweep import Sweep
 
     start = time.perf_counter()

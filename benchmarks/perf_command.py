@@ -78,7 +78,7 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
         args = build_parser().parse_args()
     check_args(args)
     if getattr(args, "cluster", False):
-        from benchmarks.distributed import ClusterSpec
+        from benchmarks.cluster import ClusterSpec
         from benchmarks.perf_cluster import main as cluster_main
 
         ClusterSpec(workers=2).check()  # one line if Dask is not installed

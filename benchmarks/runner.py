@@ -68,7 +68,7 @@ def run(
     refused (ResumeError). Returns the rows computed by this call; the training-curve rows it
     computes are appended to ``curves`` when a list is given.
 
-    ``cluster`` (a benchmarks.distributed.ClusterSpec with --workers or --scheduler) runs the cells
+    ``cluster`` (a benchmarks.cluster.ClusterSpec with --workers or --scheduler) runs the cells
     on a Dask cluster (benchmarks.distributed.Dask); without it, Dask is not imported.
     """
     plan = sweeps if isinstance(sweeps, Plan) else make_plan(sweeps)

@@ -87,7 +87,7 @@ def _cluster(workers: int | None, scheduler: str | None) -> Any:
     """None without a cluster (Dask is then never imported); else the checked ClusterSpec."""
     if workers is None and scheduler is None:
         return None
-    from benchmarks.distributed import ClusterSpec
+    from benchmarks.cluster import ClusterSpec
 
     return ClusterSpec(workers, scheduler).check()
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import estimators
 from benchmarks import allocator, compiling, problems
+from benchmarks.cluster import ClusterError
 from benchmarks.data import DataError
-from benchmarks.distributed import ClusterError
 from benchmarks.problems import SettingError
 from benchmarks.results_file import ResultsFileError, os_error_text
 from benchmarks.resume import ResumeError

@@ -123,43 +123,48 @@ def _relaxed(dist: Distribution, name: str, n_samples: int, temperature: float) 
     return z, hard
 
 
+class _Relaxation(Estimator):
+    """A Gumbel relaxation at a temperature: f at the point ``at(z, hard)``, the gradient through it;
+    biased. Requires: Bernoulli or categorical; subclasses choose the point."""
+
+    supports = ("bernoulli", "categorical")
+    unbiased = False
+    f_evals_per_draw = 1
+    options = (TEMPERATURE,)
+    temperature: float
+
+    def at(self, z: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        z, hard = _relaxed(dist, self.name, n_samples, self.temperature)
+        fx = evaluate(f, self.at(z, hard), dist, n_samples)
+        return Surrogate(loss=fx.mean(0), f=fx.detach())
+
+
 @builtin
-class GumbelSoftmax(Estimator):
+class GumbelSoftmax(_Relaxation):
     """Gumbel-softmax / Concrete (Jang et al. 2017, Maddison et al. 2017): g = grad f(z) at the
     relaxed sample z; biased. Requires: Bernoulli or categorical; f defined between outcomes
     (categorical: on the simplex, [..., K])."""
 
     name = "gumbel-softmax"
     description = "Gumbel-softmax (Concrete): f at the relaxed sample, pathwise gradient; biased"
-    supports = ("bernoulli", "categorical")
-    unbiased = False
-    f_evals_per_draw = 1
-    options = (TEMPERATURE,)
-    temperature: float
 
-    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        z, _ = _relaxed(dist, self.name, n_samples, self.temperature)
-        fx = evaluate(f, z, dist, n_samples)
-        return Surrogate(loss=fx.mean(0), f=fx.detach())
+    def at(self, z: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        return z
 
 
 @builtin
-class StraightThrough(Estimator):
+class StraightThrough(_Relaxation):
     """Gumbel straight-through: f at the hard sample H(z) (an exact draw), the gradient through the
     relaxed z (H taken as the identity backward); biased. Requires: Bernoulli or categorical."""
 
     name = "straight-through"
     description = "Gumbel straight-through: f at the hard sample, gradient through the relaxation; biased"
-    supports = ("bernoulli", "categorical")
-    unbiased = False
-    f_evals_per_draw = 1
-    options = (TEMPERATURE,)
-    temperature: float
 
-    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        z, hard = _relaxed(dist, self.name, n_samples, self.temperature)
-        fx = evaluate(f, hard + z - z.detach(), dist, n_samples)
-        return Surrogate(loss=fx.mean(0), f=fx.detach())
+    def at(self, z: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        return hard + z - z.detach()
 
 
 @builtin

@@ -108,7 +108,7 @@ def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_o
 @pytest.mark.slow
 def test_a_cell_that_kills_every_worker_becomes_a_failed_row(tmp_path, capsys):
     """After ALLOWED_FAILURES + 1 deaths the scheduler gives the cell up: failed rows saying so, exit 1."""
-    from benchmarks.distributed import ALLOWED_FAILURES
+    from benchmarks.cluster import ALLOWED_FAILURES
 
     plugin = tmp_path / "always.py"
     plugin.write_text(ALWAYS_DIES)

@@ -56,6 +56,17 @@ class Chunk:
     state: Any = None
 
 
+def surrogate(estimator: Estimator, dist: Any, f: Any, n_samples: int, state: Any, shape: tuple[int, ...],
+              what: str = "one value per replicate") -> Any:
+    """The estimator's surrogate for ``dist`` and ``f``; ValueError naming the estimator where its
+    loss is not of ``shape`` (``what`` says what each value is)."""
+    sur = estimator(dist, f, n_samples, state)
+    if tuple(sur.loss.shape) != tuple(shape):
+        raise ValueError(f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, "
+                         f"expected {what}, {tuple(shape)}")
+    return sur
+
+
 class Problem(abc.ABC):
     """A benchmark problem. Subclasses set ``name`` and ``description``."""
 

@@ -36,7 +36,7 @@ from torch.distributions import Bernoulli, Categorical, Independent
 from estimators import Estimator
 from estimators.options import Option, at_least, finite
 
-from .base import Chunk, Context, Problem, SettingError, builtin
+from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
 from .counting import counted
 
 #: the largest dim whose 2^dim outcomes bernoulli-coupled enumerates (2^20 x 20 float64: 160 MB)
@@ -91,10 +91,8 @@ class DiscreteProblem(Problem):
     def chunk(self, estimator: Estimator, s: Any, prepared: Any, n_samples: int, replicates: int, state: Any,
               ctx: Context) -> Chunk:
         logits = self.leaf(s, replicates, ctx)
-        sur = estimator(self.distribution(logits), counted(self.f(s, ctx), replicates), n_samples, state)
-        if tuple(sur.loss.shape) != (replicates,):
-            raise ValueError(f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, "
-                             f"expected one value per replicate, ({replicates},)")
+        sur = surrogate(estimator, self.distribution(logits), counted(self.f(s, ctx), replicates), n_samples, state,
+                        (replicates,))
         (g,) = torch.autograd.grad(sur.loss.sum(), (logits,), allow_unused=True)
         g = torch.zeros_like(logits) if g is None else g
         return Chunk(grads={"theta": g.reshape(replicates, -1)}, state=sur.state)

@@ -33,7 +33,7 @@ from torch.distributions import Independent, Normal
 from estimators import Estimator
 from estimators.options import Option, at_least, finite, positive
 
-from .base import Chunk, Context, Problem, SettingError, builtin
+from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
 from .counting import counted
 
 
@@ -204,12 +204,7 @@ class GaussianProblem(Problem):
         ctx: Context,
     ) -> Chunk:
         dist, mu, sigma = self.distribution(s, replicates, ctx)
-        sur = estimator(dist, counted(self.f(s.k), replicates), n_samples, state)
-        if tuple(sur.loss.shape) != (replicates,):
-            raise ValueError(
-                f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, "
-                f"expected one value per replicate, ({replicates},)"
-            )
+        sur = surrogate(estimator, dist, counted(self.f(s.k), replicates), n_samples, state, (replicates,))
         g_mu, g_sigma = torch.autograd.grad(sur.loss.sum(), (mu, sigma), allow_unused=True)
         zeros = lambda g: torch.zeros_like(mu) if g is None else g  # noqa: E731
         return Chunk(grads={"mu": zeros(g_mu), "sigma": zeros(g_sigma)}, state=sur.state)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +54,9 @@ from estimators import Estimator
 from estimators.options import Option, at_least
 
 from ..data import Dataset, binarize, load_digits, load_mnist
-from .base import Chunk, Context, Problem, builtin
+from .base import Chunk, Context, Problem, builtin, surrogate
 from .counting import counted
-
-STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
+from .training import train
 
 
 @dataclass(frozen=True)
@@ -183,79 +181,6 @@ class VAE(nn.Module):
         return torch.logsumexp(log_w, 0) - math.log(k)
 
 
-def elbo_step_loss(model: VAE, x: torch.Tensor, est: Estimator, n_samples: int, state: Any):
-    """(negative mean ELBO surrogate for Adam, MC ELBO value, new estimator state)."""
-    q, kl = type(model).q_and_kl(model.encoder(x))
-    sur = est(q, model.log_likelihood(x), n_samples, state)
-    loss = (kl - sur.loss).mean()  # -ELBO averaged over the batch
-    return loss, -loss.detach(), sur.state
-
-
-def train(
-    model: VAE,
-    data: Dataset,
-    est: Estimator,
-    steps: int,
-    batch: int,
-    n_samples: int,
-    seed: int,
-    lr: float = 1e-3,
-    eval_every: int = 0,
-    eval_samples: int = 10,
-    eval_max: int = 1000,
-) -> list[dict[str, Any]]:
-    """Train with Adam; return curve rows (step, wall_time_s, elbo_train, elbo_test, status).
-
-    Seeded: the batch order and the estimator's draws come from ``seed``. The
-    training ELBO of a logged step is the mean over the steps since the last
-    log; wall time counts training only, not evaluation.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    where = next(model.parameters())
-    test = data.test[:eval_max].to(dtype=where.dtype, device=where.device)
-    state = est.init_state()
-    rows: list[dict[str, Any]] = []
-    log_points = set(range(0, steps + 1, eval_every)) if eval_every else set()
-    log_points.add(steps)
-
-    def log(step: int, wall: float, train_elbo: float, status: str) -> None:
-        rows.append({"step": step, "wall_time_s": wall, "elbo_train": train_elbo,
-                     "elbo_test": model.test_elbo(test, eval_samples).mean().item(), "status": status})
-
-    log(0, 0.0, math.nan, "ok")
-    wall, acc, count = 0.0, 0.0, 0
-    perm = torch.randperm(len(data.train), generator=gen)
-    pos = 0
-    for step in range(1, steps + 1):
-        if pos + batch > len(perm):
-            perm, pos = torch.randperm(len(data.train), generator=gen), 0
-        x = data.train[perm[pos : pos + batch]].to(dtype=where.dtype, device=where.device)
-        pos += batch
-        start = time.perf_counter()
-        loss, value, state = elbo_step_loss(model, x, est, n_samples, state)
-        if not torch.isfinite(loss):
-            wall += time.perf_counter() - start
-            rows.append({"step": step, "wall_time_s": wall, "elbo_train": value.item(),
-                         "elbo_test": math.nan, "status": "diverged"})
-            return rows
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        wall += time.perf_counter() - start
-        acc += value.item()
-        count += 1
-        if step in log_points:
-            log(step, wall, acc / count, "ok")
-            acc, count = 0.0, 0
-    if not math.isfinite(rows[-1]["elbo_test"]):
-        rows[-1]["status"] = "diverged"
-    elif rows[-1]["elbo_test"] - rows[0]["elbo_test"] < STALL_NATS:
-        rows[-1]["status"] = "stalled"
-    return rows
-
-
 def _dataset(kind: str, data_dir: str | None, binary: bool = False) -> Dataset:
     """The data set (binarized, for the binary VAEs), read once per process; a changed MNIST
     directory is read again."""
@@ -375,12 +300,8 @@ class VAEProblem(Problem):
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
         q, kl = type(prep.model).q_and_kl(out)
-        sur = estimator(q, counted(prep.model.log_likelihood(prep.x), replicates * setting.batch), n_samples, state)
-        if tuple(sur.loss.shape) != tuple(kl.shape):
-            raise ValueError(
-                f"estimator {estimator.name!r} returned a surrogate of shape {tuple(sur.loss.shape)}, expected one "
-                f"value per replicate and image, {tuple(kl.shape)}"
-            )
+        sur = surrogate(estimator, q, counted(prep.model.log_likelihood(prep.x), replicates * setting.batch),
+                        n_samples, state, kl.shape, "one value per replicate and image")
         elbo = (sur.loss - kl).mean(-1)  # [r]: ELBO averaged over the batch
         (g_out,) = torch.autograd.grad(elbo.sum(), out)  # [r, B, 2L]
         (grads,) = vmap(prep.encoder_vjp())(g_out)  # {name: [r, *shape]}

@@ -49,8 +49,12 @@ class StorchasticMethod(Estimator):
     loop: ClassVar[bool] = False
     note = "replicates batched on an independent plate (storch.denote_independent)"
 
+    #: the storch.method class and its keyword arguments beyond the plate's name and n_samples
+    method: ClassVar[str] = ""
+    method_kwargs: ClassVar[dict[str, Any]] = {}
+
     def make_method(self, n_samples: int, event_size: int) -> Any:
-        raise NotImplementedError
+        return getattr(storch.method, self.method)("b", n_samples=n_samples, **self.method_kwargs)
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         parts = take_apart(dist, self.name, self.supports)
@@ -117,9 +121,7 @@ class ScoreFunction(StorchasticMethod):
     description = "Storchastic's ScoreFunction (REINFORCE, no baseline)"
     counterpart = "reinforce"
     supports = ("bernoulli", "categorical", "normal")
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.ScoreFunction("b", n_samples=n_samples)
+    method = "ScoreFunction"
 
 
 class ScoreFunctionBatchAverage(StorchasticMethod):
@@ -128,9 +130,8 @@ class ScoreFunctionBatchAverage(StorchasticMethod):
     counterpart = "reinforce-loo"
     supports = ("bernoulli", "categorical", "normal")
     min_samples = 2
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.ScoreFunction("b", n_samples=n_samples, baseline_factory="batch_average")
+    method = "ScoreFunction"
+    method_kwargs = {"baseline_factory": "batch_average"}
 
 
 class ScoreFunctionMovingAverage(StorchasticMethod):
@@ -141,9 +142,8 @@ class ScoreFunctionMovingAverage(StorchasticMethod):
     stateful = True
     loop = True
     note = "replicates run one at a time through one method object (a plate would share the moving average)"
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.ScoreFunction("b", n_samples=n_samples, baseline_factory="moving_average")
+    method = "ScoreFunction"
+    method_kwargs = {"baseline_factory": "moving_average"}
 
 
 class Reparameterization(StorchasticMethod):
@@ -151,36 +151,28 @@ class Reparameterization(StorchasticMethod):
     description = "Storchastic's Reparameterization (pathwise through rsample)"
     counterpart = "reparameterization"
     supports = ("normal",)
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.Reparameterization("b", n_samples=n_samples)
+    method = "Reparameterization"
 
 
 class ARM(StorchasticMethod):
     name = "storchastic:arm"
     description = "Storchastic's ARM (Yin & Zhou 2019)"
     counterpart = "arm"
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.ARM("b", n_samples=n_samples)
+    method = "ARM"
 
 
 class DisARM(StorchasticMethod):
     name = "storchastic:disarm"
     description = "Storchastic's DisARM (Dong, Mnih & Tucker 2020)"
     counterpart = "disarm"
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.DisARM("b", n_samples=n_samples)
+    method = "DisARM"
 
 
 class Rebar(StorchasticMethod):
     name = "storchastic:rebar"
     description = "Storchastic's REBAR (Tucker et al. 2017) at its initial eta and temperature (1, 1)"
     counterpart = "rebar"
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.REBAR("b", n_samples=n_samples)
+    method = "REBAR"
 
 
 class Relax(StorchasticMethod):
@@ -208,9 +200,8 @@ class StraightThrough(StorchasticMethod):
     name = "storchastic:straight-through"
     description = "Storchastic's GumbelSoftmax(straight_through=True) (temperature 1); biased"
     counterpart = "straight-through"
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.GumbelSoftmax("b", n_samples=n_samples, straight_through=True)
+    method = "GumbelSoftmax"
+    method_kwargs = {"straight_through": True}
 
 
 class Expect(StorchasticMethod):

@@ -1,0 +1,84 @@
+"""Which Dask cluster a run uses (``--workers N``: a local one; ``--scheduler ADDRESS``: an existing
+one) and the connection to it; Dask is imported only when one is given. The run on it:
+benchmarks.distributed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: a task whose worker died this many times is given up (failed rows); Dask's own default is 3
+ALLOWED_FAILURES = 3
+#: seconds to reach a scheduler, and to wait for its first worker
+CONNECT_TIMEOUT_S = 5
+
+
+class ClusterError(ValueError):
+    """Bad cluster input or an unusable cluster; the message is one line."""
+
+
+@dataclass
+class ClusterSpec:
+    """--workers N or --scheduler ADDRESS (not both); None of either: no cluster."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def check(self) -> ClusterSpec:
+        if self.workers is not None and self.scheduler is not None:
+            raise ClusterError("--workers starts a local cluster and --scheduler uses an existing one: give one of them, "
+                               f"not both (got --workers {self.workers} --scheduler {self.scheduler})")
+        if self.workers is not None and self.workers < 1:
+            raise ClusterError(f"--workers must be >= 1 (worker processes of a local cluster), got --workers {self.workers}")
+        if self.scheduler is not None and not self.scheduler.strip():
+            raise ClusterError("--scheduler needs an address such as tcp://host:8786, got an empty one")
+        if self.active:
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                raise ClusterError("--workers and --scheduler need Dask: pip install -c constraints.txt -e '.[dask]'") \
+                    from None
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """torch threads of each of a local cluster's workers: the cores shared out, at least 1."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+@contextlib.contextmanager
+def connect(spec: ClusterSpec) -> Iterator[tuple[Any, int | None]]:
+    """A Dask client on a new local cluster or the given scheduler, with at least one worker; yields
+    (client, torch threads per worker: None for an existing cluster, whose workers keep theirs).
+    ClusterError, in one line, where the scheduler cannot be reached or has no workers."""
+    from distributed import Client, LocalCluster
+
+    if spec.workers is not None:
+        threads = threads_per_worker(spec.workers)
+        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=40) as cluster, Client(cluster) as client:
+            client.wait_for_workers(spec.workers, timeout=60)
+            yield client, threads
+        return
+    try:
+        client = Client(spec.scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {spec.scheduler}: {' '.join(str(exc).split())}") \
+            from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except (TimeoutError, OSError):
+            raise ClusterError(f"the Dask cluster at {spec.scheduler} has no workers (none joined within "
+                               f"{CONNECT_TIMEOUT_S} s); start some with dask worker {spec.scheduler}") from None
+        yield client, None
+    finally:
+        client.close()
