@@ -22,7 +22,7 @@ from benchmarks.runner import CellEngine, sync
 from benchmarks.sweep import benchmark_device
 
 DEVICE = benchmark_device()
-REPLICATES = 200  # per round, every path: the loop takes 0.1-0.2 s for that many
+REPLICATES = 200  # per round, every path: enough for a loop's round to take a tenth of a second or more
 TOY = [(dim, name) for dim in (1, 100, 10000) for name in perf.TOY_ESTIMATORS]
 PATHS = ("loop", "runner", "compiled")
 

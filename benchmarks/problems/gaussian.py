@@ -183,8 +183,8 @@ class GaussianProblem(Problem):
 
     # -- replicates ---------------------------------------------------------
     def chunk_size(self, s: GaussianSetting, n_samples: int) -> int:
-        # keep one [n, r, dim] tensor around 2^20 elements (8 MiB in float64): measured
-        # near the best of 2^16..2^22 at dim 100 and 10000, eager and compiled
+        # keep one [n, r, dim] tensor around 2^20 elements (8 MiB in float64): the best measured
+        # (docs/performance.md, how replicates are vectorized)
         return max(1, (1 << 20) // (n_samples * s.dim))
 
     def replicate_bytes(self, s: GaussianSetting, n_samples: int, ctx: Context) -> int:

@@ -277,8 +277,7 @@ class VAEProblem(Problem):
 
     def chunk_size(self, setting: VAESetting, n_samples: int) -> int:
         # the decoder's hidden activations [n, r, B, hidden] at about 2^21 elements (8 MB): larger
-        # chunks spill out of the caches (2^24 measured 1.2-2x slower per estimate, eager and
-        # compiled; 2^20 to 2^22 within 10% of each other, 2^21 the best compiled)
+        # chunks spill out of the caches (measured: docs/performance.md, how replicates are vectorized)
         return max(1, (1 << 21) // (n_samples * setting.batch * setting.hidden))
 
     def warmup_replicates(self, setting: VAESetting) -> int:
