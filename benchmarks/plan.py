@@ -14,7 +14,7 @@ import estimators
 
 from . import problems
 from .problems import Problem
-from .schema import options_text
+from .schema import CELL_KEY, CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, CURVE_KEY, key_of, options_text
 from .sweep import Sweep, SweepError
 
 
@@ -46,6 +46,25 @@ class Cell:
     @property
     def label(self) -> str:
         return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
+
+
+def identity(cell: Cell, sweep: Sweep) -> dict[str, Any]:
+    """The columns that identify a cell and its estimator's options (schema CELL_KEY and 'option')."""
+    return {"problem": cell.problem.name, "estimator": cell.estimator, "estimator_options": options_text(cell.options),
+            **dict(cell.options), **cell.problem.columns(cell.setting), "setting": cell.problem.setting_label(cell.setting),
+            "n_samples": cell.n_samples, "seed": sweep.seed, "dtype": sweep.dtype, "device": sweep.device}
+
+
+def unit_key(cell: Cell, sweep: Sweep, curve: bool = False, reference: bool = False) -> tuple[str, ...]:
+    """The one identity of a unit within a run, as the results file states it: the schema's cell key
+    (CURVE_KEY for a training curve) and what decides its content (CONTENT_COLUMNS). ``reference``:
+    the key of the problem's reference estimator's cell at the same setting."""
+    row = {**identity(cell, sweep), "replicates": sweep.replicates, "precision": sweep.precision,
+           **cell.problem.context_columns(sweep.context())}
+    if reference:
+        row.update(estimator=cell.problem.reference, estimator_options="")
+    key = (*CURVE_KEY, *CURVE_CONTENT_COLUMNS) if curve else (*CELL_KEY, *CONTENT_COLUMNS)
+    return ("curve" if curve else "cell", *key_of(row, key))
 
 
 def _reference_first(names: list[str], reference: str) -> list[str]:
@@ -146,11 +165,9 @@ def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
         sweep.validate()
         for pname in sweep.problem:
             problems.get(pname).check(sweep.context())
-        how = (sweep.replicates, sweep.precision, sweep.seed, sweep.dtype, sweep.device, sweep.checkpoint_steps,
-               sweep.train_steps)
         for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
             for cell in found:
-                key = (kind, cell.problem.name, cell.estimator, cell.options, cell.setting, cell.n_samples, how)
+                key = unit_key(cell, sweep, curve=kind == "curve")
                 if key not in seen:
                     if kind == "cell":
                         _check_memory(cell, sweep)

@@ -21,9 +21,9 @@ from estimators import EstimatorError
 from . import concurrency
 from .engine import _error_text, estimate_cell
 from .machine import estbench_version, machine, seed_generators, timing_columns
-from .plan import Cell, cell_seed, estimator_option_names, problem_axes
+from .plan import Cell, cell_seed, estimator_option_names, identity, problem_axes, unit_key
 from .problems import Context
-from .schema import curve_schema, options_text, results_schema
+from .schema import curve_schema, results_schema
 from .stats import GradientStats, coordinate_z, zero_variance_threshold
 from .sweep import Sweep
 
@@ -45,13 +45,6 @@ def agreement_z(stats: GradientStats, ref: GradientStats) -> float:
     diff = (stats.coords.mean - ref.coords.mean).abs()
     z = torch.where(se2 > 0, diff / se2.clamp_min(1e-300).sqrt(), torch.where(diff > 0, torch.inf, 0.0))
     return z.max().item()
-
-
-def identity(cell: Cell, sweep: Sweep) -> dict[str, Any]:
-    """The columns that identify a cell and its estimator's options (schema CELL_KEY and 'option')."""
-    return {"problem": cell.problem.name, "estimator": cell.estimator, "estimator_options": options_text(cell.options),
-            **dict(cell.options), **cell.problem.columns(cell.setting), "setting": cell.problem.setting_label(cell.setting),
-            "n_samples": cell.n_samples, "seed": sweep.seed, "dtype": sweep.dtype, "device": sweep.device}
 
 
 def base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
@@ -100,9 +93,9 @@ def prepare(cell: Cell, ctx: Context) -> Any:
         return exc
 
 
-def reference_key(cell: Cell, sweep: Sweep, ctx: Context) -> tuple:
+def reference_key(cell: Cell, sweep: Sweep) -> tuple:
     """What identifies the reference estimator's cell that ``cell``'s agreement_z compares with."""
-    return (cell.problem.name, cell.setting, ctx, cell.n_samples, sweep.replicates)
+    return unit_key(cell, sweep, reference=True)
 
 
 def fill_agreement(rows: list[dict[str, Any]], stats: dict[str, GradientStats],

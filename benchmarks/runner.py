@@ -120,7 +120,7 @@ class _Agreement:
     def cell(self, cell: Cell, sweep: Sweep, rows: list[dict[str, Any]], stats: Any) -> None:
         ref = cell.problem.reference
         against_truth = rows[0].get("reference") is not None
-        k = reference_key(cell, sweep, sweep.context())
+        k = reference_key(cell, sweep)
         if cell.estimator == ref and not against_truth:
             self.reference[k] = stats
             self.write(rows)

@@ -92,12 +92,13 @@ class Registry:
                how users import it; group: the entry-point group; listing: the attribute a plugin
                module may list its classes in (ESTIMATORS, PROBLEMS)
     check:     the kind's own checks of a class, ``check(registry, cls, where)`` raising PluginError
-    hidden:    classes left out while it says so (the library adapters under ESTBENCH_ADAPTERS=off)
+    hidden:    classes left out while it says so (the library adapters under ESTBENCH_ADAPTERS=off);
+               hidden(None): whether the names of uninstalled extras are left out too
     """
 
     def __init__(self, kind: str, base: type, base_path: str, group: str, listing: str,
                  check: Callable[[Registry, type, str], None] | None = None,
-                 hidden: Callable[[type], bool] | None = None):
+                 hidden: Callable[[type | None], bool] | None = None):
         self.kind, self.base, self.base_path, self.group, self.listing = kind, base, base_path, group, listing
         self._check, self._hidden = check, hidden
         self._builtin: dict[str, type] = {}
@@ -209,7 +210,7 @@ class Registry:
     def missing(self) -> dict[str, str]:
         """Names whose library is not installed (the adapters' extras): name -> what to install."""
         self.load_entry_points()
-        if self._hidden is not None and self._hidden(MissingExtra):
+        if self._hidden is not None and self._hidden(None):
             return {}
         return {n: why for n, why in self._missing.items() if n not in self._plugins}
 
@@ -283,10 +284,10 @@ def _adapters_off() -> bool:
     return os.environ.get(ADAPTERS_ENV, "").lower() == "off"
 
 
-def _hidden_estimator(cls: type) -> bool:
-    """The library adapters (a class with a ``library``; MissingExtra stands for the uninstalled
-    ones) while ESTBENCH_ADAPTERS=off."""
-    return _adapters_off() and (cls is MissingExtra or bool(getattr(cls, "library", "")))
+def _hidden_estimator(cls: type | None) -> bool:
+    """The library adapters (a class with a ``library``; None: one whose library is not installed)
+    while ESTBENCH_ADAPTERS=off."""
+    return _adapters_off() and (cls is None or bool(getattr(cls, "library", "")))
 
 
 ESTIMATORS = Registry("estimator", Estimator, "estimators.Estimator", ENTRY_POINT_GROUP, "ESTIMATORS",
