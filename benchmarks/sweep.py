@@ -117,6 +117,19 @@ class Sweep:
         opts = estimators.get_class(name).options
         return problems.product(**{o.name: getattr(self, o.name) for o in opts})
 
+    def _coerce(self, key: str, value: Any, first: Option) -> Any:
+        """``value`` of ``key`` as its declaration gives it; an axis several of this sweep's problems declare
+        with other bounds (K: classes of categorical-quadratic, samples of a bound) need only suit one of them
+        here: each problem then checks its own (Problem.settings)."""
+        mine = [o for owner, o in declarations(key).items() if owner in self.problem or owner in self.estimator]
+        errors = []
+        for option in dict.fromkeys([*mine, first]):
+            try:
+                return option.coerce(value)
+            except OptionError as exc:
+                errors.append(str(exc))
+        raise SweepError(errors[0])
+
     def validate(self) -> Sweep:
         """Check names and values; raise SweepError with a clear message."""
         for name in self.problem:
@@ -140,10 +153,7 @@ class Sweep:
                 raise SweepError(f"unknown option {key!r}.{hint} Valid: {', '.join([*LIST_OPTIONS, *RUN_DEFAULTS, *known])}")
             if not values:
                 raise SweepError(f"{key} is an empty list: a sweep needs at least one value of {key}")
-            try:
-                self.values[key] = [known[key].coerce(v) for v in values]
-            except OptionError as exc:
-                raise SweepError(str(exc)) from None
+            self.values[key] = [self._coerce(key, v, known[key]) for v in values]
         for name in LIST_OPTIONS:
             if not getattr(self, name):
                 raise SweepError(f"{name} is an empty list: a sweep needs at least one value of {name}")

@@ -10,6 +10,9 @@ shows them.
 from .base import (
     ANY,
     EXPECTATION,
+    MULTI_SAMPLE,
+    OBJECTIVES,
+    Bound,
     Estimator,
     EstimatorError,
     Function,
@@ -40,13 +43,22 @@ from .registry import (
     register,
     register_object,
 )
-from .relax import Rebar, Relax
+
+from .relax import Rebar, Relax  # isort: skip
+from .multisample import IWAE, VIMCO, DReG, LocalDisARM  # isort: skip
 
 __all__ = [
     "ANY",
     "ARM",
     "ESTIMATORS",
     "EXPECTATION",
+    "MULTI_SAMPLE",
+    "OBJECTIVES",
+    "Bound",
+    "DReG",
+    "IWAE",
+    "LocalDisARM",
+    "VIMCO",
     "Registry",
     "family_of",
     "DisARM",

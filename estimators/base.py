@@ -29,6 +29,7 @@ of the loss stays equal to the plain Monte Carlo average of ``f``.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -88,8 +89,43 @@ ANY = "any"
 #: the families whose samples no estimator can differentiate through (has_rsample is False)
 NOT_REPARAMETERIZABLE = frozenset({"bernoulli", "categorical"})
 #: the objective kinds a problem declares and an estimator supports (``Problem.objective``,
-#: ``Estimator.objectives``): E f(x) over one draw's distribution
+#: ``Estimator.objectives``): E f(x) over one draw's distribution, and the K-sample importance-weighted
+#: bound E log (1/K) sum_k exp(l(x_k)) (a ``Bound`` passed where f is)
 EXPECTATION = "expectation"
+MULTI_SAMPLE = "multi-sample"
+OBJECTIVES = (EXPECTATION, MULTI_SAMPLE)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The K-sample importance-weighted bound (Burda, Grosse & Salakhutdinov 2016), the objective of
+    a problem that declares MULTI_SAMPLE:
+
+        L_K = E log (1/K) sum_k exp(l(x_k)),   x_1, ..., x_K ~ p_theta independently,
+
+    with the log-weight l(x) = log_p(x) - log p_theta(x) (``minus_log_q``: a VAE's
+    log p(x, z) - log q(z | x), where theta enters l directly as well as through the draw) or
+    l(x) = log_p(x). ``log_p`` takes samples as an f does: [m, *B, *E] -> [m, *B]. An estimator
+    receives it in place of f, in :meth:`Estimator.bound_surrogate`."""
+
+    log_p: Function
+    K: int
+    minus_log_q: bool = True
+
+    def log_weight(self, dist: Distribution, x: torch.Tensor, q: Distribution | None = None) -> torch.Tensor:
+        """l at draws x [n, K, *B, *E] -> [n, K, *B]; ``q``: the distribution whose log_prob is
+        subtracted (default ``dist``; DReG passes one with its parameters detached)."""
+        n, k = x.shape[:2]
+        flat = evaluate(self.log_p, x.reshape(n * k, *x.shape[2:]), dist, n * k)
+        lw = flat.reshape(n, k, *flat.shape[1:])
+        if self.minus_log_q:
+            lw = lw - (dist if q is None else q).log_prob(x)
+        return lw
+
+    @staticmethod
+    def value(log_w: torch.Tensor) -> torch.Tensor:
+        """log (1/K) sum_k exp(l_k): [n, K, *B] -> [n, *B]."""
+        return torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
 
 
 def unwrap(dist: Distribution) -> tuple[Distribution, int]:
@@ -127,7 +163,10 @@ class Estimator(abc.ABC):
                           ``"bernoulli"``, ``"categorical"``; ``ANY``: every family
                           whose log_prob is differentiable). The runner skips, with
                           the reason, a problem whose ``family`` is not among them.
-    ``objectives``        the objective kinds it estimates (``"expectation"``).
+    ``objectives``        the objective kinds it estimates: ``"expectation"`` (E f, in
+                          :meth:`surrogate`) and ``"multi-sample"`` (a :class:`Bound`, in
+                          :meth:`bound_surrogate`); each declared kind's method is implemented.
+    ``min_K``             multi-sample: the fewest samples K in the bound it needs (VIMCO: 2).
     ``unbiased``          True: E[estimate] is the true gradient for every setting it
                           supports (the test suite then holds it against exact truth
                           on every problem it supports); False: biased on purpose (a
@@ -158,6 +197,7 @@ class Estimator(abc.ABC):
     supports: ClassVar[tuple[str, ...]] = (ANY,)
     objectives: ClassVar[tuple[str, ...]] = (EXPECTATION,)
     unbiased: ClassVar[bool | None] = None
+    min_K: ClassVar[int] = 1
     f_evals_per_draw: ClassVar[int | None] = None
     #: stateful estimators: calls the runner makes before it measures (a learned control variate
     #: learns during all but the last of them)
@@ -227,14 +267,29 @@ class Estimator(abc.ABC):
                 capability=True,
             )
 
-    @abc.abstractmethod
-    def surrogate(
-        self, dist: Distribution, f: Function, n_samples: int, state: Any = None
-    ) -> Surrogate:
-        """Build the surrogate objective; see the module docstring."""
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        """The surrogate of E f (objective "expectation"); see the module docstring."""
+        raise EstimatorError(f"estimator {self.name!r} does not estimate expectations", capability=True)
 
-    def __call__(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+    def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
+        """The surrogate of the K-sample bound (objective "multi-sample"): ``loss`` [*B] the mean over
+        ``n_samples`` independent sets of K draws of log (1/K) sum_k exp(l(x_k)), its gradient an
+        estimate of the bound's; ``f`` [n, *B] those values, detached."""
+        raise EstimatorError(f"estimator {self.name!r} does not estimate multi-sample bounds", capability=True)
+
+    def __call__(self, dist: Distribution, f: Function | Bound, n_samples: int, state: Any = None) -> Surrogate:
         self.check(dist, n_samples)
+        if isinstance(f, Bound):
+            if MULTI_SAMPLE not in self.objectives:
+                raise EstimatorError(f"estimator {self.name!r} estimates {' or '.join(self.objectives)} objectives, "
+                                     f"not the multi-sample bound", capability=True)
+            if f.K < self.min_K:
+                raise EstimatorError(f"estimator {self.name!r} needs K >= {self.min_K} samples in the bound, "
+                                     f"got K={f.K}", capability=True)
+            return self.bound_surrogate(dist, f, n_samples, state)
+        if EXPECTATION not in self.objectives:
+            raise EstimatorError(f"estimator {self.name!r} estimates {' or '.join(self.objectives)} objectives, "
+                                 f"not an expectation", capability=True)
         return self.surrogate(dist, f, n_samples, state)
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
-from .base import Estimator, Function, Surrogate, evaluate, score_surrogate
+from .base import EXPECTATION, MULTI_SAMPLE, Bound, Estimator, Function, Surrogate, evaluate, score_surrogate
 from .options import Option
 from .registry import builtin
 
@@ -50,10 +50,20 @@ class Reinforce(Estimator):
     unbiased = True
     f_evals_per_draw = 1
 
+    objectives = (EXPECTATION, MULTI_SAMPLE)
+
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = dist.sample((n_samples,))  # [n, *B, *E], no gradient through x
         fx = evaluate(f, x, dist, n_samples)
         return Surrogate(loss=score_surrogate(fx, dist.log_prob(x)), f=fx.detach())
+
+    def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
+        """The multi-sample bound: L grad log p(x_1, ..., x_K) (the joint of the K draws), plus the
+        direct part where the log-weight depends on theta."""
+        x = dist.sample((n_samples, bound.K))
+        value = Bound.value(bound.log_weight(dist, x))  # [n, *B]
+        log_joint = dist.log_prob(x).sum(1)
+        return Surrogate(loss=(value + value.detach() * (log_joint - log_joint.detach())).mean(0), f=value.detach())
 
 
 @builtin

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapters.common import MissingExtra
-from .base import ANY, Estimator, EstimatorError
+from .base import ANY, EXPECTATION, MULTI_SAMPLE, OBJECTIVES, Estimator, EstimatorError
 from .options import OptionError, declared
 
 ENTRY_POINT_GROUP = "estbench.estimators"
@@ -269,6 +269,16 @@ def _check_estimator(registry: Registry, cls: type, where: str) -> None:
     for attr, value in (("supports", supports), ("objectives", objectives)):
         if not isinstance(value, tuple) or not value or not all(isinstance(v, str) and v for v in value):
             raise PluginError(f"{where}: {cls.__name__}.{attr} must be a non-empty tuple of names, got {value!r}")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise PluginError(f"{where}: {cls.__name__}.objectives has {', '.join(map(repr, unknown))}; "
+                          f"the objective kinds: {', '.join(OBJECTIVES)}")
+    for objective, method in ((EXPECTATION, "surrogate"), (MULTI_SAMPLE, "bound_surrogate")):
+        if objective in objectives and getattr(cls, method) is getattr(Estimator, method):
+            raise PluginError(f"{where}: {cls.__name__} does not implement {method}() for the {objective!r} "
+                              f"objective it declares (objectives = {objectives!r})")
+    if not isinstance(getattr(cls, "min_K", 1), int) or cls.min_K < 1:
+        raise PluginError(f"{where}: {cls.__name__}.min_K must be an int >= 1")
     if cls.unbiased not in (True, False, None):
         raise PluginError(f"{where}: {cls.__name__}.unbiased must be True, False or None, got {cls.unbiased!r}")
     per_draw = cls.f_evals_per_draw

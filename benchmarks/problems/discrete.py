@@ -88,10 +88,14 @@ class DiscreteProblem(Problem):
     def f(self, s: Any, ctx: Context):
         raise NotImplementedError
 
+    def target(self, s: Any, ctx: Context, replicates: int) -> Any:
+        """What the estimators are handed: f, counted (a multi-sample problem: its Bound)."""
+        return counted(self.f(s, ctx), replicates)
+
     def chunk(self, estimator: Estimator, s: Any, prepared: Any, n_samples: int, replicates: int, state: Any,
               ctx: Context) -> Chunk:
         logits = self.leaf(s, replicates, ctx)
-        sur = surrogate(estimator, self.distribution(logits), counted(self.f(s, ctx), replicates), n_samples, state,
+        sur = surrogate(estimator, self.distribution(logits), self.target(s, ctx, replicates), n_samples, state,
                         (replicates,))
         (g,) = torch.autograd.grad(sur.loss.sum(), (logits,), allow_unused=True)
         g = torch.zeros_like(logits) if g is None else g
