@@ -154,6 +154,19 @@ def estimator_option_names() -> list[str]:
     return out
 
 
+def _check_bound_sizes(sweep: Sweep, found: list[Cell]) -> None:
+    """An estimator that needs more samples K in a multi-sample bound than every K of the sweep gives it
+    (vimco at K = 1) would only be skipped: SweepError, naming it. Where some K suits it, the others'
+    cells are skipped rows with the reason."""
+    for name in sweep.estimator:
+        need = estimators.get_class(name).min_K
+        ks = sorted({c.setting.K for c in found if c.estimator == name
+                     and c.problem.objective == estimators.MULTI_SAMPLE})
+        if ks and ks[-1] < need:
+            raise SweepError(f"estimator {name!r} needs K >= {need} samples in the bound, got K={', '.join(map(str, ks))}"
+                             f" (every K of the sweep); give --K {need} or more, or leave {name} out")
+
+
 def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
     """Validate the sweeps (names, values, data files, memory) and list their distinct cells.
 
@@ -165,7 +178,9 @@ def make_plan(sweeps: Sweep | list[Sweep]) -> Plan:
         sweep.validate()
         for pname in sweep.problem:
             problems.get(pname).check(sweep.context())
-        for kind, found in (("cell", list(cells(sweep))), ("curve", curve_cells(sweep))):
+        found_cells = list(cells(sweep))
+        _check_bound_sizes(sweep, found_cells)
+        for kind, found in (("cell", found_cells), ("curve", curve_cells(sweep))):
             for cell in found:
                 key = unit_key(cell, sweep, curve=kind == "curve")
                 if key not in seen:

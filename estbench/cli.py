@@ -171,13 +171,13 @@ def _plugins_in(argv: Sequence[str]) -> list[str]:
 
 
 #: what ``estbench list`` shows of each estimator's declarations (estimators.Estimator)
-DECLARED_HEADER = ("supports", "unbiased", "f/draw")
+DECLARED_HEADER = ("supports", "objectives", "unbiased", "f/draw")
 
 
-def _declared(cls: type) -> tuple[str, str, str]:
+def _declared(cls: type) -> tuple[str, str, str, str]:
     unbiased = {True: "yes", False: "no (biased)", None: "?"}[cls.unbiased]
     per_draw = "varies" if cls.f_evals_per_draw is None else str(cls.f_evals_per_draw)
-    return estimators.registry.family_names(cls), unbiased, per_draw
+    return estimators.registry.family_names(cls), ",".join(cls.objectives), unbiased, per_draw
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -201,7 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("problems:")
     for name in problems.available():
         cls = problems.get_class(name)
-        print(f"  {name:<{width}}  {cls.family or '?':<11}  {cls.description}")
+        print(f"  {name:<{width}}  {cls.family or '?':<11}  {cls.objective:<12}  {cls.description}")
     return 0
 
 

@@ -47,7 +47,8 @@ origin = PROBLEMS.origin
 
 
 __all__ = [
-    "BernoulliCoupled", "BernoulliMultiSample", "GaussianIWAE", "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
+    "BernoulliCoupled", "BernoulliMultiSample", "GaussianIWAE",
+    "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
     "VAEMnistBinary", "VAEProblem", "VAESetting",
