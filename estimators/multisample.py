@@ -25,7 +25,8 @@ part (or, pathwise, in how x is differentiated):
   b'_k: g_k = 1/2 (L - L^(k)) (-1)^{b'_k} 1[b_k != b'_k] sigmoid(|theta|), L^(k) the bound with
   l(b_k) replaced by l(b'_k). Bernoulli. The direct part is added at b (the authors' encoder loss
   leaves it out, which biases the encoder's gradient where l contains -log q; the K = 1 term
-  vanishes in expectation, for K > 1 it does not). Two evaluations of l per draw.
+  vanishes in expectation, for K > 1 it does not: tests/test_multisample.py shows the variant without
+  it biased on the binary VAE's bound). Two evaluations of l per draw.
 - ``reinforce`` on the multi-sample bound (estimators.builtin): the score part
   L sum_k grad log p(x_k), no baseline: the high-variance reference.
 """

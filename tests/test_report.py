@@ -72,7 +72,8 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert main(args) == 0
     df = read_results(out / "results.csv")
     assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "bernoulli-quadratic",
-                                  "bernoulli-coupled", "categorical-quadratic", "vae-digits", "vae-digits-binary"}
+                                  "bernoulli-coupled", "categorical-quadratic", "bernoulli-multisample", "gaussian-iwae",
+                                  "vae-digits", "vae-digits-binary"}
     text1 = check_report(out, df)
     # the binary VAE: measured against its exact gradient, the relaxations flagged, its own figures and curves
     binary = text1.split("## vae-digits-binary\n", 1)[1].split("\n## ", 1)[0]

@@ -18,6 +18,7 @@ from .discrete import BernoulliCoupled, BernoulliQuadratic, CategoricalQuadratic
 from .multisample import BernoulliMultiSample, GaussianIWAE
 from .vae import VAE, VAEDigits, VAEMnist, VAEProblem, VAESetting
 from .binary_vae import BinaryVAE, BinaryVAEProblem, VAEDigitsBinary, VAEMnistBinary
+from .multisample_vae import VAEDigitsBinaryMultiSample, VAEDigitsMultiSample
 # isort: on
 from .counting import counted
 
@@ -36,8 +37,10 @@ def validate(cls: object, origin: str) -> type[Problem]:
 
 
 def defaults() -> list[str]:
-    """Problems run when none is named: all but those needing user data (vae-mnist)."""
-    return [n for n, c in PROBLEMS.classes().items() if not getattr(c, "needs_data_dir", False)]
+    """Problems run when none is named: all but those needing user data (vae-mnist) and those that
+    declare ``by_default = False`` (run by name only)."""
+    return [n for n, c in PROBLEMS.classes().items()
+            if not getattr(c, "needs_data_dir", False) and getattr(c, "by_default", True)]
 
 
 available = PROBLEMS.available
@@ -51,6 +54,6 @@ __all__ = [
     "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
-    "VAEMnistBinary", "VAEProblem", "VAESetting",
+    "VAEMnistBinary", "VAEProblem", "VAESetting", "VAEDigitsMultiSample", "VAEDigitsBinaryMultiSample",
     "available", "builtin", "counted", "defaults", "get", "get_class", "origin", "product", "register", "validate",
 ]  # fmt: skip

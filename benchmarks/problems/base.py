@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from estimators import EXPECTATION, Estimator, PluginError, Registry
+from estimators import EXPECTATION, MULTI_SAMPLE, OBJECTIVES, Estimator, PluginError, Registry
 from estimators.options import Option, OptionError, declared
 
 from ..results_file import REFERENCE
@@ -93,8 +93,11 @@ class Problem(abc.ABC):
     #: "categorical"; estimators.Estimator.supports): an estimator that does not support it is
     #: skipped with the reason before any work. None: not declared (found out at call time)
     family: ClassVar[str | None] = None
-    #: the objective kind (estimators.Estimator.objectives): E f(x) today
+    #: the objective kind (estimators.Estimator.objectives): "expectation" (E f(x)) or "multi-sample"
+    #: (the K-sample bound: its chunks hand estimators an estimators.Bound)
     objective: ClassVar[str] = EXPECTATION
+    #: whether a run or report that names no problem includes it (False: run by name only)
+    by_default: ClassVar[bool] = True
 
     def settings(self, sweep: Any) -> list[Any]:
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of
@@ -186,6 +189,12 @@ def _check_problem(registry: Registry, cls: type, where: str) -> None:
             raise PluginError(f"{where}: {cls.__name__} does not set {attr}")
     if cls.kind not in KINDS:
         raise PluginError(f"{where}: {cls.__name__}.kind must be one of {', '.join(KINDS)}, got {cls.kind!r}")
+    if getattr(cls, "objective", EXPECTATION) not in OBJECTIVES:
+        raise PluginError(f"{where}: {cls.__name__}.objective must be one of {', '.join(OBJECTIVES)}, "
+                          f"got {cls.objective!r}")
+    if cls.objective == MULTI_SAMPLE and "K" not in {a.name for a in cls.axes}:
+        raise PluginError(f"{where}: {cls.__name__} declares the multi-sample objective but no axis K "
+                          f"(the samples in the bound)")
     try:
         axes = declared(cls.axes, cls.__name__)
     except TypeError as exc:

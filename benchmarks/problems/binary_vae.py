@@ -88,6 +88,10 @@ class BinaryVAE(VAE):
     def kl(self, q: Independent) -> torch.Tensor:
         return kl_to_uniform(q.base_dist.logits)
 
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) = -latent log 2 for every z of {0, 1}^latent: [..., L] -> [...]."""
+        return torch.full(z.shape[:-1], -self.latent * LOG2, dtype=z.dtype, device=z.device)
+
     @staticmethod
     def checkpoint_estimator(latent: int, batch: int) -> Estimator:
         """The exact gradient where it can be enumerated, else DisARM."""

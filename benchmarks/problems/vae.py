@@ -158,6 +158,15 @@ class VAE(nn.Module):
 
         return f
 
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z), N(0, I): [..., L] -> [...]."""
+        return -0.5 * (z * z).sum(-1) - 0.5 * self.latent * math.log(2 * math.pi)
+
+    def log_joint(self, x: torch.Tensor):
+        """l's numerator for the K-sample bound: z [n, *B, L] -> log p(x | z) + log p(z), [n, *B]."""
+        log_lik = self.log_likelihood(x)
+        return lambda z: log_lik(z) + self.log_prior(z)
+
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, n_samples: int = 10) -> torch.Tensor:
         """Monte Carlo ELBO per image [B], averaging n_samples z per image."""
@@ -295,17 +304,25 @@ class VAEProblem(Problem):
     def context_columns(self, ctx: Context) -> dict[str, Any]:
         return {"checkpoint_steps": ctx.checkpoint_steps, "train_steps": ctx.train_steps}
 
+    def per_image(self, estimator: Estimator, setting: Any, prep: Prepared, out: torch.Tensor, n_samples: int,
+                  state: Any) -> tuple[torch.Tensor, Any]:
+        """(the surrogate of the objective per replicate and image [r, B], the estimator's state) from
+        the encoder outputs ``out`` [r, B, 2L]: the ELBO, the estimator handling E log p(x | z), the KL
+        in closed form."""
+        q, kl = type(prep.model).q_and_kl(out)
+        sur = surrogate(estimator, q, counted(prep.model.log_likelihood(prep.x), out.shape[0] * setting.batch),
+                        n_samples, state, kl.shape, "one value per replicate and image")
+        return sur.loss - kl, sur.state
+
     def chunk(self, estimator: Estimator, setting: VAESetting, prep: Prepared, n_samples: int,
               replicates: int, state: Any, ctx: Context) -> Chunk:
         out = prep.enc_out.expand(replicates, *prep.enc_out.shape).clone().requires_grad_(True)  # [r, B, 2L]
-        q, kl = type(prep.model).q_and_kl(out)
-        sur = surrogate(estimator, q, counted(prep.model.log_likelihood(prep.x), replicates * setting.batch),
-                        n_samples, state, kl.shape, "one value per replicate and image")
-        elbo = (sur.loss - kl).mean(-1)  # [r]: ELBO averaged over the batch
+        values, new_state = self.per_image(estimator, setting, prep, out, n_samples, state)
+        elbo = values.mean(-1)  # [r]: averaged over the batch
         (g_out,) = torch.autograd.grad(elbo.sum(), out)  # [r, B, 2L]
         (grads,) = vmap(prep.encoder_vjp())(g_out)  # {name: [r, *shape]}
         flat = torch.cat([g.reshape(replicates, -1) for g in grads.values()], dim=1)  # [r, P]
-        return Chunk(grads={"encoder": flat}, state=sur.state)
+        return Chunk(grads={"encoder": flat}, state=new_state)
 
     def curves(self, estimator: Estimator, setting: VAESetting, n_samples: int, ctx: Context) -> list[dict[str, Any]]:
         """Training curve of ``estimator`` from the untrained model (see module docstring)."""

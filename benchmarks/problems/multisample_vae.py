@@ -1,0 +1,149 @@
+"""The digits VAEs, Gaussian and binary, on the K-sample importance-weighted bound (objective
+"multi-sample"; Burda et al. 2016):
+
+    L_K(x) = E log (1/K) sum_k p(x, z_k) / q(z_k | x),   z_1..z_K ~ q(z | x) iid,
+
+averaged over the fixed batch; the estimators receive estimators.Bound(log p(x, z), K) and the
+encoder's q. Run by name (``--problem``): they are not in the default run or report. At K = 1
+the bound is the ELBO with its KL estimated by Monte Carlo inside the log-weight (the expectation
+problems vae-digits and vae-digits-binary take the KL in closed form).
+The checkpoints are the expectation problems' (benchmarks.problems.vae); measured is the gradient
+of the batch-mean bound with respect to the encoder's parameters, at both.
+
+vae-digits-multisample         Gaussian latents. No exact gradient: agreement_z compares with the
+                               mean of dreg (unbiased) in the same setting.
+vae-digits-binary-multisample  Bernoulli latents. The gradient exact where the (2^latent)^K joint
+                               configurations number at most 2^20 (latent 4 and K 4, latent 8 and
+                               K 2): every tuple's bound weighted by its probability under q, in
+                               float64, differentiated; above that, the mean of vimco.
+
+Training curves: each estimator trains on the K-sample bound (elbo_train is that bound); the test
+curve is the test ELBO, the yardstick every curve of the report shares.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from estimators import MULTI_SAMPLE, Bound, Estimator
+from estimators.options import Option, at_least
+
+from .base import Context, builtin, surrogate
+from .binary_vae import ENUMERATION_MAX_LATENT, BinaryVAE, BinaryVAEProblem, configurations
+from .counting import counted
+from .multisample import K_AXIS
+from .training import train
+from .vae import Prepared, VAEProblem
+
+#: the most joint configurations (2^latent)^K whose bound the exact gradient enumerates
+MAX_JOINT_CONFIGURATIONS = 1 << 20
+#: tuples of configurations per step of the enumeration (memory: batch x this x K float64)
+TUPLES_PER_STEP = 1 << 12
+
+
+@dataclass(frozen=True)
+class VAEBoundSetting:
+    checkpoint: str
+    hidden: int
+    latent: int
+    batch: int
+    K: int
+
+
+class _BoundVAE:
+    """The K-sample bound on a VAE problem's model (a mixin before the VAE problem class)."""
+
+    objective = MULTI_SAMPLE
+    setting_type = VAEBoundSetting
+    #: run by name (--problem): at K = 16 a cell costs about 8x the ELBO's, so the default run and report leave
+    #: them out
+    by_default = False
+
+    def per_image(self, estimator: Estimator, setting: Any, prep: Prepared, out: torch.Tensor, n_samples: int,
+                     state: Any) -> tuple[torch.Tensor, Any]:
+        q = prep.model.q_from(out)
+        bound = Bound(counted(prep.model.log_joint(prep.x), out.shape[0] * setting.batch), setting.K)
+        sur = surrogate(estimator, q, bound, n_samples, state, out.shape[:-1], "one value per replicate and image")
+        return sur.loss, sur.state
+
+    def curve_setting(self, setting: VAEBoundSetting) -> VAEBoundSetting:
+        return VAEBoundSetting("untrained", setting.hidden, setting.latent, setting.batch, setting.K)
+
+    def chunk_size(self, setting: VAEBoundSetting, n_samples: int) -> int:
+        return max(1, (1 << 21) // (n_samples * setting.K * setting.batch * setting.hidden))
+
+    def replicate_bytes(self, setting: VAEBoundSetting, n_samples: int, ctx: Context) -> int:
+        return super().replicate_bytes(setting, n_samples * setting.K, ctx) + 8 * setting.K**2 * setting.batch
+
+    def curves(self, estimator: Estimator, setting: VAEBoundSetting, n_samples: int, ctx: Context) -> list[dict]:
+        model = self.model(self.curve_setting(setting), ctx)
+        return train(model, self.dataset(ctx), estimator, ctx.train_steps, setting.batch, n_samples, seed=ctx.seed,
+                     eval_every=max(1, ctx.train_steps // 20), eval_max=1000, K=setting.K)
+
+
+@builtin
+class VAEDigitsMultiSample(_BoundVAE, VAEProblem):
+    name = "vae-digits-multisample"
+    description = ("the digits VAE on the K-sample importance-weighted bound (--K); encoder gradient compared "
+                   "with the mean of dreg")
+    data_kind = "digits"
+    reference = "dreg"
+    axes = (*VAEProblem.axes, K_AXIS)
+
+
+@builtin
+class VAEDigitsBinaryMultiSample(_BoundVAE, BinaryVAEProblem):
+    name = "vae-digits-binary-multisample"
+    description = ("the binary-latent digits VAE on the K-sample bound (--K); encoder gradient exact by "
+                   "enumerating the (2^latent)^K joint configurations where at most 2^20, else the mean of vimco")
+    data_kind = "digits"
+    reference = "vimco"
+    axes = (*BinaryVAEProblem.axes[:2], Option("latent", int, (4,), "latent size", check=at_least(1)),
+            *BinaryVAEProblem.axes[3:], K_AXIS)
+
+    def true_gradient(self, setting: VAEBoundSetting, ctx: Context) -> dict[str, torch.Tensor] | None:
+        if setting.latent > ENUMERATION_MAX_LATENT or (1 << setting.latent) ** setting.K > MAX_JOINT_CONFIGURATIONS:
+            return None
+        return {"encoder": _exact_bound_gradient(type(self), setting, ctx)}
+
+
+def exact_bound(model: BinaryVAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The K-sample bound of each image [B] by enumerating every tuple of K latent configurations,
+    differentiable in the encoder's and decoder's parameters. The tuples go TUPLES_PER_STEP at a time;
+    each step's gradient is taken at once, so memory stays at one step's."""
+    z = configurations(model.latent, x.dtype, x.device)  # [M, L]
+    dec = model.decoder(z)
+    logits = model.encoder(x)  # [B, L]
+    log_q = logits @ z.T - torch.nn.functional.softplus(logits).sum(-1, keepdim=True)  # [B, M]
+    log_w = x @ dec.T - torch.nn.functional.softplus(dec).sum(-1) + model.log_prior(z) - log_q  # [B, M]
+    m = z.shape[0]
+    lw, lq = log_w.detach().requires_grad_(True), log_q.detach().requires_grad_(True)
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    g_w, g_q = torch.zeros_like(lw), torch.zeros_like(lq)
+    for start in range(0, m**k, TUPLES_PER_STEP):
+        codes = torch.arange(start, min(start + TUPLES_PER_STEP, m**k), device=x.device)
+        idx = torch.stack([(codes // m**j) % m for j in range(k)], -1)  # [T, K]
+        part = ((lq[:, idx].sum(-1)).exp() * (torch.logsumexp(lw[:, idx], -1) - math.log(k))).sum(-1)  # [B]
+        dw, dq = torch.autograd.grad(part.sum(), (lw, lq))
+        g_w, g_q, total = g_w + dw, g_q + dq, total + part.detach()
+    # value: the enumerated bound; gradient: carried from log_w and log_q to the parameters
+    return total + (g_w * (log_w - log_w.detach())).sum(-1) + (g_q * (log_q - log_q.detach())).sum(-1)
+
+
+@functools.lru_cache(maxsize=8)
+def _exact_bound_gradient(cls: type, setting: VAEBoundSetting, ctx: Context) -> torch.Tensor:
+    """[P] in float64, the encoder's named parameters in order; once per setting."""
+    problem = cls()
+    model = problem.model(setting, ctx).to(torch.float64)
+    x = problem.batch(setting, ctx).to(torch.float64)
+    params = list(model.encoder.parameters())
+    grads = torch.autograd.grad(exact_bound(model, x, setting.K).mean(), params)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+__all__ = ["VAEBoundSetting", "VAEDigitsBinaryMultiSample", "VAEDigitsMultiSample", "exact_bound"]
