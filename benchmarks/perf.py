@@ -64,16 +64,20 @@ def naive_loop(problem: GaussianProblem, est: Estimator, s: GaussianSetting, n: 
 
 # -- discrete toys -----------------------------------------------------------------------------
 
-def discrete_loop(est: Estimator, dim: int, n: int, R: int, ctx: Context) -> torch.Tensor:
-    """bernoulli-quadratic (theta 0, t 0.45): R estimates, one backward() each; [R, dim]."""
+def discrete_loop(est: Estimator, dim: int, n: int, R: int, ctx: Context, K: int | None = None) -> torch.Tensor:
+    """bernoulli-quadratic (theta 0, t 0.45): R estimates, one backward() each; [R, dim]. With ``K``,
+    of bernoulli-multisample's K-sample bound (the same log-weight) instead."""
     from torch.distributions import Bernoulli
+
+    from estimators import Bound
 
     out = torch.empty(R, dim, dtype=ctx.dtype, device=ctx.device)
     state = est.init_state()
+    f = lambda b: ((b - 0.45) ** 2).sum(-1)  # noqa: E731
+    target = f if K is None else Bound(f, K, minus_log_q=False)
     for r in range(R):
         theta = torch.zeros(dim, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-        sur = est(Independent(Bernoulli(logits=theta, validate_args=False), 1),
-                  lambda b: ((b - 0.45) ** 2).sum(-1), n, state)
+        sur = est(Independent(Bernoulli(logits=theta, validate_args=False), 1), target, n, state)
         sur.loss.backward()
         state = sur.state
         out[r] = theta.grad
@@ -81,22 +85,37 @@ def discrete_loop(est: Estimator, dim: int, n: int, R: int, ctx: Context) -> tor
 
 
 def discrete_speeds(names: tuple[str, ...] = ("reinforce", "disarm"), dim: int = 100, repeats: int = 3,
-                    budget_s: float = 0.3, device: str = "cpu") -> list[dict[str, Any]]:
-    """bernoulli-quadratic at ``dim``, single-draw estimates per second: the backward() loop
-    against the runner's own path (eager)."""
+                    budget_s: float = 0.3, device: str = "cpu", K: int | None = None,
+                    compile: bool = False) -> list[dict[str, Any]]:
+    """bernoulli-quadratic at ``dim`` (with ``K``: bernoulli-multisample's K-sample bound), single-draw
+    (single K-set) estimates per second: the backward() loop against the runner's own path (eager). The
+    bound's setting is built directly: the timing needs no truth, whose enumeration bounds dim x K."""
     from .problems.discrete import BernoulliSetting
+    from .problems.multisample import MultiSampleSetting
 
-    problem, ctx = get("bernoulli-quadratic"), Context(compile="off", device=device)
-    s = BernoulliSetting(theta=0.0, t=0.45, dim=dim)
+    ctx = Context(compile="off", device=device)
+    if K is None:
+        problem, s = get("bernoulli-quadratic"), BernoulliSetting(theta=0.0, t=0.45, dim=dim)
+    else:
+        problem, s = get("bernoulli-multisample"), MultiSampleSetting(theta=0.0, t=0.45, dim=dim, K=K)
     rows = []
     for name in names:
         est = estimators.get(name)
-        probe = median_time(lambda: discrete_loop(est, dim, 1, 20, ctx), 1, device) / 20
+        probe = median_time(lambda: discrete_loop(est, dim, 1, 20, ctx, K), 1, device) / 20
         r_loop = max(20, int(budget_s / probe))
-        t_loop = median_time(lambda: discrete_loop(est, dim, 1, r_loop, ctx), repeats, device) / r_loop
-        t_runner, _ = runner_time(problem, est, s, None, 1, 20_000 if budget_s >= 0.3 else 5_000, ctx, repeats)
-        rows.append({"estimator": name, "dim": dim, "loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner,
-                     "speedup": t_loop / t_runner})
+        t_loop = median_time(lambda: discrete_loop(est, dim, 1, r_loop, ctx, K), repeats, device) / r_loop
+        replicates = 20_000 if budget_s >= 0.3 else 5_000
+        t_runner, _ = runner_time(problem, est, s, None, 1, replicates, ctx, repeats)
+        row = {"estimator": name, "dim": dim, "K": K, "loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner,
+               "speedup": t_loop / t_runner}
+        if compile:
+            try:
+                t_comp, row["compile_s"] = runner_time(problem, est, s, None, 1, replicates,
+                                                       Context(compile="on", device=device), repeats)
+                row["compiled_per_s"], row["compiled_speedup"] = 1 / t_comp, t_loop / t_comp
+            except CompileFailed as exc:
+                row["compile_failed"] = str(exc)
+        rows.append(row)
     return rows
 
 

@@ -124,6 +124,16 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
         print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
               f"{r['speedup']:>6,.0f}x")
 
+    out["bound"] = discrete_speeds(("vimco", "local-disarm", "reinforce"), repeats=args.repeats,
+                                   budget_s=0.1 if args.quick else 0.3, device=device, K=8, compile=compile_)
+    print("\nbernoulli-multisample (dim 100, K 8), estimates of the bound's gradient per second")
+    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} {'compile':>8} {'x loop':>7}")
+    for r in out["bound"]:
+        print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
+              f"{r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
+              f"{_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
+    _print_compile_failures(out["bound"])
+
     gpu = device != "cpu"  # a GPU needs more replicates per measurement: its chunks are larger
     out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,
                             replicates=(8192 if args.quick else 20000) if gpu else (500 if args.quick else 2000),

@@ -296,6 +296,17 @@ class Estimator(abc.ABC):
         return f"<estimator {self.name!r}>"
 
 
+def draw(dist: Distribution, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    """``dist.sample(sample_shape)``, no gradient through it. A Bernoulli (optionally Independent) is
+    drawn as 1[u < sigmoid(logits)], u ~ U(0, 1): the same distribution, about 2.7x faster than
+    torch.bernoulli on a CPU (docs/performance.md)."""
+    base, _ = unwrap(dist)
+    if type(base) is torch.distributions.Bernoulli:
+        p = base.probs.detach()
+        return (torch.rand((*sample_shape, *p.shape), dtype=p.dtype, device=p.device) < p).to(p.dtype)
+    return dist.sample(sample_shape)
+
+
 def evaluate(f: Function, x: torch.Tensor, dist: Distribution, n_samples: int) -> torch.Tensor:
     """Call f on samples ``x`` [n, *B, *E] and check it returns [n, *B]."""
     fx = f(x)

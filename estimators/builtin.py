@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
-from .base import EXPECTATION, MULTI_SAMPLE, Bound, Estimator, Function, Surrogate, evaluate, score_surrogate
+from .base import EXPECTATION, MULTI_SAMPLE, Bound, Estimator, Function, Surrogate, draw, evaluate, score_surrogate
 from .options import Option
 from .registry import builtin
 
@@ -53,14 +53,14 @@ class Reinforce(Estimator):
     objectives = (EXPECTATION, MULTI_SAMPLE)
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        x = dist.sample((n_samples,))  # [n, *B, *E], no gradient through x
+        x = draw(dist, (n_samples,))  # [n, *B, *E], no gradient through x
         fx = evaluate(f, x, dist, n_samples)
         return Surrogate(loss=score_surrogate(fx, dist.log_prob(x)), f=fx.detach())
 
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
         """The multi-sample bound: L grad log p(x_1, ..., x_K) (the joint of the K draws), plus the
         direct part where the log-weight depends on theta."""
-        x = dist.sample((n_samples, bound.K))
+        x = draw(dist, (n_samples, bound.K))
         value = Bound.value(bound.log_weight(dist, x))  # [n, *B]
         log_joint = dist.log_prob(x).sum(1)
         return Surrogate(loss=(value + value.detach() * (log_joint - log_joint.detach())).mean(0), f=value.detach())
@@ -83,7 +83,7 @@ class ReinforceLOO(Estimator):
     f_evals_per_draw = 1
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        x = dist.sample((n_samples,))
+        x = draw(dist, (n_samples,))
         fx = evaluate(f, x, dist, n_samples)
         fd = fx.detach()
         baseline = (fd.sum(0, keepdim=True) - fd) / (n_samples - 1)  # [n, *B]
@@ -114,7 +114,7 @@ class ReinforceEMA(Estimator):
     decay: float
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        x = dist.sample((n_samples,))
+        x = draw(dist, (n_samples,))
         fx = evaluate(f, x, dist, n_samples)
         fd = fx.detach()
         baseline = torch.zeros((), dtype=fd.dtype, device=fd.device) if state is None else state

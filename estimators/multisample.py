@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from .base import MULTI_SAMPLE, Bound, Estimator, EstimatorError, Surrogate, gaussian_parameters
+from .base import MULTI_SAMPLE, Bound, Estimator, EstimatorError, Surrogate, draw, gaussian_parameters
 from .discrete import discrete_parts
 from .registry import builtin
 
@@ -72,7 +72,7 @@ class VIMCO(Estimator):
     f_evals_per_draw = 1
 
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
-        x = dist.sample((n_samples, bound.K))  # [n, K, *B, *E], no gradient through x
+        x = draw(dist, (n_samples, bound.K))  # [n, K, *B, *E], no gradient through x
         lw = bound.log_weight(dist, x)  # [n, K, *B]: the direct part through log q and log_p
         value = Bound.value(lw)  # [n, *B]
         d = lw.detach()

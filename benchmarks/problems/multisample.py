@@ -41,7 +41,7 @@ QUADRATURE_NODES = 24
 QUADRATURE_MAX_K = 4
 
 K_AXIS = Option("K", int, (4,), "samples in the importance-weighted bound, 1 to 4096", check=at_least(1, 4096),
-                report=(1, 2, 4, 8, 16), report_quick=(2, 8))
+                report=(1, 2, 4, 8, 16, 64), report_quick=(2, 16))
 
 
 def _bound_of(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,7 +70,8 @@ class BernoulliMultiSample(DiscreteProblem):
         Option("t", float, (0.45,), "target of the log-weight l(b) = sum (b - t)^2", check=finite),
         Option("dim", int, (2,), "dimension, >= 1 (dim x K <= 20: the truth enumerates 2^(dim K) outcomes)",
                check=at_least(1)),
-        K_AXIS,
+        Option("K", int, (4,), "samples in the importance-weighted bound (dim x K <= 20)", check=at_least(1, 20),
+               report=(1, 2, 4, 8, 10), report_quick=(2, 8)),
     )
     setting_type = MultiSampleSetting
 
