@@ -82,13 +82,16 @@ def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, dic
     import seaborn as sns
 
     d = axis_slice(_positive(df) if y == "variance" else df[(df[y] > 0) & (df["status"] == "ok")], axis, base)
+    if not d.empty:  # a problem that ran one value of the axis (K: classes at their default) has no line here
+        d = d[d.groupby("problem")[axis].transform("nunique") > 1]
     if d.empty or d[axis].nunique() < 2:
         return None
     g = sns.relplot(data=d, x=axis, y=y, hue="estimator", row="parameter", col="problem",
                     kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
                     height=2.8, aspect=1.2, facet_kws={"sharey": False})
     g.set(yscale="log")
-    if axis == "sigma":
+    values = pd.to_numeric(d[axis], errors="coerce")
+    if axis == "sigma" or (values.min() > 0 and values.max() >= 8 * values.min()):  # K: 1 to 64
         g.set(xscale="log")
         _value_ticks(g, d[axis])
     zero = False
