@@ -171,8 +171,8 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
            "bias against the exact gradient (closed form or enumeration) divided by its standard error; 'max z' "
            "is the largest such |z| over coordinates, against the exact gradient or, where none is known, "
            "against a reference estimator's mean. MSE is against the exact gradient. Efficiency = 1 / (variance x "
-           "time per estimate): higher is better; '/ reparam' columns divide by reparameterization's value in "
-           "the same setting.", ""]
+           "time per estimate): higher is better; a '/ X' column divides by the value of X, the problem's "
+           "reference estimator (named in each table's header), in the same setting.", ""]
     if base:
         md += ["Each toy problem's table shows its base setting, the most common value of each axis (named in "
                "its section); "
