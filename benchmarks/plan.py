@@ -133,7 +133,8 @@ def _check_memory(cell: Cell, sweep: Sweep) -> None:
         raise SweepError(
             f"{cell.problem.name} at {cell.problem.setting_label(cell.setting)}, n_samples={cell.n_samples}, "
             f"{sweep.dtype}: one replicate needs about {need / 2**30:.3g} GiB, more than half of this machine's "
-            f"{have / 2**30:.3g} GiB; use a smaller dim, n_samples or batch")
+            f"{have / 2**30:.3g} GiB; use smaller values of n_samples or of its axes "
+            f"({', '.join(a.name for a in cell.problem.axes if a.type is int)})")
 
 
 def problem_axes() -> list[str]:

@@ -124,6 +124,8 @@ CASES = [
     Case("a bound of no sample", ["run", "--problem", "bernoulli-multisample", "--K", "0"], "K must be >= 1"),
     Case("vimco on a one-sample bound", ["run", "--problem", "bernoulli-multisample", "--estimator", "vimco",
                                           "--K", "1"], "estimator 'vimco' needs K >= 2 samples in the bound, got K=1"),
+    Case("a bound too large for memory", ["run", "--problem", "gaussian-iwae", "--estimator", "iwae", "--K", "4096",
+                                          "--dim", "1000000"], "one replicate needs about 794 GiB"),
     Case("a bound too large to enumerate", ["run", "--problem", "bernoulli-multisample", "--dim", "6", "--K", "4"],
          "2^24 joint outcomes; its exact truth enumerates at most 2^20"),
     Case("an estimator option out of range", ["run", "--estimator", "gumbel-softmax", "--temperature", "0"],
