@@ -313,4 +313,10 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
                     out.append(base.with_overrides(**one, estimator=[e], n_samples=[4], **{option.name: list(values)}))
     if models:
         out.append(base.with_overrides(problem=models, n_samples=[4], **vae))
+    if base.problem == problems.defaults():  # the default report: the studies of problems run by name only
+        for p in problems.available():
+            cls = problems.get_class(p)
+            study = (cls.report_study_quick or cls.report_study) if quick else cls.report_study
+            if p not in base.problem and study:
+                out.append(base.with_overrides(problem=[p], **study))
     return out

@@ -205,7 +205,7 @@ def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     import matplotlib.pyplot as plt
 
     vae = df[(df["problem"] == problem) & (df["status"] == "ok")]
-    if vae.empty:
+    if vae.empty or ("K" in vae and vae["K"].nunique() > 1):  # at several K: model_against_k instead
         return None
     has_mse = "mse" in vae and vae["mse"].notna().any()
     panels = [("total_variance", "total variance of the encoder gradient")]
@@ -224,6 +224,40 @@ def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     fig.tight_layout()
     return c.save(fig, f"{problem}_gradient_variance.png", f"{problem}: encoder-gradient variance"
                   + (" and MSE" if has_mse else ""))
+
+
+def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
+    """A model problem on the K-sample bound run at several K: the encoder gradient's total variance
+    (95% bands) and its signal-to-noise ratio against K, one line per estimator and checkpoint (the
+    figure of Rainforth et al. 2018 and Tucker et al. 2019)."""
+    import matplotlib.pyplot as plt
+
+    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
+    if "K" not in rows or rows["K"].nunique() < 2:
+        return None
+    panels = [("total_variance", "total variance of the encoder gradient"), ("snr", "SNR of the encoder gradient")]
+    if "mse" in rows and rows["mse"].notna().any():
+        panels.append(("mse", "MSE against the exact gradient"))
+    fig, axes_ = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8))
+    for (est, ckpt), line in rows.groupby(["estimator", "checkpoint"]):
+        line = line.sort_values("K")
+        label = est if rows["checkpoint"].nunique() == 1 else f"{est} ({ckpt})"
+        style = dict(color=c.palette.get(est), marker="o", linestyle="-" if ckpt == "untrained" else "--")
+        axes_[0].plot(line["K"], line["total_variance"], label=label, **style)
+        if "total_variance_lo" in line and line["total_variance_lo"].notna().any():
+            axes_[0].fill_between(line["K"], line["total_variance_lo"], line["total_variance_hi"],
+                                  color=c.palette.get(est), alpha=0.15, linewidth=0)
+        for ax, (col, _) in zip(axes_[1:], panels[1:], strict=True):
+            ax.plot(line["K"], line[col], label=label, **style)
+    for ax, (_, label) in zip(axes_, panels, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("K, samples in the bound")
+        ax.set_ylabel(label)
+    axes_[-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle(f"{problem}: the K-sample bound's encoder gradient against K (bands: 95% intervals)")
+    fig.tight_layout()
+    return c.save(fig, f"{problem}_against_K.png", f"{problem}: encoder-gradient variance and SNR against K")
 
 
 def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
@@ -273,7 +307,8 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> 
 
     rows = [{"cell": f"{r['problem'].removeprefix('gaussian-')} d/d{r['parameter']}", "estimator": r["estimator"],
              **ratio(r)} for _, r in toy_base.iterrows()]
-    rows += [{"cell": f"{r['problem']} {r['checkpoint']}", "estimator": r["estimator"], **ratio(r)}
+    at_k = lambda r: f" K={fmt(r['K'])}" if pd.notna(r.get("K", np.nan)) else ""  # noqa: E731  the bound's K
+    rows += [{"cell": f"{r['problem']} {r['checkpoint']}{at_k(r)}", "estimator": r["estimator"], **ratio(r)}
              for _, r in d[~is_toy(d)].iterrows()]
     if not rows:
         return None
@@ -322,7 +357,7 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         option_effect(c, df),
         variance_against_n_samples(c, df, base),
         *(made for p in df.loc[~is_toy(df), "problem"].unique()
-          for made in (model_gradient_variance(c, df, p), model_test_elbo(c, tr, p))),
+          for made in (model_gradient_variance(c, df, p), model_against_k(c, df, p), model_test_elbo(c, tr, p))),
         efficiency(c, df, base),
     ]
     return [m for m in made if m is not None]

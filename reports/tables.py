@@ -191,7 +191,12 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         label = "max z vs exact" if reference_label(rows) == "the exact gradient" else "max z vs reference"
         cols = {**VAE_TABLE_COLUMNS, "agreement_z": label}
         order = {"untrained": 0, "trained": 1}
-        rows = rows.assign(_o=rows["checkpoint"].map(order)).sort_values(["_o", "total_variance"])
+        by = ["_o", "total_variance"]
+        if "K" in rows and rows["K"].nunique() > 1:  # the K-sample bound at several K: a row per K
+            cols = {"estimator": "estimator", "checkpoint": "checkpoint", "K": "K",
+                    **{k: v for k, v in cols.items() if k not in ("estimator", "checkpoint")}}
+            by = ["_o", "K", "total_variance"]
+        rows = rows.assign(_o=rows["checkpoint"].map(order)).sort_values(by)
         # a model problem shows what it has: MSE only against an exact gradient, ratios only where reparam ran
         cols = {k: v for k, v in cols.items() if k in rows and not (k != "estimator" and rows[k].isna().all())}
     cols = {k: v for k, v in cols.items() if k in rows}  # files from before f_evals have no such column

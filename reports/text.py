@@ -109,7 +109,10 @@ def summary_line(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
         return f"- **{problem}**: no cell completed."
     biased = flagged_biased(rows)
     if "checkpoint" in rows and rows["problem_kind"].iloc[0] != "toy" and rows["checkpoint"].notna().any():
-        where = [(f"{c} checkpoint", rows[rows["checkpoint"] == c]) for c in ("untrained", "trained")]
+        ks = sorted(rows["K"].dropna().unique()) if "K" in rows and rows["K"].nunique() > 1 else [None]
+        where = [(f"{c} checkpoint" + (f", K = {fmt(k)}" if k is not None else ""),
+                  rows[(rows["checkpoint"] == c) & ((rows["K"] == k) if k is not None else True)])
+                 for c in ("untrained", "trained") for k in ks]
         col = "total_variance"
     else:
         at = rows
@@ -222,16 +225,19 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
     label = reference_label(rows)
     biased = flagged_biased(rows)  # against an exact gradient, the toys' rule (bias z); else none
     parts = []
+    ks = sorted(rows["K"].dropna().unique()) if "K" in rows and rows["K"].nunique() > 1 else [None]
     for ckpt in ("untrained", "trained"):
-        g = rows[rows["checkpoint"] == ckpt].sort_values("total_variance")
-        if g.empty:
-            continue
-        if g["estimator"].nunique() == 1:
-            parts.append(f"At the {ckpt} checkpoint only {g.iloc[0]['estimator']} ran: total variance of the encoder "
-                         f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
-            continue
-        text = f"At the {ckpt} checkpoint, " + ranking_text(g, "total_variance", biased, " of the encoder gradient")
-        parts.append(text)
+        for k in ks:  # the K-sample bound at several K: each K ranked on its own
+            g = rows[(rows["checkpoint"] == ckpt) & ((rows["K"] == k) if k is not None else True)]
+            g = g.sort_values("total_variance")
+            where = f"the {ckpt} checkpoint" + (f", K = {fmt(k)}" if k is not None else "")
+            if g.empty:
+                continue
+            if g["estimator"].nunique() == 1:
+                parts.append(f"At {where} only {g.iloc[0]['estimator']} ran: total variance of the encoder "
+                             f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
+                continue
+            parts.append(f"At {where}, " + ranking_text(g, "total_variance", biased, " of the encoder gradient"))
     z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
     if rows["bias_z"].notna().any():
         parts.append("The exact gradient is known here (every latent configuration enumerated, in float64). "

@@ -98,6 +98,10 @@ class Problem(abc.ABC):
     objective: ClassVar[str] = EXPECTATION
     #: whether a run or report that names no problem includes it (False: run by name only)
     by_default: ClassVar[bool] = True
+    #: a problem run by name only may still have a study in the default report: the sweep's values
+    #: (axes, n_samples, replicates, train_steps), and the smaller ones of ``estbench report --quick``
+    report_study: ClassVar[dict[str, Any]] = {}
+    report_study_quick: ClassVar[dict[str, Any]] = {}
 
     def settings(self, sweep: Any) -> list[Any]:
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of

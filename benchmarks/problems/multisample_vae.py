@@ -4,7 +4,8 @@
     L_K(x) = E log (1/K) sum_k p(x, z_k) / q(z_k | x),   z_1..z_K ~ q(z | x) iid,
 
 averaged over the fixed batch; the estimators receive estimators.Bound(log p(x, z), K) and the
-encoder's q. Run by name (``--problem``): they are not in the default run or report. At K = 1
+encoder's q. Run by name (``--problem``): not in the default run; the default report runs each one's
+study (``report_study``: the untrained checkpoint, batch 16, a few K, no training curves). At K = 1
 the bound is the ELBO with its KL estimated by Monte Carlo inside the log-weight (the expectation
 problems vae-digits and vae-digits-binary take the KL in closed form).
 The checkpoints are the expectation problems' (benchmarks.problems.vae); measured is the gradient
@@ -94,6 +95,10 @@ class VAEDigitsMultiSample(_BoundVAE, VAEProblem):
     data_kind = "digits"
     reference = "dreg"
     axes = (*VAEProblem.axes, K_AXIS)
+    report_study = dict(checkpoint=["untrained"], batch=[16], K=[1, 4, 16, 64], n_samples=[1], replicates=200,
+                        train_steps=0)
+    report_study_quick = dict(checkpoint=["untrained"], batch=[16], K=[1, 16], n_samples=[1], replicates=100,
+                              train_steps=0)
 
 
 @builtin
@@ -103,6 +108,10 @@ class VAEDigitsBinaryMultiSample(_BoundVAE, BinaryVAEProblem):
                    "enumerating the (2^latent)^K joint configurations where at most 2^20, else the mean of vimco")
     data_kind = "digits"
     reference = "vimco"
+    report_study = dict(checkpoint=["untrained"], batch=[16], latent=[4], K=[1, 2, 4], n_samples=[1], replicates=300,
+                        train_steps=0)
+    report_study_quick = dict(checkpoint=["untrained"], batch=[16], latent=[4], K=[2, 4], n_samples=[1],
+                              replicates=50, train_steps=0)
     axes = (*BinaryVAEProblem.axes[:2], Option("latent", int, (4,), "latent size", check=at_least(1)),
             *BinaryVAEProblem.axes[3:], K_AXIS)
 
