@@ -34,6 +34,7 @@ import torch
 from estimators import MULTI_SAMPLE, Bound, Estimator
 from estimators.options import Option, at_least
 
+from ..stats import VARIANCE_BATCH
 from .base import Context, builtin, surrogate
 from .binary_vae import ENUMERATION_MAX_LATENT, BinaryVAE, BinaryVAEProblem, configurations
 from .counting import counted
@@ -76,7 +77,9 @@ class _BoundVAE:
         return VAEBoundSetting("untrained", setting.hidden, setting.latent, setting.batch, setting.K)
 
     def chunk_size(self, setting: VAEBoundSetting, n_samples: int) -> int:
-        return max(1, (1 << 21) // (n_samples * setting.K * setting.batch * setting.hidden))
+        # the decoder's activations of all K draws at about 2^21 elements, but a whole batch of the variance's
+        # batch means at least (benchmarks.stats: without one, a cell has no interval)
+        return max(VARIANCE_BATCH, (1 << 21) // (n_samples * setting.K * setting.batch * setting.hidden))
 
     def replicate_bytes(self, setting: VAEBoundSetting, n_samples: int, ctx: Context) -> int:
         return super().replicate_bytes(setting, n_samples * setting.K, ctx) + 8 * setting.K**2 * setting.batch
