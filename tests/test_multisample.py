@@ -64,6 +64,20 @@ def test_gaussian_iwae_quadrature_agrees_with_the_closed_form_at_k1_and_with_mon
     assert abs(draws.mean().item() - value.item()) <= z_bound() * draws.std().item() / math.sqrt(len(draws))
     # the bound grows with K towards log Z = log sqrt(2 pi): L_1 < L_3 < log Z
     assert one[0].item() < value.item() < 0.5 * math.log(2 * math.pi)
+    # two coordinates: the quadrature over dim x K = 4 variables against Monte Carlo, and K = 1's closed
+    # form against the same quadrature code (forced through it)
+    s2 = IWAESetting(mu=-0.2, sigma=1.3, a=0.5, dim=2, K=2)
+    value2, g_mu2, _ = p.exact(s2)
+    x = -0.2 + 1.3 * torch.randn((400_000, 2, 2), generator=gen, dtype=torch.float64)
+    lw = (-0.5 * (x - 0.5) ** 2 - torch.distributions.Normal(-0.2, 1.3).log_prob(x)).sum(-1)
+    draws = torch.logsumexp(lw, 1) - math.log(2)
+    assert abs(draws.mean().item() - value2.item()) <= z_bound() * draws.std().item() / math.sqrt(len(draws))
+    assert torch.allclose(g_mu2[0], g_mu2[1])  # the two coordinates are exchangeable
+    from benchmarks.problems.multisample import _iwae_quadrature
+
+    closed = p.exact(IWAESetting(mu=0.3, sigma=0.8, a=1.0, dim=2, K=1))
+    quad = _iwae_quadrature(IWAESetting(mu=0.3, sigma=0.8, a=1.0, dim=2, K=1))
+    assert all(torch.allclose(c, q, atol=1e-10) for c, q in zip(closed, quad, strict=True))
 
 
 @pytest.mark.slow
