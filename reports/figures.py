@@ -276,7 +276,7 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, x, label in ((axes[0], "step", "training step"), (axes[1], "wall_time_s", "training wall time (s)")):
         sns.lineplot(data=curves, x=x, y="elbo_test", hue="estimator", ax=ax, marker=".", errorbar=None,
-                     palette=[c.palette.get(e.split(" (")[0]) for e in curves["estimator"].unique()],
+                     palette=[c.palette.get(e, c.palette.get(e.split(" (")[0])) for e in curves["estimator"].unique()],
                      hue_order=list(curves["estimator"].unique()))
         ax.set_xlabel(label)
         ax.set_ylabel("test ELBO (nats per image)")

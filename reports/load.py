@@ -215,4 +215,10 @@ def read_training(results: str | Path) -> pd.DataFrame | None:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultsError(f"training file {path} is not a readable CSV ({exc})") from None
-    return df if not df.empty else None
+    if df.empty:
+        return None
+    if "K" in df:  # a bound trained at several K: one curve per estimator and K, labelled by its bound
+        several = df.groupby("problem")["K"].transform("nunique") > 1
+        k = df["K"].map(lambda v: f"{v:g}" if pd.notna(v) else "")
+        df["estimator"] = df["estimator"].where(~several, df["estimator"] + " (K=" + k + ")")
+    return df

@@ -96,6 +96,8 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert "(figures/vae-digits-multisample_against_K.png)" in text1
     binary_bound = text1.split("## vae-digits-binary-multisample\n", 1)[1].split("\n## ", 1)[0]
     assert "max z vs exact" in binary_bound
+    curves = text1.split("## vae-digits-binary-multisample: training with each estimator\n", 1)[1].split("\n## ", 1)[0]
+    assert "trains on the K-sample importance-weighted bound (K = 2, 4;" in curves and "| vimco (K=4) |" in curves
     # their ratio columns divide by their own reference, named in the header and filled
     assert "| variance / reinforce-loo [95% CI] |" in section
     tables = pd.read_csv(out / "tables.csv")
