@@ -61,7 +61,13 @@ def prepared(pname: str, setting: Any) -> tuple[Problem, Any]:
     return problem, problem.prepare(setting, SWEEP.context())
 
 
-@pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)
+def params() -> list[Any]:
+    """The cases; on a model problem all but reinforce's are in the slow tier (pytest -m 'not slow' keeps one)."""
+    return [pytest.param(c, marks=[pytest.mark.slow] if problems.get_class(c.problem).kind != "toy"
+                         and c.estimator != "reinforce" else []) for c in cases()]
+
+
+@pytest.mark.parametrize("case", params(), ids=lambda c: c.name)
 def test_one_estimate(benchmark, case: Case):
     problem, prep = prepared(case.problem, case.setting)
     ctx = SWEEP.context()

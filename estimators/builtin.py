@@ -11,7 +11,18 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
-from .base import EXPECTATION, MULTI_SAMPLE, Bound, Estimator, Function, Surrogate, draw, evaluate, score_surrogate
+from .base import (
+    EXPECTATION,
+    MULTI_SAMPLE,
+    Bound,
+    Estimator,
+    Function,
+    Surrogate,
+    draw,
+    evaluate,
+    score_surrogate,
+    score_term,
+)
 from .options import Option
 from .registry import builtin
 
@@ -62,8 +73,8 @@ class Reinforce(Estimator):
         direct part where the log-weight depends on theta."""
         x = draw(dist, (n_samples, bound.K))
         value = Bound.value(bound.log_weight(dist, x))  # [n, *B]
-        log_joint = dist.log_prob(x).sum(1)
-        return Surrogate(loss=(value + value.detach() * (log_joint - log_joint.detach())).mean(0), f=value.detach())
+        signal = value.detach().unsqueeze(1).expand(x.shape[:2] + value.shape[1:])  # L for each of the K draws
+        return Surrogate(loss=(value + score_term(signal, dist, x)).mean(0), f=value.detach())
 
 
 @builtin

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from .base import MULTI_SAMPLE, Bound, Estimator, EstimatorError, Surrogate, draw, gaussian_parameters
+from .base import MULTI_SAMPLE, Bound, Estimator, EstimatorError, Surrogate, draw, gaussian_parameters, score_term
 from .discrete import discrete_parts
 from .registry import builtin
 
@@ -51,11 +51,6 @@ def swapped_bounds(lw: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:
     mat = lw.unsqueeze(1).expand(n, k, *lw.shape[1:]).clone()  # [n, K (swapped), K, *B]
     torch.diagonal(mat, dim1=1, dim2=2).copy_(replacement.movedim(1, -1))
     return torch.logsumexp(mat, 2) - math.log(k)
-
-
-def score_term(signal: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
-    """sum_k signal_k (log p(x_k) - its value): value 0, gradient sum_k signal_k grad log p(x_k)."""
-    return (signal.detach() * (log_prob - log_prob.detach())).sum(1)
 
 
 @builtin
@@ -78,7 +73,7 @@ class VIMCO(Estimator):
         d = lw.detach()
         others = (d.sum(1, keepdim=True) - d) / (bound.K - 1)
         signal = value.detach().unsqueeze(1) - swapped_bounds(d, others)
-        loss = value + score_term(signal, dist.log_prob(x))
+        loss = value + score_term(signal, dist, x)
         return Surrogate(loss=loss.mean(0), f=value.detach())
 
 
@@ -164,4 +159,4 @@ class LocalDisARM(Estimator):
         return Surrogate(loss=(value + term).mean(0), f=value.detach())
 
 
-__all__ = ["DReG", "IWAE", "LocalDisARM", "VIMCO", "detached_normal", "score_term", "swapped_bounds"]
+__all__ = ["DReG", "IWAE", "LocalDisARM", "VIMCO", "detached_normal", "swapped_bounds"]

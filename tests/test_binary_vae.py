@@ -135,6 +135,7 @@ def test_unbiased_estimators_agree_with_the_exact_gradient(estimator_rows):
     assert max(r["agreement_z"] for r in exact) < 1 and max(abs(r["bias_z"]) for r in exact) < 1
 
 
+@pytest.mark.slow
 def test_relaxed_estimators_at_temperature_one_are_shown_biased(estimator_rows):
     rows = [r for r in estimator_rows if r["estimator"] in ("gumbel-softmax", "straight-through")]
     assert len(rows) == 4 and all(r["estimator_options"] == "temperature=1.0" for r in rows)

@@ -18,6 +18,7 @@ from benchmarks.sweep import Sweep, SweepError
 from .statutil import z_bound
 
 
+@pytest.mark.slow
 def test_compiled_toy_cells_are_unbiased_and_have_the_closed_form_variance():
     """Compiled cells (a stateless and a stateful estimator; an uneven last chunk that runs
     eagerly) against the closed forms of the quadratic: mean 2(mu - k) and, for the pathwise

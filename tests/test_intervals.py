@@ -133,6 +133,7 @@ def test_precision_draws_each_cell_until_its_variance_is_that_precise():
     assert r[("reparameterization", 3.5)] < r[("reinforce", 3.5)] / 3, r
 
 
+@pytest.mark.slow
 def test_the_stopping_rule_leaves_the_pathwise_variance_unbiased():
     """A sequential rule can bias the variance it stops on. For the pathwise mu-gradient of the quadratic
     (exact variance 4 sigma^2 = 4), the mean over 100 cells of variance / exact is 1 within its own

@@ -45,6 +45,7 @@ def test_readme_is_a_front_page():
         assert (ROOT / link).is_file(), link
 
 
+@pytest.mark.slow
 def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     code = re.search(r"<!-- api example.*?-->\n```python\n(.*?)```", text, flags=re.S).group(1)
