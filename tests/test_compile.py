@@ -75,6 +75,7 @@ def test_auto_does_not_compile_short_cells():
     assert rows and all(r["compiled"] is False and math.isnan(r["compile_time_s"]) for r in rows)
 
 
+@pytest.mark.slow  # torch.compile: 3-16 s in a fresh clone, whose compile cache is cold
 def test_auto_compiles_a_cell_predicted_to_run_long(monkeypatch):
     monkeypatch.setattr(compiling, "AUTO_MIN_BYTES", 1)
     rows = runner.run(Sweep(problem=["gaussian-cos"], estimator=["reinforce"], replicates=200, compile="auto"))
@@ -103,6 +104,7 @@ def test_bad_compile_value_is_refused_with_the_choices():
         compiling.check_mode("yes")
 
 
+@pytest.mark.slow  # torch.compile: 3-16 s in a fresh clone, whose compile cache is cold
 def test_compiled_runs_are_reproducible_from_the_seed():
     """Inductor draws its own random numbers, seeded from torch's generator: the same sweep
     compiled twice gives the same rows (apart from timing)."""
@@ -126,6 +128,7 @@ def test_cell_engine_measures_again_with_new_draws():
     assert engine.timing.elapsed > 0 and not engine.timing.compiled
 
 
+@pytest.mark.slow  # torch.compile: 3-16 s in a fresh clone, whose compile cache is cold
 def test_vae_tanh_is_torch_tanh_eagerly_and_within_a_few_ulp_of_it_compiled():
     """The VAE's Tanh: torch.tanh itself in eager code; compiled on the CPU, 2 sigmoid(2x) - 1.
     Against tanh in float64: sigmoid with relative error <= 4u (u = 2^-24: exp, an add, a
