@@ -61,8 +61,11 @@ class PyroELBO(Estimator):
     loop: ClassVar[bool] = False
     note: ClassVar[str] = "replicates batched on a pyro.plate, samples as vectorized particles"
 
+    #: the pyro.infer ELBO class, made with the particles of n_samples
+    elbo: ClassVar[str] = ""
+
     def make_elbo(self, n_samples: int) -> Any:
-        raise NotImplementedError
+        return getattr(pyro.infer, self.elbo)(**_particles(n_samples))
 
     def guide_options(self) -> dict[str, Any]:
         return {}
@@ -144,18 +147,14 @@ class TraceELBO(PyroELBO):
     name = "pyro:trace-elbo"
     description = "Pyro's Trace_ELBO: pathwise where q has rsample, else the score function weighted by the ELBO"
     counterpart = "reparameterization reinforce"
-
-    def make_elbo(self, n_samples):
-        return pyro.infer.Trace_ELBO(**_particles(n_samples))
+    elbo = "Trace_ELBO"
 
 
 class TraceGraphELBO(PyroELBO):
     name = "pyro:tracegraph-elbo"
     description = "Pyro's TraceGraph_ELBO: the score function weighted by the downstream cost (no baseline)"
     counterpart = "reparameterization reinforce"
-
-    def make_elbo(self, n_samples):
-        return pyro.infer.TraceGraph_ELBO(**_particles(n_samples))
+    elbo = "TraceGraph_ELBO"
 
 
 class TraceGraphELBOAvgBaseline(PyroELBO):
@@ -166,9 +165,7 @@ class TraceGraphELBOAvgBaseline(PyroELBO):
             "so batched replicates would each need a fixed batch size)")
     counterpart = "reparameterization reinforce-ema"
     stateful = True
-
-    def make_elbo(self, n_samples):
-        return pyro.infer.TraceGraph_ELBO(**_particles(n_samples))
+    elbo = "TraceGraph_ELBO"
 
     def guide_options(self):
         return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.90}}
