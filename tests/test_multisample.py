@@ -175,3 +175,31 @@ def test_local_disarm_without_the_direct_part_is_caught_biased():
     coords = sum(p.numel() for p in problems.get("vae-digits-binary-multisample").model(
         VAEBoundSetting("untrained", 32, 4, 8, 4), CTX).encoder.parameters())
     assert df["agreement_z"].iloc[0] > z_bound(coords)
+
+
+def test_vimco_and_reinforce_are_unbiased_on_a_categorical_bound():
+    """A categorical bound (3 classes, K = 3, l(c) = (c - 1.2)^2 / 2, 27 joint outcomes enumerated in float64):
+    the mean of 200,000 estimates of each within the z-bound of the exact gradient (false-failure rate 1e-3
+    over both estimators and the three logits)."""
+    import itertools
+
+    logits0 = torch.tensor([0.3, -0.5, 0.0], dtype=torch.float64)
+
+    def log_w(c):
+        return (c.to(torch.float64) - 1.2) ** 2 / 2
+
+    theta = logits0.clone().requires_grad_(True)
+    value = 0.0
+    for cs in itertools.product(range(3), repeat=3):
+        c = torch.tensor(cs)
+        p = torch.distributions.Categorical(logits=theta).log_prob(c).sum().exp()
+        value = value + p * (torch.logsumexp(log_w(c), 0) - math.log(3))
+    (truth,) = torch.autograd.grad(value, theta)
+    torch.manual_seed(0)
+    r = 200_000
+    for name in ("vimco", "reinforce"):
+        leaf = logits0.expand(r, 3).clone().requires_grad_(True)
+        sur = estimators.get(name)(torch.distributions.Categorical(logits=leaf), Bound(log_w, 3, minus_log_q=False), 1)
+        (g,) = torch.autograd.grad(sur.loss.sum(), leaf)
+        z = (g.mean(0) - truth) / (g.std(0) / math.sqrt(r))
+        assert z.abs().max().item() < z_bound(6), (name, z)
