@@ -121,9 +121,13 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         default = " ".join(str(v) for v in option.default)
         default += "".join(f"; {owner}: {' '.join(str(v) for v in mine.default)}"  # owners with another default
                            for owner, mine in who.items() if mine.default != option.default)
+        meanings: dict[str, list[str]] = {}  # one name, several meanings (K: classes, or samples in a bound)
+        for owner, mine in who.items():
+            meanings.setdefault(mine.help, []).append(owner)
+        text = option.help if len(meanings) == 1 else "; ".join(f"{', '.join(o)}: {h}" for h, o in meanings.items())
         group.add_argument(option.flag, nargs="+", dest=name, metavar=name.upper(),
                            type=_int if option.type is int else option.type, choices=option.choices,
-                           help=f"{option.help} (default: {default})")
+                           help=f"{text} (default: {default})")
     v = p.add_argument_group("model problems (vae-digits, vae-mnist)")
     v.add_argument("--checkpoint-steps", type=_int, dest="checkpoint_steps",
                    help="Adam steps with the pathwise estimator that make the trained checkpoint (default: 2000)")
