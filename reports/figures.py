@@ -7,6 +7,7 @@ None. :func:`figures` draws them all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,10 @@ def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
                                   color=c.palette.get(est), alpha=0.15, linewidth=0)
         for ax, (col, _) in zip(axes_[1:], panels[1:], strict=True):
             ax.plot(line["K"], line[col], label=label, **style)
+    r_used = rows["replicates_used"] if "replicates_used" in rows else rows["replicates"]
+    floor = math.sqrt(2 / (math.pi * float(r_used.min())))  # E|mean| / std of a zero-mean normal at R estimates
+    axes_[1].axhline(floor, color="grey", linestyle=":", linewidth=1,
+                     label=f"SNR that zero-mean normal estimates show at R = {int(r_used.min())}")
     for ax, (_, label) in zip(axes_, panels, strict=True):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
