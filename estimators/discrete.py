@@ -60,6 +60,21 @@ def _per_draw(fx: torch.Tensor, event_ndims: int) -> torch.Tensor:
     return fx.reshape(*fx.shape, *([1] * event_ndims))
 
 
+def antithetic_pair(theta: torch.Tensor, sample_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """(u, b, b') of ARM's antithetic pair for logits ``theta`` (detached): u ~ U(0, 1) of shape
+    [*sample_shape, *theta.shape], b = 1[u < sigmoid(theta)], b' = 1[1 - u < sigmoid(theta)]."""
+    u = torch.rand((*sample_shape, *theta.shape), dtype=theta.dtype, device=theta.device)
+    p = torch.sigmoid(theta)
+    return u, (u < p).to(theta.dtype), ((1 - u) < p).to(theta.dtype)
+
+
+def disarm_gradient(b1: torch.Tensor, b2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor,
+                    logits: torch.Tensor) -> torch.Tensor:
+    """DisARM's estimate in the logits from one pair: 1/2 (f(b) - f(b')) (-1)^{b'} 1[b != b'] sigmoid(|theta|)."""
+    sign = 1 - 2 * b2  # (-1)^{b'}
+    return 0.5 * (f1 - f2) * sign * (b1 != b2).to(logits.dtype) * torch.sigmoid(logits.abs())
+
+
 class _AntitheticBernoulli(Estimator):
     """ARM and DisARM share the antithetic pair; subclasses give the per-draw gradient."""
 
@@ -74,9 +89,7 @@ class _AntitheticBernoulli(Estimator):
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         _, logits, event_ndims = discrete_parts(dist, self.name, (Bernoulli,))
         theta = logits.detach()
-        u = torch.rand((n_samples, *theta.shape), dtype=theta.dtype, device=theta.device)  # [n, *B, *E]
-        p = torch.sigmoid(theta)
-        b1, b2 = (u < p).to(theta.dtype), ((1 - u) < p).to(theta.dtype)
+        u, b1, b2 = antithetic_pair(theta, (n_samples,))  # [n, *B, *E]
         f1, f2 = evaluate(f, b1, dist, n_samples), evaluate(f, b2, dist, n_samples)  # [n, *B]
         g = self.pair_gradient(u, b1, b2, _per_draw(f1.detach(), event_ndims), _per_draw(f2.detach(), event_ndims),
                                theta).mean(0)  # [*B, *E]
@@ -106,8 +119,7 @@ class DisARM(_AntitheticBernoulli):
     description = "DisARM: ARM's pair, g_i = (f(b) - f(b'))/2 (-1)^b'_i 1[b_i != b'_i] sigmoid(|theta_i|) (Bernoulli)"
 
     def pair_gradient(self, u, b1, b2, f1, f2, logits):
-        sign = 1 - 2 * b2  # (-1)^{b'}
-        return 0.5 * (f1 - f2) * sign * (b1 != b2).to(logits.dtype) * torch.sigmoid(logits.abs())
+        return disarm_gradient(b1, b2, f1, f2, logits)
 
 
 def _relaxed(dist: Distribution, name: str, n_samples: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,18 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from .base import MULTI_SAMPLE, Bound, Estimator, EstimatorError, Surrogate, draw, gaussian_parameters, score_term
-from .discrete import discrete_parts
+from .base import (
+    MULTI_SAMPLE,
+    Bound,
+    Estimator,
+    EstimatorError,
+    Surrogate,
+    draw,
+    gaussian_parameters,
+    parameter_surrogate,
+    score_term,
+)
+from .discrete import antithetic_pair, disarm_gradient, discrete_parts
 from .registry import builtin
 
 
@@ -77,17 +87,22 @@ class VIMCO(Estimator):
         return Surrogate(loss=loss.mean(0), f=value.detach())
 
 
+class _PathwiseBound(Estimator):
+    """An estimator of the bound through reparameterized draws of a Gaussian."""
+
+    supports = ("normal",)
+    objectives = (MULTI_SAMPLE,)
+    requires_rsample = True
+    unbiased = True
+
+
 @builtin
-class IWAE(Estimator):
+class IWAE(_PathwiseBound):
     """The importance-weighted autoencoder's gradient (Burda et al. 2016): x_k reparameterized,
     grad log (1/K) sum_k exp(l(x_k)) through the draws and l. Requires: rsample."""
 
     name = "iwae"
     description = "IWAE: pathwise gradient of the K-sample bound through reparameterized draws"
-    supports = ("normal",)
-    objectives = (MULTI_SAMPLE,)
-    requires_rsample = True
-    unbiased = True
     f_evals_per_draw = 1
 
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
@@ -103,17 +118,13 @@ def detached_normal(dist: Distribution, estimator: str) -> Distribution:
 
 
 @builtin
-class DReG(Estimator):
+class DReG(_PathwiseBound):
     """DReG (Tucker, Lawson, Gu & Maddison 2019): doubly-reparameterized, for the distribution's
     parameters sum_k w~_k^2 dl_k/dx_k dx_k/dtheta (log q's parameters fixed in l); for parameters of
     log_p, IWAE's sum_k w~_k grad log_p(x_k). Requires: rsample and l = log p - log q."""
 
     name = "dreg"
     description = "DReG: doubly-reparameterized gradient of the K-sample bound (squared normalized weights)"
-    supports = ("normal",)
-    objectives = (MULTI_SAMPLE,)
-    requires_rsample = True
-    unbiased = True
     f_evals_per_draw = 2
 
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
@@ -146,17 +157,15 @@ class LocalDisARM(Estimator):
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
         _, logits, event_ndims = discrete_parts(dist, self.name, (Bernoulli,))
         theta = logits.detach()
-        u = torch.rand((n_samples, bound.K, *theta.shape), dtype=theta.dtype, device=theta.device)
-        p = torch.sigmoid(theta)
-        b1, b2 = (u < p).to(theta.dtype), ((1 - u) < p).to(theta.dtype)
+        _, b1, b2 = antithetic_pair(theta, (n_samples, bound.K))  # [n, K, *B, *E]
         lw = bound.log_weight(dist, b1)  # [n, K, *B], the direct part through log q and log_p
         value = Bound.value(lw)
-        signal = value.detach().unsqueeze(1) - swapped_bounds(lw.detach(), bound.log_weight(dist, b2).detach())
-        signal = signal.reshape(*signal.shape, *([1] * event_ndims))  # over the event dims
-        factor = (1 - 2 * b2) * (b1 != b2).to(theta.dtype) * torch.sigmoid(theta.abs())
-        g = (0.5 * signal * factor).sum(1)  # [n, *B, *E]: the score part's gradient in the logits
-        term = (g * (logits - theta)).reshape(*g.shape[: 1 + len(dist.batch_shape)], -1).sum(-1)
-        return Surrogate(loss=(value + term).mean(0), f=value.detach())
+        swapped = swapped_bounds(lw.detach(), bound.log_weight(dist, b2).detach())  # [n, K, *B]
+        per_event = (*swapped.shape, *([1] * event_ndims))  # over the event dims
+        g = disarm_gradient(b1, b2, value.detach().unsqueeze(1).expand_as(swapped).reshape(per_event),
+                            swapped.reshape(per_event), theta).sum(1)  # [n, *B, *E]: the score part
+        loss = parameter_surrogate(value, [(logits, g.mean(0))], len(dist.batch_shape))
+        return Surrogate(loss=loss, f=value.detach())
 
 
 __all__ = ["DReG", "IWAE", "LocalDisARM", "VIMCO", "detached_normal", "swapped_bounds"]
