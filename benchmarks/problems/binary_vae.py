@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,12 +123,18 @@ class BinaryVAE(VAE):
         differentiable in the encoder's and decoder's parameters."""
         if self.latent > ENUMERATION_MAX_LATENT:
             raise ValueError(f"exact_elbo enumerates at most latent={ENUMERATION_MAX_LATENT}, got {self.latent}")
+        _, log_lik, logits, log_q = self.enumerated(x)
+        return (log_q.exp() * log_lik).sum(-1) - kl_to_uniform(logits)
+
+    def enumerated(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every latent configuration z [M, L] with log p(x | z) [B, M], the encoder's logits [B, L] and
+        log q(z | x) [B, M]: the decoder runs once per configuration, the rest is two matrix products."""
         z = configurations(self.latent, x.dtype, x.device)  # [M, L]
         dec = self.decoder(z)  # [M, D]
         log_lik = x @ dec.T - F.softplus(dec).sum(-1)  # [B, M]
         logits = self.encoder(x)  # [B, L]
         log_q = logits @ z.T - F.softplus(logits).sum(-1, keepdim=True)  # [B, M]
-        return (log_q.exp() * log_lik).sum(-1) - kl_to_uniform(logits)
+        return z, log_lik, logits, log_q
 
     @torch.no_grad()
     def test_elbo(self, x: torch.Tensor, n_samples: int = 10) -> torch.Tensor:
@@ -148,18 +155,23 @@ class BinaryVAEProblem(VAEProblem):
         enumeration in float64 (None above ENUMERATION_MAX_LATENT)."""
         if setting.latent > ENUMERATION_MAX_LATENT:
             return None
-        return {"encoder": _exact_gradient(type(self), setting, ctx)}
+        return {"encoder": exact_gradient(type(self), setting, ctx)}
+
+    def exact_objective(self, model: BinaryVAE, x: torch.Tensor, setting: VAESetting) -> torch.Tensor:
+        """The objective of each image [B] by enumeration, whose encoder gradient is the truth: the ELBO."""
+        return model.exact_elbo(x)
 
 
 @functools.lru_cache(maxsize=8)
-def _exact_gradient(cls: type[BinaryVAEProblem], setting: VAESetting, ctx: Context) -> torch.Tensor:
-    """[P] in float64, in the order of the encoder's named parameters (the runner's order); made
-    once per setting (every estimator's cell compares with it)."""
+def exact_gradient(cls: type[BinaryVAEProblem], setting: Any, ctx: Context) -> torch.Tensor:
+    """[P] in float64, the gradient of the batch mean of ``exact_objective``, in the order of the
+    encoder's named parameters (the runner's order); made once per setting (every estimator's cell
+    compares with it)."""
     problem = cls()
     model = problem.model(setting, ctx).to(torch.float64)
     x = problem.batch(setting, ctx).to(torch.float64)
     params = list(model.encoder.parameters())
-    grads = torch.autograd.grad(model.exact_elbo(x).mean(), params)
+    grads = torch.autograd.grad(problem.exact_objective(model, x, setting).mean(), params)
     return torch.cat([g.reshape(-1) for g in grads])
 
 

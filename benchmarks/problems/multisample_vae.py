@@ -24,7 +24,6 @@ curve is the test ELBO, the yardstick every curve of the report shares.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from estimators.options import Option, at_least
 
 from ..stats import VARIANCE_BATCH
 from .base import Context, builtin, surrogate
-from .binary_vae import ENUMERATION_MAX_LATENT, BinaryVAE, BinaryVAEProblem, configurations
+from .binary_vae import ENUMERATION_MAX_LATENT, BinaryVAE, BinaryVAEProblem, exact_gradient
 from .counting import counted
 from .multisample import K_AXIS
 from .training import train
@@ -121,18 +120,18 @@ class VAEDigitsBinaryMultiSample(_BoundVAE, BinaryVAEProblem):
     def true_gradient(self, setting: VAEBoundSetting, ctx: Context) -> dict[str, torch.Tensor] | None:
         if setting.latent > ENUMERATION_MAX_LATENT or (1 << setting.latent) ** setting.K > MAX_JOINT_CONFIGURATIONS:
             return None
-        return {"encoder": _exact_bound_gradient(type(self), setting, ctx)}
+        return {"encoder": exact_gradient(type(self), setting, ctx)}
+
+    def exact_objective(self, model: BinaryVAE, x: torch.Tensor, setting: VAEBoundSetting) -> torch.Tensor:
+        return exact_bound(model, x, setting.K)
 
 
 def exact_bound(model: BinaryVAE, x: torch.Tensor, k: int) -> torch.Tensor:
     """The K-sample bound of each image [B] by enumerating every tuple of K latent configurations,
     differentiable in the encoder's and decoder's parameters. The tuples go TUPLES_PER_STEP at a time;
     each step's gradient is taken at once, so memory stays at one step's."""
-    z = configurations(model.latent, x.dtype, x.device)  # [M, L]
-    dec = model.decoder(z)
-    logits = model.encoder(x)  # [B, L]
-    log_q = logits @ z.T - torch.nn.functional.softplus(logits).sum(-1, keepdim=True)  # [B, M]
-    log_w = x @ dec.T - torch.nn.functional.softplus(dec).sum(-1) + model.log_prior(z) - log_q  # [B, M]
+    z, log_lik, _, log_q = model.enumerated(x)  # [M, L], [B, M], -, [B, M]
+    log_w = log_lik + model.log_prior(z) - log_q  # [B, M]
     m = z.shape[0]
     lw, lq = log_w.detach().requires_grad_(True), log_q.detach().requires_grad_(True)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -145,17 +144,6 @@ def exact_bound(model: BinaryVAE, x: torch.Tensor, k: int) -> torch.Tensor:
         g_w, g_q, total = g_w + dw, g_q + dq, total + part.detach()
     # value: the enumerated bound; gradient: carried from log_w and log_q to the parameters
     return total + (g_w * (log_w - log_w.detach())).sum(-1) + (g_q * (log_q - log_q.detach())).sum(-1)
-
-
-@functools.lru_cache(maxsize=8)
-def _exact_bound_gradient(cls: type, setting: VAEBoundSetting, ctx: Context) -> torch.Tensor:
-    """[P] in float64, the encoder's named parameters in order; once per setting."""
-    problem = cls()
-    model = problem.model(setting, ctx).to(torch.float64)
-    x = problem.batch(setting, ctx).to(torch.float64)
-    params = list(model.encoder.parameters())
-    grads = torch.autograd.grad(exact_bound(model, x, setting.K).mean(), params)
-    return torch.cat([g.reshape(-1) for g in grads])
 
 
 __all__ = ["VAEBoundSetting", "VAEDigitsBinaryMultiSample", "VAEDigitsMultiSample", "exact_bound"]
