@@ -101,6 +101,15 @@ def _lowest(g: pd.DataFrame, col: str, biased: list[str]) -> str:
     return "; ".join(parts) if parts else "none"
 
 
+def model_groups(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """A model problem's rows by checkpoint ('untrained checkpoint', 'trained checkpoint') and, where the
+    K-sample bound ran at several K, by K as well ('untrained checkpoint, K = 16'): each ranked on its own."""
+    ks = sorted(rows["K"].dropna().unique()) if "K" in rows and rows["K"].nunique() > 1 else [None]
+    return [(f"{c} checkpoint" + (f", K = {fmt(k)}" if k is not None else ""),
+             rows[(rows["checkpoint"] == c) & ((rows["K"] == k) if k is not None else True)])
+            for c in ("untrained", "trained") for k in ks]
+
+
 def summary_line(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
     """The one-line summary of a problem: the lowest variance at its base setting (toys, per gradient) or
     per checkpoint (models), and the estimators flagged biased by the stated rule."""
@@ -109,10 +118,7 @@ def summary_line(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
         return f"- **{problem}**: no cell completed."
     biased = flagged_biased(rows)
     if "checkpoint" in rows and rows["problem_kind"].iloc[0] != "toy" and rows["checkpoint"].notna().any():
-        ks = sorted(rows["K"].dropna().unique()) if "K" in rows and rows["K"].nunique() > 1 else [None]
-        where = [(f"{c} checkpoint" + (f", K = {fmt(k)}" if k is not None else ""),
-                  rows[(rows["checkpoint"] == c) & ((rows["K"] == k) if k is not None else True)])
-                 for c in ("untrained", "trained") for k in ks]
+        where = model_groups(rows)
         col = "total_variance"
     else:
         at = rows
@@ -225,19 +231,15 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
     label = reference_label(rows)
     biased = flagged_biased(rows)  # against an exact gradient, the toys' rule (bias z); else none
     parts = []
-    ks = sorted(rows["K"].dropna().unique()) if "K" in rows and rows["K"].nunique() > 1 else [None]
-    for ckpt in ("untrained", "trained"):
-        for k in ks:  # the K-sample bound at several K: each K ranked on its own
-            g = rows[(rows["checkpoint"] == ckpt) & ((rows["K"] == k) if k is not None else True)]
-            g = g.sort_values("total_variance")
-            where = f"the {ckpt} checkpoint" + (f", K = {fmt(k)}" if k is not None else "")
-            if g.empty:
-                continue
-            if g["estimator"].nunique() == 1:
-                parts.append(f"At {where} only {g.iloc[0]['estimator']} ran: total variance of the encoder "
-                             f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
-                continue
-            parts.append(f"At {where}, " + ranking_text(g, "total_variance", biased, " of the encoder gradient"))
+    for where, g in model_groups(rows):
+        g = g.sort_values("total_variance")
+        if g.empty:
+            continue
+        if g["estimator"].nunique() == 1:
+            parts.append(f"At the {where} only {g.iloc[0]['estimator']} ran: total variance of the encoder "
+                         f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
+            continue
+        parts.append(f"At the {where}, " + ranking_text(g, "total_variance", biased, " of the encoder gradient"))
     z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
     if rows["bias_z"].notna().any():
         parts.append("The exact gradient is known here (every latent configuration enumerated, in float64). "

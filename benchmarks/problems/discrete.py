@@ -43,7 +43,7 @@ from .counting import counted
 MAX_ENUMERATED_DIM = 20
 
 
-def _vector(value: float | tuple[float, ...], dim: int, ctx: Context) -> torch.Tensor:
+def coordinate_vector(value: float | tuple[float, ...], dim: int, ctx: Context) -> torch.Tensor:
     if isinstance(value, tuple):
         return torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
     return torch.full((dim,), value, dtype=ctx.dtype, device=ctx.device)
@@ -80,7 +80,7 @@ class DiscreteProblem(Problem):
 
     def leaf(self, s: Any, replicates: int, ctx: Context) -> torch.Tensor:
         """The logits, [r, dim] (or [r, dim, K]), a leaf per replicate."""
-        return _vector(s.theta, s.dim, ctx).expand(replicates, s.dim).clone().requires_grad_(True)
+        return coordinate_vector(s.theta, s.dim, ctx).expand(replicates, s.dim).clone().requires_grad_(True)
 
     def distribution(self, logits: torch.Tensor) -> torch.distributions.Distribution:
         return Independent(Bernoulli(logits=logits, validate_args=False), 1)
@@ -132,12 +132,12 @@ class BernoulliQuadratic(DiscreteProblem):
         return f
 
     def true_gradient(self, s: BernoulliSetting, ctx: Context) -> dict[str, torch.Tensor]:
-        theta = _vector(s.theta, s.dim, Context(dtype=torch.float64))
+        theta = coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64))
         p = torch.sigmoid(theta)
         return {"theta": (1 - 2 * s.t) * p * (1 - p)}
 
     def expectation(self, s: BernoulliSetting) -> float:
-        p = torch.sigmoid(_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
         return float((s.t**2 + p * (1 - 2 * s.t)).sum())
 
 
@@ -185,7 +185,7 @@ class BernoulliCoupled(DiscreteProblem):
 
     def exact(self, s: CoupledSetting) -> tuple[torch.Tensor, torch.Tensor]:
         """(E f, dE/dtheta [dim]) by enumerating all 2^dim outcomes in float64."""
-        theta = _vector(s.theta, s.dim, Context(dtype=torch.float64)).requires_grad_(True)
+        theta = coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)).requires_grad_(True)
         b = outcomes(s.dim)  # [2^dim, dim]
         log_p = Independent(Bernoulli(logits=theta), 1).log_prob(b)  # [2^dim]
         value = (log_p.exp() * self.f(s, Context(dtype=torch.float64))(b)).sum()

@@ -37,6 +37,32 @@ from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
 from .counting import counted
 
 
+def normal_leaves(mu: float | tuple[float, ...], sigma: float | tuple[float, ...], dim: int, replicates: int,
+                  ctx: Context) -> tuple[Independent, torch.Tensor, torch.Tensor]:
+    """Independent N(mu, sigma^2) per replicate (each one number, or one per coordinate); returns (dist,
+    mu, sigma) with mu, sigma [R, dim] leaves so that autograd yields one gradient per replicate."""
+    def leaf(value: float | tuple[float, ...]) -> torch.Tensor:
+        if isinstance(value, tuple):
+            row = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
+            return row.expand(replicates, dim).clone().requires_grad_(True)
+        return torch.full((replicates, dim), value, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+
+    mu_, sigma_ = leaf(mu), leaf(sigma)
+    # validate_args=False: the setting was validated once (validate()); per-call checks of
+    # parameters and samples cost a third of a toy chunk's time
+    return Independent(Normal(mu_, sigma_, validate_args=False), 1), mu_, sigma_
+
+
+def normal_chunk(estimator: Estimator, dist: Independent, mu: torch.Tensor, sigma: torch.Tensor, target: Any,
+                 n_samples: int, replicates: int, state: Any) -> Chunk:
+    """The gradients in mu and sigma [R, dim] of the estimator's surrogate for ``target`` (an f or a
+    Bound) under normal_leaves' ``dist``; zero where the estimator leaves one out."""
+    sur = surrogate(estimator, dist, target, n_samples, state, (replicates,))
+    g_mu, g_sigma = torch.autograd.grad(sur.loss.sum(), (mu, sigma), allow_unused=True)
+    zeros = lambda g: torch.zeros_like(mu) if g is None else g  # noqa: E731
+    return Chunk(grads={"mu": zeros(g_mu), "sigma": zeros(g_sigma)}, state=sur.state)
+
+
 @dataclass(frozen=True)
 class GaussianSetting:
     """mu and sigma are one number for every coordinate, or (from a sweep file) a tuple of
@@ -167,19 +193,8 @@ class GaussianProblem(Problem):
         return {"mu": _text(s.mu), "sigma": _text(s.sigma), "k": s.k, "dim": s.dim}
 
     def distribution(self, s: GaussianSetting, replicates: int, ctx: Context):
-        """Independent N(mu, sigma^2) per replicate; returns (dist, mu, sigma) with
-        mu, sigma [R, dim] leaves so that autograd yields one gradient per replicate."""
-        def leaf(name: str) -> torch.Tensor:
-            value = getattr(s, name)
-            if isinstance(value, tuple):
-                row = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
-                return row.expand(replicates, s.dim).clone().requires_grad_(True)
-            return torch.full((replicates, s.dim), value, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-
-        mu, sigma = leaf("mu"), leaf("sigma")
-        # validate_args=False: the setting was validated once (validate()); per-call checks of
-        # parameters and samples cost a third of a toy chunk's time
-        return Independent(Normal(mu, sigma, validate_args=False), 1), mu, sigma
+        """Independent N(mu, sigma^2) per replicate: normal_leaves of the setting."""
+        return normal_leaves(s.mu, s.sigma, s.dim, replicates, ctx)
 
     # -- replicates ---------------------------------------------------------
     def chunk_size(self, s: GaussianSetting, n_samples: int) -> int:
@@ -203,11 +218,8 @@ class GaussianProblem(Problem):
         state: Any,
         ctx: Context,
     ) -> Chunk:
-        dist, mu, sigma = self.distribution(s, replicates, ctx)
-        sur = surrogate(estimator, dist, counted(self.f(s.k), replicates), n_samples, state, (replicates,))
-        g_mu, g_sigma = torch.autograd.grad(sur.loss.sum(), (mu, sigma), allow_unused=True)
-        zeros = lambda g: torch.zeros_like(mu) if g is None else g  # noqa: E731
-        return Chunk(grads={"mu": zeros(g_mu), "sigma": zeros(g_sigma)}, state=sur.state)
+        return normal_chunk(estimator, *self.distribution(s, replicates, ctx), counted(self.f(s.k), replicates),
+                            n_samples, replicates, state)
 
 
 @builtin

@@ -32,9 +32,10 @@ from torch.distributions import Bernoulli, Independent, Normal
 from estimators import MULTI_SAMPLE, Bound, Estimator
 from estimators.options import Option, at_least, finite, positive
 
-from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
+from .base import Chunk, Context, Problem, SettingError, builtin
 from .counting import counted
-from .discrete import DiscreteProblem, _vector, outcomes
+from .discrete import DiscreteProblem, coordinate_vector, outcomes
+from .gaussian import normal_chunk, normal_leaves
 
 #: the most joint outcomes bernoulli-multisample enumerates for its truth
 MAX_JOINT_OUTCOMES = 1 << 20
@@ -46,9 +47,9 @@ K_AXIS = Option("K", int, (4,), "samples in the importance-weighted bound, 1 to 
                 report=(1, 2, 4, 8, 16, 64), report_quick=(2, 16))
 
 
-def _bound_of(values: torch.Tensor, k: int) -> torch.Tensor:
-    """log (1/K) sum_k exp(values_k) over the last axis ([..., K] -> [...])."""
-    return torch.logsumexp(values, -1) - math.log(k)
+def quadratic_log_weight(t: float):
+    """bernoulli-multisample's log-weight l(b) = sum_j (b_j - t)^2: [..., dim] -> [...]."""
+    return lambda b: ((b - t) ** 2).sum(-1)
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,7 @@ class BernoulliMultiSample(DiscreteProblem):
                                f"truth enumerates at most 2^20 (dim x K <= 20)")
 
     def f(self, s: MultiSampleSetting, ctx: Context):
-        t = s.t
-
-        def log_weight(b: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [...]
-            return ((b - t) ** 2).sum(-1)
-
-        return log_weight
+        return quadratic_log_weight(s.t)
 
     def target(self, s: MultiSampleSetting, ctx: Context, replicates: int) -> Bound:
         return Bound(counted(self.f(s, ctx), replicates), s.K, minus_log_q=False)
@@ -104,10 +100,10 @@ class BernoulliMultiSample(DiscreteProblem):
 
 @functools.lru_cache(maxsize=16)
 def _bernoulli_bound(s: MultiSampleSetting) -> tuple[torch.Tensor, torch.Tensor]:
-    theta = _vector(s.theta, s.dim, Context(dtype=torch.float64)).requires_grad_(True)
+    theta = coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)).requires_grad_(True)
     b = outcomes(s.dim * s.K).reshape(-1, s.K, s.dim)  # [M, K, dim]
     log_p = Independent(Bernoulli(logits=theta), 1).log_prob(b).sum(-1)  # [M]
-    value = (log_p.exp() * _bound_of(((b - s.t) ** 2).sum(-1), s.K)).sum()
+    value = (log_p.exp() * Bound.value(quadratic_log_weight(s.t)(b))).sum()  # l [M, K] -> bound [M]
     (grad,) = torch.autograd.grad(value, theta)
     return value.detach(), grad
 
@@ -161,14 +157,8 @@ class GaussianIWAE(Problem):
 
     def chunk(self, estimator: Estimator, s: IWAESetting, prepared: Any, n_samples: int, replicates: int,
               state: Any, ctx: Context) -> Chunk:
-        mu = torch.full((replicates, s.dim), s.mu, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-        sigma = torch.full((replicates, s.dim), s.sigma, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-        dist = Independent(Normal(mu, sigma, validate_args=False), 1)
-        bound = Bound(counted(self.log_p(s), replicates), s.K)
-        sur = surrogate(estimator, dist, bound, n_samples, state, (replicates,))
-        g_mu, g_sigma = torch.autograd.grad(sur.loss.sum(), (mu, sigma), allow_unused=True)
-        zeros = lambda g: torch.zeros_like(mu) if g is None else g  # noqa: E731
-        return Chunk(grads={"mu": zeros(g_mu), "sigma": zeros(g_sigma)}, state=sur.state)
+        return normal_chunk(estimator, *normal_leaves(s.mu, s.sigma, s.dim, replicates, ctx),
+                            Bound(counted(self.log_p(s), replicates), s.K), n_samples, replicates, state)
 
     def exact(self, s: IWAESetting) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(L_K, dL/dmu [dim], dL/dsigma [dim]) in float64 where exact (K = 1 in closed form; dim x K <= 4
@@ -199,7 +189,7 @@ def _iwae_quadrature(s: IWAESetting) -> tuple[torch.Tensor, torch.Tensor, torch.
     sigma = torch.full((s.dim,), s.sigma, dtype=torch.float64, requires_grad=True)
     x = mu + sigma * grid
     lw = (-0.5 * (x - s.a) ** 2 - Normal(mu, sigma).log_prob(x)).sum(-1)  # [M, K]
-    value = (w * _bound_of(lw, s.K)).sum()
+    value = (w * Bound.value(lw)).sum()
     g_mu, g_sigma = torch.autograd.grad(value, (mu, sigma))
     return value.detach(), g_mu, g_sigma
 
