@@ -83,7 +83,8 @@ def cells(sweep: Sweep) -> Iterator[Cell]:
 
 
 def curve_cells(sweep: Sweep) -> list[Cell]:
-    """Training-curve tasks: one per problem that trains, curve setting, n_samples and estimator."""
+    """Training-curve tasks: one per problem that trains, curve setting, n_samples and estimator that
+    can train there (Problem.curve_unsupported)."""
     if sweep.train_steps <= 0:
         return []
     out, seen = [], set()
@@ -98,6 +99,8 @@ def curve_cells(sweep: Sweep) -> list[Cell]:
             seen.add((pname, key))
             for n in sweep.n_samples:
                 for ename in _reference_first(sweep.estimator, problem.reference):
+                    if problem.curve_unsupported(estimators.get_class(ename), key, n) is not None:
+                        continue  # the cells of the same estimator are skipped rows, with the reason
                     for opts in sweep.estimator_options(ename):
                         out.append(Cell(problem, ename, key, n, tuple(opts.items())))
     return out

@@ -148,7 +148,7 @@ def measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
             # total = variance x coordinates exactly, so its interval is the variance's scaled
             "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,
             "total_variance_hi": s.variance_hi * s.total_variance / s.variance if s.variance > 0 else 0.0,
-            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse, "snr": s.snr, **against_truth,
+            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse, "snr": s.snr, "snr_lo": s.snr_lo, "snr_hi": s.snr_hi, **against_truth,
             # the median of the timed repetitions (benchmarks.engine.TIMING_REPEATS), and their spread
             "time_per_estimate_s": statistics.median(timing.per_estimate),
             "time_per_estimate_min_s": min(timing.per_estimate), "time_per_estimate_max_s": max(timing.per_estimate),
@@ -179,7 +179,8 @@ def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
         return [{**base, "status": "skipped" if exc.capability else "failed", "error": str(exc)}]
     except (Exception, SystemExit) as exc:
         return [{**base, "status": "failed", "error": _error_text(exc)}]
-    return [{**base, **p, "error": ""} for p in points]
+    objective = cell.problem.curve_objective(type(estimator))
+    return [{**base, "objective": objective, **p, "error": ""} for p in points]
 
 
 def failed_curve(cell: Cell, sweep: Sweep, error: str) -> list[dict[str, Any]]:

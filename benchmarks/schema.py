@@ -56,7 +56,7 @@ TAIL_COLUMNS = [
     *_cols("statistic", float, "mean variance variance_se variance_lo variance_hi"),
     *_cols("statistic", str, "variance_note"),
     *_cols("statistic", float, "total_variance total_variance_lo total_variance_hi true_grad bias bias_z mse snr "
-                               "agreement_z"),
+                               "snr_lo snr_hi agreement_z"),
     *_cols("statistic", str, "reference reference_estimator"),
     *_cols("timing", float, "time_per_estimate_s time_per_estimate_min_s time_per_estimate_max_s"),
     *_cols("provenance", bool, "compiled"), *_cols("timing", float, "compile_time_s"),
@@ -72,7 +72,7 @@ CURVE_HEAD_COLUMNS = _cols("key", str, "problem estimator estimator_options")
 CURVE_TAIL_COLUMNS = [
     *_cols("key", int, "n_samples seed"), *_cols("content", int, "train_steps"), *_cols("key", str, "dtype device setting"),
     *_cols("statistic", int, "step"), *_cols("timing", float, "wall_time_s"), *_cols("statistic", float, "elbo_train elbo_test"),
-    *_cols("statistic", str, "status error"), *_cols("content", str, "estbench_version"),
+    *_cols("provenance", str, "objective"), *_cols("statistic", str, "status error"), *_cols("content", str, "estbench_version"),
     *_cols("provenance", str, "estimator_origin"),
 ]
 

@@ -57,17 +57,21 @@ Z95 = 1.959963984540054
 
 def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Everything GradientStats needs from one chunk of estimates [r, P]: per-coordinate
-    (mean, M2), (mean, M2) of the coordinate average of each replicate, and (mean, M2) of the
+    (mean, M2), (mean, M2) of the coordinate average of each replicate, (mean, M2) of the
     coordinate-averaged variances of the chunk's r // VARIANCE_BATCH whole batches (zeros
-    when it has none; the merge then skips them)."""
+    when it has none; the merge then skips them), and those batches' per-coordinate means and
+    M2s [b, P] (for the jackknife groups of the SNR's interval)."""
     g = g.detach().to(torch.float64)
     b = g.shape[0] // VARIANCE_BATCH
     if b:
-        batch_var = g[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, -1).var(1).mean(-1)  # [b]
-        batches = moments(batch_var)
+        x = g[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, -1)
+        batch_mean = x.mean(1)  # [b, P]
+        batch_m2 = (x - batch_mean[:, None]).square().sum(1)  # [b, P]
+        batches = moments(batch_m2.mean(-1) / (VARIANCE_BATCH - 1))  # of the batches' variances [b]
     else:
         batches = (g.new_zeros(()), g.new_zeros(()))
-    return (*moments(g), *moments(g.mean(1)), *batches)
+        batch_mean = batch_m2 = g.new_zeros((0, g.shape[1]))
+    return (*moments(g), *moments(g.mean(1)), *batches, batch_mean, batch_m2)
 
 
 class Moments:
@@ -101,6 +105,74 @@ class Moments:
         return self.m2 / (self.n - 1)
 
 
+#: groups of the SNR's delete-a-group jackknife: batch i of VARIANCE_BATCH estimates joins group i mod this
+JACKKNIFE_GROUPS = 10
+#: two-sided 95% quantiles of Student's t with 1..JACKKNIFE_GROUPS - 1 degrees of freedom
+T95 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622)
+
+
+class BatchGroups:
+    """Per-coordinate (count, mean, M2) of JACKKNIFE_GROUPS groups of whole batches, in float64
+    ([G], [G, P], [G, P]; memory independent of R): batch i (counted over the whole cell) joins
+    group i mod G. From these, ``jackknife`` gives the standard error of any statistic of the
+    per-coordinate mean and variance, whatever the correlation between coordinates."""
+
+    def __init__(self, groups: int = JACKKNIFE_GROUPS) -> None:
+        self.groups = groups
+        self.batches = 0
+        self.n: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def add(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
+        """Merge whole batches' per-coordinate means and M2s [b, P] (Chan et al., per group)."""
+        b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
+        if not b:
+            return
+        idx = (self.batches + torch.arange(b, device=batch_mean.device)) % self.groups
+        self.batches += b
+        per = torch.bincount(idx, minlength=self.groups).to(batch_mean.dtype)  # batches per group [G]
+        zeros = batch_mean.new_zeros((self.groups, batch_mean.shape[1]))
+        mean = zeros.index_add(0, idx, batch_mean) / per.clamp(min=1)[:, None]
+        m2 = zeros.index_add(0, idx, batch_m2 + size * (batch_mean - mean[idx]).square())
+        n = per * size
+        if self.n is None:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.n + n
+        share = torch.where(total > 0, n / total.clamp(min=1), 0.0)[:, None]
+        delta = mean - self.mean
+        self.mean = self.mean + delta * share
+        self.m2 = self.m2 + m2 + delta.square() * (self.n * share[:, 0])[:, None]
+        self.n = total
+
+    def jackknife(self, statistic) -> tuple[float, int]:
+        """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the
+        delete-a-group jackknife over the groups that hold estimates; (NaN, 0) with fewer than two."""
+        if self.n is None:
+            return math.nan, 0
+        full = self.n > 0
+        n, mean, m2 = self.n[full], self.mean[full], self.m2[full]
+        g = int(n.shape[0])
+        if g < 2:
+            return math.nan, 0
+        total = n.sum()
+        mean_t = (n[:, None] * mean).sum(0) / total
+        m2_t = m2.sum(0) + (n[:, None] * (mean - mean_t).square()).sum(0)
+        rest = total - n  # [G]
+        mean_r = (total * mean_t - n[:, None] * mean) / rest[:, None]
+        m2_r = (m2_t - m2 - (n * rest / total)[:, None] * (mean - mean_r).square()).clamp(min=0)
+        values = statistic(mean_r, m2_r / (rest[:, None] - 1))  # [G]
+        return math.sqrt((g - 1) / g * (values - values.mean()).square().sum().item()), g - 1
+
+
+def mean_snr(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """The coordinate average of |mean| / standard deviation over the last dimension (a coordinate with
+    zero variance counts 0 if its mean is 0, else inf)."""
+    std = var.sqrt()
+    return torch.where(std > 0, mean.abs() / std, torch.where(mean == 0, 0.0, math.inf)).mean(-1)
+
+
 class GradientStats:
     """Statistics of one parameter group's gradient estimates."""
 
@@ -108,6 +180,7 @@ class GradientStats:
         self.coords = Moments()  # per coordinate, [P]
         self.avg = Moments()  # coordinate average of each replicate, scalar
         self.batches = Moments()  # coordinate-averaged variance of each batch of VARIANCE_BATCH, scalar
+        self.groups = BatchGroups()  # per coordinate, of each jackknife group of batches: the SNR's interval
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
         if g.shape[0]:
@@ -119,6 +192,7 @@ class GradientStats:
         self.avg.merge(r, chunk[2], chunk[3])
         if r // VARIANCE_BATCH:
             self.batches.merge(r // VARIANCE_BATCH, chunk[4], chunk[5])
+            self.groups.add(chunk[6], chunk[7])
 
     def finite(self) -> bool:
         """Whether every estimate so far was finite: one NaN or inf in a coordinate makes its
@@ -141,6 +215,17 @@ class GradientStats:
         spread = math.exp(Z95 * se / variance)
         return se, variance / spread, variance * spread
 
+    def snr_interval(self, snr: float) -> tuple[float, float]:
+        """95% interval of the SNR (the coordinate average of |mean| / sd): snr +- t SE, the standard error
+        by the delete-a-group jackknife over BatchGroups (its t quantile with groups - 1 degrees of
+        freedom), clipped at 0; NaN with fewer than two groups. It covers the SNR's sampling spread, not its
+        upward bias where the true mean is within noise of 0 (E|mean| / sd = sqrt(2 / (pi R)) at mean 0)."""
+        se, df = self.groups.jackknife(lambda m, v: mean_snr(m, v))
+        if not df or not math.isfinite(se):
+            return math.nan, math.nan
+        half = T95[df - 1] * se
+        return max(0.0, snr - half), snr + half
+
     def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0) -> Summary:
         """Reduce to the result-table numbers; ``truth`` is [P] or None. Where every coordinate's
         standard deviation is at most ``zero_below`` (the rounding of the dtype at the gradient's
@@ -157,16 +242,16 @@ class GradientStats:
             var_c = torch.zeros_like(var_c)
         mean = mean_c.mean().item()
         variance = var_c.mean().item()
-        std_c = var_c.sqrt()
-        snr_c = torch.where(std_c > 0, mean_c.abs() / std_c, torch.where(mean_c == 0, 0.0, math.inf))
         out = Summary(
             n=n,
             mean=mean,
             variance=variance,
             total_variance=var_c.sum().item(),
-            snr=snr_c.mean().item(),
+            snr=mean_snr(mean_c, var_c).item(),
             variance_note=note,
         )
+        if math.isfinite(out.snr) and not note:
+            out.snr_lo, out.snr_hi = self.snr_interval(out.snr)
         out.variance_se, out.variance_lo, out.variance_hi = self.variance_interval(variance)
         if truth is not None:
             truth = truth.to(torch.float64).cpu()
@@ -219,6 +304,8 @@ class Summary:
     variance: float
     total_variance: float
     snr: float
+    snr_lo: float = math.nan
+    snr_hi: float = math.nan
     variance_se: float = math.nan
     variance_lo: float = math.nan
     variance_hi: float = math.nan

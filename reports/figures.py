@@ -250,6 +250,9 @@ def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
                                   color=c.palette.get(est), alpha=0.15, linewidth=0)
         for ax, (col, _) in zip(axes_[1:], panels[1:], strict=True):
             ax.plot(line["K"], line[col], label=label, **style)
+            if f"{col}_lo" in line and line[f"{col}_lo"].notna().any():
+                ax.fill_between(line["K"], line[f"{col}_lo"].clip(lower=1e-300), line[f"{col}_hi"],
+                                color=c.palette.get(est), alpha=0.15, linewidth=0)
     r_used = rows["replicates_used"] if "replicates_used" in rows else rows["replicates"]
     floor = math.sqrt(2 / (math.pi * float(r_used.min())))  # E|mean| / std of a zero-mean normal at R estimates
     axes_[1].axhline(floor, color="grey", linestyle=":", linewidth=1,

@@ -217,8 +217,11 @@ def read_training(results: str | Path) -> pd.DataFrame | None:
         raise ResultsError(f"training file {path} is not a readable CSV ({exc})") from None
     if df.empty:
         return None
-    if "K" in df:  # a bound trained at several K: one curve per estimator and K, labelled by its bound
-        several = df.groupby("problem")["K"].transform("nunique") > 1
+    if "K" in df:  # a bound's curves, labelled by what they train on: the K-sample bound, or the ELBO beside it
+        on_elbo = df["objective"].eq("expectation") & df["K"].notna() if "objective" in df else False
+        several = (df.groupby("problem")["K"].transform("nunique") > 1) & ~on_elbo
         k = df["K"].map(lambda v: f"{v:g}" if pd.notna(v) else "")
+        draws = (df["n_samples"] * df["K"]).map(lambda v: f"{v:g}" if pd.notna(v) else "")
         df["estimator"] = df["estimator"].where(~several, df["estimator"] + " (K=" + k + ")")
+        df["estimator"] = df["estimator"].where(~on_elbo, df["estimator"] + " (ELBO, " + draws + " draws)")
     return df

@@ -205,9 +205,11 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
             md += [f"## {problem}: training with each estimator", "", training_paragraph(rows), ""]
             ks = tr.loc[tr["problem"] == problem, "K"].dropna().unique() if "K" in tr else []
             if len(ks):  # a multi-sample problem: its curves train on the bound
-                md += [f"Each estimator trains on the K-sample importance-weighted bound (K = "
+                md += [f"Each estimator of the bound trains on the K-sample importance-weighted bound (K = "
                        f"{', '.join(fmt(k) for k in sorted(ks))}; the label says which; at K = 1 the bound is the "
-                       f"ELBO with its KL estimated from the draw); the test ELBO is the yardstick of every curve.", ""]
+                       f"ELBO with its KL estimated from the draw); one labelled 'ELBO, N draws' trains beside them "
+                       f"on the single-sample ELBO of the same model with N draws per image, as many log-weight "
+                       f"evaluations per step. The test ELBO is the yardstick of every curve.", ""]
             md += [markdown_table(shown), ""]
 
     failed = df[df["status"] == "failed"]

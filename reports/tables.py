@@ -207,7 +207,7 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
     if "time_per_estimate_min_s" in rows:
         rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
     for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
-                        ("total_variance", "total_variance_lo", "total_variance_hi"),
+                        ("total_variance", "total_variance_lo", "total_variance_hi"), ("snr", "snr_lo", "snr_hi"),
                         ("variance_vs_reference", "variance_vs_reference_lo", "variance_vs_reference_hi"),
                         ("efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi")):
         if col in cols and lo in rows and rows[lo].notna().any():
@@ -267,7 +267,7 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "precision",
             "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
             "total_variance_hi", "reference_estimator", "variance_vs_reference", "variance_vs_reference_lo",
-            "variance_vs_reference_hi", "bias_z", "mse", "snr", "agreement_z", "reference",
+            "variance_vs_reference_hi", "bias_z", "mse", "snr", "snr_lo", "snr_hi", "agreement_z", "reference",
             "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
             "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi",
             "efficiency_per_eval"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .load import axes
-from .tables import fmt, is_toy, reference_label, reference_name, setting_text
+from .tables import fmt, is_toy, reference_label, reference_name, setting_text, with_interval
 
 
 def overlapping(g: pd.DataFrame, best: pd.Series, col: str) -> pd.DataFrame:
@@ -240,6 +240,7 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
                          f"gradient {fmt(g.iloc[0]['total_variance'])}, nothing to compare it with.")
             continue
         parts.append(f"At the {where}, " + ranking_text(g, "total_variance", biased, " of the encoder gradient"))
+    parts += snr_against_k(rows)
     z = rows["agreement_z"].dropna() if "agreement_z" in rows else pd.Series(dtype=float)
     if rows["bias_z"].notna().any():
         parts.append("The exact gradient is known here (every latent configuration enumerated, in float64). "
@@ -262,6 +263,26 @@ def vae_paragraph(df: pd.DataFrame, problem: str) -> str:
             f"false-alarm rate over {n_coords} encoder coordinates x {n_cells} cells the threshold is {fmt(thresh)}, "
             f"{verdict}.")
     return " ".join(parts)
+
+
+def snr_against_k(rows: pd.DataFrame) -> list[str]:
+    """A bound's encoder-gradient SNR at its smallest and largest K, per estimator and checkpoint, with 95%
+    intervals; called falling or rising only where the two intervals do not overlap."""
+    if "K" not in rows or rows["K"].nunique() < 2 or "snr_lo" not in rows:
+        return []
+    out = []
+    for (est, ckpt), g in rows.groupby(["estimator", "checkpoint"], sort=False):
+        g = g.dropna(subset=["snr", "snr_lo", "snr_hi"]).sort_values("K")
+        if len(g) < 2:
+            continue
+        a, b = g.iloc[0], g.iloc[-1]
+        trend = ("falls" if b["snr_hi"] < a["snr_lo"] else "rises" if b["snr_lo"] > a["snr_hi"]
+                 else "does not change beyond its 95% intervals")
+        out.append(f"{est}'s SNR ({ckpt}) {trend} from K = {fmt(a['K'])} to {fmt(b['K'])}: "
+                   f"{with_interval(a['snr'], a['snr_lo'], a['snr_hi'])} to "
+                   f"{with_interval(b['snr'], b['snr_lo'], b['snr_hi'])}.")
+    return ["Signal-to-noise ratio of the encoder gradient (coordinate average of |mean| / sd; 95% intervals by "
+            "a jackknife over batches of estimates): " + " ".join(out)] if out else []
 
 
 def training_paragraph(table: pd.DataFrame) -> str:

@@ -98,6 +98,8 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert "max z vs exact" in binary_bound
     curves = text1.split("## vae-digits-binary-multisample: training with each estimator\n", 1)[1].split("\n## ", 1)[0]
     assert "trains on the K-sample importance-weighted bound (K = 2, 4;" in curves and "| vimco (K=4) |" in curves
+    # reinforce-loo beside them on the ELBO at the same cost; no curve planned for an estimator that cannot train
+    assert "| reinforce-loo (ELBO, 4 draws) |" in curves and "Not applicable" not in curves
     # their ratio columns divide by their own reference, named in the header and filled
     assert "| variance / reinforce-loo [95% CI] |" in section
     tables = pd.read_csv(out / "tables.csv")

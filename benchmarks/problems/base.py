@@ -170,6 +170,16 @@ class Problem(abc.ABC):
         """The setting a training curve depends on (settings that map to the same one share a curve)."""
         return setting
 
+    def curve_objective(self, estimator: type[Estimator]) -> str:
+        """The objective ``estimator`` trains on in this problem's training curves (recorded in each
+        curve row's ``objective``): the problem's own."""
+        return self.objective
+
+    def curve_unsupported(self, estimator: type[Estimator], setting: Any, n_samples: int) -> str | None:
+        """Why ``estimator`` has no training curve here (None: it has one), from its declarations:
+        the plan leaves such curves out rather than train nothing."""
+        return estimator.unsupported(self.family, self.curve_objective(estimator), n_samples)
+
     def true_gradient(self, setting: Any, ctx: Context) -> dict[str, torch.Tensor] | None:
         """{group: [P]} the exact gradient, or None where no closed form exists."""
         return None
