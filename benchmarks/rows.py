@@ -23,7 +23,7 @@ from .engine import _error_text, estimate_cell
 from .machine import estbench_version, machine, seed_generators, timing_columns
 from .plan import Cell, cell_seed, estimator_option_names, identity, problem_axes, unit_key
 from .problems import Context
-from .schema import curve_schema, results_schema
+from .schema import MONTE_CARLO_REFERENCE, curve_schema, results_schema
 from .stats import GradientStats, coordinate_z, zero_variance_threshold
 from .sweep import Sweep
 
@@ -133,14 +133,17 @@ def measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
         return ended_rows(base, groups, "failed", _error_text(exc)), None
     try:
         truth = cell.problem.true_gradient(cell.setting, ctx)
+        truth_se = cell.problem.true_gradient_se(cell.setting, ctx) if truth is not None else None
     except Exception as exc:  # e.g. a closed form that overflows: this cell fails, the sweep goes on
         return ended_rows(base, groups, "failed", "the exact gradient could not be computed: " + _error_text(exc)), None
     rows = []
     scale = max((truth[g] if truth is not None else stats[g].coords.mean).abs().max().item() for g in groups)
     zero_below = zero_variance_threshold(scale, getattr(torch, sweep.dtype))
     for g in groups:
-        s = stats[g].summary(None if truth is None else truth[g], zero_below)
-        against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g]), "reference": "exact"}
+        se = None if truth_se is None else truth_se[g]
+        s = stats[g].summary(None if truth is None else truth[g], zero_below, se)
+        against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g], se),
+                                                  "reference": "exact" if se is None else MONTE_CARLO_REFERENCE}
         rows.append({
             **base, "parameter": g, "replicates_used": s.n, "mean": s.mean, "variance": s.variance,
             "variance_se": s.variance_se, "variance_lo": s.variance_lo, "variance_hi": s.variance_hi,
@@ -148,7 +151,8 @@ def measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
             # total = variance x coordinates exactly, so its interval is the variance's scaled
             "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,
             "total_variance_hi": s.variance_hi * s.total_variance / s.variance if s.variance > 0 else 0.0,
-            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse, "snr": s.snr, "snr_lo": s.snr_lo, "snr_hi": s.snr_hi, **against_truth,
+            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse, "snr": s.snr,
+            "snr_lo": s.snr_lo, "snr_hi": s.snr_hi, **against_truth,
             # the median of the timed repetitions (benchmarks.engine.TIMING_REPEATS), and their spread
             "time_per_estimate_s": statistics.median(timing.per_estimate),
             "time_per_estimate_min_s": min(timing.per_estimate), "time_per_estimate_max_s": max(timing.per_estimate),

@@ -76,6 +76,9 @@ CURVE_TAIL_COLUMNS = [
     *_cols("provenance", str, "estimator_origin"),
 ]
 
+#: the ``reference`` column's value where the truth is a Monte Carlo reference with its standard error
+#: (Problem.true_gradient_se) rather than exact ("exact") or a reference estimator's mean ("mean of X")
+MONTE_CARLO_REFERENCE = "high-precision Monte Carlo reference"
 #: what identifies a cell: two rows of one parameter group with the same values are one row twice
 CELL_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "replicates", "seed", "dtype", "device")
 ROW_KEY = (*CELL_KEY, "parameter")

@@ -226,8 +226,11 @@ class GradientStats:
         half = T95[df - 1] * se
         return max(0.0, snr - half), snr + half
 
-    def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0) -> Summary:
-        """Reduce to the result-table numbers; ``truth`` is [P] or None. Where every coordinate's
+    def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0,
+                truth_se: torch.Tensor | None = None) -> Summary:
+        """Reduce to the result-table numbers; ``truth`` is [P] or None; ``truth_se`` [P] its standard
+        error where it is a Monte Carlo reference (the bias z counts the mean of it, an upper bound of
+        the standard error of the reference's coordinate average). Where every coordinate's
         standard deviation is at most ``zero_below`` (the rounding of the dtype at the gradient's
         scale: zero_variance_threshold), the estimates are equal up to rounding and the variance
         is reported as exactly 0, with the reason in ``variance_note``."""
@@ -262,6 +265,8 @@ class GradientStats:
             # an estimator that is exact up to float32 rounding (64 ulp of the largest |truth|) is not
             # flagged for that rounding, whether its estimates are all equal (se = 0) or differ by rounding
             rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
+            if truth_se is not None:  # a reference with its own error: as if more spread in the estimates
+                se = math.sqrt(se * se + truth_se.to(torch.float64).cpu().mean().item() ** 2)
             if se > 0:
                 out.bias_z = out.bias / math.sqrt(se * se + rounding * rounding)
             else:  # every estimate the same: exact if within rounding of the truth, else biased
@@ -285,15 +290,17 @@ def zero_variance_threshold(scale: float, dtype: torch.dtype) -> float:
     return ROUNDING_ULPS * torch.finfo(dtype).eps / 2 * max(scale, torch.finfo(dtype).tiny)
 
 
-def coordinate_z(stats: GradientStats, truth: torch.Tensor) -> float:
+def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tensor | None = None) -> float:
     """Largest |z| over coordinates between the mean estimate and the exact gradient ``truth`` [P]:
     |mean_c - truth_c| / sqrt(var_c / n + rounding^2). ``rounding`` (64 float32 ulps of the largest
     |truth_c|) lets an estimator with zero variance that equals the truth up to float32 rounding
-    (``exact``) score 0 rather than infinity, as in ``summary``."""
+    (``exact``) score 0 rather than infinity, as in ``summary``. ``truth_se`` [P]: the standard error of a
+    Monte Carlo reference, added in quadrature."""
     truth = truth.to(torch.float64).cpu()
     diff = (stats.coords.mean.cpu() - truth).abs()
     rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
-    se = (stats.coords.var.cpu() / stats.n + rounding**2).sqrt()
+    own = 0.0 if truth_se is None else truth_se.to(torch.float64).cpu() ** 2
+    se = (stats.coords.var.cpu() / stats.n + own + rounding**2).sqrt()
     return (diff / se).max().item()
 
 

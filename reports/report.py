@@ -168,7 +168,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
     md += ["Variance is that of one gradient estimate made from n_samples draws, per coordinate, averaged over "
            "coordinates (VAE: summed over the encoder's parameters, the trace of the covariance). Bias z is the "
-           "bias against the exact gradient (closed form or enumeration) divided by its standard error; 'max z' "
+           "bias against the exact gradient (closed form, enumeration or quadrature; where tables.csv's "
+           "'reference' column says so, a high-precision Monte Carlo reference, whose standard error the z counts) divided by its "
+           "standard error; 'max z' "
            "is the largest such |z| over coordinates, against the exact gradient or, where none is known, "
            "against a reference estimator's mean. MSE is against the exact gradient. Efficiency = 1 / (variance x "
            "time per estimate): higher is better; a '/ X' column divides by the value of X, the problem's "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -203,3 +204,25 @@ def test_vimco_and_reinforce_are_unbiased_on_a_categorical_bound():
         (g,) = torch.autograd.grad(sur.loss.sum(), leaf)
         z = (g.mean(0) - truth) / (g.std(0) / math.sqrt(r))
         assert z.abs().max().item() < z_bound(6), (name, z)
+
+
+def test_the_monte_carlo_reference_agrees_with_the_quadrature_and_carries_its_error_into_the_bias_z():
+    """gaussian-iwae beyond its exact truth: the reference (module docstring) against the quadrature at a
+    setting where both exist, within the z-bound of its own standard error (four coordinates); and a run at
+    K = 16 gives each row the reference's name, a finite bias z, and no flag for iwae and dreg."""
+    from benchmarks.problems.multisample import _iwae_quadrature, _iwae_reference
+    from benchmarks.schema import MONTE_CARLO_REFERENCE
+
+    s = IWAESetting(mu=-0.2, sigma=1.3, a=0.5, dim=2, K=2)
+    (m, sg), (se_m, se_s) = _iwae_reference(s)
+    _, q_mu, q_sigma = _iwae_quadrature(s)
+    z = torch.cat([(m - q_mu) / se_m, (sg - q_sigma) / se_s]).abs().max().item()
+    assert z <= z_bound(4), z
+    p = GaussianIWAE()
+    far = IWAESetting(mu=0.0, sigma=1.0, a=1.0, dim=1, K=16)
+    assert p.exact(far) is None and p.true_gradient_se(far, CTX) is not None
+    assert p.true_gradient_se(s, CTX) is None  # exact there
+    df = pd.DataFrame(runner.run(Sweep(problem=["gaussian-iwae"], estimator=["iwae", "dreg"], n_samples=[1], replicates=4000,
+                                       seed=2, dtype="float64", K=[16], dim=[1], a=[1.0]).validate()))
+    assert (df["reference"] == MONTE_CARLO_REFERENCE).all() and df["bias_z"].notna().all()
+    assert df["bias_z"].abs().max() <= z_bound(len(df)), df[["estimator", "parameter", "bias_z"]]

@@ -184,6 +184,11 @@ class Problem(abc.ABC):
         """{group: [P]} the exact gradient, or None where no closed form exists."""
         return None
 
+    def true_gradient_se(self, setting: Any, ctx: Context) -> dict[str, torch.Tensor] | None:
+        """{group: [P]} the standard error of ``true_gradient`` where it is a high-precision Monte Carlo
+        reference rather than exact (every bias z against it counts it); None where it is exact."""
+        return None
+
     def columns(self, setting: Any) -> dict[str, Any]:
         """The setting as result-table columns."""
         return asdict(setting)

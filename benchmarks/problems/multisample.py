@@ -13,9 +13,13 @@ gaussian-iwae          x_k ~ q = N(mu, sigma^2 I), l(x) = log p(x) - log q(x) wi
                        from the plain pathwise gradient. Truth: K = 1 in closed form (any dim),
                        dE/dmu = a - mu, dE/dsigma = 1/sigma - sigma per coordinate; dim x K <= 4
                        by Gauss-Hermite quadrature over the dim x K standard normals
-                       (QUADRATURE_NODES per variable, float64, through x = mu + sigma eps); other
-                       settings have no exact truth and are compared with the mean of the
-                       reference estimator (iwae).
+                       (QUADRATURE_NODES per variable, float64, through x = mu + sigma eps). Other
+                       settings have no exact truth: there the truth is a high-precision Monte Carlo
+                       reference with its standard error (true_gradient_se): REFERENCE_DRAWS
+                       standard normals (at least REFERENCE_MIN_REPLICATES replicates), seed
+                       REFERENCE_SEED, float64, each replicate's gradient of log mean_k w by
+                       autograd through x = mu + sigma eps (the reparameterized gradient, unbiased).
+                       Its standard error enters every bias z against it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch.distributions import Bernoulli, Independent, Normal
 from estimators import MULTI_SAMPLE, Bound, Estimator
 from estimators.options import Option, at_least, finite, positive
 
+from ..stats import Moments
 from .base import Chunk, Context, Problem, SettingError, builtin
 from .counting import counted
 from .discrete import DiscreteProblem, coordinate_vector, outcomes
@@ -42,6 +47,11 @@ MAX_JOINT_OUTCOMES = 1 << 20
 #: Gauss-Hermite nodes per variable of gaussian-iwae's quadrature (dim x K <= QUADRATURE_MAX_VARIABLES)
 QUADRATURE_NODES = 24
 QUADRATURE_MAX_VARIABLES = 4  # dim x K: 24^4 = 331,776 points
+#: standard normal draws (dim x K x replicates) of gaussian-iwae's Monte Carlo reference, its fewest replicates,
+#: and its seed
+REFERENCE_DRAWS = 1 << 24
+REFERENCE_MIN_REPLICATES = 1 << 14
+REFERENCE_SEED = 2016
 
 K_AXIS = Option("K", int, (4,), "samples in the importance-weighted bound, 1 to 4096", check=at_least(1, 4096),
                 report=(1, 2, 4, 8, 16, 64), report_quick=(2, 16))
@@ -121,7 +131,8 @@ class IWAESetting:
 class GaussianIWAE(Problem):
     name = "gaussian-iwae"
     description = ("x_1..x_K ~ N(mu, sigma^2 I), bound E log mean_k p(x_k)/q(x_k), log p(x) = -|x - a|^2/2; "
-                   "exact truth at K = 1 and (quadrature) at dim x K <= 4")
+                   "exact truth at K = 1 and (quadrature) at dim x K <= 4, else a Monte Carlo reference with its "
+                   "standard error")
     kind = "toy"
     family = "normal"
     objective = MULTI_SAMPLE
@@ -171,9 +182,34 @@ class GaussianIWAE(Problem):
             return None
         return _iwae_quadrature(s)
 
-    def true_gradient(self, s: IWAESetting, ctx: Context) -> dict[str, torch.Tensor] | None:
+    def true_gradient(self, s: IWAESetting, ctx: Context) -> dict[str, torch.Tensor]:
         exact = self.exact(s)
-        return None if exact is None else {"mu": exact[1], "sigma": exact[2]}
+        if exact is None:
+            return dict(zip(self.groups, _iwae_reference(s)[0], strict=True))
+        return {"mu": exact[1], "sigma": exact[2]}
+
+    def true_gradient_se(self, s: IWAESetting, ctx: Context) -> dict[str, torch.Tensor] | None:
+        return None if self.exact(s) is not None else dict(zip(self.groups, _iwae_reference(s)[1], strict=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _iwae_reference(s: IWAESetting) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """((dL/dmu, dL/dsigma), (their standard errors)), each [dim], float64: the mean over replicates of the
+    reparameterized gradient of log mean_k w(x_k), x = mu + sigma eps, by autograd (module docstring)."""
+    gen = torch.Generator().manual_seed(REFERENCE_SEED)
+    draws = s.dim * s.K
+    total = max(REFERENCE_MIN_REPLICATES, REFERENCE_DRAWS // draws)
+    stats = (Moments(), Moments())
+    for start in range(0, total, max(1, (1 << 20) // draws)):
+        r = min(max(1, (1 << 20) // draws), total - start)
+        mu = torch.full((r, 1, s.dim), s.mu, dtype=torch.float64, requires_grad=True)
+        sigma = torch.full((r, 1, s.dim), s.sigma, dtype=torch.float64, requires_grad=True)
+        x = mu + sigma * torch.randn(r, s.K, s.dim, generator=gen, dtype=torch.float64)
+        lw = (-0.5 * (x - s.a) ** 2 - Normal(mu, sigma).log_prob(x)).sum(-1)  # [r, K]
+        grads = torch.autograd.grad(Bound.value(lw).sum(), (mu, sigma))
+        for st, g in zip(stats, grads, strict=True):
+            st.update(g[:, 0])
+    return tuple(st.mean for st in stats), tuple((st.var / st.n).sqrt() for st in stats)
 
 
 @functools.lru_cache(maxsize=16)
