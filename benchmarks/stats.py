@@ -264,7 +264,7 @@ class GradientStats:
             se = math.sqrt(self.avg.var.item() / n)
             # an estimator that is exact up to float32 rounding (64 ulp of the largest |truth|) is not
             # flagged for that rounding, whether its estimates are all equal (se = 0) or differ by rounding
-            rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
+            rounding = truth_rounding(truth)
             if truth_se is not None:  # a reference with its own error: as if more spread in the estimates
                 se = math.sqrt(se * se + truth_se.to(torch.float64).cpu().mean().item() ** 2)
             if se > 0:
@@ -290,6 +290,15 @@ def zero_variance_threshold(scale: float, dtype: torch.dtype) -> float:
     return ROUNDING_ULPS * torch.finfo(dtype).eps / 2 * max(scale, torch.finfo(dtype).tiny)
 
 
+def truth_rounding(truth: torch.Tensor) -> float:
+    """The bias z's rounding floor against ``truth``: 64 float32 ulps of its largest |coordinate| (the
+    estimates' rounding), and at least 64 float64 ulps at unit scale (the truth's own: a closed form or
+    quadrature summed in float64 from terms of order one, as gaussian-iwae's at a = mu, sigma = 1, where the
+    exact gradient 0 comes out as 1e-17 and dreg's estimates are exactly 0)."""
+    return max(zero_variance_threshold(truth.abs().max().item(), torch.float32),
+               zero_variance_threshold(1.0, torch.float64))
+
+
 def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tensor | None = None) -> float:
     """Largest |z| over coordinates between the mean estimate and the exact gradient ``truth`` [P]:
     |mean_c - truth_c| / sqrt(var_c / n + rounding^2). ``rounding`` (64 float32 ulps of the largest
@@ -298,7 +307,7 @@ def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tens
     Monte Carlo reference, added in quadrature."""
     truth = truth.to(torch.float64).cpu()
     diff = (stats.coords.mean.cpu() - truth).abs()
-    rounding = zero_variance_threshold(truth.abs().max().item(), torch.float32)
+    rounding = truth_rounding(truth)
     own = 0.0 if truth_se is None else truth_se.to(torch.float64).cpu() ** 2
     se = (stats.coords.var.cpu() / stats.n + own + rounding**2).sqrt()
     return (diff / se).max().item()

@@ -226,3 +226,14 @@ def test_the_monte_carlo_reference_agrees_with_the_quadrature_and_carries_its_er
                                        seed=2, dtype="float64", K=[16], dim=[1], a=[1.0]).validate()))
     assert (df["reference"] == MONTE_CARLO_REFERENCE).all() and df["bias_z"].notna().all()
     assert df["bias_z"].abs().max() <= z_bound(len(df)), df[["estimator", "parameter", "bias_z"]]
+
+
+def test_dreg_where_the_target_is_q_is_exact_not_flagged_for_the_quadratures_roundoff():
+    """At a = mu = 0, sigma = 1 the target is q: the bound is log Z at every K, its gradient 0, and dreg's
+    estimates are exactly 0 (every normalized weight equal, dl/dx = 0). The quadrature gives 0 up to float64
+    roundoff (1e-17); that roundoff must not make an exact estimator infinitely biased."""
+    df = pd.DataFrame(runner.run(Sweep(problem=["gaussian-iwae"], estimator=["dreg"], n_samples=[1], replicates=64,
+                                       seed=0, dtype="float64", K=[4], dim=[1], a=[0.0], mu=[0.0],
+                                       sigma=[1.0]).validate()))
+    assert (df["reference"] == "exact").all() and (df["variance"] == 0).all()
+    assert (df["bias_z"] == 0).all(), df[["parameter", "bias", "bias_z"]]
