@@ -46,10 +46,17 @@ from .registry import (
 
 from .relax import Rebar, Relax  # isort: skip
 from .multisample import IWAE, VIMCO, DReG, LocalDisARM  # isort: skip
+from .leave_one_out import ARMS, DoubleCV  # isort: skip
+from .straight_through import GST, GumbelRao, ReinMax  # isort: skip
 
 __all__ = [
     "ANY",
     "ARM",
+    "ARMS",
+    "DoubleCV",
+    "GST",
+    "GumbelRao",
+    "ReinMax",
     "ESTIMATORS",
     "EXPECTATION",
     "MULTI_SAMPLE",

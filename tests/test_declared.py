@@ -37,6 +37,8 @@ SETTINGS: dict[str, list[dict]] = {
     "bernoulli-quadratic": [dict(theta=(0.0, -2.0, 1.5), t=0.45, dim=3), dict(theta=0.7, t=0.2, dim=2)],
     "bernoulli-coupled": [dict(theta=(0.3, -1.0, 2.0, 0.0), dim=4, w_seed=7), dict(theta=-0.4, dim=3, w_seed=2)],
     "categorical-quadratic": [dict(theta=1.5, t=0.3, K=5, dim=2), dict(theta=-0.5, t=0.7, K=3, dim=3)],
+    "bernoulli-polynomial": [dict(theta=(0.5, -1.0, 2.0), t=0.45, power=1.5, dim=3),
+                             dict(theta=0.3, t=0.3, power=3.0, dim=6)],
     "bernoulli-multisample": [dict(theta=(0.5, -1.0), t=0.45, dim=2, K=3), dict(theta=1.2, t=0.2, dim=1, K=5)],
     "gaussian-iwae": [dict(mu=0.3, sigma=0.8, a=1.0, dim=1, K=3), dict(mu=-0.5, sigma=1.3, a=2.0, dim=2, K=1)],
 }

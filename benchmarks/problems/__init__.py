@@ -14,7 +14,7 @@ from .base import KINDS, PROBLEMS, Chunk, Context, Problem, SettingError, builti
 
 # isort: off
 from .gaussian import GaussianCos, GaussianExp, GaussianProblem, GaussianQuadratic, GaussianSetting
-from .discrete import BernoulliCoupled, BernoulliQuadratic, CategoricalQuadratic, DiscreteProblem
+from .discrete import BernoulliCoupled, BernoulliPolynomial, BernoulliQuadratic, CategoricalQuadratic, DiscreteProblem
 from .multisample import BernoulliMultiSample, GaussianIWAE
 from .vae import VAE, VAEDigits, VAEMnist, VAEProblem, VAESetting
 from .binary_vae import BinaryVAE, BinaryVAEProblem, VAEDigitsBinary, VAEMnistBinary
@@ -51,7 +51,7 @@ origin = PROBLEMS.origin
 
 __all__ = [
     "BernoulliCoupled", "BernoulliMultiSample", "GaussianIWAE",
-    "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
+    "BernoulliPolynomial", "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
     "VAEMnistBinary", "VAEProblem", "VAESetting", "VAEDigitsMultiSample", "VAEDigitsBinaryMultiSample",

@@ -258,4 +258,52 @@ class CategoricalQuadratic(DiscreteProblem):
         return float(s.dim * (p * v).sum())
 
 
-__all__ = ["BernoulliCoupled", "BernoulliQuadratic", "CategoricalQuadratic", "DiscreteProblem", "coupling", "outcomes"]
+@dataclass(frozen=True)
+class PolynomialSetting:
+    theta: float | tuple[float, ...]
+    t: float
+    power: float
+    dim: int
+
+
+@builtin
+class BernoulliPolynomial(DiscreteProblem):
+    """The ReinMax paper's polynomial programming toy (Liu et al. 2023, sec. 6): f(b) = mean_j |b_j - t|^p.
+    On the outcomes f is linear in b, E f = mean_j [sigma_j (1 - t)^p + (1 - sigma_j) t^p], so its gradient is
+    closed form, (1/dim) sigma_j (1 - sigma_j) ((1 - t)^p - t^p); but the derivative of |y - t|^p at y = 0, 1,
+    which the straight-through family uses, is the chord's slope only at p = 2: there ReinMax (second-order
+    accurate) is exact, at p = 1.5 and 3 it is biased."""
+
+    name = "bernoulli-polynomial"
+    description = ("b ~ Bernoulli(sigmoid(theta)) in 128 coordinates, f(b) = mean |b - t|^p (ReinMax's polynomial "
+                   "toy); closed-form truth")
+    axes = (
+        Option("theta", float, (0.0,), "logit of every coordinate (a sweep file may give one per coordinate)",
+               check=finite, per_coordinate=True),
+        Option("t", float, (0.45,), "target of the polynomial f(b) = mean |b - t|^p, strictly between 0 and 1",
+               check=lambda v: None if 0 < v < 1 else "must be strictly between 0 and 1"),
+        Option("power", float, (1.5,), "the power p of f(b) = mean |b - t|^p, >= 1", check=at_least(1.0),
+               report=(1.5, 2.0, 3.0), report_quick=(1.5, 3.0)),
+        Option("dim", int, (128,), "dimension, >= 1", check=at_least(1)),
+    )
+    setting_type = PolynomialSetting
+
+    def f(self, s: PolynomialSetting, ctx: Context):
+        t, power = s.t, s.power
+
+        def f(b: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [...]
+            return (b - t).abs().pow(power).mean(-1)
+
+        return f
+
+    def true_gradient(self, s: PolynomialSetting, ctx: Context) -> dict[str, torch.Tensor]:
+        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        return {"theta": p * (1 - p) * ((1 - s.t) ** s.power - s.t**s.power) / s.dim}
+
+    def expectation(self, s: PolynomialSetting) -> float:
+        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        return float((p * (1 - s.t) ** s.power + (1 - p) * s.t**s.power).mean())
+
+
+__all__ = ["BernoulliCoupled", "BernoulliPolynomial", "BernoulliQuadratic", "CategoricalQuadratic", "DiscreteProblem",
+           "coupling", "outcomes"]

@@ -1,0 +1,152 @@
+"""Straight-through estimators of 2021-2023: f at an exact one-hot draw D, the gradient through a
+surrogate s(theta) whose value is cancelled, y = D + s - s.detach(). Each is biased; they differ in
+the Jacobian ds/dtheta that stands in for the draw's.
+
+Notation: logits theta [..., C] of a categorical variable (C classes); a Bernoulli(sigmoid(theta))
+is the two-class categorical with logits (0, theta), its sample b the one-hot's second entry. f sees
+the draw as a categorical problem's f sees a relaxed sample (a point of the simplex, [..., C]) and a
+Bernoulli problem's f its 0/1 values.
+
+- ``gumbel-rao``: Paulus, Maddison & Krause 2021 ("Rao-Blackwellizing the straight-through
+  Gumbel-softmax gradient estimator", ICLR), eq. 7: s = (1/M) sum_m softmax((theta + G_m) / tau)
+  with G_1..G_M standard Gumbels drawn conditionally on argmax(theta + G) = D (the Gumbel-max trick
+  run backwards: the top value is logsumexp(theta) - log E_D, every other one a Gumbel truncated
+  below it, -log(E_i exp(-theta_i) + E_D exp(-logsumexp theta)), E ~ Exp(1)). At M = 1 it has the
+  distribution of Gumbel straight-through at the same temperature; larger M lowers its variance,
+  never its bias. Options ``temperature``, ``M``.
+- ``gst``: Fan, Sun, Ding, Lin & Ma 2022 ("Training discrete deep generative models via gapped
+  straight-through estimator", ICML), the deterministic GST of the authors' code (chijames/GST):
+  s = softmax((theta + m1 - m2) / tau), m1 = (max theta - theta_D) D lifts the drawn class to the
+  largest logit, m2 = max(theta + gap - max theta, 0) (1 - D) pushes every other class at least
+  ``gap`` below it (m1, m2 held fixed). Options ``temperature``, ``gap``.
+- ``reinmax``: Liu, Liu, Gao, Chen & Han 2023 ("Bridging discrete and backpropagation:
+  straight-through and beyond", NeurIPS), Algorithm 2 and the authors' code (microsoft/ReinMax):
+  the second-order (Heun) correction of straight-through. With pi_0 = softmax(theta) and
+  pi_1 = (D + softmax(theta / tau)) / 2, the gradient in theta is
+  J(pi_1) 2 g - J(pi_0) g / 2, J(pi) = diag(pi) - pi pi^T the softmax Jacobian at pi, g = df/dD;
+  written forward as s = 2 softmax(log pi_1 - theta + theta) - pi_0 / 2 (the first softmax's shift
+  held fixed). Option ``temperature`` (>= 1: the authors' code refuses less).
+
+Each evaluates f once per draw. Requires: a Bernoulli or categorical distribution (optionally
+Independent over its last dimension) and an f defined on the simplex (categorical) or at reals
+between 0 and 1 (Bernoulli) that is differentiable there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributions import Bernoulli, Distribution
+
+from .base import Estimator, Function, Surrogate, evaluate
+from .discrete import TEMPERATURE, discrete_parts
+from .options import Option, at_least, positive
+from .registry import builtin
+
+
+def categorical_view(dist: Distribution, name: str) -> tuple[torch.Tensor, bool]:
+    """(logits [*B, *E, C], whether the distribution is a Bernoulli seen as C = 2 classes (0, theta))."""
+    base, logits, _ = discrete_parts(dist, name)
+    if isinstance(base, Bernoulli):
+        return torch.stack([torch.zeros_like(logits), logits], -1), True
+    return logits, False
+
+
+def one_hot_draw(logits: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """n one-hot draws from Categorical(logits), [n, *logits.shape], no gradient: the first class whose
+    cumulative probability exceeds u ~ U(0, 1) (on a CPU several times faster than torch.multinomial)."""
+    probs = torch.softmax(logits.detach(), -1)
+    u = torch.rand((n_samples, *logits.shape[:-1], 1), dtype=logits.dtype, device=logits.device)
+    classes = (probs.cumsum(-1) < u).sum(-1).clamp(max=logits.shape[-1] - 1)
+    return torch.nn.functional.one_hot(classes, logits.shape[-1]).to(logits.dtype)
+
+
+def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.Tensor:
+    """M draws of theta + G, G standard Gumbel given argmax(theta + G) = d (one-hot [n, ..., C]):
+    [M, n, ..., C], no gradient."""
+    theta = logits.detach()
+    log_e = torch.log(torch.empty((m, *d.shape), dtype=d.dtype, device=d.device).exponential_())
+    log_z = torch.logsumexp(theta, -1, keepdim=True)
+    log_e_d = (log_e * d).sum(-1, keepdim=True)
+    top = log_z - log_e_d  # the maximum, Gumbel(logsumexp theta), whichever class holds it
+    below = -torch.logaddexp(log_e - theta, -top)  # each other class: a Gumbel(theta_i) truncated below top
+    return torch.where(d.bool(), top, below)
+
+
+class _StraightThrough(Estimator):
+    """f at the one-hot draw D, the gradient through ``point(logits, D)`` (subclasses)."""
+
+    supports = ("bernoulli", "categorical")
+    unbiased = False
+    f_evals_per_draw = 1
+    temperature: float
+
+    def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        logits, bernoulli = categorical_view(dist, self.name)
+        d = one_hot_draw(logits, n_samples)  # [n, *B, *E, C]
+        s = self.point(logits, d)
+        y = d + s - s.detach()
+        fx = evaluate(f, y[..., 1] if bernoulli else y, dist, n_samples)
+        return Surrogate(loss=fx.mean(0), f=fx.detach())
+
+
+@builtin
+class GumbelRao(_StraightThrough):
+    """Gumbel-Rao (Paulus, Maddison & Krause 2021): straight-through Gumbel-softmax with the
+    relaxation's Jacobian averaged over M Gumbels drawn given the hard sample; biased.
+    Requires: Bernoulli or categorical, f differentiable between outcomes."""
+
+    name = "gumbel-rao"
+    description = "Gumbel-Rao: straight-through with the Jacobian averaged over M conditional Gumbels; biased"
+    options = (TEMPERATURE, Option("M", int, (10,), "conditional Gumbel draws averaged per sample, >= 1",
+                                   check=at_least(1)))
+    M: int
+
+    def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        noise = conditional_gumbels(logits, d, self.M) - logits.detach()  # G, [M, n, ..., C]
+        return torch.softmax((logits + noise) / self.temperature, -1).mean(0)
+
+
+@builtin
+class GST(_StraightThrough):
+    """Gapped straight-through (Fan et al. 2022): the drawn class lifted to the largest logit, the
+    others pushed ``gap`` below it, softmax at ``temperature`` as the surrogate; biased.
+    Requires: Bernoulli or categorical, f differentiable between outcomes."""
+
+    name = "gst"
+    description = "gapped straight-through: softmax of logits moved so the drawn class leads by a gap; biased"
+    options = (TEMPERATURE, Option("gap", float, (1.0,), "how far every other logit is pushed below the drawn "
+                                   "class's, > 0", check=positive))
+    gap: float
+
+    def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        theta = logits.detach()
+        top = theta.max(-1, keepdim=True).values
+        lift = (top - (theta * d).sum(-1, keepdim=True)) * d
+        push = (theta + self.gap - top).clamp(min=0) * (1 - d)
+        return torch.softmax((logits + lift - push) / self.temperature, -1)
+
+
+@builtin
+class ReinMax(_StraightThrough):
+    """ReinMax (Liu et al. 2023): straight-through with Heun's second-order correction; biased.
+    Requires: Bernoulli or categorical, f differentiable between outcomes."""
+
+    name = "reinmax"
+    description = "ReinMax: second-order (Heun) straight-through, 2 J(pi_1) - J(pi_0)/2; biased"
+    options = (Option("temperature", float, (1.0,), "temperature tau of softmax(theta / tau) in pi_1, >= 1 (the "
+                      "authors' code refuses less)", check=at_least(1.0), report=(1.0, 2.0, 4.0),
+                      report_quick=(1.0, 2.0)),)
+
+    def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        pi0 = torch.softmax(logits, -1)
+        pi1 = (d + torch.softmax(logits.detach() / self.temperature, -1)) / 2
+        pi1 = torch.softmax((pi1.log() - logits).detach() + logits, -1)  # value pi_1, Jacobian J(pi_1)
+        return 2 * pi1 - pi0 / 2
+
+
+__all__ = ["GST", "GumbelRao", "ReinMax", "categorical_view", "conditional_gumbels", "one_hot_draw"]
