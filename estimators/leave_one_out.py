@@ -162,7 +162,7 @@ class DoubleCV(Estimator):
         b = (torch.rand((n_samples, *p.shape), dtype=p.dtype, device=p.device) < p).to(p.dtype)
         x = b.clone().requires_grad_(True)
         fx = evaluate(f, x, dist, n_samples)
-        (grad,) = torch.autograd.grad(fx.sum(), x, retain_graph=True, allow_unused=True)
+        grad = torch.autograd.grad(fx.sum(), x, retain_graph=True, allow_unused=True)[0] if fx.requires_grad else None
         if grad is None:
             raise EstimatorError("estimator 'double-cv' needs an f differentiable in its input (its gradient at the "
                                  "draws builds the control variate); this f does not depend on it differentiably",
