@@ -115,7 +115,25 @@ class Sweep:
         """The option values a cell of estimator ``name`` runs with: the product of its declared
         options' values in this sweep ([{}] for an estimator without options)."""
         opts = estimators.get_class(name).options
-        return problems.product(**{o.name: getattr(self, o.name) for o in opts})
+        # a value given applies to every declaration of its name; where none is given, each estimator
+        # takes its own default (a name several declare, such as k or temperature, may have several)
+        return problems.product(**{o.name: self._own(name, o) if o.name in self.values else list(o.default)
+                                   for o in opts})
+
+    def _own(self, estimator: str, option: Option) -> list[Any]:
+        """The values given for ``option``'s name as the estimator's own declaration takes them (k = 3.0 given
+        for the float axis k is sum-and-sample's int 3). A value it refuses that another declaration of the
+        name took is not run with it (--temperature 0.5 for gumbel-softmax and reinmax, which needs >= 1);
+        none left is a SweepError naming the value."""
+        out, errors = [], []
+        for value in self.values[option.name]:
+            try:
+                out.append(option.coerce(value))
+            except OptionError as exc:
+                errors.append(str(exc))
+        if not out:
+            raise SweepError(f"estimator {estimator!r}: {errors[0]}")
+        return list(dict.fromkeys(out))
 
     def _coerce(self, key: str, value: Any, first: Option) -> Any:
         """``value`` of ``key`` as its declaration gives it; an axis several of this sweep's problems declare

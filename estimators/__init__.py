@@ -48,6 +48,7 @@ from .relax import Rebar, Relax  # isort: skip
 from .multisample import IWAE, VIMCO, DReG, LocalDisARM  # isort: skip
 from .leave_one_out import ARMS, DoubleCV  # isort: skip
 from .straight_through import GST, GumbelRao, ReinMax  # isort: skip
+from .sets import SumAndSample, UnorderedSet  # isort: skip
 
 __all__ = [
     "ANY",
@@ -57,6 +58,8 @@ __all__ = [
     "GST",
     "GumbelRao",
     "ReinMax",
+    "SumAndSample",
+    "UnorderedSet",
     "ESTIMATORS",
     "EXPECTATION",
     "MULTI_SAMPLE",

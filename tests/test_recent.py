@@ -140,3 +140,42 @@ def test_double_cv_lowers_reinforce_loos_variance_where_f_is_not_linear_on_the_o
     (dcv,) = rows(problem, "double-cv", 3, 20_000, 1, **values)
     (loo,) = rows(problem, "reinforce-loo", 3, 20_000, 2, **values)
     assert log_variance_z(loo, dcv) > z_bound(1), (loo["variance"], dcv["variance"])
+
+
+def test_unordered_set_probabilities_sum_to_one_and_leave_one_out_ratios_are_normalized():
+    """Over every 3-subset of a 6-outcome domain: sum_S p(S) = 1 (the set probabilities of sampling without
+    replacement), and for each outcome s, sum_{S containing s} p(S) R(S, s) = 1 (R(S, s) p(S) is the probability
+    of S \\ s drawn from the domain without s); Rsnd likewise over the pairs."""
+    import itertools
+
+    from estimators.sets import leave_one_out_ratios, set_probability
+
+    p = torch.tensor([0.05, 0.3, 0.1, 0.25, 0.2, 0.1], dtype=torch.float64)
+    sets = torch.tensor(list(itertools.combinations(range(6), 3)))
+    probs = set_probability(p[sets], torch.zeros(len(sets), dtype=torch.float64))
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-12)
+    r, rsnd = leave_one_out_ratios(p[sets])
+    for s in range(6):
+        holds = (sets == s).any(-1)
+        where = (sets == s).long().argmax(-1)
+        total = (probs * r[torch.arange(len(sets)), where])[holds].sum()
+        assert total.item() == pytest.approx(1.0, abs=1e-12)
+    # k = 2 in closed form: p(S) = p1 p2 (1 / (1 - p1) + 1 / (1 - p2))
+    pair = p[[1, 3]]
+    closed = pair.prod() * (1 / (1 - pair[0]) + 1 / (1 - pair[1]))
+    assert set_probability(pair, torch.zeros((), dtype=torch.float64)).item() == pytest.approx(closed.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("estimator,k,n", [("unordered-set", 1, 3), ("unordered-set", 2, 1), ("unordered-set", 6, 1),
+                                           ("sum-and-sample", 1, 1), ("sum-and-sample", 2, 3)])
+def test_the_set_estimators_are_unbiased_at_other_set_sizes(estimator, k, n):
+    """Beyond the declared defaults that tests/test_declared.py runs: the smallest sets (unordered-set's k = 1 has
+    no built-in baseline), the largest, and sum-and-sample's restricted draws with and without their baseline."""
+    for problem, values in [("categorical-quadratic", dict(theta=[1.5], t=[0.3], K=[5], dim=[2])), TOYS[1]]:
+        (row,) = rows(problem, estimator, n, 6000, 9, k=[k], **values)
+        assert row["status"] == "ok" and row["agreement_z"] < z_bound(2 * 8), row
+
+
+def test_sum_and_sample_over_every_outcome_is_exact():
+    (row,) = rows("categorical-quadratic", "sum-and-sample", 2, 64, 1, k=[9], theta=[0.5], t=[0.3], K=[3], dim=[2])
+    assert row["variance"] == 0 and abs(row["bias_z"]) < 1e-6, row
