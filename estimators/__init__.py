@@ -24,7 +24,7 @@ from .base import (
     score_surrogate,
 )
 from .builtin import Reinforce, ReinforceEMA, ReinforceLOO, Reparameterization
-from .discrete import ARM, DisARM, Exact, GumbelSoftmax, StraightThrough
+from .discrete import ARM, DisARM, Exact, GumbelSoftmax, StickBreakingDisARM, StraightThrough
 from .options import Option, OptionError
 from .registry import (
     ENTRY_POINT_GROUP,
@@ -74,6 +74,7 @@ __all__ = [
     "DisARM",
     "Exact",
     "GumbelSoftmax",
+    "StickBreakingDisARM",
     "StraightThrough",
     "ENTRY_POINT_GROUP",
     "MissingExtraError",

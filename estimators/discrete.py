@@ -122,6 +122,37 @@ class DisARM(_AntitheticBernoulli):
         return disarm_gradient(b1, b2, f1, f2, logits)
 
 
+@builtin
+class StickBreakingDisARM(Estimator):
+    """DisARM on the stick-breaking Bernoullis of a categorical (Dong, Mnih & Tucker 2021, "Coupled gradient
+    estimators for discrete latent variables", NeurIPS, sec. 3): class c of K is the first of K - 1
+    independent Bernoullis b_j ~ Bernoulli(sigmoid(eta_j)) that is 1 (the last class if none), with
+    eta_j = theta_j - logsumexp(theta_{j+1..K}) (then P(c = j) = softmax(theta)_j); DisARM's pair on the
+    b's, its estimate in eta, carried to theta by the chain rule. Unbiased. 2 evaluations of f per draw.
+    Requires: categorical (optionally Independent over its last dimension)."""
+
+    name = "stick-breaking-disarm"
+    description = "DisARM on a categorical's stick-breaking Bernoullis (antithetic categorical)"
+    supports = ("categorical",)
+    unbiased = True
+    f_evals_per_draw = 2
+
+    def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
+        _, logits, event_ndims = discrete_parts(dist, self.name, (Categorical,))
+        tail = torch.logcumsumexp(logits.flip(-1), -1).flip(-1)  # logsumexp(theta_{j..K})
+        eta = logits[..., :-1] - tail[..., 1:]  # [*B, *E, K - 1]
+        _, b1, b2 = antithetic_pair(eta.detach(), (n_samples,))
+
+        def classes(b: torch.Tensor) -> torch.Tensor:  # the first stick that is 1, else the last class
+            return (b.cumsum(-1) == 0).sum(-1)
+
+        f1, f2 = evaluate(f, classes(b1), dist, n_samples), evaluate(f, classes(b2), dist, n_samples)  # [n, *B]
+        per = _per_draw(f1.detach(), event_ndims + 1), _per_draw(f2.detach(), event_ndims + 1)
+        g = disarm_gradient(b1, b2, *per, eta.detach()).mean(0)  # [*B, *E, K - 1], in eta
+        loss = parameter_surrogate((f1 + f2) / 2, [(eta, g)], len(dist.batch_shape))
+        return Surrogate(loss=loss, f=torch.cat([f1, f2]).detach())
+
+
 def _relaxed(dist: Distribution, name: str, n_samples: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(relaxed sample z, hard sample H(z)) for a Bernoulli or categorical distribution; z is
     differentiable in the logits, H(z) is an exact draw."""
