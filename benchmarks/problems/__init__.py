@@ -18,6 +18,7 @@ from .discrete import BernoulliCoupled, BernoulliPolynomial, BernoulliQuadratic,
 from .multisample import BernoulliMultiSample, GaussianIWAE
 from .vae import VAE, VAEDigits, VAEMnist, VAEProblem, VAESetting
 from .binary_vae import BinaryVAE, BinaryVAEProblem, VAEDigitsBinary, VAEMnistBinary
+from .categorical_vae import CategoricalVAE, VAEDigitsCategorical
 from .multisample_vae import VAEDigitsBinaryMultiSample, VAEDigitsMultiSample
 # isort: on
 from .counting import counted
@@ -51,7 +52,7 @@ origin = PROBLEMS.origin
 
 __all__ = [
     "BernoulliCoupled", "BernoulliMultiSample", "GaussianIWAE",
-    "BernoulliPolynomial", "BernoulliQuadratic", "BinaryVAE", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
+    "BernoulliPolynomial", "BernoulliQuadratic", "BinaryVAE", "CategoricalVAE", "VAEDigitsCategorical", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
     "VAEMnistBinary", "VAEProblem", "VAESetting", "VAEDigitsMultiSample", "VAEDigitsBinaryMultiSample",
