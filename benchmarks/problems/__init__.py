@@ -52,7 +52,8 @@ origin = PROBLEMS.origin
 
 __all__ = [
     "BernoulliCoupled", "BernoulliMultiSample", "GaussianIWAE",
-    "BernoulliPolynomial", "BernoulliQuadratic", "BinaryVAE", "CategoricalVAE", "VAEDigitsCategorical", "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
+    "BernoulliPolynomial", "BernoulliQuadratic", "BinaryVAE", "CategoricalVAE", "VAEDigitsCategorical",
+    "BinaryVAEProblem", "CategoricalQuadratic", "DiscreteProblem",
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
     "VAEMnistBinary", "VAEProblem", "VAESetting", "VAEDigitsMultiSample", "VAEDigitsBinaryMultiSample",
