@@ -84,6 +84,60 @@ def discrete_loop(est: Estimator, dim: int, n: int, R: int, ctx: Context, K: int
     return out
 
 
+#: the estimators of 2019-2023 that ``recent_speeds`` times: on bernoulli-quadratic at dim 100, and on
+#: categorical-quadratic at K = 100 (those that enumerate the joint domain only there)
+RECENT_BERNOULLI = ("arms", "double-cv", "gumbel-rao", "gst", "reinmax")
+RECENT_CATEGORICAL = ("sum-and-sample", "unordered-set", "stick-breaking-disarm", "gumbel-rao", "gst", "reinmax")
+
+
+def problem_loop(problem: Any, est: Estimator, s: Any, n: int, R: int, ctx: Context) -> torch.Tensor:
+    """A discrete toy's R estimates, one ``backward()`` each, through the problem's own leaf, distribution and f
+    (one replicate at a time); [R, P]."""
+    f = problem.f(s, ctx)
+    out = []
+    state = est.init_state()
+    for _ in range(R):
+        logits = problem.leaf(s, 1, ctx)
+        sur = est(problem.distribution(logits), f, n, state)
+        sur.loss.sum().backward()
+        state = sur.state
+        out.append(logits.grad.reshape(-1))
+    return torch.stack(out)
+
+
+def recent_speeds(repeats: int = 3, budget_s: float = 0.3, device: str = "cpu",
+                  compile: bool = False) -> list[dict[str, Any]]:
+    """The 2019-2023 estimators' runner speed against ``problem_loop``, eager (and compiled), each at its fewest
+    draws (n = max(1, min_samples)): bernoulli-quadratic at dim 100, categorical-quadratic at K = 100 (dim 1)."""
+    from .problems.discrete import BernoulliSetting, CategoricalSetting
+
+    ctx = Context(compile="off", device=device)
+    cases = [("bernoulli-quadratic", BernoulliSetting(theta=0.0, t=0.45, dim=100), RECENT_BERNOULLI),
+             ("categorical-quadratic", CategoricalSetting(theta=1.0, t=0.45, K=100, dim=1), RECENT_CATEGORICAL)]
+    rows = []
+    for pname, s, names in cases:
+        problem = get(pname)
+        for name in names:
+            est = estimators.get(name)
+            n = max(1, type(est).min_samples)
+            probe = median_time(lambda: problem_loop(problem, est, s, n, 20, ctx), 1, device) / 20
+            r_loop = max(20, int(budget_s / probe))
+            t_loop = median_time(lambda: problem_loop(problem, est, s, n, r_loop, ctx), repeats, device) / r_loop
+            replicates = 20_000 if budget_s >= 0.3 else 5_000
+            t_runner, _ = runner_time(problem, est, s, None, n, replicates, ctx, repeats)
+            row = {"problem": pname, "estimator": name, "n_samples": n, "loop_per_s": 1 / t_loop,
+                   "eager_per_s": 1 / t_runner, "speedup": t_loop / t_runner}
+            if compile:
+                try:
+                    t_comp, row["compile_s"] = runner_time(problem, est, s, None, n, replicates,
+                                                           Context(compile="on", device=device), repeats)
+                    row["compiled_per_s"], row["compiled_speedup"] = 1 / t_comp, t_loop / t_comp
+                except CompileFailed as exc:
+                    row["compile_failed"] = str(exc)
+            rows.append(row)
+    return rows
+
+
 def discrete_speeds(names: tuple[str, ...] = ("reinforce", "disarm"), dim: int = 100, repeats: int = 3,
                     budget_s: float = 0.3, device: str = "cpu", K: int | None = None,
                     compile: bool = False) -> list[dict[str, Any]]:
@@ -282,6 +336,7 @@ from .perf_vae import (  # noqa: E402  the VAE measurements, under the names est
     vae_training_overhead,
 )
 
-__all__ = ["TOY_ESTIMATORS", "CompileFailed", "binary_vae_speeds", "copy_gbps", "discrete_speeds",
+__all__ = ["RECENT_BERNOULLI", "RECENT_CATEGORICAL", "TOY_ESTIMATORS", "CompileFailed", "binary_vae_speeds", "copy_gbps",
+           "discrete_speeds", "problem_loop", "recent_speeds",
            "enumeration_times", "jax_device", "matmul_gflops", "naive_loop", "peak_memory", "toy_speeds",
            "vae_flops", "vae_loop", "vae_speeds", "vae_training_overhead"]

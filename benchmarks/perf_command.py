@@ -22,6 +22,7 @@ from .perf import (
     jax_device,
     matmul_gflops,
     peak_memory,
+    recent_speeds,
     toy_speeds,
     vae_speeds,
     vae_training_overhead,
@@ -133,6 +134,18 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
               f"{r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
     _print_compile_failures(out["bound"])
+
+    out["recent"] = recent_speeds(repeats=args.repeats, budget_s=0.1 if args.quick else 0.3, device=device,
+                                  compile=compile_)
+    print("\nthe 2019-2023 estimators, estimates per second at their fewest draws: bernoulli-quadratic (dim 100), "
+          "categorical-quadratic (K 100)")
+    print(f"{'problem':<22} {'estimator':<22} {'n':>2} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} "
+          f"{'compile':>8} {'x loop':>7}")
+    for r in out["recent"]:
+        print(f"{r['problem']:<22} {r['estimator']:<22} {r['n_samples']:>2} {_fmt_rate(r['loop_per_s']):>9} "
+              f"{_fmt_rate(r['eager_per_s']):>11} {r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} "
+              f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} {_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
+    _print_compile_failures(out["recent"])
 
     gpu = device != "cpu"  # a GPU needs more replicates per measurement: its chunks are larger
     out["vae"] = vae_speeds(compile=compile_, repeats=args.repeats,

@@ -302,7 +302,8 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
 
     For each toy problem, one sweep per axis that declares report values (``Option.report``:
     sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at their
-    defaults and n_samples = 4; one over n_samples at the defaults; and for each estimator
+    defaults and n_samples = 4, of the estimators that declare that axis among their ``report_axes``
+    (or none); one over n_samples at the defaults, of every estimator; and for each estimator
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
@@ -321,8 +322,10 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
         one = dict(problem=[p], replicates=r_toy)
         for axis in problems.get_class(p).axes:
             values = axis.report_quick if quick and axis.report_quick else axis.report
-            if values:
-                out.append(base.with_overrides(**one, n_samples=[4], **{axis.name: list(values)}))
+            swept = [e for e in base.estimator if estimators.get_class(e).report_axes is None
+                     or axis.name in estimators.get_class(e).report_axes]
+            if values and swept:
+                out.append(base.with_overrides(**one, estimator=swept, n_samples=[4], **{axis.name: list(values)}))
         out.append(base.with_overrides(**one, n_samples=n))
         for e in base.estimator:
             for option in estimators.get_class(e).options:

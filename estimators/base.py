@@ -194,6 +194,10 @@ class Estimator(abc.ABC):
     #: declared options (estimators.Option): a temperature, a decay... Each becomes a command-line
     #: option and sweep-file key, is checked, and its value is recorded in every results row
     options: ClassVar[tuple[Option, ...]] = ()
+    #: the setting axes the default report sweeps this estimator over (by name, e.g. ("K",)), besides each
+    #: problem's base setting and n_samples, the model problems and its own options' report values; None: every
+    #: axis. The report's time goes to the settings that separate an estimator from its peers
+    report_axes: ClassVar[tuple[str, ...] | None] = None
     supports: ClassVar[tuple[str, ...]] = (ANY,)
     objectives: ClassVar[tuple[str, ...]] = (EXPECTATION,)
     unbiased: ClassVar[bool | None] = None

@@ -136,6 +136,7 @@ class StickBreakingDisARM(Estimator):
     supports = ("categorical",)
     unbiased = True
     f_evals_per_draw = 2
+    report_axes = ("K",)
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         _, logits, event_ndims = discrete_parts(dist, self.name, (Categorical,))

@@ -115,6 +115,7 @@ class ARMS(Estimator):
     min_samples = 2
     unbiased = True
     f_evals_per_draw = 1
+    report_axes = ("theta", "power")
     options = (Option("copula", str, ("dirichlet",), "how the n draws of a coordinate are made antithetic",
                       choices=COPULAS),)
     copula: str
@@ -151,6 +152,7 @@ class DoubleCV(Estimator):
     stateful = True
     unbiased = True
     f_evals_per_draw = 1
+    report_axes = ("theta", "power")
     options = (Option("decay", float, (0.9,), "weight of the old alpha in alpha <- decay alpha + (1 - decay) "
                       "alpha*, alpha* the variance-minimizing weight of the last call",
                       check=lambda d: None if 0.0 <= d < 1.0 else "must be in [0, 1)"),)

@@ -153,6 +153,7 @@ class SumAndSample(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # k + n per estimate
+    report_axes = ("K",)
     options = (Option("k", int, (3,), K_OPTION_HELP, check=at_least(1), report=(1, 3, 8), report_quick=(3,)),)
     k: int
 
@@ -191,6 +192,7 @@ class UnorderedSet(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # k per set, n sets per estimate
+    report_axes = ("K",)
     options = (Option("k", int, (4,), f"outcomes drawn without replacement per set, 1 to {MAX_SET}",
                       check=at_least(1, MAX_SET), report=(2, 4), report_quick=(4,)),)
     k: int

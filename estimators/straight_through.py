@@ -45,6 +45,15 @@ from .options import Option, at_least, positive
 from .registry import builtin
 
 
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension; over two classes through one sigmoid (torch's softmax kernel is
+    slow on rows of two: measured 5-10x on a CPU at a Bernoulli's 2-class view)."""
+    if x.shape[-1] == 2:
+        p1 = torch.sigmoid(x[..., 1] - x[..., 0])
+        return torch.stack([1 - p1, p1], -1)
+    return torch.softmax(x, -1)
+
+
 def categorical_view(dist: Distribution, name: str) -> tuple[torch.Tensor, bool]:
     """(logits [*B, *E, C], whether the distribution is a Bernoulli seen as C = 2 classes (0, theta))."""
     base, logits, _ = discrete_parts(dist, name)
@@ -80,17 +89,29 @@ class _StraightThrough(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = False
     f_evals_per_draw = 1
+    report_axes = ("power",)
     temperature: float
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The surrogate's value at b = 1 for a Bernoulli with logits theta and draws b [n, *B, *E]: the
+        two-class view's second entry (subclasses may write it in closed form)."""
+        return self.point(torch.stack([torch.zeros_like(theta), theta], -1), torch.stack([1 - b, b], -1))[..., 1]
+
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         logits, bernoulli = categorical_view(dist, self.name)
-        d = one_hot_draw(logits, n_samples)  # [n, *B, *E, C]
-        s = self.point(logits, d)
+        if bernoulli:
+            theta = logits[..., 1]
+            p = torch.sigmoid(theta.detach())
+            d = (torch.rand((n_samples, *p.shape), dtype=p.dtype, device=p.device) < p).to(p.dtype)
+            s = self.bernoulli_point(theta, d)
+        else:
+            d = one_hot_draw(logits, n_samples)  # [n, *B, *E, C]
+            s = self.point(logits, d)
         y = d + s - s.detach()
-        fx = evaluate(f, y[..., 1] if bernoulli else y, dist, n_samples)
+        fx = evaluate(f, y, dist, n_samples)
         return Surrogate(loss=fx.mean(0), f=fx.detach())
 
 
@@ -108,7 +129,15 @@ class GumbelRao(_StraightThrough):
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         noise = conditional_gumbels(logits, d, self.M) - logits.detach()  # G, [M, n, ..., C]
-        return torch.softmax((logits + noise) / self.temperature, -1).mean(0)
+        return softmax((logits + noise) / self.temperature).mean(0)
+
+    def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # over two classes G_1 - G_0 is logistic noise L, and argmax = b is theta + L > 0 iff b = 1: L = logit(v),
+        # v uniform on (1 - p, 1) where b = 1, on (0, 1 - p) where b = 0 (one uniform per Gumbel pair)
+        q = torch.sigmoid(-theta.detach())
+        u = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device)
+        v = torch.where(b.bool(), q + u * (1 - q), u * q).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
+        return torch.sigmoid((theta + torch.log(v) - torch.log1p(-v)) / self.temperature).mean(0)
 
 
 @builtin
@@ -128,7 +157,7 @@ class GST(_StraightThrough):
         top = theta.max(-1, keepdim=True).values
         lift = (top - (theta * d).sum(-1, keepdim=True)) * d
         push = (theta + self.gap - top).clamp(min=0) * (1 - d)
-        return torch.softmax((logits + lift - push) / self.temperature, -1)
+        return softmax((logits + lift - push) / self.temperature)
 
 
 @builtin
@@ -143,10 +172,10 @@ class ReinMax(_StraightThrough):
                       report_quick=(1.0, 2.0)),)
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        pi0 = torch.softmax(logits, -1)
-        pi1 = (d + torch.softmax(logits.detach() / self.temperature, -1)) / 2
-        pi1 = torch.softmax((pi1.log() - logits).detach() + logits, -1)  # value pi_1, Jacobian J(pi_1)
+        pi0 = softmax(logits)
+        pi1 = (d + softmax(logits.detach() / self.temperature)) / 2
+        pi1 = softmax((pi1.log() - logits).detach() + logits)  # value pi_1, Jacobian J(pi_1)
         return 2 * pi1 - pi0 / 2
 
 
-__all__ = ["GST", "GumbelRao", "ReinMax", "categorical_view", "conditional_gumbels", "one_hot_draw"]
+__all__ = ["GST", "GumbelRao", "ReinMax", "categorical_view", "conditional_gumbels", "one_hot_draw", "softmax"]
