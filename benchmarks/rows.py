@@ -62,6 +62,7 @@ def base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         "estimator_origin": estimators.provenance(cell.estimator),
         "estimator_note": cls.note,
         "counterpart": cls.counterpart,
+        "estimator_unbiased": {True: "yes", False: "no"}.get(cls.unbiased, ""),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "machine": machine(),

@@ -63,7 +63,8 @@ TAIL_COLUMNS = [
     *_cols("statistic", str, "status error"), *_cols("key", str, "setting"), *_cols("provenance", int, "cell_seed"),
     *_cols("key", str, "dtype device"),
     *_cols("content", str, "estbench_version"),
-    *_cols("provenance", str, "estimator_origin estimator_note counterpart torch_version python_version"),
+    *_cols("provenance", str, "estimator_origin estimator_note counterpart estimator_unbiased "
+                                  "torch_version python_version"),
     *_cols("timing", str, "machine"), *_cols("timing", float, "load_avg matmul_gflops"), *_cols("timing", str, "host"),
     *_cols("timing", int, "threads concurrent_cells"),
 ]

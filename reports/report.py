@@ -31,6 +31,7 @@ import pandas as pd
 # torch-free: what the runner and the report share (the lock, atomic writes, the curves' file name)
 from benchmarks.results_file import atomic_write, curves_path, writer_lock
 
+from .brief import summary_line
 from .figures import figures
 from .libraries import library_section
 from .load import ResultsError, read_results, read_training
@@ -45,7 +46,7 @@ from .tables import (
     training_table,
     zero_variance_notes,
 )
-from .text import provenance, summary_line, timing_caveat, toy_paragraph, training_paragraph, vae_paragraph
+from .text import provenance, timing_caveat, toy_paragraph, training_paragraph, vae_paragraph
 
 
 def write_text(path: Path, text: str) -> None:
@@ -160,8 +161,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     md = ["# estbench variance report", ""]
     if command:
         md += [f"Made by `{command}`. Rebuild it without recomputing: `estbench report --results results.csv`.", ""]
-    md += ["## In brief", "", "Per problem, the estimator with the lowest variance (an exact zero first; 'tied' where "
-           "the 95% intervals overlap; among those not flagged biased) and the bias verdict:", "",
+    md += ["## In brief", "", "Per problem, among the unbiased estimators (not flagged biased here, nor declared "
+           "biased), the one with the lowest variance (an exact zero first; 'tied' where the 95% intervals overlap) and "
+           "the one most efficient per evaluation of f (the lowest variance x f evals), and the bias verdict:", "",
            *(summary_line(df, p, base.get(p, {})) for p in df["problem"].unique()), ""]
     md += ["## What was run", "", *provenance(df), ""]
     if notes:

@@ -85,6 +85,9 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
         df = df.drop(columns="_ref_rel")
     if "f_evals" in df:  # at equal cost in evaluations of f (ARM and DisARM use 2 per draw)
         df["efficiency_per_eval"] = 1.0 / (df["variance"] * df["f_evals"])
+        for end in ("", "_lo", "_hi"):  # its inverse, variance x f evals, with the variance's interval
+            if f"variance{end}" in df:
+                df[f"variance_x_evals{end}"] = df[f"variance{end}"] * df["f_evals"]
     df["efficiency_vs_reference"] = df["efficiency"] / df["_ref_eff"]
     if "efficiency_lo" in df:  # each end against the reference's opposite end: a conservative interval
         is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
@@ -270,7 +273,7 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "variance_vs_reference_hi", "bias_z", "mse", "snr", "snr_lo", "snr_hi", "agreement_z", "reference",
             "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
             "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi",
-            "efficiency_per_eval"]
+            "efficiency_per_eval", "variance_x_evals", "variance_x_evals_lo", "variance_x_evals_hi"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     out = ok[[c for c in keep if c in ok]].reset_index(drop=True)
     if "reference_estimator" in out:

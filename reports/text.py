@@ -88,19 +88,6 @@ def ranking_text(g: pd.DataFrame, col: str, biased: list[str], what: str = "") -
             f"({fmt(hi[col])}{more}); counting time, {most_efficient(ranked)}{among}.")
 
 
-def _lowest(g: pd.DataFrame, col: str, biased: list[str]) -> str:
-    """'X' (or 'X, tied with Y' where 95% intervals overlap), the lowest nonzero ``col`` of ``g`` among
-    estimators not flagged biased; exact zeros named first."""
-    zero = list(g.loc[g[col] == 0, "estimator"])
-    ranked = g[(g[col] > 0) & ~g["estimator"].isin(biased)].sort_values(col)
-    parts = [f"{e} (zero variance)" for e in zero]
-    if not ranked.empty:
-        lo = ranked.iloc[0]
-        tied = list(overlapping(ranked, lo, col)["estimator"])
-        parts.append(lo["estimator"] + (f" (tied with {', '.join(tied)})" if tied else ""))
-    return "; ".join(parts) if parts else "none"
-
-
 def model_groups(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """A model problem's rows by checkpoint ('untrained checkpoint', 'trained checkpoint') and, where the
     K-sample bound ran at several K, by K as well ('untrained checkpoint, K = 16'): each ranked on its own."""
@@ -108,30 +95,6 @@ def model_groups(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(f"{c} checkpoint" + (f", K = {fmt(k)}" if k is not None else ""),
              rows[(rows["checkpoint"] == c) & ((rows["K"] == k) if k is not None else True)])
             for c in ("untrained", "trained") for k in ks]
-
-
-def summary_line(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
-    """The one-line summary of a problem: the lowest variance at its base setting (toys, per gradient) or
-    per checkpoint (models), and the estimators flagged biased by the stated rule."""
-    rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
-    if rows.empty:
-        return f"- **{problem}**: no cell completed."
-    biased = flagged_biased(rows)
-    if "checkpoint" in rows and rows["problem_kind"].iloc[0] != "toy" and rows["checkpoint"].notna().any():
-        where = model_groups(rows)
-        col = "total_variance"
-    else:
-        at = rows
-        for axis, value in base.items():
-            at = at[at[axis] == value]
-        where = [(f"gradient of {p}", g) for p, g in at.groupby("parameter", sort=True)]
-        col = "variance"
-    lowest = "; ".join(f"{w}: {_lowest(g, col, biased)}" for w, g in where if not g.empty)
-    z = rows["bias_z"].abs()
-    verdict = ("no exact gradient, no bias verdict" if not z.notna().any() else
-               f"**flagged biased: {', '.join(biased)}**" if biased else "none flagged biased")
-    rule = f" (|bias z| > {fmt(bias_threshold(int(z.notna().sum())))})" if z.notna().any() else ""
-    return f"- **{problem}**: lowest variance, {lowest}; {verdict}{rule}."
 
 
 def toy_paragraph(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> str:
