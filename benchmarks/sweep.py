@@ -29,6 +29,8 @@ from estimators.options import Option, OptionError
 from . import compiling, problems
 from .engine import PRECISION_MIN_REPLICATES
 
+#: the n_samples of the default report's n sweep for estimators that declare report_axes
+NARROW_N = (2, 4, 16)
 #: with --precision, the default report lets each cell draw up to this many times its fixed R
 PRECISION_REPORT_FACTOR = 10
 
@@ -303,7 +305,8 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     For each toy problem, one sweep per axis that declares report values (``Option.report``:
     sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at their
     defaults and n_samples = 4, of the estimators that declare that axis among their ``report_axes``
-    (or none); one over n_samples at the defaults, of every estimator; and for each estimator
+    (or none); one over n_samples at the defaults, of every estimator (those with ``report_axes`` at
+    NARROW_N only); and for each estimator
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
@@ -326,7 +329,13 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
                      or axis.name in estimators.get_class(e).report_axes]
             if values and swept:
                 out.append(base.with_overrides(**one, estimator=swept, n_samples=[4], **{axis.name: list(values)}))
-        out.append(base.with_overrides(**one, n_samples=n))
+        # every estimator over n_samples; those that declare report_axes (the 2019-2023 ones) at fewer of them
+        narrow = [e for e in base.estimator if estimators.get_class(e).report_axes is not None]
+        wide = [e for e in base.estimator if e not in narrow]
+        if wide:
+            out.append(base.with_overrides(**one, estimator=wide, n_samples=n))
+        if narrow:
+            out.append(base.with_overrides(**one, estimator=narrow, n_samples=[v for v in n if v in NARROW_N] or n))
         for e in base.estimator:
             for option in estimators.get_class(e).options:
                 values = option.report_quick if quick and option.report_quick else option.report

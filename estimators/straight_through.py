@@ -44,6 +44,10 @@ from .discrete import TEMPERATURE, discrete_parts
 from .options import Option, at_least, positive
 from .registry import builtin
 
+#: the Gumbel temperature of gumbel-rao and gst: the relaxations' option, swept by the default report at three values
+ST_TEMPERATURE = Option(TEMPERATURE.name, TEMPERATURE.type, TEMPERATURE.default, TEMPERATURE.help,
+                        check=TEMPERATURE.check, report=(0.3, 1.0, 3.0), report_quick=(1.0,))
+
 
 def softmax(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension; over two classes through one sigmoid (torch's softmax kernel is
@@ -123,7 +127,7 @@ class GumbelRao(_StraightThrough):
 
     name = "gumbel-rao"
     description = "Gumbel-Rao: straight-through with the Jacobian averaged over M conditional Gumbels; biased"
-    options = (TEMPERATURE, Option("M", int, (10,), "conditional Gumbel draws averaged per sample, >= 1",
+    options = (ST_TEMPERATURE, Option("M", int, (10,), "conditional Gumbel draws averaged per sample, >= 1",
                                    check=at_least(1)))
     M: int
 
@@ -148,7 +152,7 @@ class GST(_StraightThrough):
 
     name = "gst"
     description = "gapped straight-through: softmax of logits moved so the drawn class leads by a gap; biased"
-    options = (TEMPERATURE, Option("gap", float, (1.0,), "how far every other logit is pushed below the drawn "
+    options = (ST_TEMPERATURE, Option("gap", float, (1.0,), "how far every other logit is pushed below the drawn "
                                    "class's, > 0", check=positive))
     gap: float
 

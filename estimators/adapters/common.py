@@ -104,11 +104,16 @@ def take_apart(dist: Distribution, estimator: str, kinds: tuple[str, ...]) -> Pa
 
 
 def f_at_samples(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: tuple[int, ...],
-                 event: torch.Size, estimator: str, ours: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 event: torch.Size, estimator: str, ours: list[torch.Tensor] | None = None,
+                 classes: int | None = None) -> torch.Tensor:
     """f at a library's samples ``x`` [plate dims..., *event]: given to f as estbench's f takes them,
-    [m, *batch, *event], and its values returned with x's plate dims. With ``ours`` (the leaves the
+    [m, *batch, *event], and its values returned with x's plate dims. A categorical's relaxed sample (a
+    float point of the simplex, ``classes`` entries in its last dimension) keeps that dimension, as a
+    categorical problem's f takes it ([m, *batch, *event, classes]). With ``ours`` (the leaves the
     gradient may reach: the adapter's, the library method's), an f with parameters of its own (a VAE's
     decoder, which the library would also differentiate) is a capability EstimatorError."""
+    if classes is not None and x.is_floating_point() and x.shape[-1] == classes:
+        event = (*event, classes)
     out = f(x.reshape(-1, *batch, *event))
     if ours is not None and isinstance(out, torch.Tensor) and out.requires_grad and foreign_leaves(out, ours):
         raise EstimatorError(

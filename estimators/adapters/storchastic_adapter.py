@@ -96,7 +96,8 @@ class StorchasticMethod(Estimator):
                 # checked once: REBAR's eta and temperature are the method's own leaves
                 ours = None if calls else [*leaves.values(), *method.parameters()]
                 calls.append(1)
-                return f_at_samples(f, x, parts.batch_for(r), parts.event_shape, self.name, ours)
+                classes = parts.params["logits"].shape[-1] if parts.kind == "categorical" else None
+                return f_at_samples(f, x, parts.batch_for(r), parts.event_shape, self.name, ours, classes)
 
             cost = storch.deterministic(cost_of)(sample)
             storch.add_cost(cost, "cost")
@@ -216,5 +217,53 @@ class Expect(StorchasticMethod):
         return storch.method.Expect("b")
 
 
+class UnorderedSetEstimator(StorchasticMethod):
+    name = "storchastic:unordered-set"
+    description = ("Storchastic's UnorderedSetEstimator (Kool et al. 2020, built-in baseline): k = n_samples outcomes "
+                   "by stochastic beam search, leave-one-out ratios by numerical integration")
+    counterpart = "unordered-set"
+    supports = ("bernoulli", "categorical")
+
+    def make_method(self, n_samples, event_size):
+        return storch.method.UnorderedSetEstimator("b", k=n_samples)
+
+
+class RaoBlackwellSF(StorchasticMethod):
+    name = "storchastic:rao-blackwell-sf"
+    description = ("Storchastic's RaoBlackwellSF (Liu et al. 2019): n_samples - 1 most probable outcomes summed, one "
+                   "sampled from the rest")
+    counterpart = "sum-and-sample"
+    supports = ("bernoulli", "categorical")
+    method = "RaoBlackwellSF"
+
+
+class ScoreFunctionWOR(StorchasticMethod):
+    name = "storchastic:score-function-wor"
+    description = ("Storchastic's ScoreFunctionWOR (Kool et al. 2019, samples without replacement, its default "
+                   "normalized importance weights, biased=True)")
+    counterpart = "reinforce-loo"
+    supports = ("bernoulli", "categorical")
+
+    def make_method(self, n_samples, event_size):
+        return storch.method.ScoreFunctionWOR("b", k=n_samples)
+
+
+class GumbelSparseMax(StorchasticMethod):
+    name = "storchastic:gumbel-sparsemax"
+    description = "Storchastic's GumbelSparseMax (sparsemax in place of the softmax of Gumbel-softmax); biased"
+    counterpart = "gumbel-softmax"
+    supports = ("bernoulli", "categorical")
+    method = "GumbelSparseMax"
+
+
+class GumbelEntmax(StorchasticMethod):
+    name = "storchastic:gumbel-entmax"
+    description = "Storchastic's GumbelEntmax (1.5-entmax in place of the softmax of Gumbel-softmax); biased"
+    counterpart = "gumbel-softmax"
+    supports = ("bernoulli", "categorical")
+    method = "GumbelEntmax"
+
+
 ESTIMATORS = [ScoreFunction, ScoreFunctionBatchAverage, ScoreFunctionMovingAverage, Reparameterization, ARM, DisARM,
-              Rebar, Relax, GumbelSoftmax, StraightThrough, Expect]
+              Rebar, Relax, GumbelSoftmax, StraightThrough, Expect, UnorderedSetEstimator, RaoBlackwellSF,
+              ScoreFunctionWOR, GumbelSparseMax, GumbelEntmax]
