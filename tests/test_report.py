@@ -72,9 +72,9 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     assert main(args) == 0
     df = read_results(out / "results.csv")
     assert set(df["problem"]) == {"gaussian-quadratic", "gaussian-cos", "gaussian-exp", "bernoulli-quadratic",
-                                  "bernoulli-coupled", "categorical-quadratic", "bernoulli-multisample", "gaussian-iwae",
-                                  "vae-digits", "vae-digits-binary", "vae-digits-multisample",
-                                  "vae-digits-binary-multisample"}
+                                  "bernoulli-coupled", "categorical-quadratic", "bernoulli-polynomial",
+                                  "bernoulli-multisample", "gaussian-iwae", "vae-digits", "vae-digits-binary",
+                                  "vae-digits-categorical", "vae-digits-multisample", "vae-digits-binary-multisample"}
     text1 = check_report(out, df)
     # the binary VAE: measured against its exact gradient, the relaxations flagged, its own figures and curves
     binary = text1.split("## vae-digits-binary\n", 1)[1].split("\n## ", 1)[0]
@@ -90,6 +90,12 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
     assert "gumbel-softmax" in flagged and not any(e in flagged.split(", ") for e in ("arm", "disarm", "reinforce"))
     assert "| f evals |" in section and "(figures/bias_vs_temperature.png)" in text1
+    # the 2019-2023 estimators in the discrete sections, against the exact truth; In brief per evaluation of f
+    for name in ("arms", "double-cv", "gumbel-rao", "gst", "reinmax"):
+        assert f"| {name}" in section, name
+    assert "most efficient per evaluation of f" in text1.split("## What was run", 1)[0]
+    categorical = text1.split("## vae-digits-categorical\n", 1)[1].split("\n## ", 1)[0]
+    assert "max z vs exact" in categorical and "unordered-set" in categorical and "sum-and-sample" in categorical
     # the bound's VAE study: a row per K, the figure against K, the binary one against its exact gradient
     bound = text1.split("## vae-digits-multisample\n", 1)[1].split("\n## ", 1)[0]
     assert "| estimator | checkpoint | K |" in bound and "At the untrained checkpoint, K = 16, " in bound
