@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, evaluate, parameter_surrogate
+from .base import Estimator, EstimatorError, Function, Surrogate, evaluate, parameter_surrogate, standard_exponential
 from .discrete import _per_draw, discrete_parts
 from .options import Option
 from .registry import builtin
@@ -71,7 +71,7 @@ def copula_uniforms(copula: str, shape: tuple[int, ...], dtype: torch.dtype, dev
     Dirichlet copula, z of the Gaussian one, iid uniforms for ``independent``."""
     n = shape[0]
     if copula == "dirichlet":
-        e = torch.empty(shape, dtype=dtype, device=device).exponential_()
+        e = standard_exponential(shape, dtype, device)
         return (1 - e / e.sum(0, keepdim=True)) ** (n - 1)
     if copula == "gaussian":
         eps = torch.randn(shape, dtype=dtype, device=device)

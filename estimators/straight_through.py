@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, Function, Surrogate, evaluate
+from .base import Estimator, Function, Surrogate, evaluate, standard_exponential
 from .discrete import TEMPERATURE, discrete_parts
 from .options import Option, at_least, positive
 from .registry import builtin
@@ -79,7 +79,7 @@ def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.
     """M draws of theta + G, G standard Gumbel given argmax(theta + G) = d (one-hot [n, ..., C]):
     [M, n, ..., C], no gradient."""
     theta = logits.detach()
-    log_e = torch.log(torch.empty((m, *d.shape), dtype=d.dtype, device=d.device).exponential_())
+    log_e = torch.log(standard_exponential((m, *d.shape), d.dtype, d.device))
     log_z = torch.logsumexp(theta, -1, keepdim=True)
     log_e_d = (log_e * d).sum(-1, keepdim=True)
     top = log_z - log_e_d  # the maximum, Gumbel(logsumexp theta), whichever class holds it
@@ -139,9 +139,10 @@ class GumbelRao(_StraightThrough):
         # over two classes G_1 - G_0 is logistic noise L, and argmax = b is theta + L > 0 iff b = 1: L = logit(v),
         # v uniform on (1 - p, 1) where b = 1, on (0, 1 - p) where b = 0 (one uniform per Gumbel pair)
         q = torch.sigmoid(-theta.detach())
+        width, start = torch.where(b.bool(), 1 - q, q), b * q  # [n, *B, *E]: v = start + u width
         u = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device)
-        v = torch.where(b.bool(), q + u * (1 - q), u * q).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
-        return torch.sigmoid((theta + torch.log(v) - torch.log1p(-v)) / self.temperature).mean(0)
+        v = torch.addcmul(start, u, width).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
+        return torch.sigmoid((theta + torch.logit(v)) / self.temperature).mean(0)
 
 
 @builtin
