@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, evaluate, parameter_surrogate, standard_exponential
+from .base import Estimator, EstimatorError, Function, Surrogate, draw, evaluate, parameter_surrogate, standard_exponential
 from .discrete import _per_draw, discrete_parts
 from .options import Option
 from .registry import builtin
@@ -161,7 +161,7 @@ class DoubleCV(Estimator):
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         logits, event_ndims = _bernoulli(dist, self.name)
         p = torch.sigmoid(logits.detach())
-        b = (torch.rand((n_samples, *p.shape), dtype=p.dtype, device=p.device) < p).to(p.dtype)
+        b = draw(dist, (n_samples,))
         x = b.clone().requires_grad_(True)
         fx = evaluate(f, x, dist, n_samples)
         grad = torch.autograd.grad(fx.sum(), x, retain_graph=True, allow_unused=True)[0] if fx.requires_grad else None

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, Function, Surrogate, evaluate, standard_exponential
+from .base import Estimator, Function, Surrogate, draw, evaluate, standard_exponential
 from .discrete import TEMPERATURE, discrete_parts
 from .options import Option, at_least, positive
 from .registry import builtin
@@ -56,14 +56,6 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
         p1 = torch.sigmoid(x[..., 1] - x[..., 0])
         return torch.stack([1 - p1, p1], -1)
     return torch.softmax(x, -1)
-
-
-def categorical_view(dist: Distribution, name: str) -> tuple[torch.Tensor, bool]:
-    """(logits [*B, *E, C], whether the distribution is a Bernoulli seen as C = 2 classes (0, theta))."""
-    base, logits, _ = discrete_parts(dist, name)
-    if isinstance(base, Bernoulli):
-        return torch.stack([torch.zeros_like(logits), logits], -1), True
-    return logits, False
 
 
 def one_hot_draw(logits: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -105,12 +97,10 @@ class _StraightThrough(Estimator):
         return self.point(torch.stack([torch.zeros_like(theta), theta], -1), torch.stack([1 - b, b], -1))[..., 1]
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
-        logits, bernoulli = categorical_view(dist, self.name)
-        if bernoulli:
-            theta = logits[..., 1]
-            p = torch.sigmoid(theta.detach())
-            d = (torch.rand((n_samples, *p.shape), dtype=p.dtype, device=p.device) < p).to(p.dtype)
-            s = self.bernoulli_point(theta, d)
+        base, logits, _ = discrete_parts(dist, self.name)
+        if isinstance(base, Bernoulli):  # the two-class categorical with logits (0, theta), written in b
+            d = draw(dist, (n_samples,))  # [n, *B, *E]
+            s = self.bernoulli_point(logits, d)
         else:
             d = one_hot_draw(logits, n_samples)  # [n, *B, *E, C]
             s = self.point(logits, d)
@@ -183,4 +173,4 @@ class ReinMax(_StraightThrough):
         return 2 * pi1 - pi0 / 2
 
 
-__all__ = ["GST", "GumbelRao", "ReinMax", "categorical_view", "conditional_gumbels", "one_hot_draw", "softmax"]
+__all__ = ["GST", "GumbelRao", "ReinMax", "conditional_gumbels", "one_hot_draw", "softmax"]
