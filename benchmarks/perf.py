@@ -120,22 +120,30 @@ def recent_speeds(repeats: int = 3, budget_s: float = 0.3, device: str = "cpu",
         for name in names:
             est = estimators.get(name)
             n = max(1, type(est).min_samples)
-            probe = median_time(lambda: problem_loop(problem, est, s, n, 20, ctx), 1, device) / 20
-            r_loop = max(20, int(budget_s / probe))
-            t_loop = median_time(lambda: problem_loop(problem, est, s, n, r_loop, ctx), repeats, device) / r_loop
-            replicates = 20_000 if budget_s >= 0.3 else 5_000
-            t_runner, _ = runner_time(problem, est, s, None, n, replicates, ctx, repeats)
-            row = {"problem": pname, "estimator": name, "n_samples": n, "loop_per_s": 1 / t_loop,
-                   "eager_per_s": 1 / t_runner, "speedup": t_loop / t_runner}
-            if compile:
-                try:
-                    t_comp, row["compile_s"] = runner_time(problem, est, s, None, n, replicates,
-                                                           Context(compile="on", device=device), repeats)
-                    row["compiled_per_s"], row["compiled_speedup"] = 1 / t_comp, t_loop / t_comp
-                except CompileFailed as exc:
-                    row["compile_failed"] = str(exc)
-            rows.append(row)
+            loop = lambda r: problem_loop(problem, est, s, n, r, ctx)  # noqa: E731
+            rows.append({"problem": pname, "estimator": name, "n_samples": n,
+                         **against_loop(loop, problem, est, s, n, repeats, budget_s, device, compile)})
     return rows
+
+
+def against_loop(loop: Callable[[int], Any], problem: Any, est: Estimator, s: Any, n: int, repeats: int,
+                 budget_s: float, device: str, compile: bool) -> dict[str, Any]:
+    """A discrete toy's estimates per second: ``loop(R)`` (R estimates, one backward() each; as many as fit in
+    ``budget_s``) against the runner's own path, eager and (with ``compile``) compiled, and their ratios."""
+    probe = median_time(lambda: loop(20), 1, device) / 20
+    r_loop = max(20, int(budget_s / probe))
+    t_loop = median_time(lambda: loop(r_loop), repeats, device) / r_loop
+    replicates = 20_000 if budget_s >= 0.3 else 5_000
+    t_runner, _ = runner_time(problem, est, s, None, n, replicates, Context(compile="off", device=device), repeats)
+    row = {"loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner, "speedup": t_loop / t_runner}
+    if compile:
+        try:
+            t_comp, row["compile_s"] = runner_time(problem, est, s, None, n, replicates,
+                                                   Context(compile="on", device=device), repeats)
+            row["compiled_per_s"], row["compiled_speedup"] = 1 / t_comp, t_loop / t_comp
+        except CompileFailed as exc:
+            row["compile_failed"] = str(exc)
+    return row
 
 
 def discrete_speeds(names: tuple[str, ...] = ("reinforce", "disarm"), dim: int = 100, repeats: int = 3,
@@ -155,21 +163,9 @@ def discrete_speeds(names: tuple[str, ...] = ("reinforce", "disarm"), dim: int =
     rows = []
     for name in names:
         est = estimators.get(name)
-        probe = median_time(lambda: discrete_loop(est, dim, 1, 20, ctx, K), 1, device) / 20
-        r_loop = max(20, int(budget_s / probe))
-        t_loop = median_time(lambda: discrete_loop(est, dim, 1, r_loop, ctx, K), repeats, device) / r_loop
-        replicates = 20_000 if budget_s >= 0.3 else 5_000
-        t_runner, _ = runner_time(problem, est, s, None, 1, replicates, ctx, repeats)
-        row = {"estimator": name, "dim": dim, "K": K, "loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner,
-               "speedup": t_loop / t_runner}
-        if compile:
-            try:
-                t_comp, row["compile_s"] = runner_time(problem, est, s, None, 1, replicates,
-                                                       Context(compile="on", device=device), repeats)
-                row["compiled_per_s"], row["compiled_speedup"] = 1 / t_comp, t_loop / t_comp
-            except CompileFailed as exc:
-                row["compile_failed"] = str(exc)
-        rows.append(row)
+        loop = lambda r: discrete_loop(est, dim, 1, r, ctx, K)  # noqa: E731
+        rows.append({"estimator": name, "dim": dim, "K": K,
+                     **against_loop(loop, problem, est, s, 1, repeats, budget_s, device, compile)})
     return rows
 
 
@@ -336,7 +332,8 @@ from .perf_vae import (  # noqa: E402  the VAE measurements, under the names est
     vae_training_overhead,
 )
 
-__all__ = ["RECENT_BERNOULLI", "RECENT_CATEGORICAL", "TOY_ESTIMATORS", "CompileFailed", "binary_vae_speeds", "copy_gbps",
+__all__ = ["RECENT_BERNOULLI", "RECENT_CATEGORICAL", "TOY_ESTIMATORS", "CompileFailed", "against_loop", "binary_vae_speeds",
+           "copy_gbps",
            "discrete_speeds", "problem_loop", "recent_speeds",
            "enumeration_times", "jax_device", "matmul_gflops", "naive_loop", "peak_memory", "toy_speeds",
            "vae_flops", "vae_loop", "vae_speeds", "vae_training_overhead"]
