@@ -49,12 +49,14 @@ class StorchasticMethod(Estimator):
     loop: ClassVar[bool] = False
     note = "replicates batched on an independent plate (storch.denote_independent)"
 
-    #: the storch.method class and its keyword arguments beyond the plate's name and n_samples
+    #: the storch.method class, the keyword its number of samples goes by (the set methods': k), and its
+    #: keyword arguments beyond the plate's name and the samples
     method: ClassVar[str] = ""
+    samples_keyword: ClassVar[str] = "n_samples"
     method_kwargs: ClassVar[dict[str, Any]] = {}
 
     def make_method(self, n_samples: int, event_size: int) -> Any:
-        return getattr(storch.method, self.method)("b", n_samples=n_samples, **self.method_kwargs)
+        return getattr(storch.method, self.method)("b", **{self.samples_keyword: n_samples}, **self.method_kwargs)
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         parts = take_apart(dist, self.name, self.supports)
@@ -223,9 +225,8 @@ class UnorderedSetEstimator(StorchasticMethod):
                    "by stochastic beam search, leave-one-out ratios by numerical integration")
     counterpart = "unordered-set"
     supports = ("bernoulli", "categorical")
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.UnorderedSetEstimator("b", k=n_samples)
+    method = "UnorderedSetEstimator"
+    samples_keyword = "k"
 
 
 class RaoBlackwellSF(StorchasticMethod):
@@ -243,9 +244,8 @@ class ScoreFunctionWOR(StorchasticMethod):
                    "normalized importance weights, biased=True)")
     counterpart = "reinforce-loo"
     supports = ("bernoulli", "categorical")
-
-    def make_method(self, n_samples, event_size):
-        return storch.method.ScoreFunctionWOR("b", k=n_samples)
+    method = "ScoreFunctionWOR"
+    samples_keyword = "k"
 
 
 class GumbelSparseMax(StorchasticMethod):
