@@ -67,6 +67,23 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(logits) * logits - F.softplus(logits) + LOG2).sum(-1)
 
 
+def outcome_log_likelihood(dec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | z) of every image [B, X] under every outcome's decoder logits dec [M, X], as Bernoulli pixels:
+    x . d - sum softplus(d), [M, B]."""
+    return dec @ x.T - F.softplus(dec).sum(-1, keepdim=True)
+
+
+def decoded_once(decode: Any, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """log p(x | z) [n, *B] where z [n, *B, ...] holds one outcome per row shared by every batch element (an
+    expanded view, stride 0 over the batch, as the ``exact`` estimator passes its enumeration): ``decode``
+    (outcomes [n, ...] -> logits [n, X]) runs once per outcome, not once per outcome and image. None for
+    any other z."""
+    if not (z.dim() >= 3 and z.shape[-2] == x.shape[0] and all(s == 0 for s in z.stride()[1:-1])):
+        return None
+    ll = outcome_log_likelihood(decode(z[(slice(None), *([0] * (z.dim() - 2)))]), x)  # [n, B]
+    return ll.reshape(len(z), *([1] * (z.dim() - 3)), x.shape[0]).expand(z.shape[:-1])
+
+
 class BinaryVAE(VAE):
     """MLP encoder -> logits of q(z|x) = prod_i Bernoulli(z_i); prior Bernoulli(1/2)^latent;
     MLP decoder -> Bernoulli logits of the pixels."""
@@ -110,11 +127,8 @@ class BinaryVAE(VAE):
         general = super().log_likelihood(x)
 
         def f(z: torch.Tensor) -> torch.Tensor:
-            if z.dim() >= 3 and z.shape[-2] == x.shape[0] and all(s == 0 for s in z.stride()[1:-1]):
-                logits = self.decoder(z[(slice(None), *([0] * (z.dim() - 2)))])  # [n, D]
-                ll = logits @ x.T - F.softplus(logits).sum(-1, keepdim=True)  # [n, B]: x.d - sum softplus(d)
-                return ll.reshape(len(z), *([1] * (z.dim() - 3)), x.shape[0]).expand(z.shape[:-1])
-            return general(z)
+            once = decoded_once(self.decoder, z, x)
+            return general(z) if once is None else once
 
         return f
 
@@ -130,8 +144,7 @@ class BinaryVAE(VAE):
         """Every latent configuration z [M, L] with log p(x | z) [B, M], the encoder's logits [B, L] and
         log q(z | x) [B, M]: the decoder runs once per configuration, the rest is two matrix products."""
         z = configurations(self.latent, x.dtype, x.device)  # [M, L]
-        dec = self.decoder(z)  # [M, D]
-        log_lik = x @ dec.T - F.softplus(dec).sum(-1)  # [B, M]
+        log_lik = outcome_log_likelihood(self.decoder(z), x).T  # [B, M]
         logits = self.encoder(x)  # [B, L]
         log_q = logits @ z.T - F.softplus(logits).sum(-1, keepdim=True)  # [B, M]
         return z, log_lik, logits, log_q

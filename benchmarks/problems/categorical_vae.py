@@ -35,7 +35,7 @@ from estimators import Estimator
 from estimators.options import Option, at_least
 
 from .base import Context, builtin
-from .binary_vae import exact_gradient
+from .binary_vae import decoded_once, exact_gradient, outcome_log_likelihood
 from .vae import VAE, Tanh, VAEProblem, VAESetting
 
 #: classes of each latent variable
@@ -111,12 +111,9 @@ class CategoricalVAE(VAE):
         general = super().log_likelihood(x)
 
         def f(z: torch.Tensor) -> torch.Tensor:
-            if not z.is_floating_point() and z.dim() >= 3 and z.shape[-2] == x.shape[0] and \
-                    all(s == 0 for s in z.stride()[1:-1]):
-                dec = self.decoder(self.one_hot(z[(slice(None), *([0] * (z.dim() - 2)))], x.dtype))  # [n, X]
-                ll = dec @ x.T - F.softplus(dec).sum(-1, keepdim=True)  # [n, B]
-                return ll.reshape(len(z), *([1] * (z.dim() - 3)), x.shape[0]).expand(z.shape[:-1])
-            return general(self.one_hot(z, x.dtype))
+            once = None if z.is_floating_point() else \
+                decoded_once(lambda rows: self.decoder(self.one_hot(rows, x.dtype)), z, x)
+            return general(self.one_hot(z, x.dtype)) if once is None else once
 
         return f
 
@@ -124,8 +121,7 @@ class CategoricalVAE(VAE):
         """Every configuration z [M, D] with log p(x | z) [B, M], the encoder's logits [B, D, K] and
         log q(z | x) [B, M]."""
         z = category_grid(self.latent, self.classes, x.device)
-        dec = self.decoder(self.one_hot(z, x.dtype))  # [M, X]
-        log_lik = x @ dec.T - F.softplus(dec).sum(-1)  # [B, M]
+        log_lik = outcome_log_likelihood(self.decoder(self.one_hot(z, x.dtype)), x).T  # [B, M]
         logits = self.encoder(x)
         log_q = torch.log_softmax(logits, -1)[:, torch.arange(self.latent, device=x.device), z].sum(-1)  # [B, M]
         return z, log_lik, logits, log_q
