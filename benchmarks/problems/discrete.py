@@ -88,6 +88,11 @@ class DiscreteProblem(Problem):
     def f(self, s: Any, ctx: Context):
         raise NotImplementedError
 
+    @staticmethod
+    def probabilities(s: Any) -> torch.Tensor:
+        """sigmoid(theta) of every coordinate of a Bernoulli setting, [dim], float64 (for closed-form truths)."""
+        return torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+
     def target(self, s: Any, ctx: Context, replicates: int) -> Any:
         """What the estimators are handed: f, counted (a multi-sample problem: its Bound)."""
         return counted(self.f(s, ctx), replicates)
@@ -132,12 +137,11 @@ class BernoulliQuadratic(DiscreteProblem):
         return f
 
     def true_gradient(self, s: BernoulliSetting, ctx: Context) -> dict[str, torch.Tensor]:
-        theta = coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64))
-        p = torch.sigmoid(theta)
+        p = self.probabilities(s)
         return {"theta": (1 - 2 * s.t) * p * (1 - p)}
 
     def expectation(self, s: BernoulliSetting) -> float:
-        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        p = self.probabilities(s)
         return float((s.t**2 + p * (1 - 2 * s.t)).sum())
 
 
@@ -304,11 +308,11 @@ class BernoulliPolynomial(DiscreteProblem):
         return f
 
     def true_gradient(self, s: PolynomialSetting, ctx: Context) -> dict[str, torch.Tensor]:
-        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        p = self.probabilities(s)
         return {"theta": p * (1 - p) * ((1 - s.t) ** s.power - s.t**s.power) / s.dim}
 
     def expectation(self, s: PolynomialSetting) -> float:
-        p = torch.sigmoid(coordinate_vector(s.theta, s.dim, Context(dtype=torch.float64)))
+        p = self.probabilities(s)
         return float((p * (1 - s.t) ** s.power + (1 - p) * s.t**s.power).mean())
 
 
