@@ -209,10 +209,11 @@ class Estimator(abc.ABC):
 
     @classmethod
     def unsupported(cls, family: str | None, objective: str = EXPECTATION, n_samples: int | None = None,
-                    has_rsample: bool | None = None) -> str | None:
-        """Why this estimator does not apply to a problem of ``family`` and ``objective`` at
-        ``n_samples`` (None: applies), from its declarations alone. An unknown family (None, a
-        plugin problem that declares none) is left to the check at call time."""
+                    has_rsample: bool | None = None, K: int | None = None) -> str | None:
+        """Why this estimator does not apply to a problem of ``family`` and ``objective`` at ``n_samples`` (and a
+        bound's ``K``); None: it applies. From its declarations alone: an unknown family is checked at call time."""
+        if K is not None and K < cls.min_K:
+            return f"estimator {cls.name!r} needs K >= {cls.min_K} samples in the bound, got K={K}"
         if objective not in cls.objectives:
             return (f"estimator {cls.name!r} estimates {' or '.join(cls.objectives)} objectives, "
                     f"the problem's is {objective}")
@@ -288,8 +289,7 @@ class Estimator(abc.ABC):
                 raise EstimatorError(f"estimator {self.name!r} estimates {' or '.join(self.objectives)} objectives, "
                                      f"not the multi-sample bound", capability=True)
             if f.K < self.min_K:
-                raise EstimatorError(f"estimator {self.name!r} needs K >= {self.min_K} samples in the bound, "
-                                     f"got K={f.K}", capability=True)
+                raise EstimatorError(self.unsupported(None, MULTI_SAMPLE, K=f.K), capability=True)
             return self.bound_surrogate(dist, f, n_samples, state)
         if EXPECTATION not in self.objectives:
             raise EstimatorError(f"estimator {self.name!r} estimates {' or '.join(self.objectives)} objectives, "

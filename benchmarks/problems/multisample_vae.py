@@ -94,9 +94,7 @@ class _BoundVAE:
     def curve_unsupported(self, estimator: type[Estimator], setting: VAEBoundSetting, n_samples: int) -> str | None:
         if estimator.name in self.elbo_companions:  # on the ELBO with the bound's K draws per sample
             return estimator.unsupported(self.family, EXPECTATION, n_samples * setting.K)
-        if setting.K < estimator.min_K:
-            return f"estimator {estimator.name!r} needs K >= {estimator.min_K} samples in the bound, got K={setting.K}"
-        return estimator.unsupported(self.family, MULTI_SAMPLE, n_samples)
+        return estimator.unsupported(self.family, MULTI_SAMPLE, n_samples, K=setting.K)
 
     def curves(self, estimator: Estimator, setting: VAEBoundSetting, n_samples: int, ctx: Context) -> list[dict]:
         """Training curve on the K-sample bound; an ELBO companion (``elbo_companions``) trains on the
