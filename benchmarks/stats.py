@@ -220,7 +220,7 @@ class GradientStats:
         by the delete-a-group jackknife over BatchGroups (its t quantile with groups - 1 degrees of
         freedom), clipped at 0; NaN with fewer than two groups. It covers the SNR's sampling spread, not its
         upward bias where the true mean is within noise of 0 (E|mean| / sd = sqrt(2 / (pi R)) at mean 0)."""
-        se, df = self.groups.jackknife(lambda m, v: mean_snr(m, v))
+        se, df = self.groups.jackknife(mean_snr)
         if not df or not math.isfinite(se):
             return math.nan, math.nan
         half = T95[df - 1] * se
