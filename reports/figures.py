@@ -17,6 +17,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
+from .drawing import draw_all, theme
 from .load import axes, option_columns
 from .tables import axis_slice, fmt, is_toy
 
@@ -345,27 +346,29 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
     return [p for p, rows in ok.groupby("problem") if flagged_biased(rows)]
 
 
-def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """Draw every figure the data allow; returns (title, relative path) pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
+            processes: int | None = None) -> list[tuple[str, str]]:
+    """Draw every figure the data allow (in up to ``processes`` processes, see draw_all); returns
+    (title, relative path) pairs."""
+    theme()
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook")
     names = set(df["estimator"]) | (set(tr["estimator"].dropna()) if tr is not None else set())
     estimators = sorted(names, key=lambda e: (e != REFERENCE, e))
     # one colour per estimator: tab10 repeats after 10, so larger reports take tab20's 20
     colours = sns.color_palette("tab10" if len(estimators) <= 10 else "tab20", len(estimators))
     c = Canvas(out, estimators, dict(zip(estimators, colours, strict=True)))
     toy_axes = axes(df[is_toy(df)])
-    made = [
-        *(variance_against(c, df, axis, base) for axis in toy_axes),
-        *(variance_against(c, df[df["problem"].isin(_with_biased(df))], axis, base, y="mse") for axis in toy_axes),
-        option_effect(c, df),
-        variance_against_n_samples(c, df, base),
-        *(made for p in df.loc[~is_toy(df), "problem"].unique()
-          for made in (model_gradient_variance(c, df, p), model_against_k(c, df, p), model_test_elbo(c, tr, p))),
-        efficiency(c, df, base),
+    biased = df[df["problem"].isin(_with_biased(df))]
+    models = df.loc[~is_toy(df), "problem"].unique()
+    jobs = [
+        *((variance_against, (c, df, axis, base)) for axis in toy_axes),
+        *((variance_against, (c, biased, axis, base, "mse")) for axis in toy_axes),
+        (option_effect, (c, df)),
+        (variance_against_n_samples, (c, df, base)),
+        *(job for p in models for job in ((model_gradient_variance, (c, df, p)), (model_against_k, (c, df, p)),
+                                          (model_test_elbo, (c, tr, p)))),
+        (efficiency, (c, df, base)),
     ]
-    return [m for m in made if m is not None]
+    # the n_samples figure faces every problem: drawn first, so that it does not start last
+    return [m for m in draw_all(jobs, processes, first=(variance_against_n_samples,)) if m is not None]

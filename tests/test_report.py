@@ -307,3 +307,25 @@ def test_legacy_option_label_becomes_option_columns(tmp_path):
     assert got["temperature"].tolist() == [0.5, 0.5, 1.0, 1.0]
     assert set(got["estimator_name"]) == {"gumbel-softmax"}
     assert set(got["estimator"]) == {"gumbel-softmax(temperature=0.5)", "gumbel-softmax(temperature=1.0)"}
+
+
+@pytest.mark.slow
+def test_figures_drawn_in_processes_are_the_ones_drawn_here(tmp_path):
+    """The figures are drawn side by side in fresh processes (reports.figures.draw_all): the same files, in the same
+    order, as drawn one after the other in this process."""
+    from reports.figures import figures
+    from reports.load import read_training
+    from reports.tables import add_derived, bases
+
+    df = add_derived(read_results(DATA / "results.csv"))
+    some = ["reparameterization", "reinforce", "reinforce-loo"]  # a toy's figures and a model's, quickly
+    df = df[df["problem"].isin(["gaussian-quadratic", "vae-digits"]) & df["estimator"].isin(some)]
+    tr = read_training(DATA / "results.csv")
+    tr = tr[tr["estimator"].isin(some)]
+    made = {}
+    for processes in (1, 2):
+        out = tmp_path / str(processes)
+        made[processes] = figures(df, tr, out, bases(df), processes=processes)
+    assert made[1] == made[2] and {rel for _, rel in made[1]} >= {f"figures/{f}" for f in FIGURES}
+    for _, rel in made[1]:
+        assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "2" / rel).read_bytes(), rel

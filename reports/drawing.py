@@ -1,0 +1,53 @@
+"""Drawing the report's figures: matplotlib's settings, and the figures drawn side by side in processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: processes that draw the figures side by side (at most; no more than the cores this process may use)
+FIGURE_PROCESSES = 4
+
+
+def theme() -> None:
+    """Where figures are drawn (this process or a drawing process): the Agg backend, seaborn's theme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _draw(job: tuple[Any, tuple[Any, ...]]) -> Any:
+    function, args = job
+    return function(*args)
+
+
+def draw_all(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = None, first: tuple[Any, ...] = ()) -> list[Any]:
+    """Each job's figure, (function, args) -> function(*args), in the jobs' order. Drawing is matplotlib's
+    single-threaded Python, so the figures are drawn in up to ``processes`` processes side by side (the
+    cores this process may use, at most FIGURE_PROCESSES; 1: here, one after the other). The processes are
+    forks of this one: they start at once, with matplotlib imported, and run no torch code; a fresh
+    interpreter (spawn, forkserver) would run a calling script's unguarded top level again. Where fork is
+    not offered, or a drawing process dies, the figures not yet drawn are drawn here. Jobs whose function
+    is in ``first`` (the largest figures) start first."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if processes is None:
+        processes = min(FIGURE_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    processes = max(1, min(processes, len(jobs)))
+    theme()
+    made: dict[int, Any] = {}
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+        try:
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+                order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] not in first)
+                futures = {i: pool.submit(_draw, jobs[i]) for i in order}
+                for i in range(len(jobs)):
+                    made[i] = futures[i].result()
+        except BrokenProcessPool:
+            pass
+    return [made[i] if i in made else _draw(job) for i, job in enumerate(jobs)]
