@@ -15,7 +15,10 @@ the estimate's second moment sum_i g_i^2 (its variance, since E g does not depen
 with Adam (learning rate 0.01): ``LEARN_STEPS`` steps on the draws of each of the first
 ``warmup_calls - 1`` calls of the runner's warm-up (``Estimator.warmup_calls``, 10); then they
 are frozen, so the estimates measured are those of a fixed control variate. The state
-threaded from call to call holds them.
+threaded from call to call holds them. A learning step uses the first ``LEARN_DRAWS`` of each
+batch element's n draws (all of them where n is smaller): the draws are independent, so the second
+moment of their mean and of one draw's term have the same minimizer, and a cell of n = 32 learns
+from the same number of draws as one of n = 4 instead of spending 97% of its time learning.
 Requires: a Bernoulli distribution, optionally Independent over its last dimension.
 """
 
@@ -33,6 +36,8 @@ from .registry import builtin
 #: Adam steps on each learning call's draws (the control variate learns during all warm-up calls
 #: but the last, Estimator.warmup_calls)
 LEARN_STEPS = 20
+#: draws per batch element a learning step uses (at most; the first of the call's draws)
+LEARN_DRAWS = 4
 LEARNING_RATE = 0.01
 HIDDEN = 16
 _EPS = 1e-6
@@ -109,10 +114,11 @@ class Rebar(Estimator):
         if state["calls"] < self.warmup_calls - 1:
             state = {**state, "m": list(state["m"]), "v": list(state["v"])}
             theta = logits.detach().requires_grad_(True)
+            m = min(n_samples, LEARN_DRAWS)
             with torch.enable_grad():
                 for _ in range(LEARN_STEPS):
                     params = [q.detach().requires_grad_(True) for q in state["params"]]
-                    surrogate = self._terms(params, dist, f, n_samples, theta, event_ndims, u, v, fb.detach(), True)
+                    surrogate = self._terms(params, dist, f, m, theta, event_ndims, u[:m], v[:m], fb[:m].detach(), True)
                     (g,) = torch.autograd.grad(surrogate.sum(), theta, create_graph=True)
                     second_moment = (g * g).sum() / max(1, g.shape[0] if g.dim() else 1)
                     state["params"] = _adam(params, torch.autograd.grad(second_moment, params, allow_unused=True),
