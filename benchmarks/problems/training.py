@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .vae import VAE
 
 STALL_NATS = 1.0  # a training run must improve the test ELBO by this much per image
+#: devices whose torch.optim.Adam has a fused implementation
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 def elbo_step_loss(model: VAE, x: torch.Tensor, est: Estimator, n_samples: int, state: Any, K: int | None = None):
@@ -56,8 +58,10 @@ def train(
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     where = next(model.parameters())
+    # fused: one kernel per step for all parameters instead of several per tensor; the same update up to
+    # rounding (one run, 500 steps of the digits VAE with reinforce: 1.83 s of training unfused, 1.57 s fused)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=where.device.type in FUSED_ADAM_DEVICES)
     test = data.test[:eval_max].to(dtype=where.dtype, device=where.device)
     state = est.init_state()
     rows: list[dict[str, Any]] = []
