@@ -154,6 +154,30 @@ def test_chunked_moments_equal_one_pass_moments():
     torch.testing.assert_close(m.var, x.var(0), rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("rows", [7, 16, 203, 1600])
+def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
+    """chunk_moments reduces a float32 chunk in its own dtype, accumulating in float64: every statistic agrees
+    with the same computed on the chunk copied to float64, to float32's rounding of the batch means (relative
+    2^-24 per deviation, so about 1e-7 of an M2); estimates that are all equal keep an M2 of exactly 0."""
+    from benchmarks.stats import VARIANCE_BATCH, chunk_moments, moments
+
+    torch.manual_seed(rows)
+    g = (torch.randn(rows, 5) * torch.tensor([1.0, 1e-3, 10.0, 1.0, 0.0]) + torch.tensor([0.0, 5.0, -3.0, 1e3, 2.5]))
+    x = g.to(torch.float64)
+    b = rows // VARIANCE_BATCH
+    batches = x[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, x.shape[1])
+    batch_mean = batches.mean(1)
+    batch_m2 = (batches - batch_mean[:, None]).square().sum(1)
+    want = (*moments(x), *moments(x.mean(1)),
+            *(moments(batch_m2.mean(-1) / (VARIANCE_BATCH - 1)) if b else (torch.zeros(()),) * 2), batch_mean, batch_m2)
+    got = chunk_moments(g)
+    assert len(got) == len(want)
+    for i, (a, w) in enumerate(zip(got, want, strict=True)):
+        assert a.dtype == torch.float64 and a.shape == w.shape, i
+        torch.testing.assert_close(a, w.to(a.dtype), rtol=1e-6, atol=1e-12, msg=f"statistic {i}")
+    assert got[1][4] == 0 and (not b or (got[7][:, 4] == 0).all())  # the constant coordinate
+
+
 def test_summary_bias_z_uses_coordinate_average():
     g = torch.tensor([[1.0, 3.0], [3.0, 5.0], [2.0, 4.0]], dtype=torch.float64)
     st = GradientStats()
