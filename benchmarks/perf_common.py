@@ -43,3 +43,35 @@ def runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R
         engine.measure()
         times.append(engine.timing.elapsed)
     return statistics.median(times) / R, engine.timing.compile_s
+
+
+def statistics_share(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
+                     repeats: int = 3) -> dict[str, float]:
+    """What share of a cell's eager chunk time its statistics take: each of the cell's chunks (its
+    runner.CellEngine chunk plan) timed in two parts, the estimates (the problem's chunk) and then
+    everything the engine does with them (stats.chunk_moments, the merge, the finiteness check), summed
+    over ``repeats`` passes over the plan after one untimed one. Eager only: compiled, the statistics are
+    fused into the chunk's code and have no time of their own."""
+    from .stats import GradientStats, chunk_moments
+
+    engine = CellEngine(problem, est, setting, prep, n, R, ctx)
+    state, spent = engine.state, [0.0, 0.0]
+    for k in range(repeats + 1):
+        stats = {g: GradientStats() for g in problem.groups}
+        for r in engine.sizes:
+            sync(ctx)
+            t0 = time.perf_counter()
+            out = problem.chunk(est, setting, prep, n, r, state, ctx)
+            sync(ctx)
+            t1 = time.perf_counter()
+            for g in problem.groups:
+                stats[g].merge(r, chunk_moments(out.grads[g]))
+            ok = all(st.finite() for st in stats.values())
+            sync(ctx)
+            t2 = time.perf_counter()
+            state = out.state
+            if k:
+                spent[0] += t1 - t0
+                spent[1] += t2 - t1
+    assert ok
+    return {"per_estimate_s": sum(spent) / (repeats * R), "statistics_share": spent[1] / sum(spent)}
