@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -55,6 +56,16 @@ VARIANCE_BATCH = 16
 Z95 = 1.959963984540054
 
 
+def _batch_sums(x: torch.Tensor) -> torch.Tensor:
+    """Sums over dim 1 of ``x`` [b, VARIANCE_BATCH, P] by halves (a pairwise tree), in its own dtype: exact
+    where a batch's values are equal (each level doubles them), and within log2(VARIANCE_BATCH) roundings
+    elsewhere (torch's own sum over that dimension adds one row after another)."""
+    while x.shape[1] > 1:
+        half = x.shape[1] // 2
+        x = x[:, :half] + x[:, half:]
+    return x[:, 0]
+
+
 def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Everything GradientStats needs from one chunk of estimates [r, P]: per-coordinate
     (mean, M2), (mean, M2) of the coordinate average of each replicate, (mean, M2) of the
@@ -62,25 +73,29 @@ def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     when it has none; the merge then skips them), and those batches' per-coordinate means and
     M2s [b, P] (for the jackknife groups of the SNR's interval).
 
-    Two passes over the chunk, in its own dtype, each accumulating in float64: the batches' means,
-    then their squared deviations (from the mean rounded to the chunk's dtype, which adds at most
-    VARIANCE_BATCH x (half a unit in the last place of the mean)^2 to a batch's M2, and nothing where
-    its estimates are equal); and one reduction of each replicate to its coordinate sum. The chunk's
-    per-coordinate mean and M2 are the batches' merged (Chan et al.), with the rows after the last
-    whole batch. A float32 chunk is never copied to float64: the statistics took 1.5-3x the
-    estimates' own time at dim 100 and 10,000 when they were (see docs/performance.md)."""
+    The passes over the chunk run in its own dtype: each batch's mean (summed by halves), the squared
+    deviations from it and their sum, and each replicate's coordinate sum; what they give, [b, P] and [r],
+    is float64 from there on. The chunk's per-coordinate mean and M2 are its batches' merged (Chan et al.),
+    with the rows after the last whole batch. Estimates that are all equal keep a mean of exactly their
+    value and an M2 of exactly 0. In float32 a batch's M2 is that of the same values in float64 within
+    about 16 x 2^-24 relatively, plus 16 times the squared rounding of the batch mean (a few 2^-24 of
+    the values' magnitude), which matters only where a coordinate's standard deviation is below about
+    1e-4 of its mean, and even there is far below a variance's statistical error (tests hold both
+    bounds). In float64 the chunk was copied and reduced in five passes: statistics took 1.5-3x the
+    estimates' own time at dim 100 and 10,000 (docs/performance.md)."""
     g = g.detach()
     r, p = g.shape
     b = r // VARIANCE_BATCH
-    avg = moments(g.sum(1, dtype=torch.float64) / p)  # of each replicate's coordinate average
+    avg = moments((g.sum(1) / p).to(torch.float64))  # of each replicate's coordinate average
     if not b:
         zeros = g.new_zeros((), dtype=torch.float64)
         empty = g.new_zeros((0, p), dtype=torch.float64)
         return (*moments(g), *avg, zeros, zeros, empty, empty)
     x = g[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, p)
-    batch_mean = x.sum(1, dtype=torch.float64) / VARIANCE_BATCH  # [b, P]
-    dev = x - batch_mean.to(g.dtype)[:, None]
-    batch_m2 = dev.mul_(dev).sum(1, dtype=torch.float64)  # [b, P]
+    mean_own = _batch_sums(x) / VARIANCE_BATCH  # [b, P], the chunk's dtype
+    dev = x - mean_own[:, None]
+    batch_m2 = dev.mul_(dev).sum(1).to(torch.float64)  # [b, P]
+    batch_mean = mean_own.to(torch.float64)
     batches = moments(batch_m2.mean(-1) / (VARIANCE_BATCH - 1))  # of the batches' variances [b]
     mean = batch_mean.mean(0)  # the whole batches' per-coordinate mean and M2 [P]
     m2 = batch_m2.sum(0) + (batch_mean - mean).square().sum(0) * VARIANCE_BATCH
@@ -147,6 +162,9 @@ class BatchGroups:
         b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
         if not b:
             return
+        if self.n is not None and b <= self.groups:  # each batch joins its own group: Chan's update of those rows
+            self._add_distinct(batch_mean, batch_m2)
+            return
         idx = (self.batches + torch.arange(b, device=batch_mean.device)) % self.groups
         self.batches += b
         per = torch.bincount(idx, minlength=self.groups).to(batch_mean.dtype)  # batches per group [G]
@@ -163,6 +181,23 @@ class BatchGroups:
         self.mean = self.mean + delta * share
         self.m2 = self.m2 + m2 + delta.square() * (self.n * share[:, 0])[:, None]
         self.n = total
+
+    def _add_distinct(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
+        """``add`` where the b <= G batches go to b different groups: each group's row updated in place
+        (about a third of the general path's operations, on [b, P] instead of [G, P])."""
+        b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
+        start = self.batches % self.groups
+        self.batches += b
+        if start + b <= self.groups:  # consecutive rows: views, updated in place
+            rows: Any = slice(start, start + b)
+        else:
+            rows = torch.tensor([(start + i) % self.groups for i in range(b)], device=batch_mean.device)
+        n_a = self.n[rows]
+        total = n_a + size
+        delta = batch_mean - self.mean[rows]
+        self.mean[rows] = self.mean[rows] + delta * (size / total)[:, None]
+        self.m2[rows] = self.m2[rows] + batch_m2 + delta.square() * (n_a * size / total)[:, None]
+        self.n[rows] = total
 
     def jackknife(self, statistic) -> tuple[float, int]:
         """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the

@@ -156,25 +156,46 @@ def test_chunked_moments_equal_one_pass_moments():
 
 @pytest.mark.parametrize("rows", [7, 16, 203, 1600])
 def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
-    """chunk_moments reduces a float32 chunk in its own dtype, accumulating in float64: every statistic agrees
-    with the same computed on the chunk copied to float64, to float32's rounding of the batch means (relative
-    2^-24 per deviation, so about 1e-7 of an M2); estimates that are all equal keep an M2 of exactly 0."""
+    """chunk_moments reduces a float32 chunk in float32 (batch sums by halves, deviations, row sums) and merges in
+    float64: every statistic agrees with the same computed on the chunk copied to float64, within bounds from
+    float32's unit roundoff u = 2^-24: a batch mean is off by at most e = 4 u max|x| (four additions and an
+    exact division by 16), a sum of 16 squares by 16 u of itself, a row sum of P values by P u sum|x|; and a
+    merge's M2 moves by at most 2 sum|deviation| x error + count x error^2. Estimates that are all equal keep
+    an M2 of exactly 0. The coordinates include one whose standard deviation is 2e-4 of its mean."""
     from benchmarks.stats import VARIANCE_BATCH, chunk_moments, moments
 
+    u, p = 2.0**-24, 5
     torch.manual_seed(rows)
-    g = (torch.randn(rows, 5) * torch.tensor([1.0, 1e-3, 10.0, 1.0, 0.0]) + torch.tensor([0.0, 5.0, -3.0, 1e3, 2.5]))
+    g = torch.randn(rows, p) * torch.tensor([1.0, 1e-3, 10.0, 1.0, 0.0]) + torch.tensor([0.0, 5.0, -3.0, 1e3, 2.5])
     x = g.to(torch.float64)
     b = rows // VARIANCE_BATCH
-    batches = x[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, x.shape[1])
+    batches = x[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, p)
     batch_mean = batches.mean(1)
     batch_m2 = (batches - batch_mean[:, None]).square().sum(1)
-    want = (*moments(x), *moments(x.mean(1)),
-            *(moments(batch_m2.mean(-1) / (VARIANCE_BATCH - 1)) if b else (torch.zeros(()),) * 2), batch_mean, batch_m2)
+    variances = batch_m2.mean(-1) / (VARIANCE_BATCH - 1)
+    avg = x.mean(1)
+    want = (*moments(x), *moments(avg), *(moments(variances) if b else (torch.zeros(()),) * 2), batch_mean, batch_m2)
     got = chunk_moments(g)
-    assert len(got) == len(want)
-    for i, (a, w) in enumerate(zip(got, want, strict=True)):
+
+    def merged(dev: torch.Tensor, err: torch.Tensor, m2: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """bound on an M2's error: its parts' own (``own``) and that of the values' ``err`` around ``dev``"""
+        return own + 2 * dev.abs().sum(0) * err + dev.shape[0] * err * err + 1e-12
+
+    e = 4 * u * x.abs().amax(0)  # [P]: a batch mean's rounding
+    e_avg = p * u * x.abs().sum(1).amax() / p  # a replicate's coordinate average's
+    m2_err = 16 * u * batch_m2 + VARIANCE_BATCH * e * e  # [b, P]: each batch's M2
+    bounds = [e + 1e-12,
+              merged(batch_mean - want[0], VARIANCE_BATCH * e, want[1], m2_err.sum(0)) if b else 1e-9 * want[1] + 1e-12,
+              e_avg + 1e-12, merged(avg - want[2], e_avg, want[3], 0.0)]
+    if b:
+        v_err = m2_err.mean(-1) / (VARIANCE_BATCH - 1)
+        bounds += [v_err.max() + 1e-12, merged(variances - want[4], v_err.max(), want[5], 0.0), e + 1e-12, m2_err + 1e-12]
+    else:
+        bounds += [1e-12] * 4
+    assert len(got) == len(want) == len(bounds)
+    for i, (a, w, bound) in enumerate(zip(got, want, bounds, strict=True)):
         assert a.dtype == torch.float64 and a.shape == w.shape, i
-        torch.testing.assert_close(a, w.to(a.dtype), rtol=1e-6, atol=1e-12, msg=f"statistic {i}")
+        assert ((a - w).abs() <= bound).all(), (i, (a - w).abs(), bound)
     assert got[1][4] == 0 and (not b or (got[7][:, 4] == 0).all())  # the constant coordinate
 
 
@@ -188,3 +209,23 @@ def test_summary_bias_z_uses_coordinate_average():
     assert s.bias_z == pytest.approx(0.5 / (1 / math.sqrt(3)))
     assert s.variance == pytest.approx(1.0)
     assert s.mse == pytest.approx(((2 / 3) + 0) / 2 + ((2 / 3) + 1) / 2)
+
+
+def test_jackknife_groups_hold_the_moments_of_their_batches_whatever_the_chunking():
+    """BatchGroups: batch i of the cell joins group i mod G, whether it came in a chunk of fewer batches than
+    groups (each updated in place) or of more; every group's count, mean and M2 equal its estimates' own."""
+    from benchmarks.stats import JACKKNIFE_GROUPS, VARIANCE_BATCH, BatchGroups, chunk_moments
+
+    torch.manual_seed(0)
+    chunks = [torch.randn(VARIANCE_BATCH * b, 3, dtype=torch.float64) + 2 for b in (3, 7, 12, 1, 10, 4, 25)]
+    bg = BatchGroups()
+    for c in chunks:
+        out = chunk_moments(c)
+        bg.add(out[6], out[7])
+    batches = torch.cat(chunks).reshape(-1, VARIANCE_BATCH, 3)
+    assert bg.batches == batches.shape[0]
+    for k in range(JACKKNIFE_GROUPS):
+        rows = batches[k::JACKKNIFE_GROUPS].reshape(-1, 3)
+        assert bg.n[k].item() == rows.shape[0]
+        torch.testing.assert_close(bg.mean[k], rows.mean(0), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bg.m2[k], (rows - rows.mean(0)).square().sum(0), rtol=1e-10, atol=1e-12)
