@@ -39,7 +39,7 @@ from torch.distributions import Independent, Normal
 import estimators
 from estimators import Estimator
 
-from .perf_common import CompileFailed, median_time, runner_time
+from .perf_common import CompileFailed, median_time, runner_time, statistics_share
 from .problems import Context, GaussianProblem, GaussianSetting, get
 
 TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
@@ -231,6 +231,29 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
             if "jax_per_s" in row:
                 row["vs_jax"] = best / row["jax_per_s"]
             rows.append(row)
+    return rows
+
+
+def statistics_shares(names: tuple[str, ...] = ("reparameterization", "reinforce"), repeats: int = 3) -> list[dict[str, Any]]:
+    """The share of an eager cell's chunk time its statistics take (perf_common.statistics_share), n = 1:
+    gaussian-quadratic at dim 1, 100 and 10,000 and the untrained digits VAE (batch 128)."""
+    from .plan import make_plan
+    from .rows import prepare
+    from .sweep import Sweep
+
+    problem, eager, rows = get("gaussian-quadratic"), Context(compile="off"), []
+    for dim, R in ((1, 20000), (100, 50000), (10000, 1000)):
+        s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
+        for name in names:
+            rows.append({"problem": f"gaussian-quadratic, dim {dim}", "estimator": name,
+                         **statistics_share(problem, estimators.get(name), s, None, 1, R, eager, repeats)})
+    plan = make_plan(Sweep(problem=["vae-digits"], estimator=list(names), n_samples=[1], replicates=200,
+                           checkpoint=["untrained"], compile="off"))
+    for cell, sweep in plan.cells:
+        ctx = sweep.context()
+        rows.append({"problem": "vae-digits, untrained", "estimator": cell.estimator_key,
+                     **statistics_share(cell.problem, estimators.get(cell.estimator_key), cell.setting,
+                                        prepare(cell, ctx), 1, 200, ctx, repeats)})
     return rows
 
 

@@ -280,3 +280,14 @@ def test_the_allocator_setting_can_be_turned_off_and_is_recorded(tmp_path):
         machines[value] = pd.read_csv(out)["machine"].iloc[0]
     assert machines["1"].endswith("malloc keeps freed memory (mallopt)")
     assert machines["0"].endswith("malloc defaults")
+
+
+def test_statistics_share_splits_a_cells_chunk_time():
+    """benchmarks.perf_common.statistics_share: the estimates' and the statistics' parts of each chunk, both timed."""
+    import estimators
+    from benchmarks.perf_common import statistics_share
+    from benchmarks.problems import Context, GaussianSetting, get
+
+    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=10)
+    out = statistics_share(get("gaussian-quadratic"), estimators.get("reinforce"), s, None, 1, 2000, Context(compile="off"), 1)
+    assert out["per_estimate_s"] > 0 and 0 < out["statistics_share"] < 1
