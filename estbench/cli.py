@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_resume_overwrite(args)
-    command = "estbench report " + " ".join(args.argv)
+    command = " ".join(["estbench report", *args.argv])
     if args.results:
         report = api.report(args.results, args.out, benchmarks=args.benchmarks, command=command,
                             overwrite=args.overwrite)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -140,7 +141,7 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
                                    f"or choose another --out")
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))
         try:
-            report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes)
+            report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes, out_dir)
             for path in sorted(staging.rglob("*")):
                 if path.is_file():
                     dst = out / path.relative_to(staging)
@@ -152,7 +153,7 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
 
 
 def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: Path, bench: dict | None,
-                benchmarks: str | Path | None, command: str | None, notes: list[str]) -> Path:
+                benchmarks: str | Path | None, command: str | None, notes: list[str], where: str | Path = ".") -> Path:
     copy_file(results, out / "results.csv")
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
@@ -160,7 +161,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
 
     md = ["# estbench variance report", ""]
     if command:
-        md += [f"Made by `{command}`. Rebuild it without recomputing: `estbench report --results results.csv`.", ""]
+        folder = shlex.quote(str(where))
+        md += [f"Made by `{command}`. Rebuild it without recomputing (from where it was made): "
+               f"`estbench report --results {folder}/results.csv --out {folder}`.", ""]
     md += ["## In brief", "", "Per problem, among the unbiased estimators (not flagged biased here, nor declared "
            "biased), the one with the lowest variance (an exact zero first; 'tied' where the 95% intervals overlap) and "
            "the one most efficient per evaluation of f (the lowest variance x f evals), and the bias verdict:", "",

@@ -329,3 +329,20 @@ def test_figures_drawn_in_processes_are_the_ones_drawn_here(tmp_path):
     assert made[1] == made[2] and {rel for _, rel in made[1]} >= {f"figures/{f}" for f in FIGURES}
     for _, rel in made[1]:
         assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "2" / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_the_reports_rebuild_hint_rebuilds_it_from_where_it_was_made(tmp_path, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("results.csv", "results-training.csv"):
+        shutil.copy(DATA / name, tmp_path / name)
+    assert main(["report", "--results", "results.csv", "--out", "my report"]) == 0
+    text = (tmp_path / "my report" / "report.md").read_text()
+    pattern = r"Made by `([^`]*)`\. Rebuild it without recomputing \(from where it was made\): `([^`]*)`"
+    made, hint = re.search(pattern, text).groups()
+    assert made == 'estbench report --results results.csv --out my report'  # the words as given, without a trailing space
+    words = shlex.split(hint)
+    assert words[:2] == ["estbench", "report"] and main(words[1:]) == 0
+    assert not (tmp_path / "my report" / "my report").exists()
