@@ -21,6 +21,7 @@ CTX = Context(dtype=torch.float64)
 SMALL = VAESetting("untrained", 32, 3, 6)
 
 
+@pytest.mark.slow
 def test_the_closed_form_kl_and_the_enumerated_elbo_agree_with_torch_and_monte_carlo():
     problem = problems.get("vae-digits-categorical")
     model = problem.model(SMALL, CTX).to(torch.float64)

@@ -206,6 +206,7 @@ def test_vimco_and_reinforce_are_unbiased_on_a_categorical_bound():
         assert z.abs().max().item() < z_bound(6), (name, z)
 
 
+@pytest.mark.slow
 def test_the_monte_carlo_reference_agrees_with_the_quadrature_and_carries_its_error_into_the_bias_z():
     """gaussian-iwae beyond its exact truth: the reference (module docstring) against the quadrature at a
     setting where both exist, within the z-bound of its own standard error (four coordinates); and a run at
