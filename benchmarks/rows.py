@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import time
 from typing import Any
 
 import torch
@@ -112,7 +113,19 @@ def fill_agreement(rows: list[dict[str, Any]], stats: dict[str, GradientStats],
 def measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
                  ) -> tuple[list[dict[str, Any]], dict[str, GradientStats] | None]:
     """Rows of one cell and, if it succeeded, its per-group statistics. Never raises for a failing
-    estimator or problem. ``prepared`` may be the exception the problem's set-up raised."""
+    estimator or problem. ``prepared`` may be the exception the problem's set-up raised. Each row's
+    ``cell_time_s`` is the cell's wall time: warm-up, compiling, measuring and its truth, not the set-up of
+    the problem's data (``prepared``), which the cells of a setting share."""
+    start = time.perf_counter()
+    rows, stats = _measure_cell(cell, sweep, prepared, ctx)
+    spent = time.perf_counter() - start
+    for row in rows:
+        row["cell_time_s"] = spent
+    return rows, stats
+
+
+def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
+                  ) -> tuple[list[dict[str, Any]], dict[str, GradientStats] | None]:
     seed = seed_of(cell, sweep)
     base = {**base_row(cell, sweep, seed), **timing_columns()}
     groups = cell.problem.groups

@@ -66,7 +66,7 @@ TAIL_COLUMNS = [
     *_cols("provenance", str, "estimator_origin estimator_note counterpart estimator_unbiased "
                                   "torch_version python_version"),
     *_cols("timing", str, "machine"), *_cols("timing", float, "load_avg matmul_gflops"), *_cols("timing", str, "host"),
-    *_cols("timing", int, "threads concurrent_cells"),
+    *_cols("timing", int, "threads concurrent_cells"), *_cols("timing", float, "cell_time_s"),
 ]
 #: the training-curve table, around the setting axes and estimator options
 CURVE_HEAD_COLUMNS = _cols("key", str, "problem estimator estimator_options")

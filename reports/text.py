@@ -323,6 +323,21 @@ def _load_line(df: pd.DataFrame) -> list[str]:
     return [line]
 
 
+def _time_line(df: pd.DataFrame) -> list[str]:
+    """The cells' wall time (``cell_time_s``, one value per cell, on each of its rows), summed, and the longest
+    cell; none for results written before the column existed."""
+    if "cell_time_s" not in df or df["cell_time_s"].isna().all():
+        return []
+    keys = [c for c in ("problem", "estimator", "estimator_options", "setting", "n_samples", "replicates", "seed")
+            if c in df]
+    cells = df.dropna(subset=["cell_time_s"]).drop_duplicates(keys)
+    longest = cells.loc[cells["cell_time_s"].idxmax()]
+    return [f"- computing time: {cells['cell_time_s'].sum():,.0f} s in {len(cells):,} cells (each cell's wall time, "
+            f"`cell_time_s`, summed; the set-up of each problem's data and the training curves aside); the longest "
+            f"{longest['cell_time_s']:.1f} s ({longest['estimator']} on {longest['problem']} at {longest['setting']}, "
+            f"n_samples = {longest['n_samples']})"]
+
+
 def provenance(df: pd.DataFrame) -> list[str]:
     def values(col: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
@@ -341,6 +356,7 @@ def provenance(df: pd.DataFrame) -> list[str]:
         *_load_line(df),
         *[f"- {caveat}" for caveat in [timing_caveat(df)] if caveat],
         *_compile_line(df),
+        *_time_line(df),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",
     ]

@@ -61,6 +61,10 @@ def test_report_from_a_dataframe(tmp_path):
     report = estbench.report(df, out=tmp_path / "rep")
     text = report.read_text()
     assert "## gaussian-exp" in text and (tmp_path / "rep" / "results.csv").exists()
+    # each cell's wall time: it holds the measured estimates' time, and the report sums it
+    cells = df.drop_duplicates(["estimator", "setting"])
+    assert ((cells["cell_time_s"] >= cells["time_per_estimate_min_s"] * 50) & (cells["cell_time_s"] < 60)).all()
+    assert f"- computing time: {cells['cell_time_s'].sum():,.0f} s in 6 cells" in text
 
 
 def test_unknown_api_options_are_named():
