@@ -29,8 +29,9 @@ def draw_all(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = No
     cores this process may use, at most FIGURE_PROCESSES; 1: here, one after the other). The processes are
     forks of this one: they start at once, with matplotlib imported, and run no torch code; a fresh
     interpreter (spawn, forkserver) would run a calling script's unguarded top level again. Where fork is
-    not offered, or a drawing process dies, the figures not yet drawn are drawn here. Jobs whose function
-    is in ``first`` (the largest figures) start first."""
+    not offered, in a daemonic process (a Dask or multiprocessing worker, which may not start processes),
+    where processes cannot be started, or where a drawing process dies, the figures not yet drawn are drawn
+    here. Jobs whose function is in ``first`` (the largest figures) start first."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -41,13 +42,13 @@ def draw_all(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = No
     processes = max(1, min(processes, len(jobs)))
     theme()
     made: dict[int, Any] = {}
-    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon:
         try:
             with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
                 order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] not in first)
                 futures = {i: pool.submit(_draw, jobs[i]) for i in order}
                 for i in range(len(jobs)):
                     made[i] = futures[i].result()
-        except BrokenProcessPool:
+        except (BrokenProcessPool, OSError):  # a process died, or none could start: the rest are drawn here
             pass
     return [made[i] if i in made else _draw(job) for i, job in enumerate(jobs)]

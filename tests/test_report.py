@@ -346,3 +346,25 @@ def test_the_reports_rebuild_hint_rebuilds_it_from_where_it_was_made(tmp_path, m
     words = shlex.split(hint)
     assert words[:2] == ["estbench", "report"] and main(words[1:]) == 0
     assert not (tmp_path / "my report" / "my report").exists()
+
+
+def _draw_in_a_daemon(conn) -> None:
+    from reports.drawing import draw_all, theme
+
+    try:
+        conn.send(draw_all([(theme, ())] * 3, processes=2))
+    except BaseException as exc:  # noqa: BLE001 - the parent asserts on what came back
+        conn.send(repr(exc))
+
+
+def test_figures_are_drawn_in_process_inside_a_worker_that_may_not_start_processes():
+    """A daemonic process (a Dask or multiprocessing worker) may not start processes: draw_all draws there."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    worker = ctx.Process(target=_draw_in_a_daemon, args=(child,), daemon=True)
+    worker.start()
+    assert parent.poll(60), "no answer from the worker"
+    assert parent.recv() == [None, None, None]
+    worker.join(10)
