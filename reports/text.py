@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.schema import CELL_KEY
+
 from .load import axes
 from .tables import fmt, is_toy, reference_label, reference_name, setting_text, with_interval
 
@@ -328,9 +330,7 @@ def _time_line(df: pd.DataFrame) -> list[str]:
     cell; none for results written before the column existed."""
     if "cell_time_s" not in df or df["cell_time_s"].isna().all():
         return []
-    keys = [c for c in ("problem", "estimator", "estimator_options", "setting", "n_samples", "replicates", "seed")
-            if c in df]
-    cells = df.dropna(subset=["cell_time_s"]).drop_duplicates(keys)
+    cells = df.dropna(subset=["cell_time_s"]).drop_duplicates([c for c in CELL_KEY if c in df])
     longest = cells.loc[cells["cell_time_s"].idxmax()]
     return [f"- computing time: {cells['cell_time_s'].sum():,.0f} s in {len(cells):,} cells (each cell's wall time, "
             f"`cell_time_s`, summed; the set-up of each problem's data and the training curves aside); the longest "
