@@ -80,8 +80,34 @@ class ResultsFileError(ValueError):
 
 
 def lock_path(path: str | Path) -> Path:
-    path = Path(path)
+    """The lock file of results file ``path``: beside the file that ``path`` names, symbolic links followed,
+    so that two names of one file take one lock."""
+    path = _followed(path)
     return path.with_name(f".{path.name}.lock")
+
+
+def _followed(path: str | Path) -> Path:
+    """``path`` with its symbolic links followed; as given where it has none (messages keep the user's name)."""
+    real = os.path.realpath(path)
+    return Path(path) if real == os.path.abspath(path) else Path(real)
+
+
+def results_target(path: str | Path, option: str = "--out") -> Path:
+    """The file a results path names (symbolic links followed: the lock, the rows and a resume's rewrite all
+    go to that file, never over the link); ResultsFileError for a path that names no file (empty, a folder)
+    and for a file with more than one name (a hard link: a run through the other name would mix with this one)."""
+    text = str(path)
+    if not text.strip():
+        raise ResultsFileError(f"{option} is empty; give a file name such as results.csv")
+    real = _followed(text)
+    if real.is_dir() or text.endswith("/") or Path(text).name in ("", ".", ".."):
+        raise ResultsFileError(f"{option} {text} is a directory; give a file name such as {Path(text) / 'results.csv'}")
+    with contextlib.suppress(OSError):
+        if real.is_file() and (links := real.stat().st_nlink) > 1:
+            raise ResultsFileError(f"{option} {text} is one of {links} names (hard links) of one file; a results file "
+                                   f"is written through one name only, so that two runs cannot mix in it: copy it and "
+                                   f"write to the copy")
+    return real
 
 
 def os_error_text(exc: OSError) -> str:
@@ -240,4 +266,4 @@ class ResultWriter:
 
 __all__ = ["CONTENT_COLUMNS", "CURVE_CONTENT_COLUMNS", "REFERENCE", "TIMING_COLUMNS", "ResultWriter", "ResultsFileError",
            "ResultsWriteError", "SchemaError", "atomic_write", "check_target", "curve_columns", "curves_path",
-           "has_content", "read_text", "results_columns", "writer_lock"]
+           "has_content", "read_text", "results_columns", "results_target", "writer_lock"]

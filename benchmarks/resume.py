@@ -4,13 +4,15 @@ may continue it (a resume never mixes runs: CONTENT_COLUMNS and the estimators' 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .machine import estbench_version
-from .results_file import ResultsFileError, atomic_write, read_text
+from .results_file import atomic_write, os_error_text
 
 
 class ResumeError(ValueError):
@@ -19,45 +21,71 @@ class ResumeError(ValueError):
 
 
 
-def _atomic_rewrite(path: Path, header: str, lines: list[str]) -> None:
+def _serialized(columns: list[str], rows: list[dict]) -> str:
+    """Rows as ResultWriter writes them (csv's own quoting and line ends)."""
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _atomic_rewrite(path: Path, text: str) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
-            fh.write(header)
-            fh.writelines(lines)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
 
     atomic_write(path, write)
 
 
-def _writer_version(lines: list[str]) -> str:
+def _writer_version(text: str) -> str:
     """'estbench X' for the version a results file's first row records ('an unknown version' if none)."""
     try:
-        first = next(csv.DictReader(lines[:2]))
+        first = next(csv.DictReader(io.StringIO(text, newline="")))
     except (StopIteration, csv.Error):
         return "an unknown version"
     version = first.get("estbench_version")
     return f"estbench {version}" if version else "an unknown version"
 
 
-def read_rows(path: Path, columns: list[str]) -> tuple[str, list[str], list[dict], int]:
-    """(header, complete lines, their rows, number of lines) of an existing results file written by
-    this version; ResumeError for anything else. A torn last line (no line end) is left out."""
+@dataclass
+class Read:
+    """What ``read_rows`` read of a results file: its columns, its rows (blank lines left out; a torn
+    last line too) and its text, to tell whether dropping rows would change it."""
+
+    columns: list[str]
+    rows: list[dict]
+    text: str
+
+
+def read_rows(path: Path, columns: list[str]) -> Read:
+    """The rows of an existing results file written by this version; ResumeError for anything else.
+
+    Read as the csv module writes (a value may hold a quoted line break, a line may end in \\r\\n);
+    blank lines are skipped and a torn last line (no line end) is left out."""
     try:
-        text = read_text(path)
-    except ResultsFileError as exc:
-        raise ResumeError(f"cannot resume: {exc}") from None
+        with open(path, newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        raise ResumeError(f"cannot resume: results file {path} is not a text file (binary content)") from None
+    except OSError as exc:
+        raise ResumeError(f"cannot resume: cannot read results file {path}: {os_error_text(exc)}") from None
     if "\0" in text:
         raise ResumeError(f"cannot resume {path}: it holds NUL bytes, so it is corrupted (written by two processes "
                           f"at once by an older version?); write to a new --out")
-    lines = text.splitlines(keepends=True)
-    header = lines[0]
-    if header.rstrip("\r\n") != ",".join(columns):
-        raise ResumeError(f"cannot resume {path}: its columns are not those this version writes (it was written by "
-                          f"{_writer_version(lines)}, this is estbench {estbench_version()}); use a new --out file")
-    body = [ln for ln in lines[1:] if ln.endswith("\n")]  # a torn last line has no line end
-    rows = list(csv.DictReader([header, *body]))
-    return header, body, rows, len(lines)
+    body = text if text.endswith(("\n", "\r")) else text[:max(text.rfind("\n"), text.rfind("\r")) + 1]
+    try:
+        stream = io.StringIO(body, newline="")
+        header = next(csv.reader(stream), [])
+        if header != columns:
+            raise ResumeError(f"cannot resume {path}: its columns are not those this version writes (it was written "
+                              f"by {_writer_version(text)}, this is estbench {estbench_version()}); use a new --out file")
+        rows = list(csv.DictReader(stream, fieldnames=columns))  # blank lines skipped; short rows hold None
+    except csv.Error as exc:
+        raise ResumeError(f"cannot resume {path}: it is not a readable CSV table ({exc}); write to a new --out") from None
+    return Read(columns, rows, text)
 
 
 def whole(rows: list[dict]) -> list[dict]:
@@ -65,25 +93,25 @@ def whole(rows: list[dict]) -> list[dict]:
     return [r for r in rows if None not in r and None not in r.values()]
 
 
-def completed(path: Path, read: tuple[str, list[str], list[dict], int] | None, key: Callable[[dict], tuple],
+def completed(path: Path, read: Read | None, key: Callable[[dict], tuple],
               complete: Callable[[list[dict]], bool]) -> set[tuple]:
     """Keys of the completed units (cells, curves) in an existing results file, for --resume,
     from what ``read_rows`` read of it (None: no file, nothing completed).
 
     Rows are appended whole and flushed, so a kill can at worst leave a torn last line or a
     unit with some of its rows: both are dropped (the file is rewritten atomically without
-    them) and those units are computed again.
+    them, and without blank lines) and those units are computed again.
     """
     if read is None:
         return set()
-    header, body, rows, n_lines = read
     units: dict[tuple, list[dict]] = {}
-    for r in whole(rows):
+    for r in whole(read.rows):
         units.setdefault(key(r), []).append(r)
     done = {k for k, rs in units.items() if complete(rs)}
-    kept = [ln for ln, r in zip(body, rows, strict=True) if key(r) in done]
-    if len(kept) != n_lines - 1:
-        _atomic_rewrite(path, header, kept)
+    kept = [r for r in whole(read.rows) if key(r) in done]
+    text = _serialized(read.columns, kept)
+    if text != read.text:
+        _atomic_rewrite(path, text)
     return done
 
 

@@ -22,7 +22,16 @@ from .engine import GPU_CHUNK_FACTOR, WARMUP_CALLS, CellEngine, chunk_factor, ch
 from .executors import Serial
 from .machine import estbench_version, matmul_gflops
 from .plan import Cell, Plan, make_plan
-from .results_file import REFERENCE, ResultsFileError, ResultWriter, check_target, curves_path, has_content, writer_lock
+from .results_file import (
+    REFERENCE,
+    ResultsFileError,
+    ResultWriter,
+    check_target,
+    curves_path,
+    has_content,
+    results_target,
+    writer_lock,
+)
 from .resume import ResumeError, check_resumable, completed, read_rows, whole
 from .rows import (
     agreement_z,
@@ -81,6 +90,7 @@ def run(
         executor = Serial()
     if out is None:
         return _run(plan, None, progress, resume, curves, executor)
+    out = results_target(out)
     with writer_lock(out):
         check_target(out, resume=resume, overwrite=overwrite)
         if plan.curves:
@@ -99,7 +109,7 @@ def _done(plan: Plan, out: Path) -> tuple[set[tuple], set[tuple]]:
                                          (curves_path(out), curve_header(), planned_curves, CURVE_CONTENT_COLUMNS)):
         if has_content(path):
             read[path] = read_rows(path, names)
-            check_resumable(path, whole(read[path][2]), rows, content)
+            check_resumable(path, whole(read[path].rows), rows, content)
     groups = {c.problem.name: set(c.problem.groups) for c, _ in plan.cells}
     cells = completed(out, read.get(out), lambda r: key_of(r, CELL_KEY),
                       lambda rs: {r["parameter"] for r in rs} == groups.get(rs[0]["problem"], {r["parameter"] for r in rs}))

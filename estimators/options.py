@@ -54,6 +54,10 @@ class Option:
         if self.per_coordinate and isinstance(value, (list, tuple)):
             if not value:
                 raise OptionError(f"{self.name} has an empty list of per-coordinate values")
+            inner = [v for v in value if isinstance(v, (list, tuple, dict))]
+            if inner:
+                raise OptionError(f"{self.name}: a per-coordinate list holds numbers, not lists; got {inner[0]!r} in "
+                                  f"{list(value)!r} (a sweep of vectors is a list of lists: {self.name} = [[1.0, 2.0]])")
             return tuple(self.coerce(v) for v in value)
         if self.type is str:
             if not isinstance(value, str):

@@ -86,6 +86,8 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
     first occurrence."""
     path = Path(path)
     notes = [] if notes is None else notes
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise ResultsError(f"results file {path} is not a regular file (a device or a pipe; a results file must be one)")
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -96,6 +98,9 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
         raise ResultsError(f"results file {path} is not a readable CSV (binary content)") from None
     except OSError as exc:
         raise ResultsError(f"cannot read results file {path}: {exc.strerror}") from None
+    if "\0" in text:
+        raise ResultsError(f"results file {path}, line {text.count(chr(10), 0, text.index(chr(0))) + 1}: NUL bytes, so "
+                           f"the file is corrupted; rebuild from an intact copy")
     lines = text.splitlines(keepends=True)
     if len(lines) > 1 and not lines[-1].endswith("\n"):
         notes.append(f"dropped the torn last line {len(lines)} of {path.name} (a run stopped while writing it)")

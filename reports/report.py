@@ -142,6 +142,12 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))
         try:
             report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes, out_dir)
+            made = [p.relative_to(staging) for p in sorted(staging.rglob("*")) if p.is_file()]
+            theirs = [str(p) for p in made if p.name != "results.csv" and (out / p).exists()]
+            if theirs and not overwrite and not _same_file(results, out / "results.csv"):
+                raise ResultsError(f"{out} already holds {', '.join(theirs[:3])}{' ...' if len(theirs) > 3 else ''} "
+                                   f"of a report not made from {results}; add --overwrite to replace them, or choose "
+                                   f"another --out")
             for path in sorted(staging.rglob("*")):
                 if path.is_file():
                     dst = out / path.relative_to(staging)
