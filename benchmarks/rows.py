@@ -18,6 +18,7 @@ import torch
 
 import estimators
 from estimators import EstimatorError
+from estimators.isolation import isolated, torch_state
 
 from . import concurrency
 from .engine import _error_text, estimate_cell
@@ -90,9 +91,12 @@ def prepare(cell: Cell, ctx: Context) -> Any:
     """The problem's prepared data for the cell's setting, or the exception its set-up raised (the cells of
     that setting then fail with it, not the sweep)."""
     try:
-        return cell.problem.prepare(cell.setting, ctx)
-    except Exception as exc:  # noqa: BLE001 - a problem that cannot be set up fails its cells
-        return exc
+        with isolated():
+            return cell.problem.prepare(cell.setting, ctx)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a problem that cannot be set up fails its cells
+        return exc if isinstance(exc, Exception) else RuntimeError(_error_text(exc))
 
 
 def reference_key(cell: Cell, sweep: Sweep) -> tuple:
@@ -117,7 +121,8 @@ def measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
     ``cell_time_s`` is the cell's wall time: warm-up, compiling, measuring and its truth, not the set-up of
     the problem's data (``prepared``), which the cells of a setting share."""
     start = time.perf_counter()
-    rows, stats = _measure_cell(cell, sweep, prepared, ctx)
+    with torch_state():  # whatever the cell's plugin code changed, the next cell starts as this one did
+        rows, stats = _measure_cell(cell, sweep, prepared, ctx)
     spent = time.perf_counter() - start
     for row in rows:
         row["cell_time_s"] = spent
@@ -137,18 +142,23 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
         seed_generators(seed, sweep.device)
-        with concurrency.running_here() as concurrent:
+        with concurrency.running_here() as concurrent, isolated():
             stats, timing = estimate_cell(cell.problem, estimator, cell.setting, prepared, cell.n_samples,
                                           sweep.replicates, ctx)
         base["concurrent_cells"] = concurrent()
     except EstimatorError as exc:
         return ended_rows(base, groups, "skipped" if exc.capability else "failed", str(exc)), None
-    except (Exception, SystemExit) as exc:  # isolate: one broken estimator (even one calling exit) must not stop the sweep
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # one broken estimator (even one raising SystemExit or GeneratorExit) must not stop the sweep
         return ended_rows(base, groups, "failed", _error_text(exc)), None
     try:
-        truth = cell.problem.true_gradient(cell.setting, ctx)
-        truth_se = cell.problem.true_gradient_se(cell.setting, ctx) if truth is not None else None
-    except Exception as exc:  # e.g. a closed form that overflows: this cell fails, the sweep goes on
+        with isolated():
+            truth = cell.problem.true_gradient(cell.setting, ctx)
+            truth_se = cell.problem.true_gradient_se(cell.setting, ctx) if truth is not None else None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # e.g. a closed form that overflows: this cell fails, the sweep goes on
         return ended_rows(base, groups, "failed", "the exact gradient could not be computed: " + _error_text(exc)), None
     rows = []
     scale = max((truth[g] if truth is not None else stats[g].coords.mean).abs().max().item() for g in groups)
@@ -192,10 +202,13 @@ def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
     base = curve_base(cell, sweep)
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
-        points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
+        with isolated():
+            points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
     except EstimatorError as exc:
         return [{**base, "status": "skipped" if exc.capability else "failed", "error": str(exc)}]
-    except (Exception, SystemExit) as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         return [{**base, "status": "failed", "error": _error_text(exc)}]
     objective = cell.problem.curve_objective(type(estimator))
     return [{**base, "objective": objective, **p, "error": ""} for p in points]

@@ -36,6 +36,7 @@ from typing import Any
 
 from .adapters.common import MissingExtra
 from .base import ANY, EXPECTATION, MULTI_SAMPLE, OBJECTIVES, Estimator, EstimatorError
+from .isolation import no_exit
 from .options import OptionError, declared
 
 ENTRY_POINT_GROUP = "estbench.estimators"
@@ -318,16 +319,22 @@ def import_plugin(spec: str) -> tuple[object, str]:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
         try:
-            module_spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:  # a plugin's own bug: report it, naming the plugin
+            with no_exit():
+                module_spec.loader.exec_module(module)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin's own bug (even SystemExit, os._exit): report it, naming the plugin
             del sys.modules[mod_name]
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         source = f"plugin file {path.name} sha256:{digest}"
     else:
         try:
-            module = importlib.import_module(spec)
-        except (Exception, SystemExit) as exc:
+            with no_exit():
+                module = importlib.import_module(spec)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
         source = f"plugin module {spec}"
     return module, source

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import estbench
 from benchmarks.results_file import TIMING_COLUMNS, ResultsFileError, writer_lock
@@ -68,3 +69,76 @@ def test_a_resume_reads_blank_lines_and_values_with_line_breaks(tmp_path, junk):
     assert again.attrs["computed"] == 0
     assert table(out) == before
     assert b"\r\r" not in out.read_bytes() and b"\n\r\n" not in out.read_bytes()
+
+
+def _misbehaving(label: str, act) -> Reinforce:
+    """REINFORCE that first does ``act()`` (changes global state, raises, exits) in its surrogate."""
+
+    class Misbehaving(Reinforce):
+        name = f"test-{label}"
+
+        def surrogate(self, dist, f, n_samples, state=None):
+            act()
+            return super().surrogate(dist, f, n_samples, state)
+
+    return Misbehaving()
+
+
+def _raise(exc: BaseException):
+    def act():
+        raise exc
+    return act
+
+
+MISBEHAVIOURS = {
+    "grad-off": lambda: torch.set_grad_enabled(False),
+    "float16": lambda: torch.set_default_dtype(torch.float16),
+    "meta-device": lambda: torch.set_default_device("meta"),
+    "one-thread": lambda: torch.set_num_threads(1),
+    "reseeds": lambda: torch.manual_seed(12345),
+    "anomaly": lambda: torch.autograd.set_detect_anomaly(True),
+    "generator-exit": _raise(GeneratorExit("plugin said so")),
+    "base-exception": _raise(type("PluginAbort", (BaseException,), {})("abort")),
+    "os-exit": lambda: os._exit(0),
+}
+
+
+@pytest.fixture(scope="module")
+def well_behaved(tmp_path_factory) -> list[tuple]:
+    out = tmp_path_factory.mktemp("good") / "r.csv"
+    estbench.run("gaussian-cos", ["reinforce", "reparameterization"], out=out, **COS, dim=[1, 3])
+    return table(out)
+
+
+@pytest.mark.parametrize("label", list(MISBEHAVIOURS))
+def test_a_plugin_that_changes_global_state_fails_alone(tmp_path, well_behaved, label):
+    """The misbehaving estimator runs first in each setting; the others' rows are those of a run without it,
+    and torch's global state after the run is as it was before."""
+    before = (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_default_device(), torch.get_num_threads(),
+              torch.is_anomaly_enabled(), torch.get_rng_state())
+    out = tmp_path / "r.csv"
+    bad = _misbehaving(label, MISBEHAVIOURS[label])
+    df = estbench.run("gaussian-cos", [bad, "reinforce", "reparameterization"], out=out, **COS, dim=[1, 3])
+    after = (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_default_device(), torch.get_num_threads(),
+             torch.is_anomaly_enabled(), torch.get_rng_state())
+    assert before[:5] == after[:5] and torch.equal(before[5], after[5])
+    good = df[df["estimator"] != bad.name]
+    assert (good["status"] == "ok").all(), good[["estimator", "status", "error"]]
+    assert [r for r in table(out) if dict(r)["estimator"] != bad.name] == well_behaved
+    mine = df[df["estimator"] == bad.name]
+    assert len(mine) == 4  # two settings x two parameters: a row each, nothing missing
+    if label in ("generator-exit", "base-exception", "os-exit"):
+        assert (mine["status"] == "failed").all()
+        expected = {"generator-exit": "GeneratorExit: plugin said so", "base-exception": "PluginAbort: abort",
+                    "os-exit": "called os._exit(0)"}[label]
+        assert mine["error"].str.contains(expected, regex=False).all(), mine["error"].tolist()
+
+
+def test_a_plugin_file_that_exits_at_import_is_one_line(tmp_path, capsys):
+    from estbench.cli import main
+
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("import os\nos._exit(0)\n")
+    assert main(["list", "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "import failed" in err and "called os._exit(0)" in err, err
