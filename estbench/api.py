@@ -144,6 +144,9 @@ def report(results: pd.DataFrame | str | Path, out: str | Path = "reports/latest
 
     if isinstance(results, (str, Path)):
         return build(results, out, benchmarks=benchmarks, command=command, overwrite=overwrite)
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"estbench.report takes a results table (the DataFrame estbench.run returns) or the path of "
+                        f"a results file, got {type(results).__name__} {str(results)[:60]!r}")
     from benchmarks.results_file import curves_path
 
     with tempfile.TemporaryDirectory(prefix="estbench-report-") as tmp:

@@ -4,6 +4,7 @@ defects a killed run can leave repaired by a stated rule. Imports no model code.
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
     if df.empty:
         raise ResultsError(f"results file {path} has no rows")
     _check_rows(path, df)
+    df = _blank_missing(df, notes)
     key = [c for c in ROW_KEY if c in df.columns]
     dup = df.duplicated(subset=key, keep="first")
     if dup.any():
@@ -140,6 +142,31 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
         if c in df and c != "error":
             df[c] = df[c].astype(object)
     df.attrs["notes"] = notes
+    return df
+
+
+#: an interval's two ends: a file with one of them is read as having neither
+_PAIRS = [(f"{c}_lo", f"{c}_hi") for c in ("variance", "total_variance", "snr", "time_per_estimate", "mse")] + [
+    ("time_per_estimate_min_s", "time_per_estimate_max_s")]
+#: figures a report shows that a file may lack (written by hand, or cut down): read as blank, with a note
+_FIGURES = ("mean", "true_grad", "bias", "bias_z", "mse", "agreement_z", "total_variance", "variance_se")
+_TEXT = ("machine", "dtype", "device", "estbench_version", "torch_version", "python_version", "reference", "error")
+
+
+def _blank_missing(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Columns of the results schema that a report reads but this file lacks: an interval with one end missing
+    is dropped, a figure or a provenance column is read as blank; ``notes`` says which."""
+    blank = []
+    for lo, hi in _PAIRS:
+        if (lo in df) != (hi in df):
+            blank.append(hi if lo in df else lo)
+            df = df.drop(columns=[lo if lo in df else hi])
+    for c in (*_FIGURES, *_TEXT):
+        if c not in df:
+            df[c] = math.nan if c in _FIGURES else ""
+            blank.append(c)
+    if blank:
+        notes.append(f"the file has no column {', '.join(blank)}: read as blank (their figures are not shown)")
     return df
 
 

@@ -142,3 +142,21 @@ def test_a_plugin_file_that_exits_at_import_is_one_line(tmp_path, capsys):
     assert main(["list", "--plugin", str(plugin)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "import failed" in err and "called os._exit(0)" in err, err
+
+
+@pytest.mark.parametrize("column", ["bias_z", "variance_hi", "mse", "bias", "time_per_estimate_max_s", "machine"])
+def test_a_report_of_a_file_without_a_figure_column_says_so(tmp_path, column):
+    """A file cut down by hand (or by another tool) is reported, its missing figures blank and named in a note."""
+    df = estbench.run("gaussian-cos", ["reinforce", "reparameterization"], **COS)
+    path = tmp_path / "r.csv"
+    df.drop(columns=[column]).to_csv(path, index=False)
+    md = estbench.report(str(path), out=tmp_path / "rep").read_text()
+    assert f"no column {column}" in md and "read as blank" in md
+    md = estbench.report(df.drop(columns=[column]), out=tmp_path / "rep2").read_text()
+    assert f"no column {column}" in md
+
+
+@pytest.mark.parametrize("value", [[1, 2], None, 5, "x"[:0] or {"a": 1}])
+def test_report_of_something_that_is_not_a_table_is_a_type_error(tmp_path, value):
+    with pytest.raises(TypeError, match="estbench.report takes a results table"):
+        estbench.report(value, out=tmp_path / "rep")
