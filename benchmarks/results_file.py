@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .schema import CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, TIMING_COLUMNS, SchemaError, curve_schema, results_schema
+from .schema import CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, TIMING_COLUMNS, SchemaError, csv_safe, curve_schema, results_schema
 
 
 def results_columns(axes: list[str], options: list[str] = ()) -> list[str]:
@@ -250,7 +250,7 @@ class ResultWriter:
         if unknown:
             raise SchemaError(f"a row for {self.path} has keys the results schema does not declare: "
                               f"{', '.join(map(repr, unknown))}")
-        self._guarded(lambda: self._writer.writerows(rows))
+        self._guarded(lambda: self._writer.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a failed write was reported; flushing it again fails again

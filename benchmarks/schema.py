@@ -20,11 +20,25 @@ A row with a key that is not a column is an error (SchemaError), not dropped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 ROLES = ("key", "axis", "option", "content", "statistic", "timing", "provenance")
+
+#: what an estimator's or a problem's name may be (estimators.registry.NAME, checked at registration): the report
+#: refuses a results file whose names are not, so no name reaches a spreadsheet, Markdown or HTML as code
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
+_NUMBERS = re.compile(r"[-+0-9.eE;infaINFA ]*")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` as a CSV cell that a spreadsheet shows as text: text that begins with = @ + - (a formula to a
+    spreadsheet), a tab or a carriage return gets a leading apostrophe, unless it is numbers ('-1.5', '-1;2')."""
+    if isinstance(value, str) and value[:1] in ("=", "@", "+", "-", "\t", "\r") and not _NUMBERS.fullmatch(value):
+        return "'" + value
+    return value
 
 
 class SchemaError(ValueError):

@@ -62,6 +62,9 @@ class Option:
         if self.type is str:
             if not isinstance(value, str):
                 raise OptionError(f"{self.name} must be a string, got {value!r}")
+            if value[:1] in ("=", "@", "+", "-") or any(not c.isprintable() for c in value):
+                raise OptionError(f"{self.name} {value!r} is not a valid value: a text value may not begin with = @ + - "
+                                  f"(a spreadsheet runs it as a formula) nor hold control characters")
         else:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or (self.type is int and not float(value).is_integer()):

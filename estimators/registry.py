@@ -28,6 +28,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -70,6 +71,12 @@ class PluginError(TypeError):
     """A plugin does not implement the interface of its kind."""
 
 
+#: the names of estimators and problems: they become file cells, Markdown and figure labels, so no character
+#: that a spreadsheet, Markdown or HTML would interpret (benchmarks.schema.NAME, which the report checks, is the same)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
+NAME_RULE = "letters, digits and . _ : + - only, starting with a letter or digit, at most 64 characters"
+
+
 def check_interface(cls: object, base: type, base_path: str, origin: str) -> str:
     """The checks every plugin class passes (an estimator, a problem): a subclass of ``base``, a
     non-empty ``name``, every abstract method implemented. Returns the name; PluginError naming
@@ -80,6 +87,8 @@ def check_interface(cls: object, base: type, base_path: str, origin: str) -> str
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name.strip():
         raise PluginError(f"{where}: {cls.__name__}.name must be a non-empty string, got {name!r}")
+    if not NAME.fullmatch(name):
+        raise PluginError(f"{where}: {cls.__name__}.name {name!r} is not a valid name: {NAME_RULE}")
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginError(f"{where}: {cls.__name__} does not implement {missing}")

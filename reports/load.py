@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.results_file import curves_path
-from benchmarks.schema import HEAD_COLUMNS, ROW_KEY, TAIL_COLUMNS
+from benchmarks.schema import HEAD_COLUMNS, NAME, ROW_KEY, TAIL_COLUMNS
 
 REQUIRED_COLUMNS = ("problem", "estimator", "parameter", "n_samples", "replicates", "seed", "variance",
                     "snr", "time_per_estimate_s", "status")
@@ -119,7 +119,7 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
     if df.empty:
         raise ResultsError(f"results file {path} has no rows")
     _check_rows(path, df)
-    df = _blank_missing(df, notes)
+    df, absent = _blank_missing(df)
     key = [c for c in ROW_KEY if c in df.columns]
     dup = df.duplicated(subset=key, keep="first")
     if dup.any():
@@ -142,6 +142,7 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
         if c in df and c != "error":
             df[c] = df[c].astype(object)
     df.attrs["notes"] = notes
+    df.attrs["absent"] = absent
     return df
 
 
@@ -153,9 +154,10 @@ _FIGURES = ("mean", "true_grad", "bias", "bias_z", "mse", "agreement_z", "total_
 _TEXT = ("machine", "dtype", "device", "estbench_version", "torch_version", "python_version", "reference", "error")
 
 
-def _blank_missing(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Columns of the results schema that a report reads but this file lacks: an interval with one end missing
-    is dropped, a figure or a provenance column is read as blank; ``notes`` says which."""
+def _blank_missing(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Columns of the results schema that a report reads but this file lacks (an older version's, or cut down):
+    an interval with one end missing is dropped, a figure or a provenance column is read as blank. Returns the
+    table and the columns it lacked (the report names them)."""
     blank = []
     for lo, hi in _PAIRS:
         if (lo in df) != (hi in df):
@@ -165,9 +167,7 @@ def _blank_missing(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         if c not in df:
             df[c] = math.nan if c in _FIGURES else ""
             blank.append(c)
-    if blank:
-        notes.append(f"the file has no column {', '.join(blank)}: read as blank (their figures are not shown)")
-    return df
+    return df, blank
 
 
 def _check_rows(path: Path, df: pd.DataFrame) -> None:
@@ -189,6 +189,12 @@ def _check_rows(path: Path, df: pd.DataFrame) -> None:
             raise _bad(path, line(i), "problem", f"unknown problem {_shown(problem[i])} in a file without "
                        f"problem_kind; this report reads the {', '.join(p + '*' for p in LEGACY_PREFIXES)} problems")
         df["problem_kind"] = kind
+    for c in ("problem", "estimator"):
+        bad = ~df[c].fillna("").astype(str).map(lambda v: bool(NAME.fullmatch(v)))
+        if bad.any():
+            i = bad.idxmax()
+            raise _bad(path, line(i), c, f"{_shown(df[c][i])} is not a valid {c} name (letters, digits and . _ : + - only, "
+                       f"starting with a letter or digit; so no name reaches a spreadsheet, Markdown or HTML as code)")
     if "setting" not in df.columns:
         raise ResultsError(f"results file {path} has no column setting (each row's setting, as 'axis=value,...')")
     for i, label in df["setting"].items():

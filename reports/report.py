@@ -31,6 +31,7 @@ import pandas as pd
 
 # torch-free: what the runner and the report share (the lock, atomic writes, the curves' file name)
 from benchmarks.results_file import atomic_write, curves_path, writer_lock
+from benchmarks.schema import csv_safe
 
 from .brief import summary_line
 from .figures import figures
@@ -177,6 +178,9 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     md += ["## What was run", "", *provenance(df), ""]
     if notes:
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
+    if df.attrs.get("absent"):
+        md += [f"The results file has no column {', '.join(df.attrs['absent'])} (an older version's file, or cut down): "
+               f"read as blank, so their figures are not shown.", ""]
     md += ["Variance is that of one gradient estimate made from n_samples draws, per coordinate, averaged over "
            "coordinates (VAE: summed over the encoder's parameters, the trace of the covariance). Bias z is the "
            "bias against the exact gradient (closed form, enumeration or quadrature; where tables.csv's "
@@ -249,7 +253,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
             md += [f"### {title}", "", f"![{title}]({rel})", ""]
 
     tables = all_tables(df)
-    atomic_write(out / "tables.csv", lambda p: tables.to_csv(p, index=False))
+    atomic_write(out / "tables.csv", lambda p: tables.map(csv_safe).to_csv(p, index=False))
     report = out / "report.md"
     write_text(report, "\n".join(md))
     return report

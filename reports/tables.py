@@ -3,6 +3,7 @@ the training table. Imports no model code."""
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -36,8 +37,9 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell: '|' escaped, one line."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text safe inside a Markdown table cell: one line, '|' escaped, and no HTML (a plugin's error text may hold
+    '<img src=x onerror=...>': & < > are written as entities)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -170,8 +170,8 @@ def test_a_torn_last_line_and_duplicated_rows_are_repaired_by_the_documented_rul
     assert f"warning: dropped 3 duplicated rows of results.csv (the first from line {len(lines) + 1})" in err
     assert "the first occurrence of each row is kept" in err
     df = read_results(path)
-    assert len(df) == len(lines) - 1 and len(df.attrs["notes"]) == 3
-    assert df.attrs["notes"][1] == "the file has no column variance_se, reference: read as blank (their figures are not shown)"
+    assert len(df) == len(lines) - 1 and len(df.attrs["notes"]) == 2
+    assert df.attrs["absent"] == ["variance_se", "reference"]
     assert "Read with repairs: dropped the torn last line" in (out / "report.md").read_text()
 
 
