@@ -247,3 +247,14 @@ def test_a_text_option_value_that_is_code_is_refused(value):
 
     with pytest.raises(OptionError, match="is not a valid value"):
         Option("copula", str, ("gaussian",)).coerce(value)
+
+
+def test_the_readme_states_the_limits_of_exact_that_the_code_enforces():
+    import math
+
+    from estimators.discrete import MAX_EVALUATIONS, MAX_OUTCOMES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("| `exact` |"))
+    assert f"at most 2^{int(math.log2(MAX_OUTCOMES))} outcomes" in line
+    assert f"outcomes x batch <= 2^{int(math.log2(MAX_EVALUATIONS))} evaluations of f per call" in line
