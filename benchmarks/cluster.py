@@ -20,12 +20,18 @@ class ClusterError(ValueError):
     """Bad cluster input or an unusable cluster; the message is one line."""
 
 
+#: a local cluster of more workers than this many per core is refused without --force
+WORKERS_PER_CORE = 4
+
+
 @dataclass
 class ClusterSpec:
     """--workers N or --scheduler ADDRESS (not both); None of either: no cluster."""
 
     workers: int | None = None
     scheduler: str | None = None
+    #: start more local workers than WORKERS_PER_CORE x the cores (each a process with its own torch)
+    force: bool = False
 
     def check(self) -> ClusterSpec:
         if self.workers is not None and self.scheduler is not None:
@@ -33,6 +39,11 @@ class ClusterSpec:
                                f"not both (got --workers {self.workers} --scheduler {self.scheduler})")
         if self.workers is not None and self.workers < 1:
             raise ClusterError(f"--workers must be >= 1 (worker processes of a local cluster), got --workers {self.workers}")
+        cores = os.cpu_count() or 1
+        if self.workers is not None and self.workers > WORKERS_PER_CORE * cores and not self.force:
+            raise ClusterError(f"--workers {self.workers} is more than {WORKERS_PER_CORE}x this machine's {cores} cores: "
+                               f"each worker is a process with its own copy of torch (hundreds of MiB), so they would "
+                               f"fill the memory; give at most {WORKERS_PER_CORE * cores}, or add --force")
         if self.scheduler is not None and not self.scheduler.strip():
             raise ClusterError("--scheduler needs an address such as tcp://host:8786, got an empty one")
         if self.active:

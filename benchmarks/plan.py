@@ -13,6 +13,7 @@ from typing import Any
 import estimators
 
 from . import problems
+from .engine import PRECISION_MIN_REPLICATES
 from .problems import Problem
 from .schema import CELL_KEY, CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, CURVE_KEY, key_of, options_text
 from .sweep import Sweep, SweepError
@@ -130,14 +131,38 @@ def memory_bytes() -> int:
 def _check_memory(cell: Cell, sweep: Sweep) -> None:
     """Refuse, before any work, a cell whose smallest chunk (one replicate) cannot fit in half of
     this machine's memory: it would only thrash and be killed."""
-    need = cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())
+    outcomes = cell.problem.outcomes(cell.setting)
+    enumerated = bool(outcomes and outcomes <= getattr(estimators.get_class(cell.estimator), "enumerates", 0))
+    draws = outcomes if enumerated else cell.n_samples
+    need = cell.problem.replicate_bytes(cell.setting, draws, sweep.context())
     have = memory_bytes()
     if have and need > have // 2:
+        ints = ", ".join(a.name for a in cell.problem.axes if a.type is int)
+        how, fix = (f"estimator {cell.estimator} evaluates f on all {outcomes} outcomes",
+                    f"leave {cell.estimator} out, or use smaller values of its axes ({ints})") if enumerated else \
+            (f"n_samples={cell.n_samples}", f"use smaller values of n_samples or of its axes ({ints})")
         raise SweepError(
-            f"{cell.problem.name} at {cell.problem.setting_label(cell.setting)}, n_samples={cell.n_samples}, "
+            f"{cell.problem.name} at {cell.problem.setting_label(cell.setting)}, {how}, "
             f"{sweep.dtype}: one replicate needs about {need / 2**30:.3g} GiB, more than half of this machine's "
-            f"{have / 2**30:.3g} GiB; use smaller values of n_samples or of its axes "
-            f"({', '.join(a.name for a in cell.problem.axes if a.type is int)})")
+            f"{have / 2**30:.3g} GiB; {fix}")
+
+
+#: a lower bound of one gradient estimate's time: the fastest cells measured (dim 1, 2 cores) take about 3 us
+FASTEST_ESTIMATE_S = 1e-7
+DAY_S = 86400
+
+
+def check_duration(plan: Plan) -> None:
+    """Refuse, before any work, a plan whose estimates alone would take more than a day even at
+    FASTEST_ESTIMATE_S each (``--replicates`` given a few zeros too many); the message gives the estimate."""
+    estimates = sum(min(sweep.replicates, PRECISION_MIN_REPLICATES) if sweep.precision is not None else sweep.replicates
+                    for _, sweep in plan.cells)
+    seconds = estimates * FASTEST_ESTIMATE_S
+    if seconds > DAY_S:
+        cells = f"{len(plan.cells)} cell{'s' if len(plan.cells) != 1 else ''}"
+        raise SweepError(f"this run makes {estimates:.3g} gradient estimates in {cells}: at least "
+                         f"{seconds / DAY_S:.3g} days at {FASTEST_ESTIMATE_S * 1e6:g} us each (the fastest cells take "
+                         f"about 3 us); lower --replicates or the sweep, or add --force")
 
 
 def problem_axes() -> list[str]:

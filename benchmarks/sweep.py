@@ -189,6 +189,8 @@ class Sweep:
                 raise SweepError(f"problem {name} needs --data-dir DIR (a directory with its data files)")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise SweepError(f"--data-dir {self.data_dir}: no such directory")
+        if not 0 <= self.seed < 1 << 63:
+            raise SweepError(f"seed must be between 0 and 2^63 - 1 (a 64-bit seed), got seed={self.seed}")
         if self.replicates < 2:
             raise SweepError(f"replicates must be >= 2 (a variance needs two estimates), got replicates={self.replicates}")
         if self.dtype not in ("float64", "float32"):

@@ -83,13 +83,24 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
 Progress = Callable[[Any], Callable[[Any], None]]
 
 
-def _cluster(workers: int | None, scheduler: str | None) -> Any:
+def _cluster(workers: int | None, scheduler: str | None, force: bool = False) -> Any:
     """None without a cluster (Dask is then never imported); else the checked ClusterSpec."""
     if workers is None and scheduler is None:
         return None
     from benchmarks.cluster import ClusterSpec
 
-    return ClusterSpec(workers, scheduler).check()
+    return ClusterSpec(workers, scheduler, force).check()
+
+
+def _plan(sweeps: Any, force: bool) -> Any:
+    """The run's plan, refused up front (SweepError) where its estimates alone would take more than a day
+    (unless ``force``)."""
+    from benchmarks import plan as planning
+
+    plan = planning.make_plan(sweeps)
+    if not force:
+        planning.check_duration(plan)
+    return plan
 
 
 def _run(plan: Any, out: str | Path | None, progress: Progress | None, **kwargs: Any) -> list[dict[str, Any]]:
@@ -106,7 +117,7 @@ def _run(plan: Any, out: str | Path | None, progress: Progress | None, **kwargs:
 def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None = None, resume: bool = False,
         overwrite: bool = False, config: str | Path | None = None, plugins: Sequence[str] = (),
         progress: Progress | None = None, workers: int | None = None, scheduler: str | None = None,
-        **axes: Any) -> pd.DataFrame:
+        force: bool = False, **axes: Any) -> pd.DataFrame:
     """Run a sweep and return its results table: the rows and columns of the results CSV.
 
     ``problems`` and ``estimators``: a name, class or object, or a list of them (default:
@@ -121,8 +132,8 @@ def run(problems: Any = None, estimators: Any = None, *, out: str | Path | None 
     """
     from benchmarks import runner
 
-    cluster = _cluster(workers, scheduler)
-    plan = runner.make_plan(sweep(problems, estimators, config, plugins, **axes))
+    cluster = _cluster(workers, scheduler, force)
+    plan = _plan(sweep(problems, estimators, config, plugins, **axes), force)
     curves: list[dict[str, Any]] = []
     rows = _run(plan, out, progress, resume=resume, overwrite=overwrite, curves=curves, cluster=cluster)
     if out is not None:
@@ -165,7 +176,6 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     """Run the default report's sweeps (``estbench report``) into ``out``/results.csv and build the
     report there; returns (report.md, the results table). ``options``: problem, estimator, seed,
     dtype, device, compile, data_dir."""
-    from benchmarks import runner
     from benchmarks.sweep import report_sweeps
     from reports.report import build, check_benchmarks, check_out_dir
 
@@ -174,9 +184,10 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     if benchmarks:
         check_benchmarks(benchmarks)  # before the sweep: a bad file must not cost a run
     problems, estimators = options.pop("problem", None), options.pop("estimator", None)
-    cluster = _cluster(options.pop("workers", None), options.pop("scheduler", None))
+    force = bool(options.pop("force", False))
+    cluster = _cluster(options.pop("workers", None), options.pop("scheduler", None), force)
     base = sweep(problems, estimators, plugins=plugins, **options)
-    plan = runner.make_plan(report_sweeps(base, quick=quick))
+    plan = _plan(report_sweeps(base, quick=quick), force)
     results = out / "results.csv"
     _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
     path = build(results, out, benchmarks=benchmarks, command=command)

@@ -97,6 +97,9 @@ def _common() -> argparse.ArgumentParser:
                         "more problems, estimators or settings may be added)")
     f.add_argument("--overwrite", action="store_true", help="replace existing results (never done without it)")
     f.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--force", action="store_true",
+                   help="run what estbench would refuse as a likely mistake: more than 4 local workers per core, "
+                        "a run that would take more than a day")
     return p
 
 
@@ -140,7 +143,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
 
 #: run-wide command-line options passed to estbench.api by name (the declared axes and options too)
 RUN_ARGS = ("checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
-            "compile", "precision", "workers", "scheduler")
+            "compile", "precision", "workers", "scheduler", "force")
 
 
 def _sweep_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,7 +248,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                     benchmarks=args.benchmarks, command=command, progress=_progress(args),
                                     problem=args.problem, estimator=args.estimator,
                                     **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir",
-                                                                     "precision", "workers", "scheduler")})
+                                                                     "precision", "workers", "scheduler", "force")})
     print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
     failed = _failed(df)
     if failed:

@@ -221,6 +221,9 @@ class Exact(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # 2^d (K^d) per estimate, whatever n
+    #: enumerates up to this many outcomes (more: a skipped row); benchmarks.plan checks its memory as for one draw
+    #: per outcome before a run
+    enumerates = MAX_OUTCOMES
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         base, logits, event_ndims = discrete_parts(dist, self.name)

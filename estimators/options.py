@@ -70,6 +70,8 @@ class Option:
             if not number or (self.type is int and not float(value).is_integer()):
                 raise OptionError(f"{self.name} must be {'an integer' if self.type is int else 'a number'}, got {value!r}")
             value = self.type(value)
+            if self.type is int and not -INT_LIMIT <= value < INT_LIMIT:
+                raise OptionError(f"{self.name} must be between -2^63 and 2^63 - 1 (a 64-bit integer), got {value}")
         if self.choices is not None and value not in self.choices:
             raise OptionError(f"{self.name} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
         problem = self.check(value) if self.check is not None else None
@@ -80,6 +82,10 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+#: an integer option is a 64-bit integer (a seed, a size): torch holds no larger one
+INT_LIMIT = 1 << 63
 
 
 def _show(value: Any) -> str:

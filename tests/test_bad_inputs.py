@@ -115,6 +115,19 @@ CASES = [
          "one replicate needs about"),
     Case("n_samples that cannot fit in memory", ["run", "--problem", "vae-digits", "--n-samples", "1000000000"],
          "one replicate needs about"),
+    Case("exact on a binary VAE too large to enumerate in memory", ["run", "--problem", "vae-digits-binary",
+                                                                     "--estimator", "exact", "--latent", "17"],
+         "estimator exact evaluates f on all 131072 outcomes"),
+    Case("replicates that would take years", ["run", *COS[:4], "--replicates", "100000000000000000000"],
+         "at least 1.16e+08 days at 0.1 us each"),
+    Case("a seed beyond 64 bits", ["run", *COS[:4], "--seed", "99999999999999999999"],
+         "seed must be between 0 and 2^63 - 1"),
+    Case("an integer axis beyond 64 bits", ["run", "--problem", "bernoulli-coupled", "--w-seed",
+                                            "99999999999999999999"], "w_seed must be between -2^63 and 2^63 - 1"),
+    Case("a target that overflows float32", ["run", "--problem", "bernoulli-quadratic", "--t", "1e308"],
+         "t must be between -1000 and 1000, got t=1e+308"),
+    Case("--workers far beyond the cores", ["run", *COS[:4], "--workers", "1000000000"],
+         "--workers 1000000000 is more than 4x this machine's"),
     Case("a logit that is not finite", ["run", "--problem", "bernoulli-quadratic", "--theta", "inf"],
          "theta must be a finite number, got theta=inf"),
     Case("more dimensions than enumeration holds", ["run", "--problem", "bernoulli-coupled", "--dim", "21"],
@@ -235,7 +248,8 @@ CASES = [
 def _shown(text: str) -> str:
     """What the page shows: paths of this repository relative to it; machine-dependent sizes masked."""
     text = text.replace(str(ROOT) + "/", "")
-    return re.sub(r"this machine's [\d.]+ GiB", "this machine's N GiB", text)
+    text = re.sub(r"this machine's [\d.]+ GiB", "this machine's N GiB", text)
+    return re.sub(r"4x this machine's \d+ cores(.*)give at most \d+", r"4x this machine's N cores\1give at most 4N", text)
 
 
 def _cell(text: str) -> str:

@@ -258,3 +258,19 @@ def test_the_readme_states_the_limits_of_exact_that_the_code_enforces():
     line = next(ln for ln in readme.splitlines() if ln.startswith("| `exact` |"))
     assert f"at most 2^{int(math.log2(MAX_OUTCOMES))} outcomes" in line
     assert f"outcomes x batch <= 2^{int(math.log2(MAX_EVALUATIONS))} evaluations of f per call" in line
+
+
+def test_force_lets_through_what_is_refused_as_a_likely_mistake():
+    from benchmarks.cluster import WORKERS_PER_CORE, ClusterError, ClusterSpec
+    from benchmarks.sweep import SweepError
+    from estbench.api import _plan, sweep
+
+    many = WORKERS_PER_CORE * (os.cpu_count() or 1) + 1
+    with pytest.raises(ClusterError, match=f"--workers {many} is more than"):
+        ClusterSpec(many).check()
+    pytest.importorskip("distributed")
+    assert ClusterSpec(many, force=True).check().workers == many
+    long = sweep("gaussian-cos", "reinforce", replicates=10**15)
+    with pytest.raises(SweepError, match="days at 0.1 us each"):
+        _plan(long, force=False)
+    assert len(_plan(long, force=True).cells) == 1

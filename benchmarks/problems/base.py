@@ -157,6 +157,11 @@ class Problem(abc.ABC):
         work, a cell whose smallest chunk cannot fit in memory. 0: not estimated."""
         return 0
 
+    def outcomes(self, setting: Any) -> int | None:
+        """How many values one draw can take (2^dim for dim Bernoullis), which an enumerating estimator (``exact``)
+        evaluates f on in one replicate; None: continuous, or not counted."""
+        return None
+
     def context_columns(self, ctx: Context) -> dict[str, Any]:
         """Run-wide options this problem's results depend on, as result-table columns (recorded
         in every row and compared by --resume). None beyond the sweep's own by default."""

@@ -170,6 +170,9 @@ class BinaryVAEProblem(VAEProblem):
             return None
         return {"encoder": exact_gradient(type(self), setting, ctx)}
 
+    def outcomes(self, setting: VAESetting) -> int:
+        return 2**setting.latent
+
     def exact_objective(self, model: BinaryVAE, x: torch.Tensor, setting: VAESetting) -> torch.Tensor:
         """The objective of each image [B] by enumeration, whose encoder gradient is the truth: the ELBO."""
         return model.exact_elbo(x)

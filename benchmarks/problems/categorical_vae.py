@@ -160,6 +160,9 @@ class VAEDigitsCategorical(VAEProblem):
             return None
         return {"encoder": exact_gradient(type(self), setting, ctx)}
 
+    def outcomes(self, setting: VAESetting) -> int:
+        return CLASSES**setting.latent
+
     def exact_objective(self, model: CategoricalVAE, x: torch.Tensor, setting: VAESetting) -> torch.Tensor:
         return model.exact_elbo(x)
 

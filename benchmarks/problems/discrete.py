@@ -34,7 +34,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Independent
 
 from estimators import Estimator
-from estimators.options import Option, at_least, finite
+from estimators.options import Option, at_least, between, finite
 
 from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
 from .counting import counted
@@ -77,6 +77,9 @@ class DiscreteProblem(Problem):
     def replicate_bytes(self, s: Any, n_samples: int, ctx: Context) -> int:
         itemsize = torch.empty((), dtype=ctx.dtype).element_size()
         return itemsize * s.dim * getattr(s, "K", 2) * (12 * n_samples + 4)
+
+    def outcomes(self, s: Any) -> int:
+        return getattr(s, "K", 2) ** s.dim
 
     def leaf(self, s: Any, replicates: int, ctx: Context) -> torch.Tensor:
         """The logits, [r, dim] (or [r, dim, K]), a leaf per replicate."""
@@ -122,7 +125,8 @@ class BernoulliQuadratic(DiscreteProblem):
         Option("theta", float, (0.0,), "logit of every coordinate (a sweep file may give one per coordinate)",
                check=finite, per_coordinate=True, report=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
                report_quick=(-2.0, 0.0, 2.0)),
-        Option("t", float, (0.45,), "target of the Bernoulli toy f(b) = sum (b - t)^2", check=finite,
+        Option("t", float, (0.45,), "target of the Bernoulli toy f(b) = sum (b - t)^2, |t| <= 1000 (f in float32)",
+               check=between(-1e3, 1e3),
                report=(0.0, 0.1, 0.25, 0.4, 0.45, 0.49), report_quick=(0.1, 0.45, 0.49)),
         Option("dim", int, (1,), "dimension, >= 1", check=at_least(1)),
     )
@@ -216,7 +220,8 @@ class CategoricalQuadratic(DiscreteProblem):
                    "closed-form truth")
     axes = (
         Option("theta", float, (0.0,), "logit slope: logit of class k is theta (k / (K - 1) - 1)", check=finite),
-        Option("t", float, (0.45,), "target of the toy f = sum (c/(K-1) - t)^2", check=finite),
+        Option("t", float, (0.45,), "target of the toy f = sum (c/(K-1) - t)^2, |t| <= 1000 (f in float32)",
+               check=between(-1e3, 1e3)),
         Option("K", int, (4,), "classes of each categorical variable, 2 to 1000", check=at_least(2, 1000),
                report=(2, 10, 100, 1000), report_quick=(10, 100)),
         Option("dim", int, (1,), "dimension, >= 1", check=at_least(1)),
