@@ -32,7 +32,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .schema import CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, TIMING_COLUMNS, SchemaError, csv_safe, curve_schema, results_schema
+from .schema import (
+    CHECKSUM,
+    CONTENT_COLUMNS,
+    CURVE_CONTENT_COLUMNS,
+    TIMING_COLUMNS,
+    SchemaError,
+    csv_safe,
+    curve_schema,
+    results_schema,
+    row_checksum,
+)
 
 
 def results_columns(axes: list[str], options: list[str] = ()) -> list[str]:
@@ -250,7 +260,14 @@ class ResultWriter:
         if unknown:
             raise SchemaError(f"a row for {self.path} has keys the results schema does not declare: "
                               f"{', '.join(map(repr, unknown))}")
-        self._guarded(lambda: self._writer.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows))
+        self._guarded(lambda: self._writer.writerows(self._sealed(r) for r in rows))
+
+    def _sealed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as written (text that a spreadsheet would run made safe), with its checksum if the table has one."""
+        out = {c: csv_safe(row.get(c)) for c in self.columns}
+        if self.columns[-1] == CHECKSUM:
+            out[CHECKSUM] = row_checksum(out[c] for c in self.columns[:-1])
+        return out
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a failed write was reported; flushing it again fails again

@@ -13,6 +13,7 @@ from typing import Any
 
 from .machine import estbench_version
 from .results_file import atomic_write, os_error_text
+from .schema import CHECKSUM, row_checksum
 
 
 class ResumeError(ValueError):
@@ -58,6 +59,27 @@ class Read:
     columns: list[str]
     rows: list[dict]
     text: str
+    lines: list[int]  # the line each row ends on
+
+
+def verify(path: Path, read: Read, key: tuple[str, ...]) -> None:
+    """ResumeError, naming the first bad line, for a row of ``read`` that does not match its checksum (a value
+    edited by hand, a status changed, a damaged file) or repeats an earlier row's ``key`` (a row copied). Rows cut
+    short by a kill are not checked: the resume drops them."""
+    seen: dict[tuple, int] = {}
+    for row, line in zip(read.rows, read.lines, strict=True):
+        if None in row or None in row.values():
+            continue
+        if read.columns[-1] == CHECKSUM and row[CHECKSUM] != row_checksum(row[c] for c in read.columns[:-1]):
+            raise ResumeError(f"cannot resume {path}: line {line} ({row.get('problem')}, {row.get('estimator')}) does "
+                              f"not match its row_checksum, so it was edited or damaged after it was written; restore "
+                              f"the file, or write to a new --out")
+        k = tuple(row.get(c) for c in key)
+        if k in seen:
+            what = ", ".join(str(row.get(c)) for c in ("problem", "estimator", "parameter", "step") if row.get(c))
+            raise ResumeError(f"cannot resume {path}: line {line} repeats line {seen[k]} ({what}), "
+                              f"a row written twice or copied; restore the file, or write to a new --out")
+        seen[k] = line
 
 
 def read_rows(path: Path, columns: list[str]) -> Read:
@@ -82,10 +104,14 @@ def read_rows(path: Path, columns: list[str]) -> Read:
         if header != columns:
             raise ResumeError(f"cannot resume {path}: its columns are not those this version writes (it was written "
                               f"by {_writer_version(text)}, this is estbench {estbench_version()}); use a new --out file")
-        rows = list(csv.DictReader(stream, fieldnames=columns))  # blank lines skipped; short rows hold None
+        reader = csv.DictReader(stream, fieldnames=columns)  # blank lines skipped; short rows hold None
+        rows, lines = [], []
+        for row in reader:
+            rows.append(row)
+            lines.append(1 + reader.line_num)  # the line the row ends on (the header is line 1)
     except csv.Error as exc:
         raise ResumeError(f"cannot resume {path}: it is not a readable CSV table ({exc}); write to a new --out") from None
-    return Read(columns, rows, text)
+    return Read(columns, rows, text, lines)
 
 
 def whole(rows: list[dict]) -> list[dict]:

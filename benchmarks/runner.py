@@ -32,7 +32,7 @@ from .results_file import (
     results_target,
     writer_lock,
 )
-from .resume import ResumeError, check_resumable, completed, read_rows, whole
+from .resume import ResumeError, check_resumable, completed, read_rows, verify, whole
 from .rows import (
     agreement_z,
     base_row,
@@ -48,7 +48,7 @@ from .rows import (
     run_cell,
     seed_of,
 )
-from .schema import CELL_KEY, CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, CURVE_KEY, key_of
+from .schema import CELL_KEY, CONTENT_COLUMNS, CURVE_CONTENT_COLUMNS, CURVE_KEY, ROW_KEY, key_of
 from .stats import GradientStats
 from .sweep import Sweep
 
@@ -109,6 +109,7 @@ def _done(plan: Plan, out: Path) -> tuple[set[tuple], set[tuple]]:
                                          (curves_path(out), curve_header(), planned_curves, CURVE_CONTENT_COLUMNS)):
         if has_content(path):
             read[path] = read_rows(path, names)
+            verify(path, read[path], (*CURVE_KEY, "step") if path != out else ROW_KEY)
             check_resumable(path, whole(read[path].rows), rows, content)
     groups = {c.problem.name: set(c.problem.groups) for c, _ in plan.cells}
     cells = completed(out, read.get(out), lambda r: key_of(r, CELL_KEY),

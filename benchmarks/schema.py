@@ -20,6 +20,7 @@ A row with a key that is not a column is an error (SchemaError), not dropped.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,17 @@ def csv_safe(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "@", "+", "-", "\t", "\r") and not _NUMBERS.fullmatch(value):
         return "'" + value
     return value
+
+
+#: the last column of both tables: a checksum of the row's other values as written (``row_checksum``)
+CHECKSUM = "row_checksum"
+
+
+def row_checksum(values: Iterable[Any]) -> str:
+    """The checksum of a row's values (every column but the checksum, in order) as the csv module writes them:
+    a resume refuses a row whose values no longer match it (edited by hand, damaged)."""
+    text = "\x1f".join("" if v is None else str(v) for v in values)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class SchemaError(ValueError):
@@ -81,6 +93,7 @@ TAIL_COLUMNS = [
                                   "torch_version python_version"),
     *_cols("timing", str, "machine"), *_cols("timing", float, "load_avg matmul_gflops"), *_cols("timing", str, "host"),
     *_cols("timing", int, "threads concurrent_cells"), *_cols("timing", float, "cell_time_s"),
+    *_cols("timing", str, "row_checksum"),  # of every column before it, so it varies from run to run as they do
 ]
 #: the training-curve table, around the setting axes and estimator options
 CURVE_HEAD_COLUMNS = _cols("key", str, "problem estimator estimator_options")
@@ -88,7 +101,7 @@ CURVE_TAIL_COLUMNS = [
     *_cols("key", int, "n_samples seed"), *_cols("content", int, "train_steps"), *_cols("key", str, "dtype device setting"),
     *_cols("statistic", int, "step"), *_cols("timing", float, "wall_time_s"), *_cols("statistic", float, "elbo_train elbo_test"),
     *_cols("provenance", str, "objective"), *_cols("statistic", str, "status error"), *_cols("content", str, "estbench_version"),
-    *_cols("provenance", str, "estimator_origin"),
+    *_cols("provenance", str, "estimator_origin"), *_cols("timing", str, "row_checksum"),
 ]
 
 #: the ``reference`` column's value where the truth is a Monte Carlo reference with its standard error

@@ -81,6 +81,23 @@ def _nul_bytes(name: str) -> Callable[[], None]:
     return corrupt
 
 
+def _edit(name: str, line: int, old: str, new: str) -> Callable[[], None]:
+    """Replace ``old`` by ``new`` once in line ``line`` (1: the header) of a file."""
+    def edit() -> None:
+        lines = Path(name).read_bytes().split(b"\r\n")
+        assert old.encode() in lines[line - 1]
+        lines[line - 1] = lines[line - 1].replace(old.encode(), new.encode(), 1)
+        Path(name).write_bytes(b"\r\n".join(lines))
+    return edit
+
+
+def _repeat(name: str, line: int) -> Callable[[], None]:
+    def repeat() -> None:
+        data = Path(name).read_bytes()
+        Path(name).write_bytes(data + data.split(b"\r\n")[line - 1] + b"\r\n")
+    return repeat
+
+
 @dataclass
 class Case:
     what: str
@@ -190,6 +207,15 @@ CASES = [
     Case("--out a file with two names (a hard link)", ["run", *COS, "--out", "h.csv", "--resume"],
          "is one of 2 names (hard links) of one file", _run_first("run", *COS, "--out", "r.csv",
                                                                   then=lambda: os.link("r.csv", "h.csv"))),
+    Case("--resume onto a file whose status was edited", ["run", *COS, "--out", "r.csv", "--resume"],
+         "line 3 (gaussian-cos, reinforce) does not match its row_checksum",
+         _run_first("run", *COS, "--out", "r.csv", then=_edit("r.csv", 3, ",ok,", ",done,"))),
+    Case("--resume onto a file with a value edited", ["run", *COS, "--out", "r.csv", "--resume"],
+         "line 2 (gaussian-cos, reinforce) does not match its row_checksum",
+         _run_first("run", *COS, "--out", "r.csv", then=_edit("r.csv", 2, ",20,", ",21,"))),
+    Case("--resume onto a file with a row copied", ["run", *COS, "--out", "r.csv", "--resume"],
+         "line 4 repeats line 2 (gaussian-cos, reinforce, mu)",
+         _run_first("run", *COS, "--out", "r.csv", then=_repeat("r.csv", 2))),
     Case("--resume and --overwrite", ["run", *COS, "--out", "r.csv", "--resume", "--overwrite"], "contradict"),
     # plugins and data
     Case("a plugin file that does not exist", ["run", "--plugin", "nope.py"], "no such file"),
