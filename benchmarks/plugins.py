@@ -26,7 +26,7 @@ def load(spec: str) -> list[str]:
         found = [obj for obj in vars(module).values()
                  if inspect.isclass(obj) and issubclass(obj, Problem) and obj.__module__ == module.__name__]
     for cls in found:
-        names.append(problems.register(cls, spec))
+        names.append(problems.register(cls, spec, source))
     if not names:
         raise PluginError(f"plugin {spec}: defines no Estimator or Problem subclass")
     LOADED.pop(spec, None)

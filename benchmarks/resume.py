@@ -149,12 +149,15 @@ def _text(value: Any) -> str:
 def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]], content: tuple[str, ...]) -> None:
     """Raise ResumeError if the file's ``rows`` of a problem the plan also runs were made with
     other values of the ``content`` options than the ``planned`` rows, or its rows of an estimator
-    the plan also runs came from another origin (another plugin file, or another version of it)."""
+    the plan also runs came from another origin (another plugin file, or another version of it); the same for
+    its problems' origins (a problem plugin file, module or Python object whose code changed)."""
     want: dict[str, set[tuple]] = {}
     origins: dict[str, str] = {}
+    problem_origins: dict[str, str] = {}
     for row in planned:
         want.setdefault(row["problem"], set()).add(tuple(_text(row.get(c)) for c in content))
         origins[row["estimator"]] = _text(row.get("estimator_origin"))
+        problem_origins[row["problem"]] = _text(row.get("problem_origin"))
     for r in rows:
         if r["problem"] in want:
             have = tuple(r.get(c, "") for c in content)
@@ -165,6 +168,11 @@ def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]],
                 raise ResumeError(
                     f"cannot resume {path}: its {r['problem']} rows were made with other options ("
                     + "; ".join(diff) + "); resume with the same options, or write to a new --out")
+        if r["problem"] in problem_origins and r.get("problem_origin", "") != problem_origins[r["problem"]]:
+            raise ResumeError(
+                f"cannot resume {path}: its rows of problem {r['problem']!r} come from "
+                f"{r.get('problem_origin') or '(unknown)'}, this run's from {problem_origins[r['problem']]}; "
+                f"write to a new --out")
         if r["estimator"] in origins and r.get("estimator_origin", "") != origins[r["estimator"]]:
             raise ResumeError(
                 f"cannot resume {path}: its rows of estimator {r['estimator']!r} come from "

@@ -20,7 +20,7 @@ import estimators
 from estimators import EstimatorError
 from estimators.isolation import isolated, torch_state
 
-from . import concurrency
+from . import concurrency, problems
 from .engine import _error_text, estimate_cell
 from .machine import estbench_version, machine, seed_generators, timing_columns
 from .plan import Cell, cell_seed, estimator_option_names, identity, problem_axes, unit_key
@@ -62,6 +62,7 @@ def base_row(cell: Cell, sweep: Sweep, seed: int) -> dict[str, Any]:
         **cell.problem.context_columns(sweep.context()),
         "estbench_version": estbench_version(),
         "estimator_origin": estimators.provenance(cell.estimator),
+        "problem_origin": problems.provenance(cell.problem.name),
         "estimator_note": cls.note,
         "counterpart": cls.counterpart,
         "estimator_unbiased": {True: "yes", False: "no"}.get(cls.unbiased, ""),
@@ -194,7 +195,7 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
 def curve_base(cell: Cell, sweep: Sweep) -> dict[str, Any]:
     ident = identity(cell, sweep)
     return {**ident, "train_steps": sweep.train_steps, "estbench_version": estbench_version(),
-            "estimator_origin": estimators.provenance(cell.estimator)}
+            "estimator_origin": estimators.provenance(cell.estimator), "problem_origin": problems.provenance(cell.problem.name)}
 
 
 def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:

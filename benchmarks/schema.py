@@ -89,7 +89,7 @@ TAIL_COLUMNS = [
     *_cols("statistic", str, "status error"), *_cols("key", str, "setting"), *_cols("provenance", int, "cell_seed"),
     *_cols("key", str, "dtype device"),
     *_cols("content", str, "estbench_version"),
-    *_cols("provenance", str, "estimator_origin estimator_note counterpart estimator_unbiased "
+    *_cols("provenance", str, "estimator_origin problem_origin estimator_note counterpart estimator_unbiased "
                                   "torch_version python_version"),
     *_cols("timing", str, "machine"), *_cols("timing", float, "load_avg matmul_gflops"), *_cols("timing", str, "host"),
     *_cols("timing", int, "threads concurrent_cells"), *_cols("timing", float, "cell_time_s"),
@@ -101,7 +101,7 @@ CURVE_TAIL_COLUMNS = [
     *_cols("key", int, "n_samples seed"), *_cols("content", int, "train_steps"), *_cols("key", str, "dtype device setting"),
     *_cols("statistic", int, "step"), *_cols("timing", float, "wall_time_s"), *_cols("statistic", float, "elbo_train elbo_test"),
     *_cols("provenance", str, "objective"), *_cols("statistic", str, "status error"), *_cols("content", str, "estbench_version"),
-    *_cols("provenance", str, "estimator_origin"), *_cols("timing", str, "row_checksum"),
+    *_cols("provenance", str, "estimator_origin problem_origin"), *_cols("timing", str, "row_checksum"),
 ]
 
 #: the ``reference`` column's value where the truth is a Monte Carlo reference with its standard error

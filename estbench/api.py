@@ -38,10 +38,20 @@ def _as_list(value: Any) -> list[Any]:
 
 def _estimator_names(values: Any) -> list[str] | None:
     import estimators
+    from estimators.identity import api_source
 
     if values is None:
         return None
-    return [v if isinstance(v, str) else estimators.register_object(v, API_ORIGIN) for v in _as_list(values)]
+    given = _as_list(values)
+    seen: dict[str, str] = {}
+    for v in given:
+        if not isinstance(v, str):
+            name, source = getattr(v, "name", None), api_source(v, API_ORIGIN)
+            if seen.setdefault(name, source) != source:
+                raise estimators.PluginError(
+                    f"two estimators named {name!r} with other code or parameters in one run: the second would take "
+                    f"the first's rows; give each its own name (an attribute name = '...' on the object or class)")
+    return [v if isinstance(v, str) else estimators.register_object(v, API_ORIGIN) for v in given]
 
 
 def _problem_names(values: Any) -> list[str] | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -37,6 +36,7 @@ from typing import Any
 
 from .adapters.common import MissingExtra
 from .base import ANY, EXPECTATION, MULTI_SAMPLE, OBJECTIVES, Estimator, EstimatorError
+from .identity import api_source, file_digest, module_digest
 from .isolation import no_exit
 from .options import OptionError, declared
 
@@ -335,8 +335,7 @@ def import_plugin(spec: str) -> tuple[object, str]:
         except BaseException as exc:  # a plugin's own bug (even SystemExit, os._exit): report it, naming the plugin
             del sys.modules[mod_name]
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        source = f"plugin file {path.name} sha256:{digest}"
+        source = f"plugin file {path.name} sha256:{file_digest(path)}"
     else:
         try:
             with no_exit():
@@ -345,7 +344,8 @@ def import_plugin(spec: str) -> tuple[object, str]:
             raise
         except BaseException as exc:
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: {exc}") from exc
-        source = f"plugin module {spec}"
+        digest = module_digest(module)
+        source = f"plugin module {spec}" + (f" sha256:{digest}" if digest else "")
     return module, source
 
 
@@ -367,8 +367,7 @@ def register_object(obj: Estimator | type[Estimator], origin: str = "Python obje
     """Make an estimator class or object usable by name (the Python API does this for estimators
     defined in a notebook or script); returns its name."""
     cls = obj if isinstance(obj, type) else type(obj)
-    source = f"{origin} {cls.__module__}.{cls.__qualname__}"
-    return ESTIMATORS.register(obj, source, source)
+    return ESTIMATORS.register(obj, f"{origin} {cls.__module__}.{cls.__qualname__}", api_source(obj, origin))
 
 
 def validate(cls: object, origin: str) -> type[Estimator]:

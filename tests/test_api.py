@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
 
 import estbench
+import estimators as estbench_errors
 from benchmarks.results_file import TIMING_COLUMNS
 from benchmarks.runner import COLUMNS
 from estbench.cli import main
@@ -44,11 +47,15 @@ def test_run_returns_the_rows_and_columns_of_the_csv(tmp_path):
 
 
 def test_estimator_objects_and_classes_need_no_plugin_file(tmp_path):
-    df = estbench.run("gaussian-quadratic", [HalfBaseline, HalfBaseline(0.0), "reinforce"], replicates=2000,
-                      n_samples=4, seed=1)
+    df = estbench.run("gaussian-quadratic", [HalfBaseline(0.0), "reinforce"], replicates=2000, n_samples=4, seed=1)
     ok = df[df["status"] == "ok"]
     assert set(ok["estimator"]) == {"test-half-baseline", "reinforce"}
-    assert set(df["estimator_origin"]) == {"built-in", "Python object tests.test_api.HalfBaseline"}
+    origins = set(df["estimator_origin"])
+    assert "built-in" in origins and len(origins) == 2
+    assert re.fullmatch(r"Python object tests\.test_api\.HalfBaseline sha256:[0-9a-f]{12}", (origins - {"built-in"}).pop())
+    # the class and an object of it with other parameters in one run are two estimators of one name: refused
+    with pytest.raises(estbench_errors.PluginError, match="two estimators named 'test-half-baseline'"):
+        estbench.run("gaussian-quadratic", [HalfBaseline, HalfBaseline(0.0)], replicates=20)
     # both are unbiased on the quadratic: |bias z| within a Bonferroni bound for 4 rows (false-failure 1e-3)
     assert (ok["bias_z"].abs() < 3.9).all()
     # the object (fraction 0.0) was used as handed over: plain REINFORCE's variance, not the class default's

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,64 @@ def test_force_lets_through_what_is_refused_as_a_likely_mistake():
     with pytest.raises(SweepError, match="days at 0.1 us each"):
         _plan(long, force=False)
     assert len(_plan(long, force=True).cells) == 1
+
+
+class Scaled(Reinforce):
+    """REINFORCE times a factor: objects with other factors are other estimators."""
+
+    name = "test-scaled"
+
+    def __init__(self, factor: float = 1.0, **options):
+        super().__init__(**options)
+        self.factor = factor
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        return super().surrogate(dist, lambda x: self.factor * f(x), n_samples, state)
+
+
+def test_two_objects_of_one_class_with_other_parameters_in_one_run_are_refused():
+    from estimators import PluginError
+
+    with pytest.raises(PluginError, match="two estimators named 'test-scaled' with other code or parameters"):
+        estbench.run("gaussian-cos", [Scaled(1.0), Scaled(2.0)], **COS)
+    assert len(estbench.run("gaussian-cos", [Scaled(2.0), Scaled(2.0)], **COS)) == 2
+
+
+def test_a_resume_with_another_object_of_the_same_class_is_refused(tmp_path):
+    from benchmarks.resume import ResumeError
+
+    out = tmp_path / "r.csv"
+    estbench.run("gaussian-cos", [Scaled(1.0)], out=out, **COS)
+    with pytest.raises(ResumeError, match="its rows of estimator 'test-scaled' come from Python object"):
+        estbench.run("gaussian-cos", [Scaled(2.0)], out=out, resume=True, **COS)
+    assert estbench.run("gaussian-cos", [Scaled(1.0)], out=out, resume=True, **COS).attrs["computed"] == 0
+
+
+PROBLEM_PLUGIN = """
+import torch
+from benchmarks.problems import GaussianQuadratic
+
+class Shifted(GaussianQuadratic):
+    name = "test-shifted"
+    description = "the Gaussian quadratic, version {version}"
+    reference = "reparameterization"
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "module"])
+def test_a_resume_after_a_problem_plugin_changed_is_refused(tmp_path, how, monkeypatch):
+    """A problem plugin (a file, or a module on the path) whose code changed between the run and its resume."""
+    plugin = tmp_path / ("shifted.py" if how == "file" else "estbench_test_shifted_mod.py")
+    plugin.write_text(PROBLEM_PLUGIN.format(version=1))
+    spec = str(plugin) if how == "file" else plugin.stem
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = [sys.executable, "-m", "estbench", "run", "--plugin", spec, "--problem", "test-shifted", "--estimator",
+           "reinforce", "--replicates", "20", "--quiet", "--out", str(tmp_path / "r.csv")]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    assert subprocess.run(run, capture_output=True, text=True, env=env).returncode == 0
+    assert subprocess.run([*run, "--resume"], capture_output=True, text=True, env=env).returncode == 0
+    plugin.write_text(PROBLEM_PLUGIN.format(version=2))
+    again = subprocess.run([*run, "--resume"], capture_output=True, text=True, env=env)
+    assert again.returncode == 2, again.stderr
+    assert "its rows of problem 'test-shifted' come from plugin" in again.stderr and "sha256:" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1

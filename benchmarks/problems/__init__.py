@@ -8,6 +8,7 @@ setting axes follow)."""
 
 from __future__ import annotations
 
+from estimators.identity import api_source
 from estimators.options import Option
 
 from .base import KINDS, PROBLEMS, Chunk, Context, Problem, SettingError, builtin, product
@@ -26,10 +27,11 @@ from .counting import counted
 ENTRY_POINT_GROUP = PROBLEMS.group
 
 
-def register(problem: Problem | type[Problem], origin: str = "Python object") -> str:
+def register(problem: Problem | type[Problem], origin: str = "Python object", source: str | None = None) -> str:
     """Make a problem class or object usable by name (a plugin file, an entry point, or the
-    Python API's problems); returns its name. PluginError if it breaks the interface."""
-    return PROBLEMS.register(problem, origin)
+    Python API's problems); returns its name. PluginError if it breaks the interface. ``source``: what
+    results rows record as its origin (``problem_origin``; default: the class's, with a hash of its code)."""
+    return PROBLEMS.register(problem, origin, source or api_source(problem, origin))
 
 
 def validate(cls: object, origin: str) -> type[Problem]:
@@ -45,6 +47,7 @@ def defaults() -> list[str]:
 
 
 available = PROBLEMS.available
+provenance = PROBLEMS.provenance
 get_class = PROBLEMS.get_class
 get = PROBLEMS.get
 origin = PROBLEMS.origin
@@ -57,5 +60,5 @@ __all__ = [
     "Chunk", "Context", "GaussianCos", "GaussianExp", "GaussianProblem", "GaussianQuadratic", "GaussianSetting",
     "KINDS", "Option", "PROBLEMS", "Problem", "SettingError", "VAE", "VAEDigits", "VAEDigitsBinary", "VAEMnist",
     "VAEMnistBinary", "VAEProblem", "VAESetting", "VAEDigitsMultiSample", "VAEDigitsBinaryMultiSample",
-    "available", "builtin", "counted", "defaults", "get", "get_class", "origin", "product", "register", "validate",
+    "available", "builtin", "provenance", "counted", "defaults", "get", "get_class", "origin", "product", "register", "validate",
 ]  # fmt: skip
