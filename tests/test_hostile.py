@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -337,3 +339,43 @@ def test_a_resume_after_a_problem_plugin_changed_is_refused(tmp_path, how, monke
     assert again.returncode == 2, again.stderr
     assert "its rows of problem 'test-shifted' come from plugin" in again.stderr and "sha256:" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def _background():
+    """What a non-interactive shell does for `cmd &`: the job starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_starting_is_one_line(tmp_path, delay):
+    proc = subprocess.Popen([sys.executable, "-m", "estbench", "run", "--problem", "gaussian-cos", "--estimator",
+                             "reinforce", "--replicates", "20", "--quiet", "--out", str(tmp_path / "r.csv")],
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_background)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # it had finished (a fast machine): nothing to check
+        pytest.skip("the run ended before the signal")
+    assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted" in err
+
+
+@pytest.mark.slow
+def test_a_background_run_stops_on_sigint(tmp_path):
+    """Started as a background job (SIGINT ignored on entry), a run still stops on SIGINT, keeping its rows."""
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("import time\nfrom estimators import Reinforce\n\nclass Slow(Reinforce):\n    name = 'test-slow'\n\n"
+                      "    def surrogate(self, dist, f, n_samples, state=None):\n        time.sleep(0.05)\n"
+                      "        return super().surrogate(dist, f, n_samples, state)\n")
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "estbench", "run", "--plugin", str(plugin), "--problem",
+                             "gaussian-cos", "--estimator", "test-slow", "--sigma", "0.5", "1", "2", "3", "4",
+                             "--replicates", "20", "--quiet", "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_background)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; completed cells are in the results file" in err and "Traceback" not in err
