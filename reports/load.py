@@ -120,6 +120,12 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
         raise ResultsError(f"results file {path} has no rows")
     _check_rows(path, df)
     df, absent = _blank_missing(df)
+    for c in ("seed", "dtype", "device"):  # one run: a report's rankings compare cells of one seed, dtype, device
+        values = df[c].dropna().unique() if c in df else []
+        if len(values) > 1:
+            shown = ", ".join(map(str, sorted(values, key=lambda v: (str(type(v)), v))[:4])) + (" ..." if len(values) > 4 else "")
+            raise ResultsError(f"results file {path} holds rows of {len(values)} runs ({c} {shown}); a report describes "
+                               f"one run: give the rows of one {c} (df[df['{c}'] == ...] in pandas)")
     key = [c for c in ROW_KEY if c in df.columns]
     dup = df.duplicated(subset=key, keep="first")
     if dup.any():

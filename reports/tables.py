@@ -67,18 +67,20 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
         # the variance's 95% interval with the fastest and slowest timed repetition
         df["efficiency_lo"] = 1.0 / (df["variance_hi"] * df["time_per_estimate_max_s"])
         df["efficiency_hi"] = 1.0 / (df["variance_lo"] * df["time_per_estimate_min_s"])
-    keys = ["problem", "parameter", "setting", "n_samples"]
+    # the reference cell of the same run (seed, dtype, device): a file of many runs (seeds) merges one to one, in
+    # memory proportional to the file, never each row with every run's reference
+    keys = ["problem", "parameter", "setting", "n_samples", *(c for c in ("seed", "dtype", "device") if c in df)]
     # each row's ratios divide by its problem's reference estimator (files before reference_estimator: reparam)
     df["reference_estimator"] = (df["reference_estimator"].fillna(REFERENCE).astype(object)
                                  if "reference_estimator" in df else REFERENCE)
     is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
-    ref = df[is_ref][keys + ["variance", "efficiency"]]
+    ref = df[is_ref][keys + ["variance", "efficiency"]].drop_duplicates(keys)
     ref = ref.rename(columns={"variance": "_ref_var", "efficiency": "_ref_eff"})
     df = df.merge(ref, on=keys, how="left")
     df["variance_vs_reference"] = df["variance"] / df["_ref_var"]
     if "variance_se" in df:  # 95% interval of the ratio of two independent cells' variances, on the log scale
         rel = (df["variance_se"] / df["variance"]).where(df["variance"] > 0)
-        refs = df[is_ref][keys + ["variance", "variance_se"]]
+        refs = df[is_ref][keys + ["variance", "variance_se"]].drop_duplicates(keys)
         refs = refs.assign(_ref_rel=refs["variance_se"] / refs["variance"])[keys + ["_ref_rel"]]
         df = df.merge(refs, on=keys, how="left")
         spread = np.exp(Z95 * np.sqrt(rel**2 + df["_ref_rel"] ** 2))
@@ -93,7 +95,7 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df["efficiency_vs_reference"] = df["efficiency"] / df["_ref_eff"]
     if "efficiency_lo" in df:  # each end against the reference's opposite end: a conservative interval
         is_ref = (df["estimator"] == df["reference_estimator"]) & (df["status"] == "ok")
-        refs = df[is_ref][keys + ["efficiency_lo", "efficiency_hi"]]
+        refs = df[is_ref][keys + ["efficiency_lo", "efficiency_hi"]].drop_duplicates(keys)
         refs = refs.rename(columns={"efficiency_lo": "_ref_lo", "efficiency_hi": "_ref_hi"})
         df = df.merge(refs, on=keys, how="left")
         df["efficiency_vs_reference_lo"] = df["efficiency_lo"] / df["_ref_hi"]

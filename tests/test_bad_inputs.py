@@ -253,6 +253,8 @@ CASES = [
          "line 8, column status: unknown status 'done'", _results_with(_set("status", 8, "done"))),
     Case("a long corrupted value", ["report", "--results", "edited.csv", "--out", "rep"],
          "column variance: '0.5~~~~", _results_with(_set("variance", 3, "0.5" + "~" * 500))),
+    Case("results of several runs (seeds) in one file", ["report", "--results", "edited.csv", "--out", "rep"],
+         "holds rows of 2 runs (seed 0, 7)", _results_with(_set("seed", 5, "7"))),
     Case("results that are not a CSV table", ["report", "--results", "blob.csv", "--out", "rep"],
          "not a readable CSV", _write("blob.csv", bytes(range(256)))),
     Case("report --out a folder holding another report", ["report", "--results", str(DATA / "results.csv"), "--out",
