@@ -164,10 +164,16 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
     rows = []
     scale = max((truth[g] if truth is not None else stats[g].coords.mean).abs().max().item() for g in groups)
     zero_below = zero_variance_threshold(scale, getattr(torch, sweep.dtype))
+    values = cell.problem.value_scale(cell.setting, ctx) if truth is not None and sweep.dtype == "float32" else None
     for g in groups:
         se = None if truth_se is None else truth_se[g]
-        s = stats[g].summary(None if truth is None else truth[g], zero_below, se)
-        against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g], se),
+        s = stats[g].summary(None if truth is None else truth[g], zero_below, se, values)
+        if values is not None and truth[g].abs().max().item() < zero_variance_threshold(values, torch.float32):
+            s.variance_note = "; ".join(filter(None, [s.variance_note, (
+                f"float32 cannot resolve this gradient: its largest |coordinate| {truth[g].abs().max().item():.2g} is "
+                f"below float32's rounding at the scale of f's values ({values:.2g}), which the bias z counts; "
+                f"run this setting with --dtype float64")]))
+        against_truth = {} if truth is None else {"agreement_z": coordinate_z(stats[g], truth[g], se, values),
                                                   "reference": "exact" if se is None else MONTE_CARLO_REFERENCE}
         rows.append({
             **base, "parameter": g, "replicates_used": s.n, "mean": s.mean, "variance": s.variance,

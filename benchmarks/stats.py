@@ -280,7 +280,7 @@ class GradientStats:
         return max(0.0, snr - half), snr + half
 
     def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0,
-                truth_se: torch.Tensor | None = None) -> Summary:
+                truth_se: torch.Tensor | None = None, value_scale: float | None = None) -> Summary:
         """Reduce to the result-table numbers; ``truth`` is [P] or None; ``truth_se`` [P] its standard
         error where it is a Monte Carlo reference (the bias z counts the mean of it, an upper bound of
         the standard error of the reference's coordinate average). Where every coordinate's
@@ -317,11 +317,19 @@ class GradientStats:
             se = math.sqrt(self.avg.var.item() / n)
             # an estimator that is exact up to float32 rounding (64 ulp of the largest |truth|) is not
             # flagged for that rounding, whether its estimates are all equal (se = 0) or differ by rounding
-            rounding = truth_rounding(truth)
+            rounding = truth_rounding(truth, value_scale)
             if truth_se is not None:  # a reference with its own error: as if more spread in the estimates
                 se = math.sqrt(se * se + truth_se.to(torch.float64).cpu().mean().item() ** 2)
             if se > 0:
                 out.bias_z = out.bias / math.sqrt(se * se + rounding * rounding)
+            elif value_scale and abs(out.bias) > rounding:
+                # every estimate the same but not the truth: an outcome of probability below about 3/R is likely
+                # never drawn in R estimates, and its share of the mean is up to 3 |f| / R: counted as an error
+                unseen = 3 * value_scale / n
+                out.bias_z = out.bias / math.hypot(unseen, rounding)
+                out.variance_note = "; ".join(filter(None, [out.variance_note, (
+                    f"every estimate equal: an outcome of probability below 3/R may never have been drawn, so the "
+                    f"bias z counts 3 x |f| / R = {unseen:.2g} as its error")]))
             else:  # every estimate the same: exact if within rounding of the truth, else biased
                 out.bias_z = 0.0 if abs(out.bias) <= rounding else math.copysign(math.inf, out.bias)
             out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
@@ -343,16 +351,19 @@ def zero_variance_threshold(scale: float, dtype: torch.dtype) -> float:
     return ROUNDING_ULPS * torch.finfo(dtype).eps / 2 * max(scale, torch.finfo(dtype).tiny)
 
 
-def truth_rounding(truth: torch.Tensor) -> float:
+def truth_rounding(truth: torch.Tensor, value_scale: float | None = None) -> float:
     """The bias z's rounding floor against ``truth``: 64 float32 ulps of its largest |coordinate| (the
     estimates' rounding), and at least 64 float64 ulps at unit scale (the truth's own: a closed form or
     quadrature summed in float64 from terms of order one, as gaussian-iwae's at a = mu, sigma = 1, where the
-    exact gradient 0 comes out as 1e-17 and dreg's estimates are exactly 0)."""
-    return max(zero_variance_threshold(truth.abs().max().item(), torch.float32),
+    exact gradient 0 comes out as 1e-17 and dreg's estimates are exactly 0). ``value_scale``: the magnitude of
+    f's values (Problem.value_scale), where the gradient is a small difference of them (a saturated logit: at
+    theta 30, sigmoid is 1 in float32 and every estimate 0 against a truth of 9e-15): 64 ulps of it instead."""
+    return max(zero_variance_threshold(max(truth.abs().max().item(), value_scale or 0.0), torch.float32),
                zero_variance_threshold(1.0, torch.float64))
 
 
-def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tensor | None = None) -> float:
+def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tensor | None = None,
+                 value_scale: float | None = None) -> float:
     """Largest |z| over coordinates between the mean estimate and the exact gradient ``truth`` [P]:
     |mean_c - truth_c| / sqrt(var_c / n + rounding^2). ``rounding`` (64 float32 ulps of the largest
     |truth_c|) lets an estimator with zero variance that equals the truth up to float32 rounding
@@ -360,7 +371,7 @@ def coordinate_z(stats: GradientStats, truth: torch.Tensor, truth_se: torch.Tens
     Monte Carlo reference, added in quadrature."""
     truth = truth.to(torch.float64).cpu()
     diff = (stats.coords.mean.cpu() - truth).abs()
-    rounding = truth_rounding(truth)
+    rounding = truth_rounding(truth, value_scale)
     own = 0.0 if truth_se is None else truth_se.to(torch.float64).cpu() ** 2
     se = (stats.coords.var.cpu() / stats.n + own + rounding**2).sqrt()
     return (diff / se).max().item()

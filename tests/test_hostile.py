@@ -394,3 +394,31 @@ def test_a_file_of_many_seeds_is_merged_one_to_one():
     assert len(out) == len(many)
     ref = out[out["estimator"] == "reinforce"].groupby("seed")["variance_vs_reference"].first()
     assert ref.nunique() == 1 and ref[7] == ref[0]
+
+
+def test_float32_rounding_and_saturation_are_never_flagged_as_bias():
+    """In float32, exact at theta 4 differs from the float64 truth by rounding at the scale of f's values (8e-9 against
+    a gradient of 1.8e-3: z was inf); at theta 30 sigmoid is 1 in float32 and every estimate 0 against a truth of
+    9e-15 (exact, arm, disarm, reinforce were flagged). The rows say where float32 cannot resolve the gradient."""
+    df = estbench.run("bernoulli-quadratic", ["exact", "reinforce", "arm", "disarm"], theta=[4.0, 30.0],
+                      replicates=200, seed=1)
+    assert (df["status"] == "ok").all()
+    assert (df["bias_z"].abs() < 3).all(), df[["estimator", "theta", "mean", "true_grad", "bias_z"]]
+    saturated = df[df["theta"] == 30.0]
+    assert saturated["variance_note"].str.contains("float32 cannot resolve this gradient").all()
+    assert not df[df["theta"] == 4.0]["variance_note"].fillna("").str.contains("cannot resolve").any()
+
+
+def test_an_outcome_never_drawn_is_not_a_bias():
+    """categorical-quadratic at theta 30: the class that carries the gradient has probability 4.5e-5, so in 200 x 4
+    draws it is usually never drawn and every reinforce-loo estimate is 0 against a truth of -3.9e-6 (z was inf)."""
+    df = estbench.run("categorical-quadratic", ["reinforce-loo"], theta=30.0, replicates=200, seed=1)
+    row = df.iloc[0]
+    assert row["variance"] == 0 and row["mean"] == 0 and row["true_grad"] < 0
+    assert abs(row["bias_z"]) < 1 and "an outcome of probability below 3/R may never have been drawn" in row["variance_note"]
+
+
+def test_a_bias_is_still_flagged_where_it_is_real():
+    """The floor for rounding and unseen outcomes does not hide a real bias: straight-through at theta 1."""
+    df = estbench.run("bernoulli-quadratic", ["straight-through", "gumbel-softmax"], theta=1.0, replicates=1000, seed=1)
+    assert (df["bias_z"].abs() > 10).all(), df[["estimator", "bias_z"]]

@@ -157,6 +157,12 @@ class Problem(abc.ABC):
         work, a cell whose smallest chunk cannot fit in memory. 0: not estimated."""
         return 0
 
+    def value_scale(self, setting: Any, ctx: Context) -> float | None:
+        """The magnitude of f's values at ``setting`` (float64), where the gradient can be a small difference of
+        them: the bias z's rounding floor is then 64 float32 ulps of it (stats.truth_rounding), and a row says
+        where float32 cannot resolve the gradient. None: the gradient's own magnitude sets the floor."""
+        return None
+
     def outcomes(self, setting: Any) -> int | None:
         """How many values one draw can take (2^dim for dim Bernoullis), which an enumerating estimator (``exact``)
         evaluates f on in one replicate; None: continuous, or not counted."""

@@ -26,6 +26,7 @@ point of the simplex per coordinate, shape [..., dim, K] (a one-hot vector is an
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,14 @@ class DiscreteProblem(Problem):
 
     def outcomes(self, s: Any) -> int:
         return getattr(s, "K", 2) ** s.dim
+
+    def value_scale(self, s: Any, ctx: Context) -> float:
+        """The largest |f| over 256 seeded random outcomes and the two constant ones, in float64."""
+        classes = getattr(s, "K", 2)
+        draws = torch.randint(0, classes, (256, s.dim), generator=torch.Generator().manual_seed(0))
+        draws = torch.cat([draws, torch.zeros(1, s.dim, dtype=draws.dtype), torch.full((1, s.dim), classes - 1)])
+        f = self.f(s, dataclasses.replace(ctx, dtype=torch.float64, device="cpu"))
+        return f(draws.to(torch.float64)).abs().max().item()
 
     def leaf(self, s: Any, replicates: int, ctx: Context) -> torch.Tensor:
         """The logits, [r, dim] (or [r, dim, K]), a leaf per replicate."""
