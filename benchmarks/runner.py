@@ -169,11 +169,13 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
     for units, done, key, pending in ((plan.cells, done_cells, CELL_KEY, todo),
                                       (plan.curves, done_curves, CURVE_KEY, todo_curves)):
         for cell, sw in units:
-            if key_of({**identity(cell, sw), "replicates": sw.replicates}, key) not in done:
+            if _key(cell, sw, key) not in done:
                 pending.append((cell, sw))
             elif progress is not None:  # what was already done counts as progress
                 progress(cell)
     rows: list[dict[str, Any]] = []
+    written: set[tuple] = set()
+    written_curves: set[tuple] = set()
     writers: list[ResultWriter] = []
     try:
         with executor.session(plan) as ex:  # a cluster is checked before any file is opened
@@ -184,6 +186,7 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
 
             def write(cell_rows: list[dict[str, Any]]) -> None:
                 rows.extend(cell_rows)
+                written.update(key_of(r, CELL_KEY) for r in cell_rows)
                 if writers:
                     writers[0].write(cell_rows)
 
@@ -192,6 +195,7 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                 if kind == "cell":
                     agreement.cell(cell, sweep, unit_rows, stats)
                 else:
+                    written_curves.update(key_of(r, CURVE_KEY) for r in unit_rows)
                     if curves is not None:
                         curves.extend(unit_rows)
                     if len(writers) > 1:
@@ -202,7 +206,18 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
     finally:
         for w in writers:
             w.close()
+    missing = [(c, sw) for c, sw in todo if _key(c, sw, CELL_KEY) not in written] + \
+        [(c, sw) for c, sw in todo_curves if _key(c, sw, CURVE_KEY) not in written_curves]
+    if missing:  # never a silent gap: whatever lost them (a bug, a cluster), the run says so and exits non-zero
+        cell = missing[0][0]
+        raise ResultsFileError(f"{len(missing)} of the run's {len(todo) + len(todo_curves)} cells and curves have no "
+                               f"rows (the first: {cell.label}); the rows "
+                               f"written are kept" + (f": continue with --resume on {out}" if out else ""))
     return rows
+
+
+def _key(cell: Cell, sweep: Sweep, key: tuple[str, ...]) -> tuple[str, ...]:
+    return key_of({**identity(cell, sweep), "replicates": sweep.replicates}, key)
 
 
 #: what the runner offers: its own functions, and the names of the modules it was split into

@@ -273,6 +273,56 @@ CASES = [
 ]
 
 
+#: hostile input that is handled rather than refused with exit 2: (input, what estbench does, the test in
+#: tests/test_hostile.py that reproduces it); the page lists them after the refusals
+HANDLED = [
+    ("a symbolic link to a results file, one run on each name", "the lock follows the link: the second run is refused "
+     "in one line naming the process that writes the file", "test_a_symbolic_link_takes_the_lock_of_the_file_it_names"),
+    ("--resume through a symbolic link", "rows and the resume's rewrite go to the file it names; the link stays",
+     "test_a_resume_through_a_symbolic_link_writes_the_file_and_keeps_the_link"),
+    ("a blank line, \\r\\r\\n, or a value with a line break (a plugin's two-line error) in a results file",
+     "--resume reads it and rewrites the file without the blank lines",
+     "test_a_resume_reads_blank_lines_and_values_with_line_breaks"),
+    ("a plugin that turns off grad mode, sets the default dtype or device (meta), threads, the RNG or anomaly "
+     "detection in surrogate", "restored after its cell: the other estimators' rows are those of a run without it",
+     "test_a_plugin_that_changes_global_state_fails_alone"),
+    ("a plugin that raises GeneratorExit or another BaseException, or calls os._exit(0), in surrogate",
+     "failed rows naming it (`called os._exit(0)`); the run goes on and exits 1",
+     "test_a_plugin_that_changes_global_state_fails_alone"),
+    ("a plugin file that calls os._exit(0) at import", "refused in one line: `import failed: ExitCalled: called "
+     "os._exit(0)`", "test_a_plugin_file_that_exits_at_import_is_one_line"),
+    ("a results file without bias_z, mse, variance_hi, machine...", "reported; report.md names the missing columns, "
+     "their figures blank", "test_a_report_of_a_file_without_figure_columns_says_so"),
+    ("estbench.report([...]) or estbench.report(None)", "TypeError naming what it got",
+     "test_report_of_something_that_is_not_a_table_is_a_type_error"),
+    ("a plugin named `=cmd|' /C calc'!A0`, `<img src=x onerror=alert(1)>`, or with a newline", "refused in one line "
+     "at registration (letters, digits and . _ : + -)",
+     "test_a_plugin_name_outside_the_character_set_is_refused_at_registration"),
+    ("a plugin's error text that is a formula or HTML", "results.csv and tables.csv hold it after an apostrophe; "
+     "report.md escapes & < >", "test_text_from_a_plugin_reaches_no_spreadsheet_or_page_as_code"),
+    ("two estimator objects of one class with other parameters in one estbench.run", "PluginError: give each its "
+     "own name", "test_two_objects_of_one_class_with_other_parameters_in_one_run_are_refused"),
+    ("--resume with another estimator object, or after a problem plugin file or module changed", "ResumeError naming "
+     "the origins (sha256 of the code)", "test_a_resume_after_a_problem_plugin_changed_is_refused"),
+    ("Ctrl-C while estbench starts (importing torch)", "one line, exit 130", "test_ctrl_c_while_starting_is_one_line"),
+    ("SIGINT to a run started in the background of a non-interactive shell", "stops it as Ctrl-C does, rows kept, "
+     "exit 130", "test_a_background_run_stops_on_sigint"),
+    ("a file of the same cells under many seeds (a 1 GB report)", "ratios merge one to one; the report refuses "
+     "several seeds in one line (above)", "test_a_file_of_many_seeds_is_merged_one_to_one"),
+    ("float32 at bernoulli-quadratic theta 4 and 30, categorical-quadratic theta 30", "no bias flag for rounding, "
+     "saturation or an outcome never drawn; the row says where float32 cannot resolve the gradient",
+     "test_float32_rounding_and_saturation_are_never_flagged_as_bias"),
+    ("a unit whose rows go missing for any reason", "one line and a non-zero exit, the rows written kept",
+     "test_a_run_that_loses_a_cell_says_so"),
+]
+
+
+def test_the_handled_inputs_name_tests_that_exist():
+    source = (Path(__file__).parent / "test_hostile.py").read_text()
+    for _, _, test in HANDLED:
+        assert f"def {test}(" in source, test
+
+
 def _shown(text: str) -> str:
     """What the page shows: paths of this repository relative to it; machine-dependent sizes masked."""
     text = text.replace(str(ROOT) + "/", "")
@@ -327,6 +377,14 @@ def test_every_bad_input_is_one_line_and_the_page_lists_them(tmp_path, monkeypat
         "| input | command | estbench says |",
         "|---|---|---|",
         *rows,
+        "",
+        "## Hostile input that is handled, not refused",
+        "",
+        "Each is reproduced by the named test in `tests/test_hostile.py`.",
+        "",
+        "| input | what estbench does | test |",
+        "|---|---|---|",
+        *(f"| {_cell(what)} | {_cell(does)} | `{test}` |" for what, does, test in HANDLED),
         "",
     ])
     if os.environ.get("ESTBENCH_WRITE_DOCS"):

@@ -33,6 +33,7 @@ class TwoLineFailure(Reinforce):
     """Fails with a message of two lines (and a comma and a quote): the results file quotes it across lines."""
 
     name = "test-two-line-failure"
+    note = "a note of\ntwo lines, with a comma"
 
     def surrogate(self, dist, f, n_samples, state=None):
         raise ValueError('first line, "quoted"\nsecond line')
@@ -67,6 +68,7 @@ def test_a_resume_reads_blank_lines_and_values_with_line_breaks(tmp_path, junk):
     out = tmp_path / "r.csv"
     first = estbench.run("gaussian-cos", ["reinforce", TwoLineFailure()], out=out, **COS)
     assert (first["status"] == "failed").sum() == 2 and "second line" in first["error"].dropna().iloc[0]
+    assert "a note of\ntwo lines, with a comma" in set(first["estimator_note"].dropna())
     before = table(out)
     lines = out.read_bytes().split(b"\r\n")
     out.write_bytes(b"\r\n".join([*lines[:2], junk.encode().rstrip(b"\n").rstrip(b"\r"), *lines[2:]]) + junk.encode())
@@ -422,3 +424,19 @@ def test_a_bias_is_still_flagged_where_it_is_real():
     """The floor for rounding and unseen outcomes does not hide a real bias: straight-through at theta 1."""
     df = estbench.run("bernoulli-quadratic", ["straight-through", "gumbel-softmax"], theta=1.0, replicates=1000, seed=1)
     assert (df["bias_z"].abs() > 10).all(), df[["estimator", "bias_z"]]
+
+
+def test_a_run_that_loses_a_cell_says_so(monkeypatch, tmp_path):
+    """Whatever loses a unit's rows (here an executor that drops the first), the run ends in one line, not exit 0."""
+    from benchmarks import executors
+
+    units = executors.Serial.units
+
+    def dropping(self, todo, todo_curves):
+        found = units(self, todo, todo_curves)
+        next(found)
+        yield from found
+
+    monkeypatch.setattr(executors.Serial, "units", dropping)
+    with pytest.raises(ResultsFileError, match=r"1 of the run.s 2 cells and curves have no rows \(the first: \w"):
+        estbench.run("gaussian-cos", ["reinforce", "reparameterization"], out=tmp_path / "r.csv", **COS)
