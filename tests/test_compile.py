@@ -151,3 +151,27 @@ def test_vae_tanh_is_torch_tanh_eagerly_and_within_a_few_ulp_of_it_compiled():
     assert (g.double() - (1 - truth**2)).abs().max().item() < 48 * u
     # and it is not torch.tanh there (the bounds above are what the compiled form is held to)
     assert not torch.equal(y.detach(), torch.tanh(x.detach()))
+
+
+@pytest.mark.slow
+def test_compiled_discrete_cells_are_unbiased():
+    """The discrete estimators' compiled path (issue 31): reinforce-loo and disarm on bernoulli-quadratic, compiled,
+    against the closed-form gradient, in several chunks with an uneven last one (which runs eagerly)."""
+    from benchmarks.problems.discrete import BernoulliSetting
+
+    problem = get("bernoulli-quadratic")
+    s = BernoulliSetting(theta=(-1.0, 0.5, 2.0), t=0.45, dim=3)
+    ctx = Context(dtype=torch.float64, compile="on")
+    z = z_bound(n_assertions=2)
+    orig = problem.chunk_size
+    problem.chunk_size = lambda *_: 1000
+    try:
+        for name in ("reinforce-loo", "disarm"):
+            torch.manual_seed(0)
+            stats, timing = runner.estimate_cell(problem, estimators.get(name), s, None, 2, 3001, ctx)
+            assert timing.compiled and timing.compile_s > 0, (name, timing)
+            assert stats["theta"].n == 3001
+            summary = stats["theta"].summary(problem.true_gradient(s, ctx)["theta"])
+            assert summary.variance > 0 and abs(summary.bias_z) <= z, (name, summary)
+    finally:
+        problem.chunk_size = orig
