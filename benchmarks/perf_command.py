@@ -54,6 +54,15 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
     return "-" if x is None or math.isnan(x) else f"{x:{spec}}{unit}"
 
 
+def _discrete_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} {'compile':>8} {'x loop':>7}")
+    for r in rows:
+        print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
+              f"{r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
+              f"{_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
+    _print_compile_failures(rows)
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse impossible options before measuring anything (SweepError, one line)."""
     if args.repeats < 1:
@@ -118,22 +127,15 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     elif not args.no_jax:
         print("(JAX not installed: pip install -c constraints.txt -e '.[jax]' adds the JAX column)")
 
-    out["discrete"] = discrete_speeds(repeats=args.repeats, budget_s=0.1 if args.quick else 0.3, device=device)
-    print("\nbernoulli-quadratic (dim 100), single-draw estimates per second, eager")
-    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7}")
-    for r in out["discrete"]:
-        print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
-              f"{r['speedup']:>6,.0f}x")
+    out["discrete"] = discrete_speeds(repeats=args.repeats, budget_s=0.1 if args.quick else 0.3, device=device,
+                                      compile=compile_)
+    print("\nbernoulli-quadratic (dim 100), single-draw estimates per second, eager and compiled")
+    _discrete_table(out["discrete"])
 
     out["bound"] = discrete_speeds(("vimco", "local-disarm", "reinforce"), repeats=args.repeats,
                                    budget_s=0.1 if args.quick else 0.3, device=device, K=8, compile=compile_)
     print("\nbernoulli-multisample (dim 100, K 8), estimates of the bound's gradient per second")
-    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} {'compile':>8} {'x loop':>7}")
-    for r in out["bound"]:
-        print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
-              f"{r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
-              f"{_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
-    _print_compile_failures(out["bound"])
+    _discrete_table(out["bound"])
 
     out["recent"] = recent_speeds(repeats=args.repeats, budget_s=0.1 if args.quick else 0.3, device=device,
                                   compile=compile_)

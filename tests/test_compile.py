@@ -175,3 +175,12 @@ def test_compiled_discrete_cells_are_unbiased():
             assert summary.variance > 0 and abs(summary.bias_z) <= z, (name, summary)
     finally:
         problem.chunk_size = orig
+
+
+@pytest.mark.slow
+def test_estbench_perf_times_the_discrete_compiled_path():
+    from benchmarks.perf import discrete_speeds
+
+    (row,) = discrete_speeds(("disarm",), dim=10, repeats=1, budget_s=0.05, compile=True)
+    assert "compile_failed" not in row, row["compile_failed"][:300]
+    assert row["compiled_per_s"] > 0 and row["compile_s"] > 0 and row["compiled_speedup"] > 0
