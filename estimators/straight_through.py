@@ -131,8 +131,11 @@ class GumbelRao(_StraightThrough):
         q = torch.sigmoid(-theta.detach())
         width, start = torch.where(b.bool(), 1 - q, q), b * q  # [n, *B, *E]: v = start + u width
         u = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device)
-        v = torch.addcmul(start, u, width).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
-        return torch.sigmoid((theta + torch.logit(v)) / self.temperature).mean(0)
+        with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, without an autograd graph
+            v = torch.addcmul(start, u, width).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
+            relaxed = torch.sigmoid((theta.detach() + torch.logit(v)) / self.temperature)
+            value, slope = relaxed.mean(0), (relaxed * (1 - relaxed)).mean(0) / self.temperature
+        return value + (theta - theta.detach()) * slope  # the mean's value, and its derivative in theta
 
 
 @builtin
