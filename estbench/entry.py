@@ -4,6 +4,7 @@ rather than a traceback."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -19,12 +20,17 @@ def main() -> int:
         from .cli import main as cli_main
     except KeyboardInterrupt:
         print("estbench: interrupted while starting; nothing was run", file=sys.stderr)
-        return INTERRUPTED
+        # An import interrupted inside C code (torch's) can leave the interpreter marked as ended by an unhandled
+        # Ctrl-C, and it would then kill itself with SIGINT at exit: nothing was started, so end here.
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
     try:
-        return cli_main()
+        code = cli_main()
     except KeyboardInterrupt:  # before the command's own handler (loading plugins, parsing)
         print("estbench: interrupted; nothing was run", file=sys.stderr)
-        return INTERRUPTED
+        code = INTERRUPTED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done or stopped: a late Ctrl-C changes nothing now
+    return code
 
 
 if __name__ == "__main__":
