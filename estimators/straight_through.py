@@ -71,12 +71,15 @@ def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.
     """M draws of theta + G, G standard Gumbel given argmax(theta + G) = d (one-hot [n, ..., C]):
     [M, n, ..., C], no gradient."""
     theta = logits.detach()
-    log_e = torch.log(standard_exponential((m, *d.shape), d.dtype, d.device))
     log_z = torch.logsumexp(theta, -1, keepdim=True)
-    log_e_d = (log_e * d).sum(-1, keepdim=True)
-    top = log_z - log_e_d  # the maximum, Gumbel(logsumexp theta), whichever class holds it
-    below = -torch.logaddexp(log_e - theta, -top)  # each other class: a Gumbel(theta_i) truncated below top
-    return torch.where(d.bool(), top, below)
+    e = standard_exponential((m, *d.shape), d.dtype, d.device)  # E_i ~ Exp(1)
+    drawn = d.argmax(-1, keepdim=True).expand(m, *d.shape[:-1], 1)  # the drawn class's index, [M, n, ..., 1]
+    e_d = e.gather(-1, drawn)
+    top = log_z - torch.log(e_d)  # the maximum, Gumbel(logsumexp theta), whichever class holds it
+    # each other class: a Gumbel(theta_i) truncated below top, -log(E_i exp(-theta_i) + exp(-top)), written as
+    # log Z - log(E_i / p_i + E_d) and computed in place (one pass each over the [M, n, ..., C] draws)
+    below = e.mul_(torch.exp(log_z - theta)).add_(e_d).log_().neg_().add_(log_z)
+    return below.scatter_(-1, drawn, top)
 
 
 class _StraightThrough(Estimator):
@@ -122,19 +125,22 @@ class GumbelRao(_StraightThrough):
     M: int
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        noise = conditional_gumbels(logits, d, self.M) - logits.detach()  # G, [M, n, ..., C]
-        return softmax((logits + noise) / self.temperature).mean(0)
+        relaxed = conditional_gumbels(logits, d, self.M).div_(self.temperature)  # (theta + G) / tau, [M, n, ..., C]
+        return softmax(relaxed + (logits - logits.detach()) / self.temperature).mean(0)  # its gradient in theta
 
     def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # over two classes G_1 - G_0 is logistic noise L, and argmax = b is theta + L > 0 iff b = 1: L = logit(v),
         # v uniform on (1 - p, 1) where b = 1, on (0, 1 - p) where b = 0 (one uniform per Gumbel pair)
         q = torch.sigmoid(-theta.detach())
         width, start = torch.where(b.bool(), 1 - q, q), b * q  # [n, *B, *E]: v = start + u width
-        u = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device)
-        with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, without an autograd graph
-            v = torch.addcmul(start, u, width).clamp(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps)
-            relaxed = torch.sigmoid((theta.detach() + torch.logit(v)) / self.temperature)
-            value, slope = relaxed.mean(0), (relaxed * (1 - relaxed)).mean(0) / self.temperature
+        with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, in place, without a graph
+            relaxed = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device).mul_(width).add_(start)
+            relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_().add_(theta.detach())
+            if self.temperature != 1.0:
+                relaxed.div_(self.temperature)
+            relaxed.sigmoid_()
+            value = relaxed.mean(0)
+            slope = torch.addcmul(relaxed, relaxed, relaxed, value=-1).mean(0).div_(self.temperature)
         return value + (theta - theta.detach()) * slope  # the mean's value, and its derivative in theta
 
 

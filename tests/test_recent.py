@@ -200,3 +200,41 @@ def test_gumbel_rao_bernoulli_point_has_the_mean_of_its_relaxations_derivatives(
     (want,) = torch.autograd.grad((expected * weights).sum(), theta)
     torch.testing.assert_close(point.detach(), expected.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(grad, want, rtol=1e-12, atol=0)
+
+
+def test_conditional_gumbels_are_the_truncated_gumbels_of_their_formula():
+    """conditional_gumbels computes, in place, log Z - log(E_i / p_i + E_d) for the classes not drawn and
+    log Z - log E_d for the drawn one: the truncated Gumbels -logaddexp(log E_i - theta_i, -top) of its
+    derivation, from the same Exp(1) draws."""
+    from estimators.base import standard_exponential
+    from estimators.straight_through import conditional_gumbels
+
+    logits = torch.tensor([[0.3, -2.0, 1.1, 4.0], [-1.0, 0.0, 0.5, -30.0]], dtype=torch.float64)
+    d = torch.nn.functional.one_hot(torch.tensor([[2, 0], [3, 3], [0, 1]]), 4).to(torch.float64)  # [n=3, 2, 4]
+    torch.manual_seed(3)
+    got = conditional_gumbels(logits, d, 5)
+    torch.manual_seed(3)
+    log_e = torch.log(standard_exponential((5, *d.shape), d.dtype, "cpu"))
+    log_z = torch.logsumexp(logits, -1, keepdim=True)
+    top = log_z - (log_e * d).sum(-1, keepdim=True)
+    want = torch.where(d.bool(), top, -torch.logaddexp(log_e - logits, -top))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert (got.argmax(-1) == d.argmax(-1)).all()  # the drawn class holds the maximum
+
+
+def test_gumbel_rao_categorical_point_is_the_mean_relaxation_with_its_gradient():
+    from estimators.straight_through import conditional_gumbels
+
+    est = estimators.get("gumbel-rao", M=6, temperature=0.5)
+    logits = torch.tensor([[0.3, -2.0, 1.1], [1.0, 0.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    d = torch.nn.functional.one_hot(torch.tensor([[2, 0], [1, 1]]), 3).to(torch.float64)  # [n=2, 2, 3]
+    weights = torch.randn(d.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(4)
+    point = est.point(logits, d)
+    (grad,) = torch.autograd.grad((point * weights).sum(), logits)
+    torch.manual_seed(4)
+    noise = conditional_gumbels(logits, d, 6) - logits.detach()
+    want = torch.softmax((logits + noise) / 0.5, -1).mean(0)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), logits)
+    torch.testing.assert_close(point.detach(), want.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-10, atol=1e-14)
