@@ -135,10 +135,12 @@ class GumbelRao(_StraightThrough):
         width, start = torch.where(b.bool(), 1 - q, q), b * q  # [n, *B, *E]: v = start + u width
         with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, in place, without a graph
             relaxed = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device).mul_(width).add_(start)
-            relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_().add_(theta.detach())
-            if self.temperature != 1.0:
-                relaxed.div_(self.temperature)
-            relaxed.sigmoid_()
+            if self.temperature == 1.0 and theta.detach().abs().max() < 60:  # sigma(theta + logit v), no exp or log:
+                c = torch.exp(-theta.detach())  # v / (v + (1 - v) e^-theta)
+                relaxed.div_(torch.addcmul(c, relaxed, 1 - c))
+            else:
+                relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
+                relaxed.add_(theta.detach()).div_(self.temperature).sigmoid_()
             value = relaxed.mean(0)
             slope = torch.addcmul(relaxed, relaxed, relaxed, value=-1).mean(0).div_(self.temperature)
         return value + (theta - theta.detach()) * slope  # the mean's value, and its derivative in theta
