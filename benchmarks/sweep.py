@@ -305,9 +305,10 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     """The sweeps of the default report (``estbench report``), from a base sweep's options.
 
     For each toy problem, one sweep per axis that declares report values (``Option.report``:
-    sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at their
-    defaults and n_samples = 4, of the estimators that declare that axis among their ``report_axes``
-    (or none); one over n_samples at the defaults, of every estimator (those with ``report_axes`` at
+    sigma and mu of the Gaussians, theta and t of the discrete toys), the other axes at the problem's
+    base setting (``Problem.report_base``, else their defaults) and n_samples = 4, of the estimators that
+    declare that axis among their ``report_axes`` (or none); one over n_samples at the base setting, of
+    every estimator (those with ``report_axes`` at
     NARROW_N only); and for each estimator
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
@@ -324,13 +325,13 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
         vae["replicates"] = max(vae["replicates"] * PRECISION_REPORT_FACTOR, PRECISION_MIN_REPLICATES)
     out = []
     for p in toys:
-        one = dict(problem=[p], replicates=r_toy)
+        one = dict(problem=[p], replicates=r_toy, **{k: [v] for k, v in problems.get_class(p).report_base.items()})
         for axis in problems.get_class(p).axes:
             values = axis.report_quick if quick and axis.report_quick else axis.report
             swept = [e for e in base.estimator if estimators.get_class(e).report_axes is None
                      or axis.name in estimators.get_class(e).report_axes]
             if values and swept:
-                out.append(base.with_overrides(**one, estimator=swept, n_samples=[4], **{axis.name: list(values)}))
+                out.append(base.with_overrides(**{**one, "estimator": swept, "n_samples": [4], axis.name: list(values)}))
         # every estimator over n_samples; those that declare report_axes (the 2019-2023 ones) at fewer of them
         narrow = [e for e in base.estimator if estimators.get_class(e).report_axes is not None]
         wide = [e for e in base.estimator if e not in narrow]

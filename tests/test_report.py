@@ -369,3 +369,36 @@ def test_figures_are_drawn_in_process_inside_a_worker_that_may_not_start_process
     assert parent.poll(60), "no answer from the worker"
     assert parent.recv() == [None, None, None]
     worker.join(10)
+
+
+@pytest.mark.slow
+def test_no_unbiased_sampling_estimator_is_exact_at_a_base_setting():
+    """Each toy problem's base setting (its axes' defaults, or Problem.report_base) is where the report's tables and
+    In-brief line compare estimators: no unbiased estimator that samples may have zero variance there (DisARM at
+    bernoulli-quadratic theta 0, the set estimators over a domain they cover, measure-valued's mu-gradient at mu = k:
+    true, and useless for choosing). The cells are the default report's own, at its base setting and n = 4."""
+    import estimators
+    from benchmarks import problems
+    from benchmarks.plan import make_plan
+    from benchmarks.runner import run
+    from benchmarks.sweep import Sweep, report_sweeps
+
+    plan = make_plan(report_sweeps(Sweep()))
+    at_base = []
+    for cell, sweep in plan.cells:
+        cls = type(cell.problem)
+        if cls.kind != "toy" or cell.n_samples != 4 or cell.estimator == "exact":
+            continue
+        if estimators.get_class(cell.estimator).unbiased is not True:
+            continue
+        base = {a.name: cls.report_base.get(a.name, a.default[0]) for a in cls.axes}
+        if all(getattr(cell.setting, k) == v for k, v in base.items()):
+            at_base.append((cell, sweep.with_overrides(replicates=50)))
+    assert {type(c.problem).name for c, _ in at_base} >= {"gaussian-quadratic", "bernoulli-quadratic",
+                                                         "categorical-quadratic", "bernoulli-coupled"}
+    plan.cells, plan.curves = at_base, []
+    rows = [r for r in run(plan) if r["status"] == "ok"]  # (the estimators that do not apply are skipped rows)
+    assert {r["problem"] for r in rows} == {type(c.problem).name for c, _ in at_base}
+    exact = sorted({(r["problem"], r["estimator"], r["estimator_options"], r["parameter"]) for r in rows
+                    if r["variance"] == 0})
+    assert not exact, f"unbiased sampling estimators exact at a base setting: {exact}"

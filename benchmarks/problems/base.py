@@ -102,6 +102,10 @@ class Problem(abc.ABC):
     #: (axes, n_samples, replicates, train_steps), and the smaller ones of ``estbench report --quick``
     report_study: ClassVar[dict[str, Any]] = {}
     report_study_quick: ClassVar[dict[str, Any]] = {}
+    #: the default report's base setting, where it differs from the axes' defaults: the sweeps over one axis hold
+    #: the others there, so the report's tables and In-brief line use it. Chosen so that no unbiased sampling
+    #: estimator is exact there by symmetry (tests/test_report.py checks it; docs/report.md says why each)
+    report_base: ClassVar[dict[str, Any]] = {}
 
     def settings(self, sweep: Any) -> list[Any]:
         """The settings (``setting_type`` objects) this problem runs for a sweep: the product of

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.distributions import Bernoulli, Categorical, Independent
@@ -130,6 +130,7 @@ class BernoulliSetting:
 class BernoulliQuadratic(DiscreteProblem):
     name = "bernoulli-quadratic"
     description = "b ~ Bernoulli(sigmoid(theta)), f(b) = sum (b - t)^2 (REBAR/RELAX/DisARM toy); closed-form truth"
+    report_base: ClassVar[dict[str, Any]] = {"theta": 1.0, "dim": 4}  # at theta 0 DisARM is exact, at dim 1 the set estimators
     axes = (
         Option("theta", float, (0.0,), "logit of every coordinate (a sweep file may give one per coordinate)",
                check=finite, per_coordinate=True, report=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
@@ -227,6 +228,7 @@ class CategoricalQuadratic(DiscreteProblem):
     family = "categorical"
     description = ("c ~ Categorical(logits theta (k/(K-1) - 1)) in each of dim coordinates, f(c) = sum (c/(K-1) - t)^2; "
                    "closed-form truth")
+    report_base: ClassVar[dict[str, Any]] = {"K": 10}  # at K 4 sum-and-sample (k 3) and unordered-set (k 4) are exact
     axes = (
         Option("theta", float, (0.0,), "logit slope: logit of class k is theta (k / (K - 1) - 1)", check=finite),
         Option("t", float, (0.45,), "target of the toy f = sum (c/(K-1) - t)^2, |t| <= 1000 (f in float32)",

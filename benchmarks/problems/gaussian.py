@@ -227,6 +227,7 @@ class GaussianQuadratic(GaussianProblem):
     name = "gaussian-quadratic"
     description = "x ~ N(mu, sigma^2 I), f(x) = sum (x - k)^2; closed-form truth"
     formula = "(x - k)^2"
+    report_base: ClassVar[dict[str, Any]] = {"mu": 0.0}  # at mu = k measure-valued's mu-gradient is exact
     h = staticmethod(_h_quadratic)
     truth = staticmethod(_truth_quadratic)
 
