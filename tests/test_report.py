@@ -378,7 +378,6 @@ def test_no_unbiased_sampling_estimator_is_exact_at_a_base_setting():
     bernoulli-quadratic theta 0, the set estimators over a domain they cover, measure-valued's mu-gradient at mu = k:
     true, and useless for choosing). The cells are the default report's own, at its base setting and n = 4."""
     import estimators
-    from benchmarks import problems
     from benchmarks.plan import make_plan
     from benchmarks.runner import run
     from benchmarks.sweep import Sweep, report_sweeps
