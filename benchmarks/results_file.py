@@ -207,11 +207,13 @@ def check_target(path: str | Path, resume: bool = False, overwrite: bool = False
         raise ResultsFileError(f"cannot write {path}: Permission denied (folder {path.parent})")
 
 
-def read_text(path: str | Path, what: str = "results file") -> str:
-    """A text file's contents, or ResultsFileError saying why it cannot be read as text."""
+def read_text(path: str | Path, what: str = "results file", newline: str | None = None) -> str:
+    """A text file's contents, or ResultsFileError saying why it cannot be read as text. ``newline=""``: line
+    ends as they are (the csv module's reading), not translated."""
     path = Path(path)
     try:
-        return path.read_text()
+        with open(path, newline=newline) as fh:
+            return fh.read()
     except UnicodeDecodeError:
         raise ResultsFileError(f"{what} {path} is not a text file (binary content)") from None
     except OSError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .machine import estbench_version
-from .results_file import atomic_write, os_error_text
+from .results_file import ResultsFileError, atomic_write, read_text
 from .schema import CHECKSUM, row_checksum
 
 
@@ -88,12 +88,9 @@ def read_rows(path: Path, columns: list[str]) -> Read:
     Read as the csv module writes (a value may hold a quoted line break, a line may end in \\r\\n);
     blank lines are skipped and a torn last line (no line end) is left out."""
     try:
-        with open(path, newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError:
-        raise ResumeError(f"cannot resume: results file {path} is not a text file (binary content)") from None
-    except OSError as exc:
-        raise ResumeError(f"cannot resume: cannot read results file {path}: {os_error_text(exc)}") from None
+        text = read_text(path, newline="")
+    except ResultsFileError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from None
     if "\0" in text:
         raise ResumeError(f"cannot resume {path}: it holds NUL bytes, so it is corrupted (written by two processes "
                           f"at once by an older version?); write to a new --out")

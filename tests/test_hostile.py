@@ -366,10 +366,10 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path, delay):
 @pytest.mark.slow
 def test_a_background_run_stops_on_sigint(tmp_path):
     """Started as a background job (SIGINT ignored on entry), a run still stops on SIGINT, keeping its rows."""
+    from .test_robustness import SLOW_PLUGIN
+
     plugin = tmp_path / "slow.py"
-    plugin.write_text("import time\nfrom estimators import Reinforce\n\nclass Slow(Reinforce):\n    name = 'test-slow'\n\n"
-                      "    def surrogate(self, dist, f, n_samples, state=None):\n        time.sleep(0.05)\n"
-                      "        return super().surrogate(dist, f, n_samples, state)\n")
+    plugin.write_text(SLOW_PLUGIN)
     out = tmp_path / "r.csv"
     proc = subprocess.Popen([sys.executable, "-m", "estbench", "run", "--plugin", str(plugin), "--problem",
                              "gaussian-cos", "--estimator", "test-slow", "--sigma", "0.5", "1", "2", "3", "4",
