@@ -18,6 +18,35 @@ def theme() -> None:
     sns.set_theme(style="whitegrid", context="notebook")
 
 
+#: inches per legend row, per character of a legend label (8 pt)
+LEGEND_ENTRY_H, LEGEND_CHAR_W = 0.2, 0.07
+
+
+def wrap(text: str, fig: Any, points: float = 10) -> str:
+    """``text`` broken into lines that fit ``fig``'s width at ``points`` (about 0.55 em per character)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(fig.get_figwidth() * 72 / (0.55 * points)) - 4)))
+
+
+def legend_columns(labels: list[str], width: float) -> int:
+    """Columns of a legend of ``labels`` that fit ``width`` inches."""
+    column = 0.75 + LEGEND_CHAR_W * max((len(x) for x in labels), default=0)
+    return max(1, min(len(labels), int((width - 0.2) / column)))
+
+
+def finish(fig: Any, title: str, handles: list[Any]) -> None:
+    """A constrained-layout figure's legend of ``handles`` below its panels (the figure made taller by
+    its rows) and its title wrapped to its width: neither leaves the figure nor overlaps a panel."""
+    import math
+
+    if handles:
+        ncol = legend_columns([h.get_label() for h in handles], fig.get_figwidth())
+        fig.set_figheight(fig.get_figheight() + math.ceil(len(handles) / ncol) * LEGEND_ENTRY_H + 0.3)
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(wrap(title, fig), fontsize=10)
+
+
 def _draw(job: tuple[Any, tuple[Any, ...]]) -> Any:
     function, args = job
     return function(*args)

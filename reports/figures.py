@@ -1,8 +1,10 @@
-"""The report's figures, one function each, drawn with seaborn. Imports no model code.
+"""The report's figures, one function each, drawn with matplotlib (seaborn's theme). Imports no model code.
 
-Each figure function takes a :class:`Canvas` (where figures go, the estimators' colours)
-and the data, draws its figure if the data allow, and returns (title, relative path) or
-None. :func:`figures` draws them all.
+Each figure function takes a :class:`Canvas` (where figures go, the estimators in order) and the
+data, draws its figure if the data allow, and returns a :class:`Figure` (title, relative path, the
+problem and section it belongs to) or None. :func:`figures` draws them all. Every estimator keeps
+one colour and marker throughout (reports.palette); the toy problems' figures are in
+reports.toy_figures.
 """
 
 from __future__ import annotations
@@ -10,113 +12,121 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
-from .drawing import draw_all, theme
-from .load import axes, option_columns
-from .tables import axis_slice, fmt, is_toy
+from .drawing import draw_all, finish, theme
+from .load import option_columns
+from .overview import overview
+from .palette import style
+from .tables import fmt, is_toy
+from .toy_figures import variance_figure
 
 FIGURES = "figures"
-Made = tuple[str, str] | None
+
+
+class Figure(NamedTuple):
+    title: str
+    path: str  # relative to the report's folder
+    #: the problem whose section shows it (None: the report's Figures section)
+    problem: str | None = None
+    #: "training" for a problem's training curves (shown in its training section)
+    section: str = ""
+
+
+Made = Figure | None
 
 
 @dataclass
 class Canvas:
-    """Where the figures go and what they share: one colour per estimator, the reference first."""
+    """Where the figures go and what they share: the estimators in order, the reference first, each
+    with its colour (reports.palette). ``check``: before saving, draw each figure and raise
+    LayoutError where a legend or title leaves the figure or a title overlaps a panel's (the tests)."""
 
     out: Path
     estimators: list[str]
     palette: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
 
-    def save(self, fig: Any, name: str, title: str, tight: bool = True) -> tuple[str, str]:
+    def __post_init__(self) -> None:
+        self.palette = self.palette or {e: style(e).colour for e in self.estimators}
+
+    def save(self, fig: Any, name: str, title: str, tight: bool = True, problem: str | None = None,
+             section: str = "") -> Figure:
         import matplotlib.pyplot as plt
 
-        kw = {"bbox_inches": "tight"} if tight else {}
+        if self.check:
+            bad = layout_faults(fig, set(self.estimators))
+            if bad:
+                plt.close(fig)
+                raise LayoutError(f"{name}: {'; '.join(bad)}")
+        kw = {"bbox_inches": "tight"} if tight and fig.get_layout_engine() is None else {}
         atomic_write(self.out / FIGURES / name, lambda p: fig.savefig(p, dpi=110, format="png", **kw))
         plt.close(fig)
-        return title, f"{FIGURES}/{name}"
+        return Figure(title, f"{FIGURES}/{name}", problem, section)
 
 
-def _value_ticks(grid: Any, values: pd.Series) -> None:
-    """Label a log x-axis at the values run, in plain numbers, without minor labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ticks = sorted(values.unique())
-    for ax in grid.axes.flat:
-        ax.set_xticks(ticks)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+class LayoutError(AssertionError):
+    """A figure whose legend or title is cut off or overlaps (Canvas.check)."""
 
 
-def _positive(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["variance"] > 0) | (df["status"] != "ok")]  # log axes cannot show an exact zero
+def layout_faults(fig: Any, estimators: Any = ()) -> list[str]:
+    """What is wrong with ``fig`` as it would be saved: legends and titles outside the figure or over
+    one another, the figure's title or legend over a panel, a panel without anything drawn or of single
+    points only (but a dot plot), a line of one of ``estimators`` in another colour than its own."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    faults = []
 
+    def inside(b: Any) -> bool:
+        return b.x0 >= box.x0 - 1 and b.y0 >= box.y0 - 1 and b.x1 <= box.x1 + 1 and b.y1 <= box.y1 + 1
 
-def _intervals_and_zeros(c: Canvas, grid: Any, d: pd.DataFrame, zeros: pd.DataFrame, x: str) -> bool:
-    """On a faceted variance figure (rows: parameter, columns: problem): each line's 95% interval as a
-    band, and each zero variance, which a log axis cannot show, as a triangle at the axis floor.
-    Returns whether any zero was drawn (the title then says what the triangles mean)."""
-    drew = False
-    for (param, problem), ax in grid.axes_dict.items():
-        here = d[(d["parameter"] == param) & (d["problem"] == problem)]
-        if "variance_lo" in here:
-            for est, line in here.dropna(subset=["variance_lo"]).groupby("estimator"):
-                line = line.sort_values(x)
-                ax.fill_between(line[x], line["variance_lo"], line["variance_hi"], color=c.palette.get(est),
-                                alpha=0.15, linewidth=0)
-        z = zeros[(zeros["parameter"] == param) & (zeros["problem"] == problem)]
-        if not z.empty:
-            floor = ax.get_ylim()[0]
-            for est, pts in z.groupby("estimator"):
-                ax.scatter(pts[x], [floor] * len(pts), marker="v", s=40, color=c.palette.get(est), clip_on=False,
-                           zorder=5)
-            drew = True
-    return drew
-
-
-def variance_against(c: Canvas, df: pd.DataFrame, axis: str, base: dict[str, dict[str, Any]], y: str = "variance") -> Made:
-    """Toy problems: variance (or MSE against the truth) against one axis, the others at the base setting."""
-    import seaborn as sns
-
-    d = axis_slice(_positive(df) if y == "variance" else df[(df[y] > 0) & (df["status"] == "ok")], axis, base)
-    if not d.empty:  # a problem that ran one value of the axis (K: classes at their default) has no line here
-        d = d[d.groupby("problem")[axis].transform("nunique") > 1]
-    if d.empty or d[axis].nunique() < 2:
-        return None
-    g = sns.relplot(data=d, x=axis, y=y, hue="estimator", row="parameter", col="problem",
-                    kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
-                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
-    g.set(yscale="log")
-    values = pd.to_numeric(d[axis], errors="coerce")
-    if axis == "sigma" or (values.min() > 0 and values.max() >= 8 * values.min()):  # K: 1 to 64
-        g.set(xscale="log")
-        _value_ticks(g, d[axis])
-    zero = False
-    if y == "variance":
-        zeros = axis_slice(df[(df["status"] == "ok") & (df["variance"] == 0)], axis, base)
-        zero = _intervals_and_zeros(c, g, d, zeros[zeros["problem"].isin(d["problem"])], axis)
-    g.set_titles("{col_name}, gradient of {row_name}")
-    what = "variance of one estimate" if y == "variance" else "mean squared error against the truth"
-    g.set_axis_labels(axis, what)
-    g.figure.suptitle(f"{'Estimator variance' if y == 'variance' else 'MSE'} against {axis}\n"
-                      f"(each problem's other axes at its base setting"
-                      + ("; bands: 95% intervals" if y == "variance" else "")
-                      + ("; triangles at the floor: zero variance" if zero else "") + ")")
-    g.figure.subplots_adjust(top=0.84)
-    name = f"{'variance' if y == 'variance' else 'mse'}_vs_{axis}.png"
-    return c.save(g.figure, name, f"{'Variance' if y == 'variance' else 'MSE'} against {axis}", tight=False)
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    for lg in legends:
+        if not inside(lg.get_window_extent(renderer)):
+            faults.append("a legend is cut off")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    sup = fig._suptitle
+    texts = ([sup] if sup is not None and sup.get_text() else []) + [ax.title for ax in visible if ax.get_title()]
+    for t in texts:
+        if not inside(t.get_window_extent(renderer)):
+            faults.append(f"title {t.get_text()[:40]!r} is cut off")
+    for lg in legends:
+        b = lg.get_window_extent(renderer)
+        if any(t.get_window_extent(renderer).overlaps(b) for t in texts):
+            faults.append("a legend overlaps a title")
+        if lg in fig.legends and any(b.overlaps(ax.get_window_extent(renderer)) for ax in visible):
+            faults.append("the figure's legend overlaps a panel")
+    if sup is not None and sup.get_text():
+        s = sup.get_window_extent(renderer)
+        for ax in visible:
+            title = ax.title.get_window_extent(renderer) if ax.get_title() else None
+            if s.overlaps(ax.get_window_extent(renderer)) or (title is not None and s.overlaps(title)):
+                faults.append("the figure's title overlaps a panel")
+                break
+    for ax in visible:
+        if not (ax.lines or ax.collections or ax.patches or ax.images):
+            faults.append("an empty panel")
+            break
+        drawn = [x for x in ax.get_lines() if not x.get_label().startswith("_")]
+        if drawn and not getattr(ax, "dot_plot", False) and all(len(x.get_xdata()) < 2 for x in drawn):
+            faults.append("a panel of single points (a dot plot's job)")
+        for x in drawn:  # an estimator in another colour than its own (reports.palette)
+            if x.get_label() in estimators and x.get_color() != style(x.get_label()).colour:
+                faults.append(f"{x.get_label()} drawn in {x.get_color()}, not its colour {style(x.get_label()).colour}")
+    return list(dict.fromkeys(faults))
 
 
 def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     """Estimators run with several values of an option (the relaxations' temperature): |bias| and
     MSE against the truth against the option's value, one line per estimator and gradient."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    from matplotlib.lines import Line2D
 
     options = [o for o in option_columns(df) if pd.api.types.is_numeric_dtype(df[o])]
     if not options or "mse" not in df:
@@ -135,49 +145,23 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     d["abs_bias"] = d["bias"].abs()
     d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "mse"]].mean()
     problems_ = sorted(d["problem"].unique())
-    fig, axes_ = plt.subplots(2, len(problems_), figsize=(4.2 * len(problems_), 6), squeeze=False)
+    names = list(dict.fromkeys(d["name"]))
+    fig, axes_ = plt.subplots(2, len(problems_), figsize=(max(3.6 * len(problems_), 5), 5.6), squeeze=False,
+                              layout="constrained")
     for j, problem in enumerate(problems_):
         for i, (col, label) in enumerate((("abs_bias", "|bias| (coordinate mean)"), ("mse", "MSE against the truth"))):
             ax = axes_[i][j]
-            sns.lineplot(data=d[d["problem"] == problem], x="value", y=col, hue="name", marker="o", ax=ax)
+            for name, line in d[d["problem"] == problem].groupby("name", sort=False):
+                line = line.sort_values("value")
+                ax.plot(line["value"], line[col], markersize=4, **style(name).line())
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(option)
-            ax.set_ylabel(label)
-            ax.set_title(problem)
-    fig.suptitle(f"Biased estimators against their {option} (every other axis at its default)")
-    fig.tight_layout()
+            ax.set_ylabel(label if j == 0 else "")
+            ax.set_title(problem if i == 0 else "", fontsize=9)
+    finish(fig, f"Biased estimators against their {option} (every other axis at its base setting)",
+           [Line2D([], [], label=n, **style(n).line()) for n in names])
     return c.save(fig, f"bias_vs_{option}.png", f"Bias and MSE against {option}")
-
-
-def variance_against_n_samples(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
-    """Toy problems: variance against samples per estimate, with a 1/n reference line."""
-    import seaborn as sns
-
-    d = axis_slice(_positive(df), "n_samples", base)
-    if d["n_samples"].nunique() < 2:
-        return None
-    g = sns.relplot(data=d, x="n_samples", y="variance", hue="estimator", row="parameter", col="problem",
-                    kind="line", marker="o", palette=c.palette, hue_order=c.estimators, errorbar=None,
-                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
-    g.set(xscale="log", yscale="log")
-    _value_ticks(g, d["n_samples"])
-    zeros = axis_slice(df[(df["status"] == "ok") & (df["variance"] == 0)], "n_samples", base)
-    zero = _intervals_and_zeros(c, g, d, zeros[zeros["problem"].isin(d["problem"])], "n_samples")
-    for (param, problem), ax in g.axes_dict.items():
-        ref = d[(d["parameter"] == param) & (d["problem"] == problem)].sort_values("n_samples")
-        if ref.empty:
-            continue
-        n0 = ref["n_samples"].min()
-        v0 = ref[ref["n_samples"] == n0]["variance"].median()
-        ns = np.array(sorted(ref["n_samples"].unique()), dtype=float)
-        ax.plot(ns, v0 * n0 / ns, color="black", linestyle="--", linewidth=1, label="1/n")
-    g.set_titles("{col_name}, gradient of {row_name}")
-    g.set_axis_labels("samples per estimate n", "variance of one estimate")
-    g.figure.suptitle("Variance against samples per estimate\n(dashed: 1/n reference; bands: 95% intervals"
-                      + ("; triangles at the floor: zero variance" if zero else "") + ")")
-    g.figure.subplots_adjust(top=0.84)
-    return c.save(g.figure, "variance_vs_n_samples.png", "Variance against the number of samples", tight=False)
 
 
 def _bars(ax: Any, c: Canvas, d: pd.DataFrame, x: str, y: str, order: list[str], hue: list[str]) -> None:
@@ -213,19 +197,17 @@ def model_gradient_variance(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     panels = [("total_variance", "total variance of the encoder gradient")]
     if has_mse:
         panels.append(("mse", "MSE against the exact gradient"))
-    fig, axes_ = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False)
+    fig, axes_ = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False, layout="constrained")
     order = [k for k in ("untrained", "trained") if k in set(vae["checkpoint"])]
     hue = [e for e in c.estimators if e in set(vae["estimator"])]
     for ax, (col, label) in zip(axes_[0], panels, strict=True):
         _bars(ax, c, vae[vae[col] > 0], "checkpoint", col, order, hue)
         ax.set_ylabel(label)
-    axes_[0][-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     zero = sorted(set(vae.loc[vae["total_variance"] == 0, "estimator"]))
-    fig.suptitle(f"{problem}: ELBO gradient per estimator (error bars: 95% intervals)"
-                 + (f"\n{', '.join(zero)}: zero variance, no bar" if zero else ""))
-    fig.tight_layout()
+    finish(fig, f"{problem}: ELBO gradient per estimator (error bars: 95% intervals)"
+           + (f"; {', '.join(zero)}: zero variance, no bar" if zero else ""), axes_[0][0].get_legend_handles_labels()[0])
     return c.save(fig, f"{problem}_gradient_variance.png", f"{problem}: encoder-gradient variance"
-                  + (" and MSE" if has_mse else ""))
+                  + (" and MSE" if has_mse else ""), problem=problem)
 
 
 def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
@@ -240,7 +222,7 @@ def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
     panels = [("total_variance", "total variance of the encoder gradient"), ("snr", "SNR of the encoder gradient")]
     if "mse" in rows and rows["mse"].notna().any():
         panels.append(("mse", "MSE against the exact gradient"))
-    fig, axes_ = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8))
+    fig, axes_ = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), layout="constrained")
     for (est, ckpt), line in rows.groupby(["estimator", "checkpoint"]):
         line = line.sort_values("K")
         label = est if rows["checkpoint"].nunique() == 1 else f"{est} ({ckpt})"
@@ -263,16 +245,15 @@ def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
         ax.set_yscale("log")
         ax.set_xlabel("K, samples in the bound")
         ax.set_ylabel(label)
-    axes_[-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.suptitle(f"{problem}: the K-sample bound's encoder gradient against K (bands: 95% intervals)")
-    fig.tight_layout()
-    return c.save(fig, f"{problem}_against_K.png", f"{problem}: encoder-gradient variance and SNR against K")
+    handles = {h.get_label(): h for ax in axes_ for h in ax.get_legend_handles_labels()[0]}
+    finish(fig, f"{problem}: the K-sample bound's encoder gradient against K (bands: 95% intervals)", list(handles.values()))
+    return c.save(fig, f"{problem}_against_K.png", f"{problem}: encoder-gradient variance and SNR against K",
+                  problem=problem)
 
 
 def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     """A model problem's training curves: test ELBO against step and against wall time, per estimator."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     if tr is None or "elbo_test" not in tr:
         return None
@@ -282,19 +263,18 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
         return None
     final = tr.sort_values("step").groupby("estimator")["status"].last()
     curves["estimator"] = curves["estimator"].map(lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.9), sharey=True, layout="constrained")
     for ax, x, label in ((axes[0], "step", "training step"), (axes[1], "wall_time_s", "training wall time (s)")):
-        sns.lineplot(data=curves, x=x, y="elbo_test", hue="estimator", ax=ax, marker=".", errorbar=None,
-                     palette=[c.palette.get(e, c.palette.get(e.split(" (")[0])) for e in curves["estimator"].unique()],
-                     hue_order=list(curves["estimator"].unique()))
+        for est, line in curves.groupby("estimator", sort=False):
+            line = line.sort_values(x)
+            ax.plot(line[x], line["elbo_test"], label=est, markersize=3, linewidth=1.2,
+                    **{**style(est.split(" (")[0] if est not in c.palette else est).line(), "marker": "."})
         ax.set_xlabel(label)
-        ax.set_ylabel("test ELBO (nats per image)")
+        ax.set_ylabel("test ELBO (nats per image)" if ax is axes[0] else "")
     lo = curves["elbo_test"].quantile(0.02)
     axes[0].set_ylim(bottom=lo, top=curves["elbo_test"].max() + 0.05 * abs(curves["elbo_test"].max() - lo))
-    axes[0].get_legend().remove()
-    axes[1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.suptitle(f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam)")
-    return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves")
+    finish(fig, f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam)", axes[0].get_lines())
+    return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves", problem=problem, section="training")
 
 
 def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
@@ -322,19 +302,18 @@ def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> 
     if not rows:
         return None
     e = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4.5), layout="constrained")
     _bars(ax, c, e, "cell", "efficiency_vs_reference", list(dict.fromkeys(e["cell"])),
           [x for x in c.estimators if x in set(e["estimator"])])
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("efficiency / the reference's")
     refs = ", ".join(sorted(set(shown["reference_estimator"].dropna().astype(str)))) if "reference_estimator" in shown else ""
-    ax.set_title(f"Efficiency = 1 / (variance x time per estimate), relative to each problem's reference ({refs})\n"
-                 "(error bars: from the variance's 95% interval and the timing spread"
-                 + (f"; left out, exact (zero variance): {', '.join(sorted(set(exact['estimator'])))}"
-                    if not exact.empty else "") + ")")
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    finish(fig, f"Efficiency = 1 / (variance x time per estimate), relative to each problem's reference ({refs}) "
+           "(error bars: from the variance's 95% interval and the timing spread"
+           + (f"; left out, exact (zero variance): {', '.join(sorted(set(exact['estimator'])))}"
+              if not exact.empty else "") + ")", ax.get_legend_handles_labels()[0])
     return c.save(fig, "efficiency.png", "Efficiency relative to each problem's reference estimator")
 
 
@@ -347,28 +326,23 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
 
 
 def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
-            processes: int | None = None) -> list[tuple[str, str]]:
-    """Draw every figure the data allow (in up to ``processes`` processes, see draw_all); returns
-    (title, relative path) pairs."""
+            processes: int | None = None, check: bool = False) -> list[Figure]:
+    """Draw every figure the data allow (in up to ``processes`` processes, see draw_all); returns them
+    in order. ``check``: Canvas.check."""
     theme()
-    import seaborn as sns
-
     names = set(df["estimator"]) | (set(tr["estimator"].dropna()) if tr is not None else set())
     estimators = sorted(names, key=lambda e: (e != REFERENCE, e))
-    # one colour per estimator: tab10 repeats after 10, so larger reports take tab20's 20
-    colours = sns.color_palette("tab10" if len(estimators) <= 10 else "tab20", len(estimators))
-    c = Canvas(out, estimators, dict(zip(estimators, colours, strict=True)))
-    toy_axes = axes(df[is_toy(df)])
-    biased = df[df["problem"].isin(_with_biased(df))]
+    c = Canvas(out, estimators, check=check)
+    biased = set(_with_biased(df))
+    toys = df.loc[is_toy(df), "problem"].unique()
     models = df.loc[~is_toy(df), "problem"].unique()
     jobs = [
-        *((variance_against, (c, df, axis, base)) for axis in toy_axes),
-        *((variance_against, (c, biased, axis, base, "mse")) for axis in toy_axes),
+        (overview, (c, df, base)),
+        *(job for p in toys for job in ((variance_figure, (c, df, p, base.get(p, {}))),
+                                        *([(variance_figure, (c, df, p, base.get(p, {}), "mse"))] if p in biased else []))),
         (option_effect, (c, df)),
-        (variance_against_n_samples, (c, df, base)),
         *(job for p in models for job in ((model_gradient_variance, (c, df, p)), (model_against_k, (c, df, p)),
                                           (model_test_elbo, (c, tr, p)))),
         (efficiency, (c, df, base)),
     ]
-    # the n_samples figure faces every problem: drawn first, so that it does not start last
-    return [m for m in draw_all(jobs, processes, first=(variance_against_n_samples,)) if m is not None]
+    return [m for m in draw_all(jobs, processes) if m is not None]

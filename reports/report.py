@@ -9,7 +9,7 @@ JSON file. Output, in one directory:
     results-training.csv   the VAE training curves (copied, when present)
     tables.csv             every table row of the report, for every setting
     benchmarks.json        the pytest-benchmark JSON (copied, when given)
-    figures/*.png          seaborn figures
+    figures/*.png          matplotlib figures (reports.figures)
 
 Every file is written to a temporary name and renamed, so a report is never
 left half-written.
@@ -37,6 +37,7 @@ from .brief import summary_line
 from .figures import figures
 from .libraries import library_section
 from .load import ResultsError, read_results, read_training
+from .overview import overview_rows
 from .tables import (
     add_derived,
     all_tables,
@@ -165,6 +166,16 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
     base = bases(df)
+    made = figures(df, tr, out, base)
+    placed: set[str] = set()
+
+    def figure_lines(problem: str, section: str = "") -> list[str]:
+        lines = []
+        for f in made:
+            if f.problem == problem and f.section == section and f.path not in placed:
+                placed.add(f.path)
+                lines += [f"![{f.title}]({f.path})", ""]
+        return lines
 
     md = ["# estbench variance report", ""]
     if command:
@@ -175,6 +186,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
            "biased), the one with the lowest variance (an exact zero first; 'tied' where the 95% intervals overlap) and "
            "the one most efficient per evaluation of f (the lowest variance x f evals), and the bias verdict:", "",
            *(summary_line(df, p, base.get(p, {})) for p in df["problem"].unique()), ""]
+    md += figure_lines("", "overview")
     md += ["## What was run", "", *provenance(df), ""]
     if notes:
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
@@ -212,6 +224,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         zero = zero_variance_notes(df, problem)
         if zero:
             md += ["Exact (variance reported as 0; ratios and efficiency shown as 'exact'):", "", *zero, ""]
+        md += figure_lines(problem)
 
     md += library_section(df)
 
@@ -228,6 +241,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
                        f"on the single-sample ELBO of the same model with N draws per image, as many log-weight "
                        f"evaluations per step. The test ELBO is the yardstick of every curve.", ""]
             md += [markdown_table(shown), ""]
+            md += figure_lines(problem, "training")
 
     failed = df[df["status"] == "failed"]
     md += ["## Failed cells", ""]
@@ -246,13 +260,13 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         md += _benchmarks_section(bpath, bench)
         copy_file(bpath, out / "benchmarks.json")
 
-    made = figures(df, tr, out, base)
-    if made:
+    rest = [f for f in made if f.path not in placed]
+    if rest:
         md += ["## Figures", ""]
-        for title, rel in made:
-            md += [f"### {title}", "", f"![{title}]({rel})", ""]
+        for f in rest:
+            md += [f"### {f.title}", "", f"![{f.title}]({f.path})", ""]
 
-    tables = all_tables(df)
+    tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))
     atomic_write(out / "tables.csv", lambda p: tables.map(csv_safe).to_csv(p, index=False))
     report = out / "report.md"
     write_text(report, "\n".join(md))

@@ -2,7 +2,7 @@
 wall time of the run and of the report build, then seconds per problem and per (problem, estimator), each
 unit (cell or training curve) timed from the one before it as the run reports it.
 
-    python tools/report_time.py DIR [--quick]
+    python tools/report_time.py DIR [--quick] [--workers N]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from estbench import api
 from reports import report
 
 
-def main(out: str, quick: bool) -> None:
+def main(out: str, quick: bool, workers: int | None = None) -> None:
     keep_freed_memory()  # as `estbench report` does
     units: list[tuple[str, str, float]] = []
 
@@ -43,7 +43,7 @@ def main(out: str, quick: bool) -> None:
 
     report.build = timed_build
     start = time.perf_counter()
-    api.default_report(out, overwrite=True, progress=progress, quick=quick)
+    api.default_report(out, overwrite=True, progress=progress, quick=quick, workers=workers)
     total = time.perf_counter() - start
     print(f"total {total:.1f} s: run {total - built[0]:.1f} s, report build {built[0]:.1f} s, {len(units)} units")
     per_problem: collections.Counter = collections.Counter()
@@ -59,6 +59,11 @@ def main(out: str, quick: bool) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--quick"]
+    workers = None
+    if "--workers" in args:
+        at = args.index("--workers")
+        workers = int(args[at + 1])
+        del args[at:at + 2]
     if len(args) != 1:
         sys.exit(__doc__)
-    main(args[0], "--quick" in sys.argv[1:])
+    main(args[0], "--quick" in sys.argv[1:], workers)

@@ -1,0 +1,119 @@
+"""The report's overview: every estimator on every problem in one picture, the variance of one estimate
+relative to the problem's reference estimator at the problem's base setting, with its 95% interval.
+
+The rows it shows (``overview_rows``): a toy problem's cells at its base setting (every axis and
+n_samples at the value its table uses), one per gradient (the Gaussians' mu and sigma); a model
+problem's at each checkpoint, at its most common n_samples and K. tables.csv marks them in its
+``overview`` column, so the figure can be read as a table there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .drawing import finish
+from .palette import FAMILIES, style
+from .tables import _numeric_axes, is_toy
+from .text import bias_threshold
+
+PANEL_COLUMNS = 5
+PART_MARKERS = ("o", "s", "^", "D")
+
+
+def overview_rows(df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The ok rows the overview shows (see the module's docstring), with ``part`` (the gradient or the
+    checkpoint), ``biased`` (this cell flagged biased by the report's rule, or the estimator declared biased)
+    and ``exact`` (zero variance)."""
+    out = []
+    ok = df[(df["status"] == "ok") & df["variance_vs_reference"].notna()] if "variance_vs_reference" in df else df.iloc[0:0]
+    for problem, rows in ok.groupby("problem", sort=False):
+        if is_toy(rows).all():
+            rows = _numeric_axes(rows)
+            for axis, value in base.get(problem, {}).items():
+                if axis in rows:
+                    rows = rows[rows[axis] == value]
+            part = rows["parameter"]
+        else:
+            for axis in ("n_samples", "K"):
+                if axis in rows and rows[axis].notna().any():
+                    rows = rows[rows[axis] == rows[axis].mode().min()]
+            part = rows["checkpoint"] if "checkpoint" in rows else rows["parameter"]
+        if rows.empty:
+            continue
+        flagged = False
+        if "bias_z" in rows:  # this cell's |bias z| over its problem's threshold (reports.text's rule)
+            z = df.loc[(df["problem"] == problem) & (df["status"] == "ok"), "bias_z"].abs()
+            flagged = rows["bias_z"].abs() > bias_threshold(int(z.notna().sum()))
+        declared = rows["estimator_unbiased"].astype(str).str.lower().isin(["no", "false", "0"]) \
+            if "estimator_unbiased" in rows else False
+        out.append(rows.assign(part=part.astype(str), biased=flagged | declared, exact=rows["variance"] == 0))
+    return pd.concat(out) if out else ok.iloc[0:0].assign(part="", biased=False, exact=False)
+
+
+def _order(estimators: list[str]) -> list[str]:
+    """Estimators grouped by family (reports.palette), then by name."""
+    families = ["exact", *FAMILIES, "other"]
+    return sorted(estimators, key=lambda e: (families.index(style(e).family), e))
+
+
+def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Any:
+    """One panel per problem: each estimator's variance / the reference's at the base setting (log axis,
+    95% interval), hollow where biased, a triangle at the left edge where exact; None without rows."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = overview_rows(df, base)
+    rows = rows[(rows["variance_vs_reference"] > 0) | rows["exact"]]
+    if rows.empty:
+        return None
+    problems = list(dict.fromkeys(rows["problem"]))
+    order = _order(list(dict.fromkeys(rows["estimator"])))
+    where = {e: i for i, e in enumerate(order)}
+    ncol = min(PANEL_COLUMNS, len(problems))
+    nrow = -(-len(problems) // ncol)
+    fig, grid = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.6, nrow * (0.17 * len(order) + 0.9) + 1.0),
+                             squeeze=False, sharey=True, layout="constrained")
+    parts_seen: dict[str, str] = {}
+    for k, problem in enumerate(problems):
+        ax = grid[k // ncol][k % ncol]
+        here = rows[rows["problem"] == problem]
+        parts = list(dict.fromkeys(here["part"]))
+        positive = here.loc[~here["exact"], "variance_vs_reference"]
+        left = positive.min() / 3 if not positive.empty else 0.1
+        for j, part in enumerate(parts):
+            marker = PART_MARKERS[j % len(PART_MARKERS)]
+            parts_seen.setdefault(part, marker)
+            shift = (j - (len(parts) - 1) / 2) * 0.22
+            for _, r in here[here["part"] == part].iterrows():
+                y, colour = where[r["estimator"]] + shift, style(r["estimator"]).colour
+                if r["exact"]:
+                    ax.plot([left], [y], marker="<", color=colour, linestyle="none", clip_on=False)
+                    continue
+                lo, hi = r.get("variance_vs_reference_lo", np.nan), r.get("variance_vs_reference_hi", np.nan)
+                if pd.notna(lo) and pd.notna(hi):
+                    ax.plot([max(lo, left), hi], [y, y], color=colour, linewidth=1.2)
+                ax.plot([r["variance_vs_reference"]], [y], marker=marker, markersize=5, linestyle="none", color=colour,
+                        markerfacecolor="white" if r["biased"] else colour)
+        ax.axvline(1, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ref = here["reference_estimator"].dropna().astype(str)
+        ax.set_title(f"{problem}\n/ {ref.iloc[0] if not ref.empty else 'reference'}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for k in range(len(problems), nrow * ncol):
+        grid[k // ncol][k % ncol].set_visible(False)
+    grid[0][0].set_yticks(range(len(order)), order)
+    grid[0][0].invert_yaxis()
+    for r in range(nrow):
+        grid[r][0].tick_params(axis="y", labelsize=7)
+    handles = [Line2D([], [], color="grey", marker=m, linestyle="none", label=f"{p}") for p, m in parts_seen.items()]
+    handles += [Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
+                       label="hollow: biased (flagged in this cell, or declared)"),
+                Line2D([], [], color="grey", marker="<", linestyle="none", label="at the left edge: exact (zero variance)")]
+    finish(fig, "Every estimator on every problem: variance of one estimate / the problem's reference estimator's "
+           "(named under each problem), at the base setting; lines: 95% intervals; markers: the gradient or checkpoint",
+           handles)
+    return c.save(fig, "overview.png", "Overview: variance relative to each problem's reference at its base setting",
+                  problem="", section="overview")

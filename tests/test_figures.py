@@ -1,0 +1,86 @@
+"""The report's figures: laid out within their bounds, one style per estimator throughout, no empty or
+single-point panel (reports.figures, reports.toy_figures, reports.overview, reports.palette)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports.figures import LayoutError, figures, layout_faults
+from reports.load import read_results, read_training
+from reports.overview import overview_rows
+from reports.palette import FAMILIES, style
+from reports.tables import add_derived, bases
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "reports" / "example"
+
+
+def test_each_built_in_estimator_has_its_own_colour_and_marker_whatever_the_report():
+    names = [n for members, _ in FAMILIES.values() for n in members] + ["exact"]
+    looks = {(style(n).colour, style(n).marker) for n in names}
+    assert len(looks) == len(names)
+    assert len({style(n).colour for n in names}) == len(names)
+    # a function of the name alone: the same in any report, for plugins too
+    assert style("my-plugin") == style("my-plugin") and style("my-plugin").family == "other"
+    # an estimator's option variants keep its marker and family, in their own shades
+    variants = [style(f"gumbel-softmax(temperature={t})") for t in (0.3, 0.5, 1.0)]
+    assert {v.marker for v in variants} == {style("gumbel-softmax").marker}
+    assert len({v.colour for v in variants}) == 3
+    # a library adapter: the style of the estimator it wraps, dashed
+    assert style("storchastic:disarm").colour == style("disarm").colour and style("storchastic:disarm").linestyle == "--"
+
+
+def test_the_layout_check_finds_a_cut_legend_an_overlapping_title_and_an_empty_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([1, 2], [1, 2], label="a line")
+    ax.legend(bbox_to_anchor=(1.6, 1), loc="upper left")
+    fig.suptitle("a title placed on the panel", y=0.7)
+    fig.add_axes((0.7, 0.1, 0.2, 0.2))  # nothing drawn on it
+    faults = layout_faults(fig)
+    plt.close(fig)
+    assert "a legend is cut off" in faults and "the figure's title overlaps a panel" in faults and "an empty panel" in faults
+    fig, ax = plt.subplots()
+    ax.plot([1], [2], label="reinforce", color=style("disarm").colour)
+    faults = layout_faults(fig, {"reinforce"})
+    plt.close(fig)
+    assert "a panel of single points (a dot plot's job)" in faults
+    assert any(f.startswith("reinforce drawn in") for f in faults)
+
+
+@pytest.mark.slow
+def test_every_figure_of_the_example_report_lies_within_its_bounds(tmp_path):
+    """Every figure of the committed example report (the default report's results), drawn at its saved size
+    (Canvas.check, reports.figures.layout_faults, raises LayoutError): no legend or title cut off or over
+    one another or a panel, no empty panel, no panel of single points but a dot plot, each estimator in its
+    own colour; a figure per toy problem and the overview."""
+    df = add_derived(read_results(EXAMPLE / "results.csv"))
+    tr = read_training(EXAMPLE / "results.csv")
+    try:
+        made = figures(df, tr, tmp_path, bases(df), processes=2, check=True)
+    except LayoutError as exc:
+        pytest.fail(str(exc))
+    names = {Path(f.path).name for f in made}
+    toys = df.loc[df["problem_kind"] == "toy", "problem"].unique()
+    assert {f"{p}_variance.png" for p in toys} <= names and "overview.png" in names
+
+
+def test_the_overview_shows_each_toy_at_its_base_setting_and_marks_biased_cells():
+    df = add_derived(read_results(EXAMPLE / "results.csv"))
+    base = bases(df)
+    rows = overview_rows(df, base)
+    toy = rows[rows["problem_kind"] == "toy"]
+    for problem, got in toy.groupby("problem"):
+        assert set(got["n_samples"]) == {base[problem]["n_samples"]}
+        assert not got.duplicated(["estimator", "part"]).any(), problem
+    # the relaxations are declared biased, so they are drawn hollow wherever they appear
+    relaxed = rows[rows["estimator"].str.startswith(("gumbel-softmax", "straight-through"))]
+    assert not relaxed.empty and relaxed["biased"].all()
+    assert not rows.loc[rows["estimator"] == "exact", "biased"].any() and rows.loc[rows["estimator"] == "exact", "exact"].all()
+    assert isinstance(rows, pd.DataFrame)
