@@ -53,7 +53,8 @@ def identity(cell: Cell, sweep: Sweep) -> dict[str, Any]:
     """The columns that identify a cell and its estimator's options (schema CELL_KEY and 'option')."""
     return {"problem": cell.problem.name, "estimator": cell.estimator, "estimator_options": options_text(cell.options),
             **dict(cell.options), **cell.problem.columns(cell.setting), "setting": cell.problem.setting_label(cell.setting),
-            "n_samples": cell.n_samples, "seed": sweep.seed, "dtype": sweep.dtype, "device": sweep.device}
+            "n_samples": cell.n_samples, "confirmation": sweep.confirmation, "seed": sweep.seed, "dtype": sweep.dtype,
+            "device": sweep.device}
 
 
 def unit_key(cell: Cell, sweep: Sweep, curve: bool = False, reference: bool = False) -> tuple[str, ...]:

@@ -151,15 +151,16 @@ def check_resumable(path: Path, rows: list[dict], planned: list[dict[str, Any]],
     want: dict[str, set[tuple]] = {}
     origins: dict[str, str] = {}
     problem_origins: dict[str, str] = {}
-    for row in planned:
-        want.setdefault(row["problem"], set()).add(tuple(_text(row.get(c)) for c in content))
+    for row in planned:  # a report's confirmation reruns (more replicates) are compared with confirmations only
+        want.setdefault((row["problem"], _text(row.get("confirmation"))), set()).add(tuple(_text(row.get(c)) for c in content))
         origins[row["estimator"]] = _text(row.get("estimator_origin"))
         problem_origins[row["problem"]] = _text(row.get("problem_origin"))
     for r in rows:
-        if r["problem"] in want:
+        group = (r["problem"], r.get("confirmation", ""))
+        if group in want:
             have = tuple(r.get(c, "") for c in content)
-            if have not in want[r["problem"]]:
-                planned_values = sorted(want[r["problem"]])[0]
+            if have not in want[group]:
+                planned_values = sorted(want[group])[0]
                 diff = [f"{c}={h or '(none)'} in the file, {c}={p or '(none)'} in this run"
                         for c, h, p in zip(content, have, planned_values, strict=True) if h != p]
                 raise ResumeError(

@@ -84,8 +84,8 @@ def failed_rows(cell: Cell, sweep: Sweep, error: str) -> list[dict[str, Any]]:
 
 def seed_of(cell: Cell, sweep: Sweep) -> int:
     """The cell's own seed (plan.cell_seed of its identity)."""
-    return cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, cell.problem.setting_label(cell.setting),
-                     cell.n_samples)
+    setting = cell.problem.setting_label(cell.setting) + ("|confirmation" if sweep.confirmation else "")
+    return cell_seed(sweep.seed, cell.problem.name, cell.estimator_key, setting, cell.n_samples)
 
 
 def prepare(cell: Cell, ctx: Context) -> Any:
@@ -199,7 +199,7 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
 
 
 def curve_base(cell: Cell, sweep: Sweep) -> dict[str, Any]:
-    ident = identity(cell, sweep)
+    ident = {k: v for k, v in identity(cell, sweep).items() if k != "confirmation"}  # cells only
     return {**ident, "train_steps": sweep.train_steps, "estbench_version": estbench_version(),
             "estimator_origin": estimators.provenance(cell.estimator), "problem_origin": problems.provenance(cell.problem.name)}
 

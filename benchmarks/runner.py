@@ -103,7 +103,6 @@ def _done(plan: Plan, out: Path) -> tuple[set[tuple], set[tuple]]:
     before either is rewritten, so a refusal changes nothing."""
     planned = [base_row(c, sw, 0) for c, sw in plan.cells]
     planned_curves = [curve_base(c, sw) for c, sw in plan.curves]
-    steps = {str(sw.train_steps) for _, sw in plan.curves}
     read = {}
     for path, names, rows, content in ((out, columns(), planned, CONTENT_COLUMNS),
                                          (curves_path(out), curve_header(), planned_curves, CURVE_CONTENT_COLUMNS)):
@@ -114,8 +113,10 @@ def _done(plan: Plan, out: Path) -> tuple[set[tuple], set[tuple]]:
     groups = {c.problem.name: set(c.problem.groups) for c, _ in plan.cells}
     cells = completed(out, read.get(out), lambda r: key_of(r, CELL_KEY),
                       lambda rs: {r["parameter"] for r in rs} == groups.get(rs[0]["problem"], {r["parameter"] for r in rs}))
+    # a curve is complete when it ended (failed) or reached its own train_steps: also one this plan does not run
+    # (the report's confirmation reruns have no curves), which is kept as it is
     curves = completed(curves_path(out), read.get(curves_path(out)), lambda r: key_of(r, CURVE_KEY),
-                       lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] in steps)
+                       lambda rs: rs[-1]["status"] != "ok" or rs[-1]["step"] == rs[-1].get("train_steps"))
     return cells, curves
 
 

@@ -78,6 +78,7 @@ HEAD_COLUMNS = [*_cols("key", str, "problem"), *_cols("provenance", str, "proble
 TAIL_COLUMNS = [
     *_cols("content", int, "checkpoint_steps train_steps"), *_cols("key", int, "n_samples"),
     *_cols("statistic", float, "f_evals"), *_cols("key", int, "replicates"), *_cols("statistic", int, "replicates_used"),
+    *_cols("key", bool, "confirmation"),  # a rerun of a cell flagged biased near the threshold, with 10x its replicates
     *_cols("content", float, "precision"), *_cols("key", int, "seed"),
     *_cols("statistic", float, "mean variance variance_se variance_lo variance_hi"),
     *_cols("statistic", str, "variance_note"),
@@ -108,7 +109,8 @@ CURVE_TAIL_COLUMNS = [
 #: (Problem.true_gradient_se) rather than exact ("exact") or a reference estimator's mean ("mean of X")
 MONTE_CARLO_REFERENCE = "high-precision Monte Carlo reference"
 #: what identifies a cell: two rows of one parameter group with the same values are one row twice
-CELL_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "replicates", "seed", "dtype", "device")
+CELL_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "replicates", "confirmation", "seed", "dtype",
+            "device")
 ROW_KEY = (*CELL_KEY, "parameter")
 #: what identifies a training curve (its points differ by step)
 CURVE_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "seed")

@@ -84,6 +84,9 @@ class Sweep:
         self.n_samples = list(n_samples) if n_samples is not None else [4]
         for key, default in RUN_DEFAULTS.items():
             setattr(self, key, values.pop(key, default))
+        #: the report's reruns of cells flagged biased near the threshold (estbench.api.default_report): their rows
+        #: say so (``confirmation``) and they draw other random numbers than the cell they confirm
+        self.confirmation = bool(values.pop("confirmation", False))
         self.values = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in values.items()}
 
     def __getattr__(self, name: str) -> Any:
@@ -107,7 +110,8 @@ class Sweep:
     def options(self) -> dict[str, Any]:
         """Every field, as keyword arguments that make this sweep again."""
         return {"problem": self.problem, "estimator": self.estimator, "n_samples": self.n_samples,
-                **{k: getattr(self, k) for k in RUN_DEFAULTS}, **self.values}
+                **{k: getattr(self, k) for k in RUN_DEFAULTS}, **({"confirmation": True} if self.confirmation else {}),
+                **self.values}
 
     def with_overrides(self, **values: Any) -> Sweep:
         """A copy with the given fields replaced; None values are ignored."""

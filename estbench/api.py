@@ -200,5 +200,26 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     plan = _plan(report_sweeps(base, quick=quick), force)
     results = out / "results.csv"
     _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
+    confirm = confirmation_plan(plan, results)
+    if confirm.cells:  # a few cells, run here: a cluster's workers rebuild whole sweeps, not single cells
+        _run(confirm, results, progress, resume=True)
     path = build(results, out, benchmarks=benchmarks, command=command)
     return path, pd.read_csv(results, dtype={"error": str})
+
+
+def confirmation_plan(plan: Any, results: Path) -> Any:
+    """The reruns of ``plan``'s cells flagged biased near the threshold in ``results`` (reports.confirm):
+    each cell with CONFIRMATION_FACTOR times its replicates, its rows marked ``confirmation``."""
+    from benchmarks.plan import Plan
+    from benchmarks.schema import options_text
+    from reports.confirm import CONFIRMATION_FACTOR, cells_to_confirm
+    from reports.load import read_results
+
+    wanted = set(cells_to_confirm(read_results(results)))
+    cells = []
+    for cell, sw in plan.cells:
+        key = (cell.problem.name, cell.estimator, options_text(cell.options), cell.problem.setting_label(cell.setting),
+               str(cell.n_samples))
+        if key in wanted:
+            cells.append((cell, sw.with_overrides(replicates=sw.replicates * CONFIRMATION_FACTOR, confirmation=True)))
+    return Plan(cells, [])

@@ -34,6 +34,7 @@ from benchmarks.results_file import atomic_write, curves_path, writer_lock
 from benchmarks.schema import csv_safe
 
 from .brief import summary_line
+from .confirm import attach_confirmations
 from .figures import figures
 from .libraries import library_section
 from .load import ResultsError, read_results, read_training
@@ -130,7 +131,7 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
     results, out = Path(results), Path(out_dir)
     check_out_dir(out)
     notes: list[str] = []
-    df = add_derived(read_results(results, notes))
+    df = add_derived(attach_confirmations(read_results(results, notes)))
     tr = read_training(results)
     bench = check_benchmarks(benchmarks) if benchmarks else None
     for note in notes:

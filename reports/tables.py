@@ -277,7 +277,8 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "variance_vs_reference_hi", "bias_z", "mse", "snr", "snr_lo", "snr_hi", "agreement_z", "reference",
             "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
             "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi",
-            "efficiency_per_eval", "variance_x_evals", "variance_x_evals_lo", "variance_x_evals_hi", "overview"]
+            "efficiency_per_eval", "variance_x_evals", "variance_x_evals_lo", "variance_x_evals_hi", "confirmation_z",
+            "confirmation_replicates", "overview"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     out = ok[[c for c in keep if c in ok]].reset_index(drop=True)
     if "reference_estimator" in out:

@@ -149,10 +149,20 @@ def bias_threshold(n: int) -> float:
     return NormalDist().inv_cdf(1 - BIAS_ALARM / (2 * max(n, 1)))
 
 
+def unconfirmed(rows: pd.DataFrame, thresh: float) -> pd.Series:
+    """Rows whose flag a rerun with more replicates did not confirm (its |bias z| at most ``thresh``;
+    reports.confirm)."""
+    if "confirmation_z" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["confirmation_z"].notna() & (rows["confirmation_z"].abs() <= thresh)
+
+
 def flagged_biased(rows: pd.DataFrame) -> list[str]:
-    """The estimators with a cell flagged biased among ``rows`` (one problem's ok rows)."""
+    """The estimators with a cell flagged biased among ``rows`` (one problem's ok rows), but for flags
+    that a rerun did not confirm."""
     z = rows["bias_z"].abs()
-    return sorted(set(rows.loc[z > bias_threshold(int(z.notna().sum())), "estimator"]))
+    thresh = bias_threshold(int(z.notna().sum()))
+    return sorted(set(rows.loc[(z > thresh) & ~unconfirmed(rows, thresh), "estimator"]))
 
 
 def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
@@ -166,18 +176,25 @@ def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
     where = f"{worst['estimator']}, {worst['parameter']}, {setting_text(worst, [*setting_axes, 'n_samples'])}"
     rule = f"|bias z| > {fmt(thresh)}, a {BIAS_ALARM:.0%} false-alarm rate over its {n} cells x gradients"
     flagged = flagged_biased(rows)
+    dropped = rows[(z > thresh) & unconfirmed(rows, thresh)]
+    dismissed = "".join(
+        f" Not confirmed: {r['estimator']} (|bias z| {fmt(abs(r['bias_z']))} at {r['parameter']}, "
+        f"{setting_text(r, [*setting_axes, 'n_samples'])}; rerun with {int(r['confirmation_replicates']):,} replicates: "
+        f"|bias z| {fmt(abs(r['confirmation_z']))}), read as a false alarm." for _, r in dropped.iterrows())
     if not flagged:
-        return (f"Bias: no estimator is flagged biased ({rule}); the largest |bias z| is {fmt(z.max())} ({where}).")
+        return (f"Bias: no estimator is flagged biased ({rule}); the largest |bias z| is {fmt(z.max())} ({where})."
+                + dismissed)
     cells = []
     for est in flagged:
         mine = rows[rows["estimator"] == est]
         w = mine.loc[mine["bias_z"].abs().idxmax()]
         n_over = int((mine["bias_z"].abs() > thresh).sum())
+        confirmed = f", confirmed by a rerun with {int(w['confirmation_replicates']):,} replicates (|bias z| " \
+            f"{fmt(abs(w['confirmation_z']))})" if pd.notna(w.get("confirmation_z", float("nan"))) else ""
         cells.append(f"{est}: |bias z| {fmt(abs(w['bias_z']))} at {w['parameter']}, "
-                     f"{setting_text(w, [*setting_axes, 'n_samples'])}"
+                     f"{setting_text(w, [*setting_axes, 'n_samples'])}{confirmed}"
                      + (f" ({n_over} cells over the threshold)" if n_over > 1 else ""))
-    return (f"Bias: **flagged biased: {', '.join(flagged)}** ({rule}): " + "; ".join(cells) + ". A single flag "
-            "near the threshold can be that 1% false alarm: rerun its cell with a larger --replicates to confirm.")
+    return (f"Bias: **flagged biased: {', '.join(flagged)}** ({rule}): " + "; ".join(cells) + "." + dismissed)
 
 
 def model_threshold(rows: pd.DataFrame) -> tuple[float, int, int]:

@@ -401,3 +401,36 @@ def test_no_unbiased_sampling_estimator_is_exact_at_a_base_setting():
     exact = sorted({(r["problem"], r["estimator"], r["estimator_options"], r["parameter"]) for r in rows
                     if r["variance"] == 0})
     assert not exact, f"unbiased sampling estimators exact at a base setting: {exact}"
+
+
+@pytest.mark.slow
+def test_a_flag_near_the_threshold_is_rerun_with_ten_times_the_replicates_before_it_is_printed(tmp_path):
+    """estbench report reruns each cell flagged biased at no more than NEAR x the threshold (reports.confirm) with
+    10x its replicates, marked ``confirmation``: arms' flag at |z| 3.93 (threshold 3.52) is not confirmed (|z| 1.6 at
+    R = 2000) and not printed as a flag; gumbel-softmax's near flag is confirmed; the reruns stay out of the tables;
+    a resume reruns nothing."""
+    from estbench import api
+    from reports.confirm import CONFIRMATION_FACTOR, NEAR
+
+    out = tmp_path / "r"
+    opts = dict(quick=True, problem=["bernoulli-quadratic"], estimator=["arms", "reinforce-loo", "gumbel-softmax"])
+    path, df = api.default_report(out, **opts)
+    conf = df[df["confirmation"]]
+    regular = df[~df["confirmation"]]
+    assert not conf.empty and set(conf["replicates"]) == {CONFIRMATION_FACTOR * 200}
+    for _, r in conf.iterrows():  # each rerun is of a cell flagged near the threshold, with other random numbers
+        same = regular[(regular["estimator"] == r["estimator"]) & (regular["estimator_options"] == r["estimator_options"])
+                       & (regular["setting"] == r["setting"]) & (regular["n_samples"] == r["n_samples"])
+                       & (regular["parameter"] == r["parameter"])]
+        assert len(same) == 1 and same["cell_seed"].iloc[0] != r["cell_seed"]
+        assert abs(same["bias_z"].iloc[0]) <= NEAR * 3.52 + 0.01
+    text = path.read_text()
+    section = text.split("## bernoulli-quadratic\n", 1)[1].split("\n## ", 1)[0]
+    flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
+    assert "arms" not in flagged and "gumbel-softmax" in flagged
+    assert "Not confirmed: arms (|bias z| 3.93" in section and "replicates: |bias z| 1.62), read as a false alarm" in section
+    assert "confirmed by a rerun with 2,000 replicates" in section
+    tables = pd.read_csv(out / "tables.csv")
+    assert set(tables["replicates"]) == {200} and tables["confirmation_z"].notna().any()
+    _, again = api.default_report(out, resume=True, **opts)
+    assert len(again) == len(df)
