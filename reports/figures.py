@@ -27,6 +27,8 @@ from .tables import fmt, is_toy
 from .toy_figures import variance_figure
 
 FIGURES = "figures"
+#: the training-curve figure frames its ELBO axis on the steps after this share of training
+FRAMED_FROM = 0.2
 
 
 class Figure(NamedTuple):
@@ -263,17 +265,27 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
         return None
     final = tr.sort_values("step").groupby("estimator")["status"].last()
     curves["estimator"] = curves["estimator"].map(lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.9), sharey=True, layout="constrained")
-    for ax, x, label in ((axes[0], "step", "training step"), (axes[1], "wall_time_s", "training wall time (s)")):
+    # the whole run; then, framed on the steps after the first FRAMED_FROM of training (where the estimators
+    # differ, not the first steps' rise), against step and against wall time
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), layout="constrained", gridspec_kw={"width_ratios": [0.55, 1, 1]})
+    axes[2].sharey(axes[1])
+    panels = ((axes[0], "step", "training step (whole run)"), (axes[1], "step", "training step"),
+              (axes[2], "wall_time_s", "training wall time (s)"))
+    for ax, x, label in panels:
         for est, line in curves.groupby("estimator", sort=False):
             line = line.sort_values(x)
-            ax.plot(line[x], line["elbo_test"], label=est, markersize=3, linewidth=1.2,
+            name = "exact (the ceiling: the exact gradient)" if est == "exact" else est
+            ax.plot(line[x], line["elbo_test"], label=name, markersize=3, linewidth=1.2,
                     **{**style(est.split(" (")[0] if est not in c.palette else est).line(), "marker": "."})
         ax.set_xlabel(label)
-        ax.set_ylabel("test ELBO (nats per image)" if ax is axes[0] else "")
-    lo = curves["elbo_test"].quantile(0.02)
-    axes[0].set_ylim(bottom=lo, top=curves["elbo_test"].max() + 0.05 * abs(curves["elbo_test"].max() - lo))
-    finish(fig, f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam)", axes[0].get_lines())
+        ax.set_ylabel("test ELBO (nats per image)" if ax is not axes[2] else "")
+    late = curves[curves["step"] >= FRAMED_FROM * curves["step"].max()]["elbo_test"]
+    lo, hi = late.min(), late.max()
+    axes[1].set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.08 * (hi - lo + 1e-9))
+    axes[1].set_xlim(left=FRAMED_FROM * curves["step"].max())
+    axes[1].set_title(f"from step {fmt(FRAMED_FROM * curves['step'].max())}", fontsize=9)
+    finish(fig, f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam); left: the whole "
+           "run, middle and right: framed on the later steps, where the estimators differ", axes[0].get_lines())
     return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves", problem=problem, section="training")
 
 
@@ -328,7 +340,10 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
 def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
             processes: int | None = None, check: bool = False) -> list[Figure]:
     """Draw every figure the data allow (in up to ``processes`` processes, see draw_all); returns them
-    in order. ``check``: Canvas.check."""
+    in order. ``check``: Canvas.check. A report's confirmation reruns (reports.confirm) are not drawn."""
+    from .confirm import is_confirmation
+
+    df = df[~is_confirmation(df)]
     theme()
     names = set(df["estimator"]) | (set(tr["estimator"].dropna()) if tr is not None else set())
     estimators = sorted(names, key=lambda e: (e != REFERENCE, e))

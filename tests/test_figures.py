@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reports.confirm import attach_confirmations
 from reports.figures import LayoutError, figures, layout_faults
 from reports.load import read_results, read_training
 from reports.overview import overview_rows
@@ -60,7 +61,7 @@ def test_every_figure_of_the_example_report_lies_within_its_bounds(tmp_path):
     (Canvas.check, reports.figures.layout_faults, raises LayoutError): no legend or title cut off or over
     one another or a panel, no empty panel, no panel of single points but a dot plot, each estimator in its
     own colour; a figure per toy problem and the overview."""
-    df = add_derived(read_results(EXAMPLE / "results.csv"))
+    df = add_derived(attach_confirmations(read_results(EXAMPLE / "results.csv")))
     tr = read_training(EXAMPLE / "results.csv")
     try:
         made = figures(df, tr, tmp_path, bases(df), processes=2, check=True)
@@ -72,7 +73,7 @@ def test_every_figure_of_the_example_report_lies_within_its_bounds(tmp_path):
 
 
 def test_the_overview_shows_each_toy_at_its_base_setting_and_marks_biased_cells():
-    df = add_derived(read_results(EXAMPLE / "results.csv"))
+    df = add_derived(attach_confirmations(read_results(EXAMPLE / "results.csv")))
     base = bases(df)
     rows = overview_rows(df, base)
     toy = rows[rows["problem_kind"] == "toy"]
