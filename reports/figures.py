@@ -289,46 +289,6 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves", problem=problem, section="training")
 
 
-def efficiency(c: Canvas, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Made:
-    """Efficiency relative to the reference estimator: toys at the base setting, models per checkpoint."""
-    import matplotlib.pyplot as plt
-
-    shown = df[(df["status"] == "ok") & df["efficiency_vs_reference"].notna()]
-    for problem, values in base.items():
-        for axis, value in values.items():
-            shown = shown[~is_toy(shown) | (shown["problem"] != problem) | (shown[axis] == value)]
-    # exact (zero-variance) cells have no finite efficiency: left out rather than setting the axis at 1e+15
-    exact = shown[shown["variance"] == 0]
-    d = shown[np.isfinite(shown["efficiency_vs_reference"]) & (shown["efficiency_vs_reference"] > 0)]
-    toy_base = d[is_toy(d)]
-    cols = ["efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi"]
-
-    def ratio(r: pd.Series) -> dict[str, Any]:
-        return {k: r.get(k, np.nan) for k in cols}
-
-    rows = [{"cell": f"{r['problem'].removeprefix('gaussian-')} d/d{r['parameter']}", "estimator": r["estimator"],
-             **ratio(r)} for _, r in toy_base.iterrows()]
-    at_k = lambda r: f" K={fmt(r['K'])}" if pd.notna(r.get("K", np.nan)) else ""  # noqa: E731  the bound's K
-    rows += [{"cell": f"{r['problem']} {r['checkpoint']}{at_k(r)}", "estimator": r["estimator"], **ratio(r)}
-             for _, r in d[~is_toy(d)].iterrows()]
-    if not rows:
-        return None
-    e = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * e["cell"].nunique() + 3), 4.5), layout="constrained")
-    _bars(ax, c, e, "cell", "efficiency_vs_reference", list(dict.fromkeys(e["cell"])),
-          [x for x in c.estimators if x in set(e["estimator"])])
-    ax.axhline(1, color="black", linewidth=0.8)
-    ax.set_xlabel("")
-    ax.set_ylabel("efficiency / the reference's")
-    refs = ", ".join(sorted(set(shown["reference_estimator"].dropna().astype(str)))) if "reference_estimator" in shown else ""
-    ax.tick_params(axis="x", rotation=30)
-    finish(fig, f"Efficiency = 1 / (variance x time per estimate), relative to each problem's reference ({refs}) "
-           "(error bars: from the variance's 95% interval and the timing spread"
-           + (f"; left out, exact (zero variance): {', '.join(sorted(set(exact['estimator'])))}"
-              if not exact.empty else "") + ")", ax.get_legend_handles_labels()[0])
-    return c.save(fig, "efficiency.png", "Efficiency relative to each problem's reference estimator")
-
-
 def _with_biased(df: pd.DataFrame) -> list[str]:
     """Toy problems on which some estimator is flagged biased: their MSE tells what variance hides."""
     from .text import flagged_biased
@@ -358,6 +318,6 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
         (option_effect, (c, df)),
         *(job for p in models for job in ((model_gradient_variance, (c, df, p)), (model_against_k, (c, df, p)),
                                           (model_test_elbo, (c, tr, p)))),
-        (efficiency, (c, df, base)),
+        (overview, (c, df, base, "efficiency_vs_reference")),
     ]
     return [m for m in draw_all(jobs, processes) if m is not None]

@@ -60,14 +60,18 @@ def _order(estimators: list[str]) -> list[str]:
     return sorted(estimators, key=lambda e: (families.index(style(e).family), e))
 
 
-def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Any:
+def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]], y: str = "variance_vs_reference") -> Any:
     """One panel per problem: each estimator's variance / the reference's at the base setting (log axis,
-    95% interval), hollow where biased, a triangle at the left edge where exact; None without rows."""
+    95% interval), hollow where biased, a triangle at the edge where exact (left; efficiency: right);
+    ``y`` "efficiency_vs_reference": the same for efficiency (efficiency.png). None without rows."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
+    variance = y == "variance_vs_reference"
     rows = overview_rows(df, base)
-    rows = rows[(rows["variance_vs_reference"] > 0) | rows["exact"]]
+    if y not in rows:
+        return None
+    rows = rows[(rows[y] > 0) & np.isfinite(rows[y]) | rows["exact"]]
     if rows.empty:
         return None
     problems = list(dict.fromkeys(rows["problem"]))
@@ -82,21 +86,21 @@ def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Any:
         ax = grid[k // ncol][k % ncol]
         here = rows[rows["problem"] == problem]
         parts = list(dict.fromkeys(here["part"]))
-        positive = here.loc[~here["exact"], "variance_vs_reference"]
-        left = positive.min() / 3 if not positive.empty else 0.1
+        positive = here.loc[~here["exact"], y]
+        edge = (positive.min() / 3 if variance else positive.max() * 3) if not positive.empty else 1.0
         for j, part in enumerate(parts):
             marker = PART_MARKERS[j % len(PART_MARKERS)]
             parts_seen.setdefault(part, marker)
             shift = (j - (len(parts) - 1) / 2) * 0.22
             for _, r in here[here["part"] == part].iterrows():
-                y, colour = where[r["estimator"]] + shift, style(r["estimator"]).colour
+                at, colour = where[r["estimator"]] + shift, style(r["estimator"]).colour
                 if r["exact"]:
-                    ax.plot([left], [y], marker="<", color=colour, linestyle="none", clip_on=False)
+                    ax.plot([edge], [at], marker="<" if variance else ">", color=colour, linestyle="none", clip_on=False)
                     continue
-                lo, hi = r.get("variance_vs_reference_lo", np.nan), r.get("variance_vs_reference_hi", np.nan)
+                lo, hi = r.get(f"{y}_lo", np.nan), r.get(f"{y}_hi", np.nan)
                 if pd.notna(lo) and pd.notna(hi):
-                    ax.plot([max(lo, left), hi], [y, y], color=colour, linewidth=1.2)
-                ax.plot([r["variance_vs_reference"]], [y], marker=marker, markersize=5, linestyle="none", color=colour,
+                    ax.plot([lo, hi], [at, at], color=colour, linewidth=1.2)
+                ax.plot([r[y]], [at], marker=marker, markersize=5, linestyle="none", color=colour,
                         markerfacecolor="white" if r["biased"] else colour)
         ax.axvline(1, color="black", linewidth=0.8)
         ax.set_xscale("log")
@@ -112,9 +116,14 @@ def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> Any:
     handles = [Line2D([], [], color="grey", marker=m, linestyle="none", label=f"{p}") for p, m in parts_seen.items()]
     handles += [Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
                        label="hollow: biased (flagged in this cell, or declared)"),
-                Line2D([], [], color="grey", marker="<", linestyle="none", label="at the left edge: exact (zero variance)")]
-    finish(fig, "Every estimator on every problem: variance of one estimate / the problem's reference estimator's "
-           "(named under each problem), at the base setting; lines: 95% intervals; markers: the gradient or checkpoint",
-           handles)
-    return c.save(fig, "overview.png", "Overview: variance relative to each problem's reference at its base setting",
-                  problem="", section="overview")
+                Line2D([], [], color="grey", marker="<" if variance else ">", linestyle="none",
+                       label=f"at the {'left' if variance else 'right'} edge: exact (zero variance)")]
+    what = ("variance of one estimate" if variance else
+            "efficiency (1 / (variance x time per estimate); higher is better)")
+    finish(fig, f"Every estimator on every problem: {what} / the problem's reference estimator's (named under each "
+           "problem), at the base setting; lines: 95% intervals" + ("" if variance else " (with the timing spread)")
+           + "; markers: the gradient or checkpoint", handles)
+    if variance:
+        return c.save(fig, "overview.png", "Overview: variance relative to each problem's reference at its base setting",
+                      problem="", section="overview")
+    return c.save(fig, "efficiency.png", "Efficiency relative to each problem's reference estimator, at each base setting")
