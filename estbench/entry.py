@@ -9,21 +9,30 @@ import signal
 import sys
 
 INTERRUPTED = 130
+_SIGINT = []  # a SIGINT received while starting
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _SIGINT.append(signum)
+    raise KeyboardInterrupt
 
 
 def main() -> int:
     # A shell starts a background job with SIGINT ignored, and Python then leaves it so: a run started
     # with `estbench ... &` could not be interrupted (kill -INT). estbench takes SIGINT as Ctrl-C always.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
+    except BaseException:  # noqa: BLE001 - Ctrl-C, or what it left behind: a C extension's import cut short by the
+        # KeyboardInterrupt can fail again as an ImportError ("cannot load module more than once per process")
+        if not _SIGINT:
+            raise
         print("estbench: interrupted while starting; nothing was run", file=sys.stderr)
         # An import interrupted inside C code (torch's) can leave the interpreter marked as ended by an unhandled
         # Ctrl-C, and it would then kill itself with SIGINT at exit: nothing was started, so end here.
         sys.stderr.flush()
         os._exit(INTERRUPTED)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = cli_main()
     except KeyboardInterrupt:  # before the command's own handler (loading plugins, parsing)
