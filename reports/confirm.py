@@ -67,4 +67,3 @@ def attach_confirmations(df: pd.DataFrame) -> pd.DataFrame:
     out["confirmation_z"] = pd.to_numeric(merged["cz"], errors="coerce").to_numpy()
     out["confirmation_replicates"] = pd.to_numeric(merged["cr"], errors="coerce").to_numpy()
     return out
-

@@ -17,7 +17,7 @@ import pandas as pd
 from .drawing import finish
 from .palette import FAMILIES, style
 from .tables import _numeric_axes, is_toy
-from .text import bias_threshold, unconfirmed
+from .text import standing_flags
 
 PANEL_COLUMNS = 5
 PART_MARKERS = ("o", "s", "^", "D")
@@ -44,10 +44,9 @@ def overview_rows(df: pd.DataFrame, base: dict[str, dict[str, Any]]) -> pd.DataF
         if rows.empty:
             continue
         flagged = False
-        if "bias_z" in rows:  # this cell's |bias z| over its problem's threshold (reports.text's rule)
-            z = df.loc[(df["problem"] == problem) & (df["status"] == "ok"), "bias_z"].abs()
-            thresh = bias_threshold(int(z.notna().sum()))
-            flagged = (rows["bias_z"].abs() > thresh) & ~unconfirmed(rows, thresh)
+        if "bias_z" in rows:  # this cell flagged by the report's rule over all its problem's cells (reports.text)
+            mine = df[(df["problem"] == problem) & (df["status"] == "ok")]
+            flagged = standing_flags(mine).reindex(rows.index, fill_value=False)
         declared = rows["estimator_unbiased"].astype(str).str.lower().isin(["no", "false", "0"]) \
             if "estimator_unbiased" in rows else False
         out.append(rows.assign(part=part.astype(str), biased=flagged | declared, exact=rows["variance"] == 0))

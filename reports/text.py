@@ -149,20 +149,19 @@ def bias_threshold(n: int) -> float:
     return NormalDist().inv_cdf(1 - BIAS_ALARM / (2 * max(n, 1)))
 
 
-def unconfirmed(rows: pd.DataFrame, thresh: float) -> pd.Series:
-    """Rows whose flag a rerun with more replicates did not confirm (its |bias z| at most ``thresh``;
-    reports.confirm)."""
-    if "confirmation_z" not in rows:
-        return pd.Series(False, index=rows.index)
-    return rows["confirmation_z"].notna() & (rows["confirmation_z"].abs() <= thresh)
+def standing_flags(rows: pd.DataFrame) -> pd.Series:
+    """Of ``rows`` (one problem's ok rows), those flagged biased (|bias z| over the threshold for their
+    count) but for those whose rerun with more replicates (reports.confirm) came out at most the threshold."""
+    z = rows["bias_z"].abs()
+    thresh = bias_threshold(int(z.notna().sum()))
+    rerun = rows["confirmation_z"].abs() if "confirmation_z" in rows else pd.Series(float("nan"), index=rows.index)
+    return (z > thresh) & ~(rerun <= thresh)
 
 
 def flagged_biased(rows: pd.DataFrame) -> list[str]:
     """The estimators with a cell flagged biased among ``rows`` (one problem's ok rows), but for flags
     that a rerun did not confirm."""
-    z = rows["bias_z"].abs()
-    thresh = bias_threshold(int(z.notna().sum()))
-    return sorted(set(rows.loc[(z > thresh) & ~unconfirmed(rows, thresh), "estimator"]))
+    return sorted(set(rows.loc[standing_flags(rows), "estimator"]))
 
 
 def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
@@ -176,7 +175,8 @@ def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
     where = f"{worst['estimator']}, {worst['parameter']}, {setting_text(worst, [*setting_axes, 'n_samples'])}"
     rule = f"|bias z| > {fmt(thresh)}, a {BIAS_ALARM:.0%} false-alarm rate over its {n} cells x gradients"
     flagged = flagged_biased(rows)
-    dropped = rows[(z > thresh) & unconfirmed(rows, thresh)]
+    standing = standing_flags(rows)
+    dropped = rows[(z > thresh) & ~standing]
     dismissed = "".join(
         f" Not confirmed: {r['estimator']} (|bias z| {fmt(abs(r['bias_z']))} at {r['parameter']}, "
         f"{setting_text(r, [*setting_axes, 'n_samples'])}; rerun with {int(r['confirmation_replicates']):,} replicates: "
@@ -185,10 +185,10 @@ def bias_sentence(rows: pd.DataFrame, setting_axes: list[str]) -> str:
         return (f"Bias: no estimator is flagged biased ({rule}); the largest |bias z| is {fmt(z.max())} ({where})."
                 + dismissed)
     cells = []
-    for est in flagged:
-        mine = rows[rows["estimator"] == est]
+    for est in flagged:  # its largest standing flag (not one a rerun dismissed)
+        mine = rows[standing & (rows["estimator"] == est)]
         w = mine.loc[mine["bias_z"].abs().idxmax()]
-        n_over = int((mine["bias_z"].abs() > thresh).sum())
+        n_over = len(mine)
         confirmed = f", confirmed by a rerun with {int(w['confirmation_replicates']):,} replicates (|bias z| " \
             f"{fmt(abs(w['confirmation_z']))})" if pd.notna(w.get("confirmation_z", float("nan"))) else ""
         cells.append(f"{est}: |bias z| {fmt(abs(w['bias_z']))} at {w['parameter']}, "
