@@ -82,6 +82,10 @@ def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.
     return below.scatter_(-1, drawn, top)
 
 
+#: how many random numbers gumbel-rao's Bernoulli point draws at a time (a block of its M conditional draws)
+GUMBEL_BLOCK = 1 << 19
+
+
 class _StraightThrough(Estimator):
     """f at the one-hot draw D, the gradient through ``point(logits, D)`` (subclasses)."""
 
@@ -131,19 +135,31 @@ class GumbelRao(_StraightThrough):
     def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # over two classes G_1 - G_0 is logistic noise L, and argmax = b is theta + L > 0 iff b = 1: L = logit(v),
         # v uniform on (1 - p, 1) where b = 1, on (0, 1 - p) where b = 0 (one uniform per Gumbel pair)
-        q = torch.sigmoid(-theta.detach())
+        t = theta.detach()
+        q = torch.sigmoid(-t)
         width, start = torch.where(b.bool(), 1 - q, q), b * q  # [n, *B, *E]: v = start + u width
+        # at tau = 1, sigma(theta + logit v) = v / (v + (1 - v) e^-theta), no exp or log per draw; compiled, the general
+        # form (the branch on the logits' range would break the graph, and the compiled kernel fuses the logit)
+        closed = self.temperature == 1.0 and not torch.compiler.is_compiling() and t.abs().max() < 60
         with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, in place, without a graph
-            relaxed = torch.rand((self.M, *b.shape), dtype=b.dtype, device=b.device).mul_(width).add_(start)
-            if self.temperature == 1.0 and theta.detach().abs().max() < 60:  # sigma(theta + logit v), no exp or log:
-                c = torch.exp(-theta.detach())  # v / (v + (1 - v) e^-theta)
-                relaxed.div_(torch.addcmul(c, relaxed, 1 - c))
-            else:
-                relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
-                relaxed.add_(theta.detach()).div_(self.temperature).sigmoid_()
-            value = relaxed.mean(0)
-            slope = torch.addcmul(relaxed, relaxed, relaxed, value=-1).mean(0).div_(self.temperature)
-        return value + (theta - theta.detach()) * slope  # the mean's value, and its derivative in theta
+            c = torch.exp(-t)
+            total, squares = torch.zeros_like(b), torch.zeros_like(b)
+            # the M draws a block at a time, each block of about GUMBEL_BLOCK numbers (the uniforms' buffer stays in
+            # cache and is not allocated afresh per chunk), in the order of one [M, *b.shape] draw
+            block = max(1, min(self.M, GUMBEL_BLOCK // max(1, b.numel())))
+            for first in range(0, self.M, block):
+                relaxed = torch.rand((min(block, self.M - first), *b.shape), dtype=b.dtype, device=b.device)
+                relaxed.mul_(width).add_(start)
+                if closed:
+                    relaxed.div_(torch.addcmul(c, relaxed, 1 - c))
+                else:
+                    relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
+                    relaxed.add_(t).div_(self.temperature).sigmoid_()
+                total.add_(relaxed.sum(0))
+                squares.add_(relaxed.mul_(relaxed).sum(0))
+            value = total.div_(self.M)
+            slope = (value - squares.div_(self.M)).div_(self.temperature)
+        return value + (theta - t) * slope  # the mean's value, and its derivative in theta
 
 
 @builtin
