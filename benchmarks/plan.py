@@ -36,6 +36,8 @@ class Cell:
     n_samples: int
     #: the estimator's option values, ((name, value), ...), every declared option included
     options: tuple[tuple[str, Any], ...] = ()
+    #: a training curve's seed index, 0 to train_seeds - 1 (cells: 0)
+    train_seed: int = 0
 
     @property
     def estimator_key(self) -> str:
@@ -46,7 +48,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}]"
+        seed = f"-train_seed={self.train_seed}" if self.train_seed else ""
+        return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}{seed}]"
 
 
 def identity(cell: Cell, sweep: Sweep) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def unit_key(cell: Cell, sweep: Sweep, curve: bool = False, reference: bool = Fa
     """The one identity of a unit within a run, as the results file states it: the schema's cell key
     (CURVE_KEY for a training curve) and what decides its content (CONTENT_COLUMNS). ``reference``:
     the key of the problem's reference estimator's cell at the same setting."""
-    row = {**identity(cell, sweep), "replicates": sweep.replicates, "precision": sweep.precision,
+    row = {**identity(cell, sweep), "replicates": sweep.replicates, "precision": sweep.precision, "train_seed": cell.train_seed,
            **cell.problem.context_columns(sweep.context())}
     if reference:
         row.update(estimator=cell.problem.reference, estimator_options="")
@@ -85,8 +88,8 @@ def cells(sweep: Sweep) -> Iterator[Cell]:
 
 
 def curve_cells(sweep: Sweep) -> list[Cell]:
-    """Training-curve tasks: one per problem that trains, curve setting, n_samples and estimator that
-    can train there (Problem.curve_unsupported)."""
+    """Training-curve tasks: train_seeds per problem that trains, curve setting, n_samples and estimator
+    that can train there (Problem.curve_unsupported)."""
     if sweep.train_steps <= 0:
         return []
     out, seen = [], set()
@@ -104,8 +107,17 @@ def curve_cells(sweep: Sweep) -> list[Cell]:
                     if problem.curve_unsupported(estimators.get_class(ename), key, n) is not None:
                         continue  # the cells of the same estimator are skipped rows, with the reason
                     for opts in sweep.estimator_options(ename):
-                        out.append(Cell(problem, ename, key, n, tuple(opts.items())))
+                        out.extend(Cell(problem, ename, key, n, tuple(opts.items()), i) for i in range(sweep.train_seeds))
     return out
+
+
+def training_seed(seed: int, train_seed: int) -> int:
+    """The seed of a training curve (its model's initial weights, batch order and draws): the run's seed
+    for the first, and one derived from the run's seed and the index for the others."""
+    if train_seed == 0:
+        return seed
+    key = f"{seed}|train|{train_seed}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 

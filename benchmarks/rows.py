@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from estimators.isolation import isolated, torch_state
 from . import concurrency, problems
 from .engine import _error_text, estimate_cell
 from .machine import estbench_version, machine, seed_generators, timing_columns
-from .plan import Cell, cell_seed, estimator_option_names, identity, problem_axes, unit_key
+from .plan import Cell, cell_seed, estimator_option_names, identity, problem_axes, training_seed, unit_key
 from .problems import Context
 from .schema import MONTE_CARLO_REFERENCE, curve_schema, results_schema
 from .stats import GradientStats, coordinate_z, zero_variance_threshold
@@ -200,7 +201,7 @@ def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict
 
 def curve_base(cell: Cell, sweep: Sweep) -> dict[str, Any]:
     ident = {k: v for k, v in identity(cell, sweep).items() if k != "confirmation"}  # cells only
-    return {**ident, "train_steps": sweep.train_steps, "estbench_version": estbench_version(),
+    return {**ident, "train_seed": cell.train_seed, "train_steps": sweep.train_steps, "estbench_version": estbench_version(),
             "estimator_origin": estimators.provenance(cell.estimator), "problem_origin": problems.provenance(cell.problem.name)}
 
 
@@ -210,6 +211,7 @@ def curve_rows(cell: Cell, sweep: Sweep, ctx: Context) -> list[dict[str, Any]]:
     try:
         estimator = estimators.get(cell.estimator, **dict(cell.options))
         with isolated():
+            ctx = replace(ctx, seed=training_seed(ctx.seed, cell.train_seed))
             points = cell.problem.curves(estimator, cell.setting, cell.n_samples, ctx) or []
     except EstimatorError as exc:
         return [{**base, "status": "skipped" if exc.capability else "failed", "error": str(exc)}]

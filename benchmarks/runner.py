@@ -218,7 +218,7 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
 
 
 def _key(cell: Cell, sweep: Sweep, key: tuple[str, ...]) -> tuple[str, ...]:
-    return key_of({**identity(cell, sweep), "replicates": sweep.replicates}, key)
+    return key_of({**identity(cell, sweep), "replicates": sweep.replicates, "train_seed": cell.train_seed}, key)
 
 
 #: what the runner offers: its own functions, and the names of the modules it was split into

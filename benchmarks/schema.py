@@ -99,7 +99,8 @@ TAIL_COLUMNS = [
 #: the training-curve table, around the setting axes and estimator options
 CURVE_HEAD_COLUMNS = _cols("key", str, "problem estimator estimator_options")
 CURVE_TAIL_COLUMNS = [
-    *_cols("key", int, "n_samples seed"), *_cols("content", int, "train_steps"), *_cols("key", str, "dtype device setting"),
+    *_cols("key", int, "n_samples seed train_seed"), *_cols("content", int, "train_steps"),
+    *_cols("key", str, "dtype device setting"),
     *_cols("statistic", int, "step"), *_cols("timing", float, "wall_time_s"), *_cols("statistic", float, "elbo_train elbo_test"),
     *_cols("provenance", str, "objective"), *_cols("statistic", str, "status error"), *_cols("content", str, "estbench_version"),
     *_cols("provenance", str, "estimator_origin problem_origin"), *_cols("timing", str, "row_checksum"),
@@ -113,7 +114,7 @@ CELL_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples",
             "device")
 ROW_KEY = (*CELL_KEY, "parameter")
 #: what identifies a training curve (its points differ by step)
-CURVE_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "seed")
+CURVE_KEY = ("problem", "estimator", "estimator_options", "setting", "n_samples", "seed", "train_seed")
 
 
 class Schema:

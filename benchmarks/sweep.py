@@ -45,10 +45,11 @@ RUN_DEFAULTS: dict[str, Any] = {
     "replicates": 1000, "seed": 0, "dtype": "float32", "device": "cpu", "compile": "auto",
     "checkpoint_steps": 2000,  # pathwise Adam steps that make a model problem's "trained" checkpoint
     "train_steps": 1000,  # steps of each estimator's training curve (problems that train); 0 = none
+    "train_seeds": 3,  # training curves per estimator, each from its own seed (initial weights, batches, draws)
     "data_dir": None,  # a problem's data on disk (vae-mnist)
     "precision": None,  # stop each cell once its variance's relative standard error is at most this
 }
-_RUN_INT = ("replicates", "seed", "checkpoint_steps", "train_steps")
+_RUN_INT = ("replicates", "seed", "checkpoint_steps", "train_steps", "train_seeds")
 #: list-valued options every sweep has
 LIST_OPTIONS = ("problem", "estimator", "n_samples")
 
@@ -187,6 +188,8 @@ class Sweep:
         for name in ("checkpoint_steps", "train_steps"):
             if getattr(self, name) < 0:
                 raise SweepError(f"{name} must be >= 0, got {name}={getattr(self, name)}")
+        if self.train_seeds < 1:
+            raise SweepError(f"train_seeds must be >= 1 (training curves per estimator), got train_seeds={self.train_seeds}")
         for name in self.problem:
             needs = getattr(problems.get_class(name), "needs_data_dir", False)
             if needs and self.data_dir is None:

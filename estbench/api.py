@@ -179,13 +179,17 @@ def report(results: pd.DataFrame | str | Path, out: str | Path = "reports/latest
         return build(path, out, benchmarks=benchmarks, command=command, overwrite=overwrite)
 
 
+#: training curves per estimator in ``estbench report --quick`` (a first look, without intervals)
+QUICK_TRAIN_SEEDS = 1
+
+
 def default_report(out: str | Path = "reports/latest", *, quick: bool = False, resume: bool = False,
                    overwrite: bool = False, benchmarks: str | Path | None = None, command: str | None = None,
                    progress: Progress | None = None, plugins: Sequence[str] = (),
                    **options: Any) -> tuple[Path, pd.DataFrame]:
     """Run the default report's sweeps (``estbench report``) into ``out``/results.csv and build the
     report there; returns (report.md, the results table). ``options``: problem, estimator, seed,
-    dtype, device, compile, data_dir."""
+    dtype, device, compile, data_dir, train_seeds (default 3; quick: QUICK_TRAIN_SEEDS)."""
     from benchmarks.sweep import report_sweeps
     from reports.report import build, check_benchmarks, check_out_dir
 
@@ -196,6 +200,8 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     problems, estimators = options.pop("problem", None), options.pop("estimator", None)
     force = bool(options.pop("force", False))
     cluster = _cluster(options.pop("workers", None), options.pop("scheduler", None), force)
+    if quick and options.get("train_seeds") is None:
+        options["train_seeds"] = QUICK_TRAIN_SEEDS
     base = sweep(problems, estimators, plugins=plugins, **options)
     plan = _plan(report_sweeps(base, quick=quick), force)
     results = out / "results.csv"

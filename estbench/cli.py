@@ -81,6 +81,9 @@ def _common() -> argparse.ArgumentParser:
                    help="floating point type of samples and gradients; statistics are float64 (default: float32)")
     r.add_argument("--device", help="cpu or cuda[:N] (default: cpu)")
     r.add_argument("--compile", choices=compiling.MODES, help=COMPILE_HELP)
+    r.add_argument("--train-seeds", type=_int, dest="train_seeds", metavar="S",
+                   help="training curves per estimator (problems that train), each from its own seed; the report "
+                        "shows their mean with a 95%% band (default: 3; report --quick: 1)")
     c = p.add_argument_group("on a Dask cluster (pip install -c constraints.txt -e '.[dask]'; docs/cluster.md)")
     c.add_argument("--workers", type=_int, metavar="N",
                    help="run the cells on a local Dask cluster of N worker processes (torch threads: cores / N)")
@@ -142,7 +145,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
 
 
 #: run-wide command-line options passed to estbench.api by name (the declared axes and options too)
-RUN_ARGS = ("checkpoint_steps", "train_steps", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
+RUN_ARGS = ("checkpoint_steps", "train_steps", "train_seeds", "data_dir", "n_samples", "replicates", "seed", "dtype", "device",
             "compile", "precision", "workers", "scheduler", "force")
 
 
@@ -248,7 +251,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                                     benchmarks=args.benchmarks, command=command, progress=_progress(args),
                                     problem=args.problem, estimator=args.estimator,
                                     **{n: getattr(args, n) for n in ("seed", "dtype", "device", "compile", "data_dir",
-                                                                     "precision", "workers", "scheduler", "force")})
+                                                                     "train_seeds", "precision", "workers", "scheduler",
+                                                                     "force")})
     print(f"wrote {report} ({len(df)} result rows in {report.parent / 'results.csv'})", file=sys.stderr)
     failed = _failed(df)
     if failed:

@@ -254,38 +254,47 @@ def model_against_k(c: Canvas, df: pd.DataFrame, problem: str) -> Made:
 
 
 def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
-    """A model problem's training curves: test ELBO against step and against wall time, per estimator."""
+    """A model problem's training curves: the mean test ELBO over the seeds with its 95% band
+    (reports.training), against step and against training wall time, per estimator."""
     import matplotlib.pyplot as plt
+
+    from .training import CURVE, mean_curves, with_seeds
 
     if tr is None or "elbo_test" not in tr:
         return None
-    tr = tr[tr["problem"] == problem]
-    curves = tr.dropna(subset=["elbo_test"]).copy()
+    tr = with_seeds(tr[tr["problem"] == problem])
+    curves = mean_curves(tr)
     if curves.empty:
         return None
-    final = tr.sort_values("step").groupby("estimator")["status"].last()
+    ends = tr.sort_values("step").groupby([*CURVE, "train_seed"], sort=False)["status"].last()
+    final = ends.groupby(level="estimator").agg(lambda s: "ok" if (s == "ok").all() else s[s != "ok"].iloc[0])
     curves["estimator"] = curves["estimator"].map(lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
+    seeds = int(curves["seeds"].max())
     # the whole run; then, framed on the steps after the first FRAMED_FROM of training (where the estimators
     # differ, not the first steps' rise), against step and against wall time
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), layout="constrained", gridspec_kw={"width_ratios": [0.55, 1, 1]})
     axes[2].sharey(axes[1])
     panels = ((axes[0], "step", "training step (whole run)"), (axes[1], "step", "training step"),
-              (axes[2], "wall_time_s", "training wall time (s)"))
+              (axes[2], "wall_time_s", "training wall time (s, mean over seeds)"))
     for ax, x, label in panels:
         for est, line in curves.groupby("estimator", sort=False):
             line = line.sort_values(x)
             name = "exact (the ceiling: the exact gradient)" if est == "exact" else est
-            ax.plot(line[x], line["elbo_test"], label=name, markersize=3, linewidth=1.2,
-                    **{**style(est.split(" (")[0] if est not in c.palette else est).line(), "marker": "."})
+            look = style(est.split(" (")[0] if est not in c.palette else est)
+            ax.plot(line[x], line["elbo_test"], label=name, markersize=3, linewidth=1.2, **{**look.line(), "marker": "."})
+            if seeds > 1 and ax is not axes[0]:
+                ax.fill_between(line[x], line["lo"], line["hi"], color=look.colour, alpha=0.12, linewidth=0)
         ax.set_xlabel(label)
         ax.set_ylabel("test ELBO (nats per image)" if ax is not axes[2] else "")
-    late = curves[curves["step"] >= FRAMED_FROM * curves["step"].max()]["elbo_test"]
-    lo, hi = late.min(), late.max()
+    late = curves[curves["step"] >= FRAMED_FROM * curves["step"].max()]
+    lo, hi = late["lo"].fillna(late["elbo_test"]).min(), late["hi"].fillna(late["elbo_test"]).max()
     axes[1].set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.08 * (hi - lo + 1e-9))
     axes[1].set_xlim(left=FRAMED_FROM * curves["step"].max())
     axes[1].set_title(f"from step {fmt(FRAMED_FROM * curves['step'].max())}", fontsize=9)
-    finish(fig, f"{problem}: test ELBO while training with each estimator (same seed, same steps, Adam); left: the whole "
-           "run, middle and right: framed on the later steps, where the estimators differ", axes[0].get_lines())
+    over = f"mean of {seeds} seeds, bands: 95% intervals" if seeds > 1 else "one seed"
+    finish(fig, f"{problem}: test ELBO while training with each estimator ({over}; the same seeds and steps for each, "
+           "Adam); left: the whole run, middle and right: framed on the later steps, where the estimators differ",
+           axes[0].get_lines())
     return c.save(fig, f"{problem}_test_elbo.png", f"{problem}: test ELBO curves", problem=problem, section="training")
 
 

@@ -47,10 +47,10 @@ from .tables import (
     is_toy,
     markdown_table,
     problem_table,
-    training_table,
     zero_variance_notes,
 )
-from .text import provenance, timing_caveat, toy_paragraph, training_paragraph, vae_paragraph
+from .text import provenance, timing_caveat, toy_paragraph, vae_paragraph
+from .training import shown_table, training_paragraph, training_table
 
 
 def write_text(path: Path, text: str) -> None:
@@ -232,7 +232,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     if tr is not None:
         t = training_table(tr)
         for problem, rows in t.groupby("problem", sort=False):
-            shown = rows[rows["status"] != "skipped"].drop(columns="problem")
+            shown = shown_table(rows)
             md += [f"## {problem}: training with each estimator", "", training_paragraph(rows), ""]
             ks = tr.loc[tr["problem"] == problem, "K"].dropna().unique() if "K" in tr else []
             if len(ks):  # a multi-sample problem: its curves train on the bound

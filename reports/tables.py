@@ -287,21 +287,3 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             if new in out:
                 out[old] = out[new].where(pathwise)
     return out
-
-
-def training_table(tr: pd.DataFrame) -> pd.DataFrame:
-    out = []
-    for (problem, est, n), g in tr.groupby(["problem", "estimator", "n_samples"], sort=False):
-        g = g.sort_values("step")
-        last = g.iloc[-1]
-        first = g.iloc[0]
-        out.append({
-            "problem": problem, "estimator": est, "n_samples": int(n),
-            "steps": int(last["step"]) if not pd.isna(last.get("step")) else 0,
-            "test ELBO at start": first.get("elbo_test"),
-            "test ELBO at end": last.get("elbo_test"),
-            "best test ELBO": g["elbo_test"].max(),
-            "train time (s)": last.get("wall_time_s"),
-            "status": last["status"] if last["status"] != "ok" else "ok",
-        })
-    return pd.DataFrame(out)

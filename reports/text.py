@@ -267,27 +267,6 @@ def snr_against_k(rows: pd.DataFrame) -> list[str]:
             "a jackknife over batches of estimates): " + " ".join(out)] if out else []
 
 
-def training_paragraph(table: pd.DataFrame) -> str:
-    """One model problem's training table (training_table rows of one problem) in words."""
-    ok = table[table["status"] == "ok"].dropna(subset=["test ELBO at end"])
-    parts = []
-    if not ok.empty:
-        best = ok.sort_values("test ELBO at end", ascending=False).iloc[0]
-        worst = ok.sort_values("test ELBO at end").iloc[0]
-        parts.append(
-            f"After {int(best['steps'])} steps on {best['problem']}, {best['estimator']} reaches the best test ELBO "
-            f"({fmt(best['test ELBO at end'], 4)} nats per image, from {fmt(best['test ELBO at start'], 4)}) and "
-            f"{worst['estimator']} the worst ({fmt(worst['test ELBO at end'], 4)})."
-        )
-    bad = table[~table["status"].isin(["ok", "skipped"])]
-    for _, r in bad.iterrows():
-        parts.append(f"{r['estimator']}'s training {r['status']}.")
-    skipped = table[table["status"] == "skipped"]
-    if not skipped.empty:
-        parts.append(f"Not applicable to this model (skipped): {', '.join(skipped['estimator'])}.")
-    return " ".join(parts)
-
-
 def _compile_line(df: pd.DataFrame) -> list[str]:
     """How many cells ran under torch.compile, and what compiling cost (results files from
     before the compile switch have no such columns: no line)."""
