@@ -180,6 +180,8 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
             **base, "parameter": g, "replicates_used": s.n, "mean": s.mean, "variance": s.variance,
             "variance_se": s.variance_se, "variance_lo": s.variance_lo, "variance_hi": s.variance_hi,
             "variance_note": s.variance_note, "total_variance": s.total_variance,
+            # a zero variance: where the estimator declares itself exact, in its words (estimators.Estimator.exact_when)
+            "exact_reason": estimators.get_class(cell.estimator).exact_when if s.total_variance == 0 else "",
             # total = variance x coordinates exactly, so its interval is the variance's scaled
             "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,
             "total_variance_hi": s.variance_hi * s.total_variance / s.variance if s.variance > 0 else 0.0,

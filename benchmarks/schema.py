@@ -81,7 +81,7 @@ TAIL_COLUMNS = [
     *_cols("key", bool, "confirmation"),  # a rerun of a cell flagged biased near the threshold, with 10x its replicates
     *_cols("content", float, "precision"), *_cols("key", int, "seed"),
     *_cols("statistic", float, "mean variance variance_se variance_lo variance_hi"),
-    *_cols("statistic", str, "variance_note"),
+    *_cols("statistic", str, "variance_note exact_reason"),
     *_cols("statistic", float, "total_variance total_variance_lo total_variance_hi true_grad bias bias_z mse snr "
                                "snr_lo snr_hi agreement_z"),
     *_cols("statistic", str, "reference reference_estimator"),

@@ -182,8 +182,7 @@ class Estimator(abc.ABC):
     min_samples: ClassVar[int] = 1
     stateful: ClassVar[bool] = False
     replaces: ClassVar[bool] = False
-    #: how the estimator computes its replicates, where a reader of the results should know (an adapter
-    #: that loops where it cannot batch); recorded in every row as ``estimator_note``
+    #: how it computes its replicates where a reader should know (an adapter that loops); every row's ``estimator_note``
     note: ClassVar[str] = ""
     #: for an estimator that another library ships (an adapter): estbench's own implementation of the same
     #: method, or several names separated by spaces, the first that ran on a problem being the one (Pyro's
@@ -194,15 +193,16 @@ class Estimator(abc.ABC):
     #: declared options (estimators.Option): a temperature, a decay... Each becomes a command-line
     #: option and sweep-file key, is checked, and its value is recorded in every results row
     options: ClassVar[tuple[Option, ...]] = ()
-    #: the setting axes the default report sweeps this estimator over (by name, e.g. ("K",)), besides each
-    #: problem's base setting and n_samples, the model problems and its own options' report values; None: every
-    #: axis. The report's time goes to the settings that separate an estimator from its peers
+    #: the setting axes the default report sweeps it over (e.g. ("K",)) besides each problem's base setting, n_samples,
+    #: the model problems and its options' report values; None: every axis (time goes to settings that separate it)
     report_axes: ClassVar[tuple[str, ...] | None] = None
     supports: ClassVar[tuple[str, ...]] = (ANY,)
     objectives: ClassVar[tuple[str, ...]] = (EXPECTATION,)
     unbiased: ClassVar[bool | None] = None
     min_K: ClassVar[int] = 1
     f_evals_per_draw: ClassVar[int | None] = None
+    #: where it is exact (zero variance) by construction or symmetry, in words: a zero-variance row's ``exact_reason``
+    exact_when: ClassVar[str] = ""
     #: stateful estimators: calls the runner makes before it measures (a learned control variate
     #: learns during all but the last of them)
     warmup_calls: ClassVar[int] = 10

@@ -117,6 +117,7 @@ class DisARM(_AntitheticBernoulli):
 
     name = "disarm"
     description = "DisARM: ARM's pair, g_i = (f(b) - f(b'))/2 (-1)^b'_i 1[b_i != b'_i] sigmoid(|theta_i|) (Bernoulli)"
+    exact_when = "on one Bernoulli at p = 1/2 (theta = 0): its pair is always (b, 1 - b), each estimate (f(1) - f(0)) / 4"
 
     def pair_gradient(self, u, b1, b2, f1, f2, logits):
         return disarm_gradient(b1, b2, f1, f2, logits)
@@ -218,6 +219,7 @@ class Exact(Estimator):
 
     name = "exact"
     description = "exact expectation by enumerating every outcome (at most 2^20); zero variance"
+    exact_when = "always: it sums p(b) f(b) over every outcome"
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # 2^d (K^d) per estimate, whatever n

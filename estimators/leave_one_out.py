@@ -115,6 +115,7 @@ class ARMS(Estimator):
     min_samples = 2
     unbiased = True
     f_evals_per_draw = 1
+    exact_when = "at n = 2 on one Bernoulli at p = 1/2 (theta = 0), where its two draws are DisARM's pair (b, 1 - b)"
     report_axes = ("theta", "power")
     options = (Option("copula", str, ("dirichlet",), "how the n draws of a coordinate are made antithetic",
                       choices=COPULAS),)

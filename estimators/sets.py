@@ -153,6 +153,7 @@ class SumAndSample(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # k + n per estimate
+    exact_when = "where its k summed outcomes leave at most one: the draw from the rest is then certain"
     report_axes = ("K",)
     options = (Option("k", int, (3,), K_OPTION_HELP, check=at_least(1), report=(1, 3, 8), report_quick=(3,)),)
     k: int
@@ -192,6 +193,7 @@ class UnorderedSet(Estimator):
     supports = ("bernoulli", "categorical")
     unbiased = True
     f_evals_per_draw = None  # k per set, n sets per estimate
+    exact_when = "where its k outcomes drawn without replacement are all the outcomes"
     report_axes = ("K",)
     options = (Option("k", int, (4,), f"outcomes drawn without replacement per set, 1 to {MAX_SET}",
                       check=at_least(1, MAX_SET), report=(2, 4), report_quick=(4,)),)

@@ -241,7 +241,8 @@ def reference_name(rows: pd.DataFrame) -> str:
 
 def zero_variance_notes(df: pd.DataFrame, problem: str) -> list[str]:
     """One line per estimator of ``problem`` whose variance is reported as exactly 0: why (every estimate
-    the same; or the same up to rounding, with the rounding's size from the ``variance_note`` column)."""
+    the same; or the same up to rounding, with the rounding's size from the ``variance_note`` column), and
+    where the estimator declares when it is exact, that (the ``exact_reason`` column)."""
     rows = df[(df["problem"] == problem) & (df["status"] == "ok")]
     rows = rows[rows["total_variance" if not is_toy(rows).all() else "variance"] == 0]
     out = []
@@ -250,6 +251,10 @@ def zero_variance_notes(df: pd.DataFrame, problem: str) -> list[str]:
         notes = notes[notes.astype(str) != ""]
         why = ("every estimate was the same" if notes.empty else
                f"{notes.iloc[0]}" + (f"; in {len(notes)} of its {len(g)} zero-variance rows" if len(g) > 1 else ""))
+        declared = g["exact_reason"].dropna() if "exact_reason" in g else pd.Series(dtype=object)
+        declared = sorted(set(declared.astype(str)) - {""})
+        if declared:
+            why += f"; exact, as the estimator declares: {'; '.join(declared)}"
         out.append(f"- {est}: zero variance in {len(g)} row{'s' if len(g) > 1 else ''}: {why}.")
     return out
 

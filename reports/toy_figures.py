@@ -76,7 +76,8 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
     extra = [("1/n from the smallest n", {"color": "black", "linestyle": ":"})] \
         if any(a == "n_samples" for a, _ in panels) else []
     fig, grid = _figure(len(panels), len(params))
-    zero = False
+    exact: dict[str, dict[str, Any]] = {}  # estimator -> {"axis value": reason}, its zero-variance points
+    drawn_positive = {e for _, d in panels for e in d.loc[d[y] > 0, "estimator"]}
     for j, (axis, d) in enumerate(panels):
         for i, param in enumerate(params):
             ax, here = grid[i][j], d[d["parameter"] == param]
@@ -84,12 +85,16 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
                 ax.set_visible(False)
                 continue
             positive = here[here[y] > 0]
-            for est, line in positive.groupby("estimator", sort=False):
+            for est, line in here[here["estimator"].isin(positive["estimator"])].groupby("estimator", sort=False):
                 line = line.sort_values(axis)
-                ax.plot(line[axis], line[y], markersize=4, linewidth=1.2, label=est, **style(est).line())
+                shown = line[y] > 0  # a zero (a triangle below) breaks the line: it does not pass over that setting
+                ax.plot(line[axis], line[y].where(shown), markersize=4, linewidth=1.2, label=est, **style(est).line())
                 if y == "variance" and "variance_lo" in line and line["variance_lo"].notna().any():
-                    ax.fill_between(line[axis], line["variance_lo"], line["variance_hi"], color=style(est).colour,
-                                    alpha=0.13, linewidth=0)
+                    ax.fill_between(line[axis], line["variance_lo"].where(shown), line["variance_hi"].where(shown),
+                                    color=style(est).colour, alpha=0.13, linewidth=0)
+                    alone = shown & ~shown.shift(1, fill_value=False) & ~shown.shift(-1, fill_value=False)
+                    ax.vlines(line.loc[alone, axis], line.loc[alone, "variance_lo"], line.loc[alone, "variance_hi"],
+                              color=style(est).colour, alpha=0.5, linewidth=1.2)  # a band has no width at one point
             if axis == "n_samples" and not positive.empty:
                 n0 = positive["n_samples"].min()
                 v0 = positive.loc[positive["n_samples"] == n0, y].median()
@@ -106,7 +111,9 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
                 for est, pts in zeros.groupby("estimator", sort=False):
                     ax.scatter(pts[axis], [floor] * len(pts), marker="v", s=36, color=style(est).colour, clip_on=False,
                                zorder=5)
-                zero = True
+                    reasons = pts["exact_reason"] if "exact_reason" in pts else pd.Series("", index=pts.index)
+                    for v, why in zip(pts[axis], reasons.fillna(""), strict=True):
+                        exact.setdefault(est, {}).setdefault(f"{axis} {fmt(v)}", why)
             ax.set_title(f"gradient of {param}" if len(params) > 1 or param != "theta" else "", fontsize=9)
             ax.set_xlabel("samples per estimate n" if axis == "n_samples" else axis)
             ax.set_ylabel(what if j == 0 else "")
@@ -114,10 +121,23 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
     title = (f"{problem}: {'variance' if y == 'variance' else 'MSE'} against each axis swept, the others at the base "
              f"setting ({at}{', n_samples ' + fmt(base['n_samples']) if 'n_samples' in base else ''})"
              + ("; bands: 95% intervals" if y == "variance" else "")
-             + ("; triangles at the floor: zero variance (exact at that setting)" if zero else ""))
+             + (f"; triangles at the floor: zero variance, exact there ({_exact_text(exact, drawn_positive)})"
+                if exact else ""))
     finish(fig, title, _handles(drawn, extra))
     name = f"{problem}_{'variance' if y == 'variance' else 'mse'}.png"
     return c.save(fig, name, f"{problem}: {'variance' if y == 'variance' else 'MSE'} against each axis", problem=problem)
+
+
+def _exact_text(exact: dict[str, dict[str, Any]], positive: set[str]) -> str:
+    """'disarm at theta 0: <its declared reason>; ...' for the estimators drawn as triangles (exact_reason: what
+    each estimator declares; none declared: every estimate was the same); 'at every setting' for one that has
+    no nonzero variance in the figure."""
+    parts = []
+    for est, at in exact.items():
+        reasons = sorted(set(at.values()) - {""})
+        why = "; ".join(reasons) if reasons else "every estimate was the same"
+        parts.append(f"{est} {'at ' + ', '.join(at) if est in positive else 'at every setting'}: {why}")
+    return "; ".join(parts)
 
 
 def _dot_plot(c: Any, rows: pd.DataFrame, problem: str, base: dict[str, Any], y: str, what: str) -> Any:

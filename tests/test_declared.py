@@ -114,6 +114,7 @@ def test_every_estimator_declares_well_formed_properties():
         assert cls.unbiased in (True, False, None), name
         assert cls.supports and all(isinstance(s, str) for s in cls.supports), name
         assert cls.f_evals_per_draw is None or cls.f_evals_per_draw >= 1, name
+        assert isinstance(cls.exact_when, str), name
         if cls.unbiased is not None and not cls.library:
             assert supported(name), f"{name} supports no toy problem, so no test holds it to its declaration"
 
@@ -144,3 +145,35 @@ def test_a_plugin_estimator_is_held_to_its_declaration(tmp_path):
     rows = measure("half-reinforce", "bernoulli-quadratic", replicates=4000, n_samples=2, seed=7)
     assert max(r["agreement_z"] for r in rows) > z_bound(coordinates("bernoulli-quadratic"))
     assert math.isfinite(rows[0]["agreement_z"])
+
+
+#: (estimator, its options, problem, the setting its exact_when names, a setting where it is not exact): each
+#: estimator that declares exact_when, at a setting of its declaration and at one outside it
+EXACT_WHEN = [
+    ("exact", {}, "bernoulli-quadratic", {"theta": [0.7], "dim": [3]}, None),
+    ("disarm", {}, "bernoulli-quadratic", {"theta": [0.0], "dim": [1]}, {"theta": [1.0], "dim": [1]}),
+    ("arms", {"copula": ["gaussian"]}, "bernoulli-quadratic", {"theta": [0.0], "dim": [1]}, {"theta": [0.0], "dim": [2]}),
+    ("sum-and-sample", {"k": [2]}, "categorical-quadratic", {"K": [3], "dim": [1]}, {"K": [4], "dim": [1]}),
+    ("unordered-set", {"k": [3]}, "categorical-quadratic", {"K": [3], "dim": [1]}, {"K": [4], "dim": [1]}),
+    ("measure-valued", {}, "gaussian-cos", {"mu": [0.0]}, {"mu": [0.5]}),
+]
+
+
+@pytest.mark.parametrize("estimator,options,problem,exact_at,not_at", EXACT_WHEN, ids=[e[0] for e in EXACT_WHEN])
+def test_an_estimators_declared_exactness_holds_and_is_recorded_only_where_its_variance_is_zero(
+        estimator, options, problem, exact_at, not_at):
+    """exact_when is a claim: at a setting it names the estimator's variance is 0 (measure-valued: its mean's
+    gradient) and the row quotes the declaration in exact_reason; at a setting outside it the variance is
+    not 0 and exact_reason is empty."""
+    cls = estimators.get_class(estimator)
+    assert cls.exact_when
+    n = max(2, cls.min_samples)
+    for setting, exact in ((exact_at, True), (not_at, False)):
+        if setting is None:
+            continue
+        rows = runner.run(Sweep(problem=[problem], estimator=[estimator], n_samples=[n], replicates=200, seed=3,
+                                **options, **setting).validate())
+        row = next(r for r in rows if r["parameter"] in ("theta", "mu"))
+        assert row["status"] == "ok", row
+        assert (row["variance"] == 0) is exact, (setting, row["variance"])
+        assert row["exact_reason"] == (cls.exact_when if exact else ""), row

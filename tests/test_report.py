@@ -434,3 +434,34 @@ def test_a_flag_near_the_threshold_is_rerun_with_ten_times_the_replicates_before
     assert set(tables["replicates"]) == {200} and tables["confirmation_z"].notna().any()
     _, again = api.default_report(out, resume=True, **opts)
     assert len(again) == len(df)
+
+
+def test_a_setting_where_an_estimator_is_exact_by_symmetry_is_drawn_with_its_declared_reason(tmp_path):
+    """DisARM at theta 0 on one Bernoulli: a triangle in the theta figure, whose title quotes the declaration, and
+    the problem's notes on exact rows quote it too; its line does not pass over theta 0."""
+    from benchmarks import runner
+    from benchmarks.sweep import Sweep
+    from estimators import get_class
+
+    out = tmp_path / "r.csv"
+    runner.run(Sweep(problem=["bernoulli-quadratic"], estimator=["disarm", "reinforce-loo"], theta=[-1.0, 0.0, 1.0],
+                     dim=[1], n_samples=[4], replicates=100).validate(), out=out)
+    report = build(out, tmp_path / "rep")
+    text = report.read_text()
+    declared = get_class("disarm").exact_when
+    assert f"- disarm: zero variance in 1 row: every estimate was the same; exact, as the estimator declares: {declared}." in text
+    from reports.figures import Canvas
+    from reports.tables import add_derived, bases
+    from reports.toy_figures import variance_figure
+
+    titles = {}
+
+    class Titles(Canvas):
+        def save(self, fig, name, title, **kw):
+            titles[name] = " ".join(fig._suptitle.get_text().split())
+            return super().save(fig, name, title, **kw)
+
+    df = add_derived(read_results(out))
+    variance_figure(Titles(tmp_path / "fig", ["disarm", "reinforce-loo"], check=True), df, "bernoulli-quadratic",
+                    bases(df)["bernoulli-quadratic"])
+    assert f"disarm at theta 0: {declared}" in titles["bernoulli-quadratic_variance.png"]

@@ -45,6 +45,8 @@ class MeasureValued(Estimator):
     supports = ("normal",)
     unbiased = True
     f_evals_per_draw = None  # 1 + 4 x dim per sample: depends on the setting
+    exact_when = ("its mean's gradient where f is even about the mean: the mirrored points mu +- sigma W give equal f, "
+                  "each estimate 0 (cos at mu = 0, the quadratic at mu = k)")
 
     def surrogate(self, dist, f, n_samples, state=None):
         loc, scale, event_ndims = gaussian_parameters(dist, self.name)
