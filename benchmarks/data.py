@@ -3,9 +3,14 @@
 - ``digits``: scikit-learn's handwritten digits (1797 images of 8x8, shipped
   inside the scikit-learn package), scaled to [0, 1], split 1497 / 300 by a
   fixed permutation.
-- ``mnist``: the standard MNIST IDX files in a directory the user names
-  (``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte``, gzip or not),
-  scaled to [0, 1].
+- ``mnist``, ``fashion-mnist``: the standard IDX files in a directory the user names
+  (``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte``, gzip or not; Fashion-MNIST's
+  have the same names), scaled to [0, 1].
+- ``omniglot``: ``chardata.mat`` of Burda, Grosse & Salakhutdinov (2016), 24,345 training and
+  8,070 test images of 28x28 in [0, 1], read with scipy (a dependency of scikit-learn).
+
+``estbench data fetch NAME --dir DIR`` downloads the files of the last three (benchmarks.fetch);
+a missing file names that command.
 
 The binary VAEs (``vae-digits-binary``, ``vae-mnist-binary``) read the same images,
 **binarized once**: each pixel becomes 1 with probability its grey level, drawn with a
@@ -83,23 +88,69 @@ def read_idx_images(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
 
-def _find(data_dir: Path, stem: str) -> Path:
+#: data sets' names in messages
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "omniglot": "Omniglot"}
+
+
+def missing_hint(kind: str) -> str:
+    """How to get data set ``kind``'s files: what a missing file's message ends with."""
+    return f"get them with: estbench data fetch {kind} --dir DIR, then pass --data-dir DIR"
+
+
+def _find(data_dir: Path, stem: str, kind: str = "mnist") -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx3", ".idx3"), stem.replace("-idx3", ".idx3") + ".gz"):
         if (data_dir / name).is_file():
             return data_dir / name
-    raise DataError(f"missing MNIST file {data_dir / stem}[.gz] (expected {stem} or {stem}.gz in {data_dir})")
+    raise DataError(f"missing {TITLES.get(kind, kind)} file {data_dir / stem}[.gz] (expected {stem} or {stem}.gz in {data_dir}); "
+                    f"{missing_hint(kind)}")
 
 
-def load_mnist(data_dir: str | Path) -> Dataset:
+def load_mnist(data_dir: str | Path, kind: str = "mnist") -> Dataset:
+    """MNIST, or (``kind`` "fashion-mnist") Fashion-MNIST, whose IDX files have the same names."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"MNIST data directory {data_dir} does not exist")
-    arrays = {split: read_idx_images(_find(data_dir, stem)) for split, stem in MNIST_FILES.items()}
+        raise DataError(f"{TITLES.get(kind, kind)} data directory {data_dir} does not exist; {missing_hint(kind)}")
+    arrays = {split: read_idx_images(_find(data_dir, stem, kind)) for split, stem in MNIST_FILES.items()}
     rows, cols = arrays["train"].shape[1:]
     if arrays["test"].shape[1:] != (rows, cols):
         raise DataError(f"{data_dir}: train images are {rows}x{cols} but test images are {arrays['test'].shape[1:]}")
     flat = {k: torch.from_numpy(v.reshape(len(v), -1).astype(np.float32) / 255.0) for k, v in arrays.items()}
-    return Dataset("mnist", flat["train"], flat["test"], (rows, cols))
+    return Dataset(kind, flat["train"], flat["test"], (rows, cols))
+
+
+OMNIGLOT_FILE = "chardata.mat"
+
+
+def load_omniglot(data_dir: str | Path) -> Dataset:
+    """Omniglot's ``chardata.mat`` (its arrays ``data`` [784, 24345] and ``testdata`` [784, 8070], grey levels in
+    [0, 1], each column an image stored column-major)."""
+    path = Path(data_dir) / OMNIGLOT_FILE
+    if not path.is_file():
+        raise DataError(f"missing Omniglot file {path}; {missing_hint('omniglot')}")
+    from scipy.io import loadmat  # scipy comes with scikit-learn
+
+    try:
+        mat = loadmat(path)
+        train, test = (np.asarray(mat[k], dtype=np.float32).T for k in ("data", "testdata"))
+    except (ValueError, KeyError, OSError, TypeError) as exc:
+        raise DataError(f"{path}: not Omniglot's chardata.mat ({' '.join(str(exc).split())})") from None
+    if train.ndim != 2 or train.shape[1] != 784 or test.shape[1:] != (784,) or not (0 <= train.min() <= train.max() <= 1):
+        raise DataError(f"{path}: expected arrays data [784, N] and testdata [784, M] of grey levels in [0, 1], got "
+                        f"{train.T.shape} and {test.T.shape}")
+    # column-major 28x28 images: transposed here so that pixel order is row-major like the IDX files
+    def rows(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, 784)))
+
+    return Dataset("omniglot", rows(train), rows(test), (28, 28))
+
+
+def load(kind: str, data_dir: str | Path | None) -> Dataset:
+    """Data set ``kind`` (digits, mnist, fashion-mnist, omniglot), the last three from ``data_dir``."""
+    if kind == "digits":
+        return load_digits()
+    if data_dir is None:
+        raise DataError(f"{kind} needs --data-dir DIR; {missing_hint(kind)}")
+    return load_omniglot(data_dir) if kind == "omniglot" else load_mnist(data_dir, kind)
 
 
 def binarize(data: Dataset) -> Dataset:

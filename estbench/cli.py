@@ -268,6 +268,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from benchmarks.fetch import fetch
+
+    paths = fetch(args.name, args.dir, say=lambda line: print(line, file=sys.stderr))
+    print(f"{args.name}: {len(paths)} files checked in {args.dir}; use --data-dir {args.dir}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="estbench", description="Benchmark suite for Monte Carlo gradient estimators.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
@@ -295,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_perf)
+
+    from benchmarks.fetch import SOURCES
+
+    p = sub.add_parser("data", help="the data files of the VAE problems that read --data-dir")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=Parser)
+    f = data.add_parser("fetch", help="download a data set's files from their canonical addresses, each checked "
+                                      "against its published digest (nothing else in estbench downloads)")
+    f.add_argument("name", choices=list(SOURCES), help="the data set")
+    f.add_argument("--dir", required=True, help="where to put the files (made if missing); then --data-dir DIR")
+    f.set_defaults(func=cmd_data_fetch)
     return parser
 
 

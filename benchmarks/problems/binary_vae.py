@@ -38,16 +38,18 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.distributions import Bernoulli, Independent
 
 from estimators import Estimator
 
-from .base import Context, builtin
-from .vae import VAE, VAEProblem, VAESetting
+from .base import Context, Option, builtin
+from .vae import VAE, Tanh, VAEProblem, VAESetting
 
 #: the largest latent size whose ELBO (and its gradient) is enumerated: 2^16 configurations
 ENUMERATION_MAX_LATENT = 16
@@ -84,12 +86,36 @@ def decoded_once(decode: Any, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor 
     return ll.reshape(len(z), *([1] * (z.dim() - 3)), x.shape[0]).expand(z.shape[:-1])
 
 
+#: the binary VAE's encoder and decoder (option ``architecture``): "mlp", one hidden layer of ``hidden`` tanh
+#: units each; "linear", none (the papers' linear model: logits affine in the pixels, pixels' logits affine in
+#: z); "nonlinear", two hidden layers of ``hidden`` units each with LeakyReLU(0.3), as the DisARM authors' code
+#: (google-research/disarm, experiment_launcher_singlelayer.py) builds the papers' nonlinear model
+ARCHITECTURES = ("mlp", "linear", "nonlinear")
+
+
+def network(sizes: list[int], architecture: str) -> nn.Sequential:
+    """Layers from sizes[0] to sizes[-1] for ``architecture``: hidden layers between them per ARCHITECTURES."""
+    first, hidden, last = sizes
+    if architecture == "linear":
+        return nn.Sequential(nn.Linear(first, last))
+    if architecture == "nonlinear":
+        return nn.Sequential(nn.Linear(first, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, hidden), nn.LeakyReLU(0.3),
+                             nn.Linear(hidden, last))
+    return nn.Sequential(nn.Linear(first, hidden), Tanh(), nn.Linear(hidden, last))
+
+
 class BinaryVAE(VAE):
-    """MLP encoder -> logits of q(z|x) = prod_i Bernoulli(z_i); prior Bernoulli(1/2)^latent;
-    MLP decoder -> Bernoulli logits of the pixels."""
+    """Encoder -> logits of q(z|x) = prod_i Bernoulli(z_i); prior Bernoulli(1/2)^latent; decoder ->
+    Bernoulli logits of the pixels; encoder and decoder per ``architecture`` (ARCHITECTURES)."""
 
     outputs_per_latent = 1
     binary = True
+
+    def __init__(self, x_dim: int, hidden: int, latent: int, architecture: str = "mlp"):
+        nn.Module.__init__(self)
+        self.latent = latent
+        self.encoder = network([x_dim, hidden, latent], architecture)
+        self.decoder = network([latent, hidden, x_dim], architecture)
 
     @staticmethod
     def q_from(enc_out: torch.Tensor) -> Independent:
@@ -191,8 +217,35 @@ def exact_gradient(cls: type[BinaryVAEProblem], setting: Any, ctx: Context) -> t
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+@dataclass(frozen=True)
+class BinaryVAESetting(VAESetting):
+    architecture: str = "mlp"
+    binarization: str = "fixed"
+
+
+class ImageBinaryVAEProblem(BinaryVAEProblem):
+    """The binary VAE on a data set of images, with the papers' protocol selectable: ``architecture``
+    (ARCHITECTURES) and ``binarization`` ("fixed": the images binarized once, benchmarks.data.binarize;
+    "dynamic": each training batch drawn anew from the grey levels, as the DisARM, ARMS and double-CV
+    papers train; the gradient cells' batch and the test set stay binarized once)."""
+
+    axes = (*VAEProblem.axes,
+            Option("architecture", str, ("mlp",), "binary VAE's encoder and decoder: mlp (one tanh layer of hidden units), "
+                   "linear (none), nonlinear (two LeakyReLU layers of hidden units)", choices=ARCHITECTURES),
+            Option("binarization", str, ("fixed",), "binary VAE's training images: fixed (binarized once) or dynamic "
+                   "(each batch drawn anew from the grey levels)", choices=("fixed", "dynamic")))
+    setting_type = BinaryVAESetting
+
+    # a plain VAESetting (built directly, as the tests do) has the defaults
+    def model_options(self, setting: BinaryVAESetting) -> dict[str, Any]:
+        return {"architecture": getattr(setting, "architecture", "mlp")}
+
+    def dynamic(self, setting: BinaryVAESetting) -> bool:
+        return getattr(setting, "binarization", "fixed") == "dynamic"
+
+
 @builtin
-class VAEDigitsBinary(BinaryVAEProblem):
+class VAEDigitsBinary(ImageBinaryVAEProblem):
     name = "vae-digits-binary"
     description = ("VAE with binary latents (Bernoulli q, prior 1/2) on the 8x8 digits, binarized; encoder "
                    "gradient exact by enumeration for latent <= 16")
@@ -200,8 +253,24 @@ class VAEDigitsBinary(BinaryVAEProblem):
 
 
 @builtin
-class VAEMnistBinary(BinaryVAEProblem):
+class VAEMnistBinary(ImageBinaryVAEProblem):
     name = "vae-mnist-binary"
     description = "the binary-latent VAE on MNIST (binarized) read from IDX files in --data-dir DIR"
     data_kind = "mnist"
+    needs_data_dir = True
+
+
+@builtin
+class VAEFashionMnistBinary(ImageBinaryVAEProblem):
+    name = "vae-fashion-mnist-binary"
+    description = "the binary-latent VAE on Fashion-MNIST (binarized) read from IDX files in --data-dir DIR"
+    data_kind = "fashion-mnist"
+    needs_data_dir = True
+
+
+@builtin
+class VAEOmniglotBinary(ImageBinaryVAEProblem):
+    name = "vae-omniglot-binary"
+    description = "the binary-latent VAE on Omniglot (Burda et al.'s 28x28 chardata.mat, binarized) in --data-dir DIR"
+    data_kind = "omniglot"
     needs_data_dir = True

@@ -47,6 +47,7 @@ def train(
     eval_samples: int = 10,
     eval_max: int = 1000,
     K: int | None = None,
+    grey: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Train with Adam; return curve rows (step, wall_time_s, elbo_train, elbo_test, status).
 
@@ -54,7 +55,9 @@ def train(
     training ELBO of a logged step is the mean over the steps since the last
     log; wall time counts training only, not evaluation. With ``K``, the estimator
     optimizes the K-sample bound and ``elbo_train`` is that bound; ``elbo_test`` is
-    the test ELBO either way (one yardstick for every curve).
+    the test ELBO either way (one yardstick for every curve). With ``grey`` (the training images' grey
+    levels, in the order of ``data.train``), each batch is binarized anew, pixel ~ Bernoulli(grey level),
+    from the same seeded generator (dynamic binarization); the test set stays ``data.test``.
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -79,7 +82,11 @@ def train(
     for step in range(1, steps + 1):
         if pos + batch > len(perm):
             perm, pos = torch.randperm(len(data.train), generator=gen), 0
-        x = data.train[perm[pos : pos + batch]].to(dtype=where.dtype, device=where.device)
+        if grey is None:
+            x = data.train[perm[pos : pos + batch]].to(dtype=where.dtype, device=where.device)
+        else:
+            levels = grey[perm[pos : pos + batch]]
+            x = (torch.rand(levels.shape, generator=gen) < levels).to(dtype=where.dtype, device=where.device)
         pos += batch
         start = time.perf_counter()
         loss, value, state = elbo_step_loss(model, x, est, n_samples, state, K)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from torch.func import functional_call, vjp, vmap
 from estimators import Estimator
 from estimators.options import Option, at_least
 
-from ..data import Dataset, binarize, load_digits, load_mnist
+from ..data import Dataset, binarize, load
 from .base import Chunk, Context, Problem, builtin, surrogate
 from .counting import counted
 from .training import train
@@ -191,29 +191,31 @@ class VAE(nn.Module):
 
 
 def _dataset(kind: str, data_dir: str | None, binary: bool = False) -> Dataset:
-    """The data set (binarized, for the binary VAEs), read once per process; a changed MNIST
+    """The data set (binarized, for the binary VAEs), read once per process; a changed data
     directory is read again."""
     stamp = None
-    if kind == "mnist" and data_dir is not None and Path(data_dir).is_dir():
+    if kind != "digits" and data_dir is not None and Path(data_dir).is_dir():
         stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(data_dir).iterdir()))
     return _load_dataset(kind, data_dir, stamp, binary)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_dataset(kind: str, data_dir: str | None, stamp: Any, binary: bool) -> Dataset:
-    data = load_digits() if kind == "digits" else load_mnist(data_dir)
+    data = load(kind, data_dir)
     return binarize(data) if binary else data
 
 
 @functools.lru_cache(maxsize=8)
 def _checkpoint(model_type: type[VAE], kind: str, data_dir: str | None, hidden: int, latent: int, batch: int,
-                steps: int, seed: int) -> dict:
+                steps: int, seed: int, options: tuple = (), dynamic: bool = False) -> dict:
     """Weights of the trained checkpoint (made once per process, seeded), trained with
-    ``model_type.checkpoint_estimator``."""
+    ``model_type.checkpoint_estimator``; ``options``: the model's own, (name, value) pairs; ``dynamic``:
+    each training batch binarized anew from the grey levels."""
     data = _dataset(kind, data_dir, model_type.binary)
     torch.manual_seed(seed)
-    model = model_type(data.dim, hidden, latent)
-    train(model, data, model_type.checkpoint_estimator(latent, batch), steps, batch, n_samples=1, seed=seed)
+    model = model_type(data.dim, hidden, latent, **dict(options))
+    train(model, data, model_type.checkpoint_estimator(latent, batch), steps, batch, n_samples=1, seed=seed,
+          grey=_dataset(kind, data_dir).train if dynamic else None)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -252,7 +254,15 @@ class VAEProblem(Problem):
         self.dataset(ctx)
 
     def curve_setting(self, setting: VAESetting) -> VAESetting:
-        return VAESetting("untrained", setting.hidden, setting.latent, setting.batch)
+        return replace(setting, checkpoint="untrained")
+
+    def model_options(self, setting: VAESetting) -> dict[str, Any]:
+        """What the model type takes besides (data dim, hidden, latent): none here."""
+        return {}
+
+    def dynamic(self, setting: VAESetting) -> bool:
+        """Whether training binarizes each batch anew (the papers' dynamic binarization): not here."""
+        return False
 
     def dataset(self, sweep_or_ctx: Any) -> Dataset:
         return _dataset(self.data_kind, getattr(sweep_or_ctx, "data_dir", None), self.model_type.binary)
@@ -261,10 +271,12 @@ class VAEProblem(Problem):
         """The model at a checkpoint, seeded from the run's seed."""
         data = self.dataset(ctx)
         torch.manual_seed(ctx.seed)
-        model = self.model_type(data.dim, setting.hidden, setting.latent)
+        options = self.model_options(setting)
+        model = self.model_type(data.dim, setting.hidden, setting.latent, **options)
         if setting.checkpoint == "trained":
             model.load_state_dict(_checkpoint(self.model_type, self.data_kind, ctx.data_dir, setting.hidden, setting.latent,
-                                              setting.batch, ctx.checkpoint_steps, ctx.seed))
+                                              setting.batch, ctx.checkpoint_steps, ctx.seed, tuple(options.items()),
+                                              self.dynamic(setting)))
         return model.to(dtype=ctx.dtype, device=ctx.device)
 
     def batch(self, setting: VAESetting, ctx: Context) -> torch.Tensor:
@@ -327,8 +339,9 @@ class VAEProblem(Problem):
     def curves(self, estimator: Estimator, setting: VAESetting, n_samples: int, ctx: Context) -> list[dict[str, Any]]:
         """Training curve of ``estimator`` from the untrained model (see module docstring)."""
         model = self.model(self.curve_setting(setting), ctx)
+        grey = _dataset(self.data_kind, ctx.data_dir).train if self.dynamic(setting) else None
         return train(model, self.dataset(ctx), estimator, ctx.train_steps, setting.batch, n_samples,
-                     seed=ctx.seed, eval_every=max(1, ctx.train_steps // 20), eval_max=1000)
+                     seed=ctx.seed, eval_every=max(1, ctx.train_steps // 20), eval_max=1000, grey=grey)
 
 
 @builtin
