@@ -84,6 +84,8 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
                            axis=1)
     at = list(shown.columns).index("test ELBO at end") + 1
     shown = shown.drop(columns=["end lo", "end hi"])
+    for c in ("test ELBO at start", "test ELBO at end", "best test ELBO"):  # as many digits as the interval's
+        shown[c] = shown[c].map(lambda v: fmt(v, 4))
     shown.insert(at, "95% interval at end", interval if len(shown) else pd.Series(dtype=str))
     return shown
 
