@@ -367,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"estbench {args.command}: error: {where}{os_error_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("estbench: interrupted; completed cells are in the results file (continue with --resume)",
-              file=sys.stderr)
+        print("estbench: interrupted; the files already checked are kept, no partial one (run it again)"
+              if args.command == "data" else
+              "estbench: interrupted; completed cells are in the results file (continue with --resume)", file=sys.stderr)
         return 130
     finally:
         restore()

@@ -185,3 +185,15 @@ def test_dynamic_binarization_draws_each_batch_anew_from_the_grey_levels():
     # 240 Bernoulli(1/2) pixels: their mean within 6 standard deviations (0.032) of 1/2; the fixed set is all ones
     assert 0.3 < torch.cat(batches).mean().item() < 0.7
     assert not torch.equal(batches[0], batches[1])
+
+
+def test_an_interrupted_fetch_leaves_no_partial_file(sources, tmp_path, monkeypatch, capsys):
+    def interrupted(url, to, timeout):
+        to.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetching, "_download", interrupted)
+    out = tmp_path / "data"
+    assert main(["data", "fetch", "omniglot", "--dir", str(out)]) == 130
+    assert list(out.iterdir()) == []
+    assert "no partial one" in capsys.readouterr().err
