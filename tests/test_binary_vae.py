@@ -164,7 +164,7 @@ def test_training_with_the_exact_gradient_beats_reinforce_at_the_default_setting
     the exact gradient's test ELBO (exact, enumerated, over the 300 test images) ends higher than
     plain REINFORCE's."""
     problem = problems.get("vae-digits-binary")
-    setting = VAESetting(*(a.default[0] for a in problem.axes))
+    setting = problem.setting_type(*(a.default[0] for a in problem.axes))
     assert (setting.hidden, setting.latent, setting.batch) == (256, 8, 128)
     ctx = Context(train_steps=1000)
     end = {}
