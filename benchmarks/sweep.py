@@ -31,6 +31,8 @@ from .engine import PRECISION_MIN_REPLICATES
 
 #: the n_samples of the default report's n sweep for estimators that declare report_axes
 NARROW_N = (2, 4, 16)
+#: the most training curves per estimator a run may ask for (--train-seeds)
+MAX_TRAIN_SEEDS = 100
 #: with --precision, the default report lets each cell draw up to this many times its fixed R
 PRECISION_REPORT_FACTOR = 10
 
@@ -179,6 +181,16 @@ class Sweep:
             if not values:
                 raise SweepError(f"{key} is an empty list: a sweep needs at least one value of {key}")
             self.values[key] = [self._coerce(key, v, known[key]) for v in values]
+        # a value that no problem or estimator of this run reads would be silently dropped: the rows would not say it
+        here = {a.name for p in self.problem for a in problems.get_class(p).axes} | \
+            {o.name for e in self.estimator for o in estimators.get_class(e).options}
+        for key in self.values:
+            if key not in here:
+                raise SweepError(f"{key} is a setting of {', '.join(declarations(key))}, none of which this run has "
+                                 f"(problems: {', '.join(self.problem)}); add one of them or leave {key} out")
+        if not 1 <= self.train_seeds <= MAX_TRAIN_SEEDS:
+            raise SweepError(f"train_seeds must be between 1 and {MAX_TRAIN_SEEDS} (training curves per estimator), "
+                             f"got train_seeds={self.train_seeds}")
         for name in LIST_OPTIONS:
             if not getattr(self, name):
                 raise SweepError(f"{name} is an empty list: a sweep needs at least one value of {name}")
@@ -188,8 +200,6 @@ class Sweep:
         for name in ("checkpoint_steps", "train_steps"):
             if getattr(self, name) < 0:
                 raise SweepError(f"{name} must be >= 0, got {name}={getattr(self, name)}")
-        if self.train_seeds < 1:
-            raise SweepError(f"train_seeds must be >= 1 (training curves per estimator), got train_seeds={self.train_seeds}")
         for name in self.problem:
             needs = getattr(problems.get_class(name), "needs_data_dir", False)
             if needs and self.data_dir is None:

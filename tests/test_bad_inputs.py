@@ -114,6 +114,12 @@ CASES = [
     Case("dim 0", ["run", "--dim", "0"], "dim must be >= 1, got dim=0"),
     Case("n_samples 0", ["run", "--n-samples", "0"], "n_samples must be >= 1"),
     Case("one replicate", ["run", "--replicates", "1"], "replicates must be >= 2"),
+    Case("a setting no problem of the run has", ["run", "--problem", "gaussian-cos", "--theta", "1"],
+         "theta is a setting of bernoulli-quadratic"),
+    Case("an option no estimator of the run has", ["run", "--estimator", "reinforce", "--temperature", "0.5"],
+         "temperature is a setting of gumbel-softmax"),
+    Case("--train-seeds too many", ["run", "--train-seeds", "100000000000000000000"],
+         "train_seeds must be between 1 and 100"),
     Case("--workers 0", ["run", "--workers", "0"], "--workers must be >= 1 (worker processes of a local cluster), got "
          "--workers 0"),
     Case("--workers -2", ["report", "--quick", "--workers", "-2", "--out", "rep"], "--workers must be >= 1"),

@@ -197,3 +197,14 @@ def test_an_interrupted_fetch_leaves_no_partial_file(sources, tmp_path, monkeypa
     assert main(["data", "fetch", "omniglot", "--dir", str(out)]) == 130
     assert list(out.iterdir()) == []
     assert "no partial one" in capsys.readouterr().err
+
+
+def test_a_dir_that_is_a_file_is_refused_before_any_download(tmp_path, monkeypatch, capsys):
+    def no_network(url, to, timeout):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(fetching, "_download", no_network)
+    target = tmp_path / "notes.txt"
+    target.write_text("x")
+    assert main(["data", "fetch", "mnist", "--dir", str(target)]) == 2
+    assert capsys.readouterr().err.strip() == f"estbench data: error: --dir {target} is not a directory"

@@ -28,9 +28,10 @@ def test_each_estimator_trains_once_per_seed_from_its_own_seed():
     assert training_seed(7, 1) != training_seed(8, 1)
 
 
-def test_train_seeds_below_one_is_refused():
-    with pytest.raises(SweepError, match="train_seeds must be >= 1"):
-        Sweep(train_seeds=0).validate()
+def test_train_seeds_out_of_range_is_refused():
+    for bad in (0, 101, 10**20):  # the last would plan more curves than memory holds
+        with pytest.raises(SweepError, match=f"train_seeds must be between 1 and 100 .*got train_seeds={bad}"):
+            Sweep(train_seeds=bad).validate()
 
 
 def test_seeds_are_recorded_and_a_resume_adds_only_the_new_ones(tmp_path):
