@@ -77,18 +77,17 @@ def digest(path: Path, kind: str) -> str:
 
 
 def fetch(name: str, folder: str | Path, say: Callable[[str], None] = lambda _: None,
-          sources: dict[str, list[Remote]] | None = None, timeout: float = 60.0) -> list[Path]:
+          timeout: float = 60.0) -> list[Path]:
     """Download data set ``name``'s files into ``folder`` (made if missing), each checked; returns their
     paths. DataError (one line) for an unknown name, a failed download or a digest that does not match."""
-    sources = SOURCES if sources is None else sources
-    if name not in sources:
-        raise DataError(f"unknown data set {name!r}; valid: {', '.join(sources)}")
+    if name not in SOURCES:
+        raise DataError(f"unknown data set {name!r}; valid: {', '.join(SOURCES)}")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"--dir {folder} is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for remote in sources[name]:
+    for remote in SOURCES[name]:
         path = folder / remote.name
         if path.exists():
             found = digest(path, remote.kind)

@@ -43,13 +43,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.distributions import Bernoulli, Independent
 
 from estimators import Estimator
 
 from .base import Context, Option, builtin
-from .vae import VAE, Tanh, VAEProblem, VAESetting
+from .vae import ARCHITECTURES, VAE, VAEProblem, VAESetting
 
 #: the largest latent size whose ELBO (and its gradient) is enumerated: 2^16 configurations
 ENUMERATION_MAX_LATENT = 16
@@ -86,36 +85,12 @@ def decoded_once(decode: Any, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor 
     return ll.reshape(len(z), *([1] * (z.dim() - 3)), x.shape[0]).expand(z.shape[:-1])
 
 
-#: the binary VAE's encoder and decoder (option ``architecture``): "mlp", one hidden layer of ``hidden`` tanh
-#: units each; "linear", none (the papers' linear model: logits affine in the pixels, pixels' logits affine in
-#: z); "nonlinear", two hidden layers of ``hidden`` units each with LeakyReLU(0.3), as the DisARM authors' code
-#: (google-research/disarm, experiment_launcher_singlelayer.py) builds the papers' nonlinear model
-ARCHITECTURES = ("mlp", "linear", "nonlinear")
-
-
-def network(sizes: list[int], architecture: str) -> nn.Sequential:
-    """Layers from sizes[0] to sizes[-1] for ``architecture``: hidden layers between them per ARCHITECTURES."""
-    first, hidden, last = sizes
-    if architecture == "linear":
-        return nn.Sequential(nn.Linear(first, last))
-    if architecture == "nonlinear":
-        return nn.Sequential(nn.Linear(first, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, hidden), nn.LeakyReLU(0.3),
-                             nn.Linear(hidden, last))
-    return nn.Sequential(nn.Linear(first, hidden), Tanh(), nn.Linear(hidden, last))
-
-
 class BinaryVAE(VAE):
     """Encoder -> logits of q(z|x) = prod_i Bernoulli(z_i); prior Bernoulli(1/2)^latent; decoder ->
     Bernoulli logits of the pixels; encoder and decoder per ``architecture`` (ARCHITECTURES)."""
 
     outputs_per_latent = 1
     binary = True
-
-    def __init__(self, x_dim: int, hidden: int, latent: int, architecture: str = "mlp"):
-        nn.Module.__init__(self)
-        self.latent = latent
-        self.encoder = network([x_dim, hidden, latent], architecture)
-        self.decoder = network([latent, hidden, x_dim], architecture)
 
     @staticmethod
     def q_from(enc_out: torch.Tensor) -> Independent:

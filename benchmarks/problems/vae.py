@@ -82,18 +82,35 @@ class Tanh(nn.Tanh):
         return torch.tanh(x)
 
 
+#: the encoder and decoder (the binary VAE's option ``architecture``): "mlp", one hidden layer of ``hidden`` tanh
+#: units each; "linear", none (the papers' linear model: logits affine in the pixels, pixels' logits affine in
+#: z); "nonlinear", two hidden layers of ``hidden`` units each with LeakyReLU(0.3), as the DisARM authors' code
+#: (google-research/disarm, experiment_launcher_singlelayer.py) builds the papers' nonlinear model
+ARCHITECTURES = ("mlp", "linear", "nonlinear")
+
+
+def network(sizes: list[int], architecture: str) -> nn.Sequential:
+    """Layers from sizes[0] to sizes[-1] for ``architecture``: hidden layers between them per ARCHITECTURES."""
+    first, hidden, last = sizes
+    if architecture == "linear":
+        return nn.Sequential(nn.Linear(first, last))
+    if architecture == "nonlinear":
+        return nn.Sequential(nn.Linear(first, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, hidden), nn.LeakyReLU(0.3),
+                             nn.Linear(hidden, last))
+    return nn.Sequential(nn.Linear(first, hidden), Tanh(), nn.Linear(hidden, last))
+
+
 class VAE(nn.Module):
     """MLP encoder -> diagonal Gaussian q(z|x); MLP decoder -> Bernoulli logits."""
 
     #: encoder outputs per latent unit (mean and log-variance)
     outputs_per_latent = 2
 
-    def __init__(self, x_dim: int, hidden: int, latent: int):
+    def __init__(self, x_dim: int, hidden: int, latent: int, architecture: str = "mlp"):
         super().__init__()
         self.latent = latent
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), Tanh(),
-                                     nn.Linear(hidden, self.outputs_per_latent * latent))
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), Tanh(), nn.Linear(hidden, x_dim))
+        self.encoder = network([x_dim, hidden, self.outputs_per_latent * latent], architecture)
+        self.decoder = network([latent, hidden, x_dim], architecture)
 
     @staticmethod
     def q_from(enc_out: torch.Tensor) -> Independent:
