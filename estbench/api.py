@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,11 +206,15 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     base = sweep(problems, estimators, plugins=plugins, **options)
     plan = _plan(report_sweeps(base, quick=quick), force)
     results = out / "results.csv"
+    start = time.perf_counter()
     _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
+    wall_time = {"the sweep's cells and training curves": time.perf_counter() - start}
     confirm = confirmation_plan(plan, results)
     if confirm.cells:  # a few cells, run here: a cluster's workers rebuild whole sweeps, not single cells
+        start = time.perf_counter()
         _run(confirm, results, progress, resume=True)
-    path = build(results, out, benchmarks=benchmarks, command=command)
+        wall_time[f"{len(confirm.cells)} confirmation reruns"] = time.perf_counter() - start
+    path = build(results, out, benchmarks=benchmarks, command=command, wall_time=wall_time)
     return path, pd.read_csv(results, dtype={"error": str})
 
 

@@ -121,8 +121,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | None = None,
-          command: str | None = None, overwrite: bool = False) -> Path:
-    """Write the report for ``results`` into ``out_dir``; returns the path of report.md.
+          command: str | None = None, overwrite: bool = False, wall_time: dict[str, float] | None = None) -> Path:
+    """Write the report for ``results`` into ``out_dir``; returns the path of report.md. ``wall_time``: the
+    seconds the command that computed the results took, by part (its provenance line, reports.text.wall_time_line).
 
     Everything is read and checked first (ResultsError names the problem), then the report
     is made in a temporary folder beside ``out_dir`` and its files moved in: a failure leaves
@@ -144,7 +145,7 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
                                    f"or choose another --out")
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))
         try:
-            report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes, out_dir)
+            report = _build_into(staging, df, tr, results, bench, benchmarks, command, notes, out_dir, wall_time)
             made = [p.relative_to(staging) for p in sorted(staging.rglob("*")) if p.is_file()]
             theirs = [str(p) for p in made if p.name != "results.csv" and (out / p).exists()]
             if theirs and not overwrite and not _same_file(results, out / "results.csv"):
@@ -162,7 +163,8 @@ def build(results: str | Path, out_dir: str | Path, benchmarks: str | Path | Non
 
 
 def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: Path, bench: dict | None,
-                benchmarks: str | Path | None, command: str | None, notes: list[str], where: str | Path = ".") -> Path:
+                benchmarks: str | Path | None, command: str | None, notes: list[str], where: str | Path = ".",
+                wall_time: dict[str, float] | None = None) -> Path:
     copy_file(results, out / "results.csv")
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
@@ -188,7 +190,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
            "the one most efficient per evaluation of f (the lowest variance x f evals), and the bias verdict:", "",
            *(summary_line(df, p, base.get(p, {})) for p in df["problem"].unique()), ""]
     md += figure_lines("", "overview")
-    md += ["## What was run", "", *provenance(df), ""]
+    md += ["## What was run", "", *provenance(df, wall_time), ""]
     if notes:
         md += ["Read with repairs: " + "; ".join(notes) + ".", ""]
     if df.attrs.get("absent"):

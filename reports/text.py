@@ -334,7 +334,17 @@ def _time_line(df: pd.DataFrame) -> list[str]:
             f"n_samples = {longest['n_samples']})"]
 
 
-def provenance(df: pd.DataFrame) -> list[str]:
+def wall_time_line(wall_time: dict[str, float] | None) -> list[str]:
+    """The wall time of the command that computed the results (``estbench report``), by part (name: seconds),
+    as measured by it; none where the report is rebuilt from a results file (``--results``), which cannot know it."""
+    if not wall_time:
+        return []
+    parts = "; ".join(f"{name} {seconds:,.0f} s" for name, seconds in wall_time.items())
+    return [f"- wall time: {sum(wall_time.values()):,.0f} s ({parts}; measured by the command that computed these "
+            f"results, a resumed run counting only its own part; drawing this report comes after it)"]
+
+
+def provenance(df: pd.DataFrame, wall_time: dict[str, float] | None = None) -> list[str]:
     def values(col: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) if col in df else "unknown"
 
@@ -353,6 +363,7 @@ def provenance(df: pd.DataFrame) -> list[str]:
         *[f"- {caveat}" for caveat in [timing_caveat(df)] if caveat],
         *_compile_line(df),
         *_time_line(df),
+        *wall_time_line(wall_time),
         f"- problems: {', '.join(df['problem'].unique())}",
         f"- estimators: {', '.join(df['estimator'].unique())}",
     ]

@@ -53,6 +53,7 @@ def test_report_from_frozen_results(tmp_path):
     text = check_report(out, df)
     # provenance: seed, versions, machine
     assert "- seed: 0;" in text and "torch 2.13.0" in text and "machine: Linux" in text
+    assert "- wall time:" not in text  # a report rebuilt from a file cannot know the command's wall time
     # the paragraphs are written from the numbers: the lowest-variance estimator of a table is named
     quad = df[(df["problem"] == "gaussian-quadratic") & (df["mu"] == 1) & (df["sigma"] == 1) & (df["n_samples"] == 4)
               & (df["parameter"] == "sigma")]
@@ -425,6 +426,10 @@ def test_a_flag_near_the_threshold_is_rerun_with_ten_times_the_replicates_before
         assert len(same) == 1 and same["cell_seed"].iloc[0] != r["cell_seed"]
         assert abs(same["bias_z"].iloc[0]) <= NEAR * 3.52 + 0.01
     text = path.read_text()
+    # the provenance gives the command's wall time, the sweep's and the reruns' apart
+    times = re.search(r"^- wall time: ([\d,]+) s \(the sweep's cells and training curves ([\d,]+) s; (\d+) confirmation "
+                      r"reruns ([\d,]+) s;", text, flags=re.M)
+    assert times and int(times[3]) == len(conf.drop_duplicates(["estimator", "estimator_options", "setting", "n_samples"]))
     section = text.split("## bernoulli-quadratic\n", 1)[1].split("\n## ", 1)[0]
     flagged = section.split("flagged biased: ", 1)[1].split("**", 1)[0]
     assert "arms" not in flagged and "gumbel-softmax" in flagged
