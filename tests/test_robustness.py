@@ -23,8 +23,8 @@ TIMING = set(TIMING_COLUMNS)
 ALL = ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema", "measure-valued", "reinforce-delta-cv",
        "reinforce-optimal", "test-slow"]
 
-# An estimator that is REINFORCE but takes at least 50 ms a call, so that a run lasts long enough
-# to be interrupted part-way on a loaded machine (each of its 18 cells takes >= 0.1 s).
+# An estimator that is REINFORCE but takes at least 10 ms a call, so that a run lasts long enough
+# to be interrupted part-way on a loaded machine (each of its 18 cells makes 7 calls: >= 70 ms, >= 1.2 s in all).
 SLOW_PLUGIN = """
 import time
 from estimators import Reinforce
@@ -34,7 +34,7 @@ class Slow(Reinforce):
     description = "REINFORCE, slowly"
 
     def surrogate(self, dist, f, n_samples, state=None):
-        time.sleep(0.05)
+        time.sleep(0.01)
         return super().surrogate(dist, f, n_samples, state)
 """
 
