@@ -85,3 +85,39 @@ def test_the_overview_shows_each_toy_at_its_base_setting_and_marks_biased_cells(
     assert not relaxed.empty and relaxed["biased"].all()
     assert not rows.loc[rows["estimator"] == "exact", "biased"].any() and rows.loc[rows["estimator"] == "exact", "exact"].all()
     assert isinstance(rows, pd.DataFrame)
+
+
+def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp_path):
+    """drop_invisible_minor_ticks: a log axis over four decades has unlabelled, unmarked minor ticks (dropped);
+    one over less than a decade labels them, and an axis with minor tick marks draws them (both kept). The
+    image saved is the same pixel for pixel either way."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.image import imread
+    from matplotlib.ticker import NullLocator
+
+    from reports.drawing import theme
+    from reports.figures import drop_invisible_minor_ticks
+
+    theme()
+
+    def draw() -> tuple:
+        fig, (wide, narrow, marked) = plt.subplots(1, 3, figsize=(6, 2), layout="constrained")
+        for ax, (lo, hi) in ((wide, (1e-3, 10)), (narrow, (2, 7)), (marked, (1e-3, 10))):
+            ax.plot([1, 2, 3], [lo, (lo * hi) ** 0.5, hi])
+            ax.set_yscale("log")
+        marked.tick_params(axis="y", which="minor", left=True)
+        return fig, (wide, narrow, marked)
+
+    images = []
+    for drop in (False, True):
+        fig, (wide, narrow, marked) = draw()
+        if drop:
+            drop_invisible_minor_ticks(fig)
+            assert isinstance(wide.yaxis.get_minor_locator(), NullLocator)
+            assert not isinstance(narrow.yaxis.get_minor_locator(), NullLocator)
+            assert not isinstance(marked.yaxis.get_minor_locator(), NullLocator)
+        fig.savefig(tmp_path / f"{drop}.png", dpi=80)
+        plt.close(fig)
+        images.append(imread(tmp_path / f"{drop}.png"))
+    assert images[0].shape == images[1].shape and np.array_equal(images[0], images[1])
