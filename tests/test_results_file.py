@@ -16,7 +16,7 @@ import pytest
 from benchmarks import runner
 from benchmarks.results_file import lock_path
 from estbench.cli import main
-from tests.test_robustness import SLOW_PLUGIN, estbench, n_rows, table
+from tests.test_robustness import SLOW_PLUGIN, estbench, n_rows, slow_plugin_text, table
 
 COS = ["--problem", "gaussian-cos", "--estimator", "reinforce", "--replicates", "20", "--quiet"]
 
@@ -101,13 +101,13 @@ def test_resume_of_a_vae_with_other_checkpoint_steps_is_refused(tmp_path, capsys
 @pytest.mark.slow
 def test_resume_with_a_changed_plugin_file_is_refused(tmp_path, capsys):
     plugin = tmp_path / "slow.py"
-    plugin.write_text(SLOW_PLUGIN.replace("0.05", "0.0"))
+    plugin.write_text(slow_plugin_text(0.0))
     out = tmp_path / "r.csv"
     args = ["run", *COS, "--estimator", "test-slow", "--plugin", str(plugin), "--out", str(out)]
     assert estbench(*args).returncode == 0
     (origin,) = {r["estimator_origin"] for r in rows(out)}
     assert origin.startswith("plugin file slow.py sha256:")
-    plugin.write_text(SLOW_PLUGIN.replace("0.05", "0.001"))
+    plugin.write_text(slow_plugin_text(0.001))
     proc = estbench(*args, "--resume")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "its rows of estimator 'test-slow' come from plugin file slow.py sha256:" in proc.stderr

@@ -23,9 +23,11 @@ TIMING = set(TIMING_COLUMNS)
 ALL = ["reparameterization", "reinforce", "reinforce-loo", "reinforce-ema", "measure-valued", "reinforce-delta-cv",
        "reinforce-optimal", "test-slow"]
 
-# An estimator that is REINFORCE but takes at least 10 ms a call, so that a run lasts long enough
-# to be interrupted part-way on a loaded machine (each of its 18 cells makes 7 calls: >= 70 ms, >= 1.2 s in all).
-SLOW_PLUGIN = """
+
+def slow_plugin_text(sleep: float = 0.05) -> str:
+    """A plugin file's text: an estimator that is REINFORCE but sleeps ``sleep`` seconds a call, so that a run
+    lasts long enough to be interrupted part-way on a loaded machine (a cell makes 7 calls)."""
+    return f"""
 import time
 from estimators import Reinforce
 
@@ -34,9 +36,14 @@ class Slow(Reinforce):
     description = "REINFORCE, slowly"
 
     def surrogate(self, dist, f, n_samples, state=None):
-        time.sleep(0.01)
+        time.sleep({sleep!r})
         return super().surrogate(dist, f, n_samples, state)
 """
+
+
+SLOW_PLUGIN = slow_plugin_text()
+#: the kill-and-resume tests' plugin: 10 ms a call is enough there (its 18 cells take >= 1.2 s after the first rows)
+SLOW_RESUMED = slow_plugin_text(0.01)
 
 
 def table(path: Path) -> list[tuple]:
@@ -62,7 +69,7 @@ def estbench(*args: str, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def slow_plugin(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("plugin") / "slow.py"
-    path.write_text(SLOW_PLUGIN)
+    path.write_text(SLOW_RESUMED)
     return path
 
 
