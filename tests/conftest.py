@@ -17,6 +17,14 @@ def no_library_adapters(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def no_xdist_variables(monkeypatch):
+    """Where the suite runs in pytest-xdist processes (conftest.py at the root), a pytest the test starts must not
+    inherit their variables: pytest-benchmark reads PYTEST_XDIST_WORKER as "xdist is on" and refuses to time."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def clean_registry():
     """Estimators and problems registered by a test (plugins, objects given to estbench.run) are
     removed afterwards, so that no test sees another's; installed plugins are loaded first, and kept."""
