@@ -330,7 +330,7 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
-    smaller (about a minute and a half on 2 cores). With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
+    smaller (about 80 s on 2 cores). With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
     """
     toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
     models = [p for p in base.problem if problems.get_class(p).kind != "toy"]
