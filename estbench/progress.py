@@ -27,7 +27,7 @@ def progress(plan: Any, quiet: bool):
         return _progress_lines(plan)
     from tqdm import tqdm
 
-    bar = tqdm(total=len(plan), unit="cell", file=sys.stderr, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=len(plan), unit="unit" if plan.curves else "cell", file=sys.stderr, dynamic_ncols=True, leave=True)
 
     def update(cell: Any) -> None:
         if cell is None:
@@ -54,6 +54,7 @@ def _progress_lines(plan: Any):
         every = PROGRESS_EVERY_S
     kinds = [(c.problem.name, "cell") for c, _ in plan.cells] + [(c.problem.name, "curve") for c, _ in plan.curves]
     total = len(kinds)
+    done_what = "cells and training curves done" if plan.curves else "cells done"  # both are units of the count
     start = last_line = last_unit = time.monotonic()
     spent: dict[tuple, list[float]] = {}
     done = 0
@@ -69,7 +70,7 @@ def _progress_lines(plan: Any):
         now = time.monotonic()
         if cell is None:  # the closing line; none where no unit was done (a run refused: its error is the line)
             if done:
-                print(f"estbench: {done}/{total} cells done in {_clock(now - start)}", file=sys.stderr, flush=True)
+                print(f"estbench: {done}/{total} {done_what} in {_clock(now - start)}", file=sys.stderr, flush=True)
             return
         if now - last_unit > 1e-3:  # units kept by --resume report at once; they say nothing of the time
             spent.setdefault(kinds[min(done, total - 1)], []).append(now - last_unit)
@@ -77,7 +78,7 @@ def _progress_lines(plan: Any):
         done += 1
         if now - last_line >= every and done < total:
             last_line = now
-            print(f"estbench: {done}/{total} cells done, {_clock(now - start)} elapsed, about {_clock(left())} left "
+            print(f"estbench: {done}/{total} {done_what}, {_clock(now - start)} elapsed, about {_clock(left())} left "
                   f"(last: {cell.label})", file=sys.stderr, flush=True)
 
     return update

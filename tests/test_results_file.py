@@ -321,6 +321,25 @@ def test_long_runs_show_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert quiet.returncode == 0 and "cells done" not in quiet.stderr
 
 
+def test_progress_lines_count_training_curves_as_what_they_are(monkeypatch, capsys):
+    """A plan with training curves counts its units as "cells and training curves"; one without, as "cells"."""
+    from types import SimpleNamespace
+
+    from estbench.progress import _progress_lines
+
+    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
+    unit = SimpleNamespace(problem=SimpleNamespace(name="vae-digits"), label="vae-digits/reinforce")
+    for curves, said in (([(unit, None)], "cells and training curves done"), ([], "cells done")):
+        update = _progress_lines(SimpleNamespace(cells=[(unit, None)] * 2, curves=curves))
+        for _ in range(2 + len(curves)):
+            update(unit)
+        update(None)
+        lines = capsys.readouterr().err.splitlines()
+        total = 2 + len(curves)
+        assert lines[0].startswith(f"estbench: 1/{total} {said}, ")
+        assert lines[-1].startswith(f"estbench: {total}/{total} {said} in ")
+
+
 def test_resume_may_add_option_values(tmp_path):
     """--temperature 0.5, then --temperature 0.5 2 with --resume: one new cell per added value, and
     the table equals one run of both values."""
