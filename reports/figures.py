@@ -23,7 +23,7 @@ from .drawing import draw_all, finish, theme
 from .load import option_columns
 from .overview import overview
 from .palette import style
-from .tables import fmt, is_toy
+from .tables import Z95, fmt, is_toy
 from .toy_figures import variance_figure
 
 FIGURES = "figures"
@@ -146,6 +146,16 @@ def layout_faults(fig: Any, estimators: Any = ()) -> list[str]:
     return list(dict.fromkeys(faults))
 
 
+def abs_bias_interval(bias: Any, bias_z: Any) -> tuple[Any, Any]:
+    """95% interval of |bias| from the bias and its z (bias / its standard error, benchmarks.stats): |bias| -+ Z95
+    standard errors, the lower end at least 0. A z of 0 or infinite (every estimate equal) gives the point itself;
+    a missing z, no interval (NaN)."""
+    bias, z = np.asarray(bias, dtype=float), np.asarray(bias_z, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.where(np.isfinite(z) & (z != 0), np.abs(bias / z), np.where(np.isnan(z), np.nan, 0.0))
+    return np.maximum(np.abs(bias) - Z95 * se, 0.0), np.abs(bias) + Z95 * se
+
+
 def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     """Estimators run with several values of an option (the relaxations' temperature): |bias| and
     MSE against the truth against the option's value, one line per estimator and gradient."""
@@ -167,7 +177,9 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     if d.empty:
         return None
     d["abs_bias"] = d["bias"].abs()
-    d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "mse"]].mean()
+    d["bias_lo"], d["bias_hi"] = abs_bias_interval(d["bias"], d["bias_z"] if "bias_z" in d else np.nan)
+    # a problem's gradients (parameter groups) averaged; so are their intervals' ends (conservative)
+    d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "bias_lo", "bias_hi", "mse"]].mean()
     problems_ = sorted(d["problem"].unique())
     names = list(dict.fromkeys(d["name"]))
     fig, axes_ = plt.subplots(2, len(problems_), figsize=(max(3.6 * len(problems_), 5), 5.6), squeeze=False,
@@ -175,15 +187,24 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     for j, problem in enumerate(problems_):
         for i, (col, label) in enumerate((("abs_bias", "|bias| (coordinate mean)"), ("mse", "MSE against the truth"))):
             ax = axes_[i][j]
-            for name, line in d[d["problem"] == problem].groupby("name", sort=False):
+            shown = d[d["problem"] == problem]
+            positive = pd.concat([shown[col], shown["bias_lo"]] if col == "abs_bias" else [shown[col]])
+            bottom = positive[positive > 0].min() / 3 if (positive > 0).any() else None
+            for name, line in shown.groupby("name", sort=False):
                 line = line.sort_values("value")
                 ax.plot(line["value"], line[col], markersize=4, **style(name).line())
+                if col == "abs_bias" and bottom is not None:  # an interval reaching 0 is drawn to the panel's bottom
+                    ax.fill_between(line["value"], line["bias_lo"].clip(lower=bottom), line["bias_hi"],
+                                    color=style(name).colour, alpha=0.12, linewidth=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            if bottom is not None:
+                ax.set_ylim(bottom=bottom)
             ax.set_xlabel(option)
             ax.set_ylabel(label if j == 0 else "")
             ax.set_title(problem if i == 0 else "", fontsize=9)
-    finish(fig, f"Biased estimators against their {option} (every other axis at its base setting)",
+    finish(fig, f"Biased estimators against their {option} (every other axis at its base setting); |bias| with its 95% "
+                f"interval (from its z), MSE without one",
            [Line2D([], [], label=n, **style(n).line()) for n in names])
     return c.save(fig, f"bias_vs_{option}.png", f"Bias and MSE against {option}")
 

@@ -3,6 +3,7 @@ single-point panel (reports.figures, reports.toy_figures, reports.overview, repo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -121,3 +122,42 @@ def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp
         plt.close(fig)
         images.append(imread(tmp_path / f"{drop}.png"))
     assert images[0].shape == images[1].shape and np.array_equal(images[0], images[1])
+
+
+def test_the_bias_interval_of_the_temperature_figure_follows_from_the_bias_and_its_z():
+    """|bias| -+ 1.96 standard errors, the standard error |bias / z|; clipped at 0; an exact z (0 or infinite)
+    gives the point; a missing z, no interval."""
+    from reports.figures import abs_bias_interval
+
+    lo, hi = abs_bias_interval([0.1, -0.1, 0.01, 0.2, 0.3], [2.0, -2.0, 0.5, math.inf, math.nan])
+    assert lo[0] == pytest.approx(0.1 - 1.959964 * 0.05) and hi[0] == pytest.approx(0.1 + 1.959964 * 0.05)
+    assert (lo[1], hi[1]) == (lo[0], hi[0])  # the sign of the bias does not matter
+    assert lo[2] == 0 and hi[2] == pytest.approx(0.01 + 1.959964 * 0.02)  # within noise of 0: down to 0
+    assert lo[3] == hi[3] == 0.2 and math.isnan(lo[4]) and math.isnan(hi[4])
+
+
+def test_the_temperature_figure_is_drawn_with_its_bias_bands(tmp_path):
+    """On the example report's results: the figure is drawn within its bounds (Canvas.check), with a band per line
+    in the |bias| panels and none in the MSE panels."""
+    from matplotlib.collections import PolyCollection
+
+    import reports.figures as F
+
+    df = add_derived(attach_confirmations(read_results(EXAMPLE / "results.csv")))
+    saved = []
+    canvas = F.Canvas(tmp_path, sorted(df["estimator"].unique()), check=True)
+    original = F.Canvas.save
+
+    def keep(self, fig, *args, **kwargs):
+        saved.append([sum(isinstance(a, PolyCollection) for a in ax.get_children()) for ax in fig.axes])
+        return original(self, fig, *args, **kwargs)
+
+    F.Canvas.save = keep
+    try:
+        made = F.option_effect(canvas, df)
+    finally:
+        F.Canvas.save = original
+    assert made is not None and (tmp_path / made.path).exists()
+    (bands,) = saved
+    panels = len(bands) // 2
+    assert all(n > 0 for n in bands[:panels]) and not any(bands[panels:])
