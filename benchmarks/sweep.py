@@ -31,6 +31,8 @@ from .engine import PRECISION_MIN_REPLICATES
 
 #: the n_samples of the default report's n sweep for estimators that declare report_axes
 NARROW_N = (2, 4, 16)
+#: replicates of ``report --quick``'s cells of an estimator that computes them one at a time (Estimator.loop)
+QUICK_LOOP_REPLICATES = 50
 #: the most training curves per estimator a run may ask for (--train-seeds)
 MAX_TRAIN_SEEDS = 100
 #: with --precision, the default report lets each cell draw up to this many times its fixed R
@@ -330,7 +332,9 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
-    smaller (about 80 s on 2 cores). With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
+    smaller (about 80 s on 2 cores); in it the library adapters (``Estimator.library``, the [pyro] and [storchastic]
+    extras) run at each toy's base setting only, those that loop over replicates (``Estimator.loop``) with
+    QUICK_LOOP_REPLICATES. With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
     """
     toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
     models = [p for p in base.problem if problems.get_class(p).kind != "toy"]
@@ -341,22 +345,30 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
         r_toy = max(r_toy * PRECISION_REPORT_FACTOR, PRECISION_MIN_REPLICATES)
         vae["replicates"] = max(vae["replicates"] * PRECISION_REPORT_FACTOR, PRECISION_MIN_REPLICATES)
     out = []
+    # quick: a library's adapters at each toy's base setting only (a looping one with fewer replicates)
+    library = [e for e in base.estimator if quick and estimators.get_class(e).library]
+    own = [e for e in base.estimator if e not in library]
     for p in toys:
         one = dict(problem=[p], replicates=r_toy, **{k: [v] for k, v in problems.get_class(p).report_base.items()})
         for axis in problems.get_class(p).axes:
             values = axis.report_quick if quick and axis.report_quick else axis.report
-            swept = [e for e in base.estimator if estimators.get_class(e).report_axes is None
+            swept = [e for e in own if estimators.get_class(e).report_axes is None
                      or axis.name in estimators.get_class(e).report_axes]
             if values and swept:
                 out.append(base.with_overrides(**{**one, "estimator": swept, "n_samples": [4], axis.name: list(values)}))
         # every estimator over n_samples; those that declare report_axes (the 2019-2023 ones) at fewer of them
-        narrow = [e for e in base.estimator if estimators.get_class(e).report_axes is not None]
-        wide = [e for e in base.estimator if e not in narrow]
+        narrow = [e for e in own if estimators.get_class(e).report_axes is not None]
+        wide = [e for e in own if e not in narrow]
         if wide:
             out.append(base.with_overrides(**one, estimator=wide, n_samples=n))
         if narrow:
             out.append(base.with_overrides(**one, estimator=narrow, n_samples=[v for v in n if v in NARROW_N] or n))
-        for e in base.estimator:
+        for looping in (False, True):
+            chosen = [e for e in library if estimators.get_class(e).loop == looping]
+            if chosen:
+                out.append(base.with_overrides(**{**one, "estimator": chosen, "n_samples": [4],
+                                                  **({"replicates": min(r_toy, QUICK_LOOP_REPLICATES)} if looping else {})}))
+        for e in own:
             for option in estimators.get_class(e).options:
                 values = option.report_quick if quick and option.report_quick else option.report
                 if values:

@@ -14,15 +14,12 @@ Shapes at the boundary::
     surrogate.loss  [*B]                            (mean over the n samples)
     surrogate.f     [n, *B]                         (the values of f, detached)
 
-Independent batch elements give independent estimates: summing ``loss`` over
-the batch and calling ``backward()`` on parameters expanded per batch element
-yields one gradient estimate per element. That is how the runner draws R
-replicates at once, and how the same estimator object serves an encoder
-whose outputs parameterize ``q(z | x)`` for a batch of images.
+Independent batch elements give independent estimates: summing ``loss`` over the batch and calling ``backward()``
+on parameters expanded per batch element yields one gradient estimate per element. That is how the runner draws R
+replicates at once, and how the same estimator object serves an encoder whose outputs parameterize ``q(z | x)``.
 
-The surrogate idea is Pyro's (Schulman et al. 2015, "Gradient Estimation Using
-Stochastic Computation Graphs"): the score term ``(f - b).detach() * log p``
-is written as ``(f - b).detach() * (log p - (log p).detach())`` so the value
+The surrogate idea is Pyro's (Schulman et al. 2015, "Gradient Estimation Using Stochastic Computation Graphs"): the
+score term ``(f - b).detach() * log p`` is written as ``(f - b).detach() * (log p - (log p).detach())`` so the value
 of the loss stays equal to the plain Monte Carlo average of ``f``.
 """
 
@@ -184,6 +181,9 @@ class Estimator(abc.ABC):
     replaces: ClassVar[bool] = False
     #: how it computes its replicates where a reader should know (an adapter that loops); every row's ``estimator_note``
     note: ClassVar[str] = ""
+    #: it computes its replicates one at a time (an adapter that runs a library's method as a user's loop would), so
+    #: its cost grows with R: ``estbench report --quick`` gives it QUICK_LOOP_REPLICATES (benchmarks.sweep)
+    loop: ClassVar[bool] = False
     #: for an estimator that another library ships (an adapter): estbench's own implementation of the same
     #: method, or several names separated by spaces, the first that ran on a problem being the one (Pyro's
     #: ELBOs are pathwise on a Normal and the score function on a Bernoulli); recorded as ``counterpart``

@@ -470,3 +470,39 @@ def test_a_setting_where_an_estimator_is_exact_by_symmetry_is_drawn_with_its_dec
     variance_figure(Titles(tmp_path / "fig", ["disarm", "reinforce-loo"], check=True), df, "bernoulli-quadratic",
                     bases(df)["bernoulli-quadratic"])
     assert f"disarm at theta 0: {declared}" in titles["bernoulli-quadratic_variance.png"]
+
+
+def test_the_quick_report_runs_a_librarys_adapters_at_the_base_setting_and_a_looping_one_at_few_replicates(monkeypatch):
+    """report --quick: an adapter (Estimator.library) only at each toy's base setting with n_samples 4, one that loops
+    over replicates (Estimator.loop) with QUICK_LOOP_REPLICATES; the default report sweeps both like any other."""
+    import estimators
+    from benchmarks import problems
+    from benchmarks.plan import make_plan
+    from benchmarks.sweep import QUICK_LOOP_REPLICATES, Sweep, report_sweeps
+
+    class Batched(estimators.Reinforce):
+        name, library = "testlib:batched", "testlib"
+
+    class Looping(estimators.Reinforce):
+        name, library, loop = "testlib:looping", "testlib", True
+
+    monkeypatch.setenv("ESTBENCH_ADAPTERS", "on")  # the registry shows a library's estimators only then
+    for cls in (Batched, Looping):
+        estimators.register(cls, origin="test")
+    names = ["reinforce", "testlib:batched", "testlib:looping"]
+    problem = "bernoulli-quadratic"
+    base = problems.get_class(problem).report_base
+
+    def cells(quick: bool) -> dict[str, list]:
+        plan = make_plan(report_sweeps(Sweep(problem=[problem], estimator=names), quick=quick))
+        out: dict[str, list] = {}
+        for cell, sw in plan.cells:
+            out.setdefault(cell.estimator, []).append((cell.setting, cell.n_samples, sw.replicates))
+        return out
+
+    quick, full = cells(True), cells(False)
+    ((setting, n, r),) = quick["testlib:batched"]  # one cell: the base setting (report_base, the other axes' defaults)
+    assert all(getattr(setting, k) == v for k, v in base.items()) and n == 4 and r == 200
+    assert (setting, 4, 200) in quick["reinforce"] and len(quick["reinforce"]) > 1
+    assert quick["testlib:looping"] == [(setting, 4, QUICK_LOOP_REPLICATES)]
+    assert len(full["testlib:batched"]) == len(full["testlib:looping"]) == len(full["reinforce"]) > 1

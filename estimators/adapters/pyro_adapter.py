@@ -57,8 +57,6 @@ class PyroELBO(Estimator):
 
     library: ClassVar[str] = "pyro"
     supports: ClassVar[tuple[str, ...]] = ("normal", "bernoulli", "categorical")
-    #: run the replicates one at a time (a baseline whose state has the shape of the plate)
-    loop: ClassVar[bool] = False
     note: ClassVar[str] = "replicates batched on a pyro.plate, samples as vectorized particles"
 
     #: the pyro.infer ELBO class, made with the particles of n_samples

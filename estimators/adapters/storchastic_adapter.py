@@ -45,8 +45,6 @@ class StorchasticMethod(Estimator):
 
     library: ClassVar[str] = "storchastic"
     supports: ClassVar[tuple[str, ...]] = ("bernoulli",)
-    #: run the replicates one at a time (a method whose state the plate would share)
-    loop: ClassVar[bool] = False
     note = "replicates batched on an independent plate (storch.denote_independent)"
 
     #: the storch.method class, the keyword its number of samples goes by (the set methods': k), and its
