@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -162,16 +161,28 @@ class BatchGroups:
         b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
         if not b:
             return
-        if self.n is not None and b <= self.groups:  # each batch joins its own group: Chan's update of those rows
-            self._add_distinct(batch_mean, batch_m2)
-            return
-        idx = (self.batches + torch.arange(b, device=batch_mean.device)) % self.groups
+        start = self.batches % self.groups
         self.batches += b
-        per = torch.bincount(idx, minlength=self.groups).to(batch_mean.dtype)  # batches per group [G]
-        zeros = batch_mean.new_zeros((self.groups, batch_mean.shape[1]))
-        mean = zeros.index_add(0, idx, batch_mean) / per.clamp(min=1)[:, None]
-        m2 = zeros.index_add(0, idx, batch_m2 + size * (batch_mean - mean[idx]).square())
-        n = per * size
+        if self.n is not None and b <= self.groups:  # each batch joins its own group: Chan's update of those rows
+            first = min(b, self.groups - start)  # the rows from start on, then those from group 0 (contiguous views)
+            self._update_rows(slice(start, start + first), batch_mean[:first], batch_m2[:first])
+            if first < b:
+                self._update_rows(slice(0, b - first), batch_mean[first:], batch_m2[first:])
+            return
+        # the batches on a grid of G columns, batch j in column (start + j) mod G, the slots before the first and
+        # after the last empty (weight 0): each group's count, mean and M2 by plain sums over the grid's rows
+        g, p = self.groups, batch_mean.shape[1]
+        rows = -(-(start + b) // g)
+        pad = (0, 0, start, rows * g - start - b)
+        weight = batch_mean.new_zeros(rows * g)
+        weight[start:start + b] = 1.0
+        weight = weight.view(rows, g, 1)
+        per = weight.sum(0)  # batches per group [G, 1]
+        grid = torch.nn.functional.pad(batch_mean, pad).view(rows, g, p)
+        mean = grid.sum(0) / per.clamp(min=1)
+        dev = (grid - mean).mul_(weight)
+        m2 = torch.nn.functional.pad(batch_m2, pad).view(rows, g, p).sum(0) + dev.mul_(dev).sum(0) * size
+        n = per[:, 0] * size
         if self.n is None:
             self.n, self.mean, self.m2 = n, mean, m2
             return
@@ -182,22 +193,13 @@ class BatchGroups:
         self.m2 = self.m2 + m2 + delta.square() * (self.n * share[:, 0])[:, None]
         self.n = total
 
-    def _add_distinct(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
-        """``add`` where the b <= G batches go to b different groups: each group's row updated in place
-        (about a third of the general path's operations, on [b, P] instead of [G, P])."""
-        b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
-        start = self.batches % self.groups
-        self.batches += b
-        if start + b <= self.groups:  # consecutive rows: views, updated in place
-            rows: Any = slice(start, start + b)
-        else:
-            rows = torch.tensor([(start + i) % self.groups for i in range(b)], device=batch_mean.device)
-        n_a = self.n[rows]
-        total = n_a + size
+    def _update_rows(self, rows: slice, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
+        """Chan's update of groups ``rows`` (a slice), each with one batch: in place, on views of [b, P]."""
+        n_a, size = self.n[rows], float(VARIANCE_BATCH)
         delta = batch_mean - self.mean[rows]
-        self.mean[rows] = self.mean[rows] + delta * (size / total)[:, None]
-        self.m2[rows] = self.m2[rows] + batch_m2 + delta.square() * (n_a * size / total)[:, None]
-        self.n[rows] = total
+        self.mean[rows].addcmul_(delta, (size / (n_a + size))[:, None])
+        self.m2[rows].add_(batch_m2).addcmul_(delta, delta * (n_a * size / (n_a + size))[:, None])
+        self.n[rows] = n_a + size
 
     def jackknife(self, statistic) -> tuple[float, int]:
         """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the
