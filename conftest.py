@@ -53,8 +53,10 @@ def pytest_cmdline_main(config):
         return None
     opt.numprocesses = processes
     opt.dist = "worksteal"  # an idle process takes half of a busy one's queue: the long tests do not end the run alone
+    from benchmarks.cluster import threads_per_worker
+
     # each process's torch threads (and those of the estbench processes the tests start): its share of the cores
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker(processes, cores)))
     return None
 
 

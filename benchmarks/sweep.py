@@ -363,11 +363,13 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
             out.append(base.with_overrides(**one, estimator=wide, n_samples=n))
         if narrow:
             out.append(base.with_overrides(**one, estimator=narrow, n_samples=[v for v in n if v in NARROW_N] or n))
-        for looping in (False, True):
-            chosen = [e for e in library if estimators.get_class(e).loop == looping]
-            if chosen:
-                out.append(base.with_overrides(**{**one, "estimator": chosen, "n_samples": [4],
-                                                  **({"replicates": min(r_toy, QUICK_LOOP_REPLICATES)} if looping else {})}))
+        batched = [e for e in library if not estimators.get_class(e).loop]
+        looping = [e for e in library if estimators.get_class(e).loop]
+        if batched:
+            out.append(base.with_overrides(**one, estimator=batched, n_samples=[4]))
+        if looping:
+            out.append(base.with_overrides(**{**one, "replicates": min(r_toy, QUICK_LOOP_REPLICATES)}, estimator=looping,
+                                           n_samples=[4]))
         for e in own:
             for option in estimators.get_class(e).options:
                 values = option.report_quick if quick and option.report_quick else option.report

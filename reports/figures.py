@@ -188,18 +188,20 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
         for i, (col, label) in enumerate((("abs_bias", "|bias| (coordinate mean)"), ("mse", "MSE against the truth"))):
             ax = axes_[i][j]
             shown = d[d["problem"] == problem]
-            positive = pd.concat([shown[col], shown["bias_lo"]] if col == "abs_bias" else [shown[col]])
-            bottom = positive[positive > 0].min() / 3 if (positive > 0).any() else None
+            # the bias panel's floor: a third of its lowest positive value or interval end; a band reaching 0 goes to it
+            positive = pd.concat([shown["abs_bias"], shown["bias_lo"]])
+            positive = positive[positive > 0]
+            floor = positive.min() / 3 if col == "abs_bias" and not positive.empty else None
             for name, line in shown.groupby("name", sort=False):
                 line = line.sort_values("value")
                 ax.plot(line["value"], line[col], markersize=4, **style(name).line())
-                if col == "abs_bias" and bottom is not None:  # an interval reaching 0 is drawn to the panel's bottom
-                    ax.fill_between(line["value"], line["bias_lo"].clip(lower=bottom), line["bias_hi"],
+                if floor is not None:
+                    ax.fill_between(line["value"], line["bias_lo"].clip(lower=floor), line["bias_hi"],
                                     color=style(name).colour, alpha=0.12, linewidth=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            if bottom is not None:
-                ax.set_ylim(bottom=bottom)
+            if floor is not None:
+                ax.set_ylim(bottom=floor)
             ax.set_xlabel(option)
             ax.set_ylabel(label if j == 0 else "")
             ax.set_title(problem if i == 0 else "", fontsize=9)
