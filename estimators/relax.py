@@ -43,18 +43,21 @@ HIDDEN = 16
 _EPS = 1e-6
 
 
-def _adam(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...], state: dict[str, Any]) -> list[torch.Tensor]:
+def _adam(params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...], state: dict[str, Any]) -> list[torch.Tensor]:
+    """One Adam step (torch.optim.Adam's update, eps added to the bias-corrected root) on detached copies: the
+    new parameters returned, the new moments put in ``state`` (new tensors: an earlier state keeps its own).
+    As one multi-tensor (``_foreach``) operation per stage, the way torch.optim's own foreach Adam does it: a
+    learning step's parameters are a few small tensors, so the per-operation overhead is the cost."""
     b1, b2 = 0.9, 0.999
     state["t"] += 1
-    out = []
-    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        g = torch.zeros_like(p) if g is None else g
-        state["m"][i] = b1 * state["m"][i] + (1 - b1) * g
-        state["v"][i] = b2 * state["v"][i] + (1 - b2) * g * g
-        m_hat = state["m"][i] / (1 - b1 ** state["t"])
-        v_hat = state["v"][i] / (1 - b2 ** state["t"])
-        out.append((p - LEARNING_RATE * m_hat / (v_hat.sqrt() + 1e-8)).detach())
-    return out
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    state["m"] = torch._foreach_lerp(state["m"], grads, 1 - b1)  # b1 m + (1 - b1) g
+    state["v"] = torch._foreach_mul(state["v"], b2)
+    torch._foreach_addcmul_(state["v"], grads, grads, 1 - b2)
+    denom = torch._foreach_sqrt(state["v"])
+    torch._foreach_div_(denom, (1 - b2 ** state["t"]) ** 0.5)
+    torch._foreach_add_(denom, 1e-8)
+    return torch._foreach_addcdiv([p.detach() for p in params], state["m"], denom, -LEARNING_RATE / (1 - b1 ** state["t"]))
 
 
 @builtin
@@ -97,7 +100,7 @@ class Rebar(Estimator):
         # the score term's weight is constant in theta; while learning it keeps its dependence on the
         # control variate's parameters (z~ detached from theta), frozen it is a constant
         weight = fb - (self.control(params, f, z_cond.detach(), dist, n) if learning else c_cond.detach())
-        log_p = Bernoulli(logits=logits).log_prob(b)  # [n, *B, *E]: of these logits, which learning may detach
+        log_p = Bernoulli(logits=logits, validate_args=False).log_prob(b)  # [n, *B, *E], of logits learning may detach
         if event_ndims:
             log_p = log_p.sum(-1)
         return (weight * log_p + c_z - c_cond).mean(0)

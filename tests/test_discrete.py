@@ -21,6 +21,7 @@ from benchmarks.problems.discrete import (
     BernoulliSetting,
     CategoricalSetting,
     CoupledSetting,
+    PolynomialSetting,
     coupling,
     outcomes,
 )
@@ -95,6 +96,25 @@ def test_categorical_closed_form_matches_enumeration():
     (grad,) = torch.autograd.grad(value, free)
     torch.testing.assert_close(p.true_gradient(s, CTX)["theta"], grad.reshape(-1))
     assert p.expectation(s) == pytest.approx(value.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("power", [1.5, 2.0, 3.0])
+def test_polynomial_f_and_its_two_derivatives_are_the_formulas_and_zero_at_t(power):
+    """f(b) = mean |b - t|^p at relaxed points: its value and first two derivatives are the formulas' (REBAR and
+    RELAX differentiate it twice while learning), and 0 where b = t, where |x|^p's second derivative is infinite
+    for p < 2 and autograd's would be NaN."""
+    t, dim = 0.45, 4
+    f = problems.get("bernoulli-polynomial").f(PolynomialSetting(theta=0.0, t=t, power=power, dim=dim), CTX)
+    b = torch.tensor([[t, 0.2, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    value = f(b)
+    (grad,) = torch.autograd.grad(value.sum(), b, create_graph=True)
+    hessian = torch.stack([torch.autograd.grad(grad[0, i], b, retain_graph=True)[0][0] for i in range(dim)])
+    x = (b.detach() - t)[0]
+    expected_grad = torch.where(x == 0, 0.0, power * x.abs() ** (power - 1) * x.sign() / dim)
+    expected_second = torch.where(x == 0, 0.0, power * (power - 1) * x.abs() ** (power - 2) / dim)
+    torch.testing.assert_close(value, (x.abs() ** power).mean().reshape(1))
+    torch.testing.assert_close(grad[0], expected_grad)
+    torch.testing.assert_close(hessian, torch.diag(expected_second))
 
 
 # -- unbiased estimators: their mean is the exact gradient ------------------------

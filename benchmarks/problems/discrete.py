@@ -315,11 +315,12 @@ class BernoulliPolynomial(DiscreteProblem):
         def f(b: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [...]
             # at a relaxed b exactly at t (a float32 draw can land there) |x|^p's second derivative is infinite
             # and autograd's is NaN (REBAR and RELAX differentiate twice while learning): there the value and
-            # both derivatives are taken as 0, through a safe base (the double-where idiom)
+            # both derivatives are taken as 0, through a safe base (the double-where idiom, with masks: x + 1 = 1
+            # where x = 0, and a factor 0 there; elsewhere x + 0 and a factor 1 are exact). Masks and not
+            # torch.where: where's derivatives are where operations too, the dearest part of RELAX's learning
             x = b - t
-            zero = x == 0
-            safe = torch.where(zero, torch.ones_like(x), x)
-            return torch.where(zero, torch.zeros_like(x), safe.abs().pow(power)).mean(-1)
+            kept = (x != 0).to(x.dtype)
+            return ((x + (1 - kept)).abs().pow(power) * kept).mean(-1)
 
         return f
 
