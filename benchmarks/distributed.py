@@ -42,6 +42,9 @@ class Job:
     threads: int | None
     key: str = ""
     origins: dict[str, str] = field(default_factory=dict)
+    #: a local cluster's folder where its workers and the client share the trained checkpoints
+    #: (benchmarks.problems.checkpoints); None on an existing cluster, whose hosts do not see this one's files
+    shared_dir: str | None = None
 
 
 _STATE: dict[str, Any] = {}  # per worker process: the job's plan, the plugins loaded, the prepared data
@@ -65,6 +68,9 @@ def _load_plugins(job: Job) -> None:
 
 
 def _plan(job: Job) -> Any:
+    from benchmarks.problems import checkpoints
+
+    checkpoints.share(job.shared_dir)
     if _STATE.get("key") != job.key:
         from benchmarks.plan import make_plan
         from benchmarks.sweep import Sweep
@@ -252,10 +258,13 @@ class Dask:
 
         self.index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
         self.index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
+        from benchmarks.problems import checkpoints
+
         t0 = time.perf_counter()
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), \
-                connect(self.spec) as (client, threads):
+                connect(self.spec) as (client, threads), checkpoints.sharing() as shared:
             self.client, self.job = client, job_for(plan, threads)
+            self.job.shared_dir = shared if self.spec.workers is not None else None
             check_workers(client, self.job)  # also sets every worker up: imports, plugins, the plan
             LAST_RUN["setup_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()

@@ -15,6 +15,7 @@ functions.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import tempfile
@@ -191,6 +192,7 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     """Run the default report's sweeps (``estbench report``) into ``out``/results.csv and build the
     report there; returns (report.md, the results table). ``options``: problem, estimator, seed,
     dtype, device, compile, data_dir, train_seeds (default 3; quick: QUICK_TRAIN_SEEDS)."""
+    from benchmarks.problems import checkpoints
     from benchmarks.sweep import report_sweeps
     from reports.report import build, check_benchmarks, check_out_dir
 
@@ -207,13 +209,16 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     plan = _plan(report_sweeps(base, quick=quick), force)
     results = out / "results.csv"
     start = time.perf_counter()
-    _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
-    wall_time = {"the sweep's cells and training curves": time.perf_counter() - start}
-    confirm = confirmation_plan(plan, results)
-    if confirm.cells:  # a few cells, run here: a cluster's workers rebuild whole sweeps, not single cells
-        start = time.perf_counter()
-        _run(confirm, results, progress, resume=True)
-        wall_time[f"{len(confirm.cells)} confirmation reruns"] = time.perf_counter() - start
+    # a local cluster's workers and the confirmation reruns here share one set of trained checkpoints
+    local = cluster is not None and cluster.workers is not None
+    with checkpoints.sharing() if local else contextlib.nullcontext():
+        _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
+        wall_time = {"the sweep's cells and training curves": time.perf_counter() - start}
+        confirm = confirmation_plan(plan, results)
+        if confirm.cells:  # a few cells, run here: a cluster's workers rebuild whole sweeps, not single cells
+            start = time.perf_counter()
+            _run(confirm, results, progress, resume=True)
+            wall_time[f"{len(confirm.cells)} confirmation reruns"] = time.perf_counter() - start
     path = build(results, out, benchmarks=benchmarks, command=command, wall_time=wall_time)
     return path, pd.read_csv(results, dtype={"error": str})
 

@@ -54,6 +54,7 @@ from estimators import Estimator
 from estimators.options import Option, at_least
 
 from ..data import Dataset, binarize, load
+from . import checkpoints
 from .base import Chunk, Context, Problem, builtin, surrogate
 from .counting import counted
 from .training import train
@@ -225,15 +226,22 @@ def _load_dataset(kind: str, data_dir: str | None, stamp: Any, binary: bool) -> 
 @functools.lru_cache(maxsize=8)
 def _checkpoint(model_type: type[VAE], kind: str, data_dir: str | None, hidden: int, latent: int, batch: int,
                 steps: int, seed: int, options: tuple = (), dynamic: bool = False) -> dict:
-    """Weights of the trained checkpoint (made once per process, seeded), trained with
-    ``model_type.checkpoint_estimator``; ``options``: the model's own, (name, value) pairs; ``dynamic``:
-    each training batch binarized anew from the grey levels."""
-    data = _dataset(kind, data_dir, model_type.binary)
-    torch.manual_seed(seed)
-    model = model_type(data.dim, hidden, latent, **dict(options))
-    train(model, data, model_type.checkpoint_estimator(latent, batch), steps, batch, n_samples=1, seed=seed,
-          grey=_dataset(kind, data_dir).train if dynamic else None)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """Weights of the trained checkpoint (made once per process, or once per run where its processes share
+    them: benchmarks.problems.checkpoints; seeded), trained with ``model_type.checkpoint_estimator``;
+    ``options``: the model's own, (name, value) pairs; ``dynamic``: each training batch binarized anew from
+    the grey levels."""
+
+    def make() -> dict:
+        data = _dataset(kind, data_dir, model_type.binary)
+        torch.manual_seed(seed)
+        model = model_type(data.dim, hidden, latent, **dict(options))
+        train(model, data, model_type.checkpoint_estimator(latent, batch), steps, batch, n_samples=1, seed=seed,
+              grey=_dataset(kind, data_dir).train if dynamic else None)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    what = (model_type.__module__, model_type.__qualname__, kind, data_dir, hidden, latent, batch, steps, seed, options,
+            dynamic)
+    return checkpoints.made_once(what, make)
 
 
 @dataclass
