@@ -332,7 +332,7 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
     and training curves of 500 steps. ``quick`` makes each
-    smaller (about 80 s on 2 cores); in it the library adapters (``Estimator.library``, the [pyro] and [storchastic]
+    smaller (about a minute on 2 cores); in it the library adapters (``Estimator.library``, the [pyro] and [storchastic]
     extras) run at each toy's base setting only, those that loop over replicates (``Estimator.loop``) with
     QUICK_LOOP_REPLICATES. With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
     """
