@@ -29,10 +29,6 @@ ROOT = Path(__file__).resolve().parent
 MAX_TEST_PROCESSES = 8
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _whole_suite(config) -> bool:
     """Whether this run is of folders (or of the configured test paths), not of named files or tests."""
     return all("::" not in a and not a.endswith(".py") for a in config.args)
@@ -47,14 +43,14 @@ def pytest_cmdline_main(config):
             or getattr(opt, "dist", "no") != "no" or getattr(opt, "benchmark_only", False) or opt.usepdb
             or os.environ.get("PYTEST_XDIST_WORKER") or not _whole_suite(config)):
         return None
+    from benchmarks.cluster import threads_per_worker, usable_cores
+
     cores = usable_cores()
     processes = min(cores, MAX_TEST_PROCESSES)
     if processes < 2:
         return None
     opt.numprocesses = processes
     opt.dist = "worksteal"  # an idle process takes half of a busy one's queue: the long tests do not end the run alone
-    from benchmarks.cluster import threads_per_worker
-
     # each process's torch threads (and those of the estbench processes the tests start): its share of the cores
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker(processes, cores)))
     return None

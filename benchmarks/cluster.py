@@ -59,10 +59,15 @@ class ClusterSpec:
         return self.workers is not None or self.scheduler is not None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system tells it (a container or a
+    `taskset` may allow fewer than the machine has), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """torch threads of each of a local cluster's workers: the cores shared out, at least 1."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // workers)
+    """torch threads of each of a local cluster's workers: the usable cores shared out, at least 1."""
+    return max(1, (cores or usable_cores()) // workers)
 
 
 @contextlib.contextmanager

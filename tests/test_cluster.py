@@ -185,3 +185,15 @@ def test_a_resume_on_a_cluster_recomputes_a_reference_cell_from_the_file_with_th
     pd.testing.assert_frame_equal(content(out), content(serial))
     vae = pd.read_csv(out)
     assert vae.loc[(vae["problem"] == "vae-digits") & (vae["estimator"] == "reinforce"), "agreement_z"].notna().all()
+
+
+def test_a_local_workers_threads_share_out_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    from benchmarks import cluster
+
+    assert cluster.threads_per_worker(2, 4) == 2 and cluster.threads_per_worker(3, 2) == 1
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # a process allowed 3 of the cores
+        monkeypatch.setattr(os, "cpu_count", lambda: 64)
+        assert cluster.usable_cores() == 3 and cluster.threads_per_worker(1) == 3 and cluster.threads_per_worker(2) == 1
