@@ -188,8 +188,12 @@ class Sweep:
             {o.name for e in self.estimator for o in estimators.get_class(e).options}
         for key in self.values:
             if key not in here:
-                raise SweepError(f"{key} is a setting of {', '.join(declarations(key))}, none of which this run has "
-                                 f"(problems: {', '.join(self.problem)}); add one of them or leave {key} out")
+                by = declarations(key)
+                has = [f"{kind}: {', '.join(names)}" for kind, names, declared_by in (
+                    ("problems", self.problem, problems.available()), ("estimators", self.estimator, estimators.available()))
+                    if any(d in by for d in declared_by)]  # the run's side that could have had it
+                raise SweepError(f"{key} is a setting of {', '.join(by)}, none of which this run has "
+                                 f"({'; '.join(has)}); add one of them or leave {key} out")
         if not 1 <= self.train_seeds <= MAX_TRAIN_SEEDS:
             raise SweepError(f"train_seeds must be between 1 and {MAX_TRAIN_SEEDS} (training curves per estimator), "
                              f"got train_seeds={self.train_seeds}")

@@ -115,9 +115,10 @@ CASES = [
     Case("n_samples 0", ["run", "--n-samples", "0"], "n_samples must be >= 1"),
     Case("one replicate", ["run", "--replicates", "1"], "replicates must be >= 2"),
     Case("a setting no problem of the run has", ["run", "--problem", "gaussian-cos", "--theta", "1"],
-         "theta is a setting of bernoulli-quadratic"),
+         "bernoulli-multisample, none of which this run has (problems: gaussian-cos)"),
     Case("an option no estimator of the run has", ["run", "--estimator", "reinforce", "--temperature", "0.5"],
-         "temperature is a setting of gumbel-softmax"),
+         "temperature is a setting of gumbel-softmax, straight-through, gumbel-rao, gst, reinmax, none of which this run has "
+         "(estimators: reinforce)"),
     Case("--train-seeds too many", ["run", "--train-seeds", "100000000000000000000"],
          "train_seeds must be between 1 and 100"),
     Case("--workers 0", ["run", "--workers", "0"], "--workers must be >= 1 (worker processes of a local cluster), got "
