@@ -58,6 +58,11 @@ class ClusterSpec:
     def active(self) -> bool:
         return self.workers is not None or self.scheduler is not None
 
+    @property
+    def local(self) -> bool:
+        """A cluster this run starts on this host (--workers), whose processes can share files with the client."""
+        return self.workers is not None
+
 
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity where the system tells it (a container or a
@@ -77,7 +82,7 @@ def connect(spec: ClusterSpec) -> Iterator[tuple[Any, int | None]]:
     ClusterError, in one line, where the scheduler cannot be reached or has no workers."""
     from distributed import Client, LocalCluster
 
-    if spec.workers is not None:
+    if spec.local:
         threads = threads_per_worker(spec.workers)
         with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=40) as cluster, Client(cluster) as client:

@@ -256,15 +256,17 @@ class Dask:
 
         import dask
 
-        self.index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
-        self.index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
         from benchmarks.problems import checkpoints
 
+        self.index = {("cell", id(c)): i for i, (c, _) in enumerate(plan.cells)}
+        self.index.update({("curve", id(c)): i for i, (c, _) in enumerate(plan.curves)})
+        # a local cluster's workers share the run's checkpoints with this process; an existing one's hosts cannot
+        shared = checkpoints.sharing() if self.spec.local else contextlib.nullcontext()
         t0 = time.perf_counter()
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}), \
-                connect(self.spec) as (client, threads), checkpoints.sharing() as shared:
+                connect(self.spec) as (client, threads), shared as shared_dir:
             self.client, self.job = client, job_for(plan, threads)
-            self.job.shared_dir = shared if self.spec.workers is not None else None
+            self.job.shared_dir = shared_dir
             check_workers(client, self.job)  # also sets every worker up: imports, plugins, the plan
             LAST_RUN["setup_s"] = time.perf_counter() - t0
             t1 = time.perf_counter()

@@ -210,8 +210,7 @@ def default_report(out: str | Path = "reports/latest", *, quick: bool = False, r
     results = out / "results.csv"
     start = time.perf_counter()
     # a local cluster's workers and the confirmation reruns here share one set of trained checkpoints
-    local = cluster is not None and cluster.workers is not None
-    with checkpoints.sharing() if local else contextlib.nullcontext():
+    with checkpoints.sharing() if cluster is not None and cluster.local else contextlib.nullcontext():
         _run(plan, results, progress, resume=resume, overwrite=overwrite, cluster=cluster)
         wall_time = {"the sweep's cells and training curves": time.perf_counter() - start}
         confirm = confirmation_plan(plan, results)
