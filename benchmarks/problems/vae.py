@@ -164,15 +164,10 @@ class VAE(nn.Module):
 
         def f(z: torch.Tensor) -> torch.Tensor:
             # the decoder sees one 2-D batch (nn.Linear on [n, B, L] adds a reshape pair per layer)
-            logits = self.decoder(z.reshape(-1, z.shape[-1]))  # [n * B..., D]
-            if z.shape[-2] == logits.shape[0] == x.shape[0]:  # [1, B, L] (a training step): no expand, no copy
-                target = x
-            else:
-                target = x.expand(*z.shape[:-1], x.shape[-1]).reshape(logits.shape)
-            # = Bernoulli(logits=logits).log_prob(x).sum(-1), the function it calls, without
-            # building a distribution per call (a test checks they agree)
-            ll = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
-            return ll.reshape(z.shape[:-1])
+            logits = self.decoder(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], x.shape[-1])  # [n, *B, D]
+            # = Bernoulli(logits=logits).log_prob(x).sum(-1), the function it calls, without building a
+            # distribution per call (a test checks they agree); the data broadcast, not copied per sample
+            return -F.binary_cross_entropy_with_logits(logits, x.expand(logits.shape), reduction="none").sum(-1)
 
         return f
 
