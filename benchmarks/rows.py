@@ -162,6 +162,19 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
         raise
     except BaseException as exc:  # e.g. a closed form that overflows: this cell fails, the sweep goes on
         return ended_rows(base, groups, "failed", "the exact gradient could not be computed: " + _error_text(exc)), None
+    try:  # a fault in the statistics (ours or a problem's value_scale) fails this cell, not the run
+        return summary_rows(cell, sweep, base, stats, timing, truth, truth_se, ctx), stats
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return ended_rows(base, groups, "failed", "the statistics could not be computed: " + _error_text(exc)), None
+
+
+def summary_rows(cell: Cell, sweep: Sweep, base: dict[str, Any], stats: dict[str, GradientStats], timing: Any,
+                 truth: dict[str, torch.Tensor] | None, truth_se: dict[str, torch.Tensor] | None,
+                 ctx: Context) -> list[dict[str, Any]]:
+    """One ok row per parameter group of a measured cell: its statistics against the truth where known."""
+    groups = cell.problem.groups
     rows = []
     scale = max((truth[g] if truth is not None else stats[g].coords.mean).abs().max().item() for g in groups)
     zero_below = zero_variance_threshold(scale, getattr(torch, sweep.dtype))
@@ -185,7 +198,8 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
             # total = variance x coordinates exactly, so its interval is the variance's scaled
             "total_variance_lo": s.variance_lo * s.total_variance / s.variance if s.variance > 0 else 0.0,
             "total_variance_hi": s.variance_hi * s.total_variance / s.variance if s.variance > 0 else 0.0,
-            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse, "snr": s.snr,
+            "true_grad": s.true_grad, "bias": s.bias, "bias_z": s.bias_z, "mse": s.mse,
+            "mse_lo": s.mse_lo, "mse_hi": s.mse_hi, "snr": s.snr,
             "snr_lo": s.snr_lo, "snr_hi": s.snr_hi, **against_truth,
             # the median of the timed repetitions (benchmarks.engine.TIMING_REPEATS), and their spread
             "time_per_estimate_s": statistics.median(timing.per_estimate),
@@ -193,7 +207,7 @@ def _measure_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context
             "f_evals": timing.f_evals, "compiled": timing.compiled, "compile_time_s": timing.compile_s,
             "status": "ok", "error": timing.note,
         })
-    return rows, stats
+    return rows
 
 
 def run_cell(cell: Cell, sweep: Sweep, prepared: Any, ctx: Context) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ TAIL_COLUMNS = [
     *_cols("content", float, "precision"), *_cols("key", int, "seed"),
     *_cols("statistic", float, "mean variance variance_se variance_lo variance_hi"),
     *_cols("statistic", str, "variance_note exact_reason"),
-    *_cols("statistic", float, "total_variance total_variance_lo total_variance_hi true_grad bias bias_z mse snr "
+    *_cols("statistic", float, "total_variance total_variance_lo total_variance_hi true_grad bias bias_z mse mse_lo mse_hi snr "
                                "snr_lo snr_hi agreement_z"),
     *_cols("statistic", str, "reference reference_estimator"),
     *_cols("timing", float, "time_per_estimate_s time_per_estimate_min_s time_per_estimate_max_s"),

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .jackknife import T95, BatchGroups
+
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, M2) over dim 0 of ``x`` [r, *P], in float64: two passes, exact.
@@ -137,90 +139,6 @@ class Moments:
         return self.m2 / (self.n - 1)
 
 
-#: groups of the SNR's delete-a-group jackknife: batch i of VARIANCE_BATCH estimates joins group i mod this
-JACKKNIFE_GROUPS = 10
-#: two-sided 95% quantiles of Student's t with 1..JACKKNIFE_GROUPS - 1 degrees of freedom
-T95 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622)
-
-
-class BatchGroups:
-    """Per-coordinate (count, mean, M2) of JACKKNIFE_GROUPS groups of whole batches, in float64
-    ([G], [G, P], [G, P]; memory independent of R): batch i (counted over the whole cell) joins
-    group i mod G. From these, ``jackknife`` gives the standard error of any statistic of the
-    per-coordinate mean and variance, whatever the correlation between coordinates."""
-
-    def __init__(self, groups: int = JACKKNIFE_GROUPS) -> None:
-        self.groups = groups
-        self.batches = 0
-        self.n: torch.Tensor | None = None
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-
-    def add(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
-        """Merge whole batches' per-coordinate means and M2s [b, P] (Chan et al., per group)."""
-        b, size = batch_mean.shape[0], float(VARIANCE_BATCH)
-        if not b:
-            return
-        start = self.batches % self.groups
-        self.batches += b
-        if self.n is not None and b <= self.groups:  # each batch joins its own group: Chan's update of those rows
-            first = min(b, self.groups - start)  # the rows from start on, then those from group 0 (contiguous views)
-            self._update_rows(slice(start, start + first), batch_mean[:first], batch_m2[:first])
-            if first < b:
-                self._update_rows(slice(0, b - first), batch_mean[first:], batch_m2[first:])
-            return
-        # the batches on a grid of G columns, batch j in column (start + j) mod G, the slots before the first and
-        # after the last empty (weight 0): each group's count, mean and M2 by plain sums over the grid's rows
-        g, p = self.groups, batch_mean.shape[1]
-        rows = -(-(start + b) // g)
-        pad = (0, 0, start, rows * g - start - b)
-        weight = batch_mean.new_zeros(rows * g)
-        weight[start:start + b] = 1.0
-        weight = weight.view(rows, g, 1)
-        per = weight.sum(0)  # batches per group [G, 1]
-        grid = torch.nn.functional.pad(batch_mean, pad).view(rows, g, p)
-        mean = grid.sum(0) / per.clamp(min=1)
-        dev = (grid - mean).mul_(weight)
-        m2 = torch.nn.functional.pad(batch_m2, pad).view(rows, g, p).sum(0) + dev.mul_(dev).sum(0) * size
-        n = per[:, 0] * size
-        if self.n is None:
-            self.n, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.n + n
-        share = torch.where(total > 0, n / total.clamp(min=1), 0.0)[:, None]
-        delta = mean - self.mean
-        self.mean = self.mean + delta * share
-        self.m2 = self.m2 + m2 + delta.square() * (self.n * share[:, 0])[:, None]
-        self.n = total
-
-    def _update_rows(self, rows: slice, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
-        """Chan's update of groups ``rows`` (a slice), each with one batch: in place, on views of [b, P]."""
-        n_a, size = self.n[rows], float(VARIANCE_BATCH)
-        delta = batch_mean - self.mean[rows]
-        self.mean[rows].addcmul_(delta, (size / (n_a + size))[:, None])
-        self.m2[rows].add_(batch_m2).addcmul_(delta, delta * (n_a * size / (n_a + size))[:, None])
-        self.n[rows] = n_a + size
-
-    def jackknife(self, statistic) -> tuple[float, int]:
-        """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the
-        delete-a-group jackknife over the groups that hold estimates; (NaN, 0) with fewer than two."""
-        if self.n is None:
-            return math.nan, 0
-        full = self.n > 0
-        n, mean, m2 = self.n[full], self.mean[full], self.m2[full]
-        g = int(n.shape[0])
-        if g < 2:
-            return math.nan, 0
-        total = n.sum()
-        mean_t = (n[:, None] * mean).sum(0) / total
-        m2_t = m2.sum(0) + (n[:, None] * (mean - mean_t).square()).sum(0)
-        rest = total - n  # [G]
-        mean_r = (total * mean_t - n[:, None] * mean) / rest[:, None]
-        m2_r = (m2_t - m2 - (n * rest / total)[:, None] * (mean - mean_r).square()).clamp(min=0)
-        values = statistic(mean_r, m2_r / (rest[:, None] - 1))  # [G]
-        return math.sqrt((g - 1) / g * (values - values.mean()).square().sum().item()), g - 1
-
-
 def mean_snr(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """The coordinate average of |mean| / standard deviation over the last dimension (a coordinate with
     zero variance counts 0 if its mean is 0, else inf)."""
@@ -235,7 +153,7 @@ class GradientStats:
         self.coords = Moments()  # per coordinate, [P]
         self.avg = Moments()  # coordinate average of each replicate, scalar
         self.batches = Moments()  # coordinate-averaged variance of each batch of VARIANCE_BATCH, scalar
-        self.groups = BatchGroups()  # per coordinate, of each jackknife group of batches: the SNR's interval
+        self.groups = BatchGroups(VARIANCE_BATCH)  # per coordinate, of each jackknife group of batches: the SNR's interval
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
         if g.shape[0]:
@@ -280,6 +198,25 @@ class GradientStats:
             return math.nan, math.nan
         half = T95[df - 1] * se
         return max(0.0, snr - half), snr + half
+
+    def mse_interval(self, mse: float, truth: torch.Tensor, zero_variance: bool = False) -> tuple[float, float]:
+        """95% interval of the MSE against the exact gradient ``truth`` [P] (the coordinate average of
+        var_c (R - 1) / R + (mean_c - truth_c)^2): mse x exp(+-t SE / mse), on the log scale as the variance's,
+        the standard error that of the coordinate average of var_c + (mean_c - truth_c)^2 by the
+        delete-a-group jackknife over BatchGroups (t with groups - 1 degrees of freedom): whatever the
+        correlation between coordinates, and whether variance or bias makes most of it. With ``zero_variance``
+        (the variance reported as 0, its estimates equal up to rounding) the statistic is the squared error of
+        the mean alone, as the MSE then is. [0, 0] for an MSE of exactly 0; NaN with fewer than two groups."""
+        if mse == 0:
+            return 0.0, 0.0
+        if self.groups.mean is None:
+            return math.nan, math.nan
+        t = truth.to(dtype=torch.float64, device=self.groups.mean.device)
+        se, df = self.groups.jackknife(lambda mean, var: ((0 if zero_variance else var) + (mean - t).square()).mean(-1))
+        if not df or not math.isfinite(se):
+            return math.nan, math.nan
+        spread = math.exp(min(T95[df - 1] * se / mse, 700.0))  # beyond, exp overflows: the interval is [0, inf)
+        return mse / spread, mse * spread
 
     def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0,
                 truth_se: torch.Tensor | None = None, value_scale: float | None = None) -> Summary:
@@ -335,6 +272,8 @@ class GradientStats:
             else:  # every estimate the same: exact if within rounding of the truth, else biased
                 out.bias_z = 0.0 if abs(out.bias) <= rounding else math.copysign(math.inf, out.bias)
             out.mse = (var_c * ((n - 1) / n) + err_c**2).mean().item()
+            if truth_se is None:  # against a Monte Carlo reference, its own error would belong in the interval
+                out.mse_lo, out.mse_hi = self.mse_interval(out.mse, truth, zero_variance=bool(note))
         return out
 
 
@@ -396,3 +335,5 @@ class Summary:
     bias: float = math.nan
     bias_z: float = math.nan
     mse: float = math.nan
+    mse_lo: float = math.nan
+    mse_hi: float = math.nan

@@ -24,7 +24,7 @@ from .load import option_columns
 from .overview import overview
 from .palette import style
 from .tables import Z95, fmt, is_toy
-from .toy_figures import variance_figure
+from .toy_figures import _ticks, variance_figure
 
 FIGURES = "figures"
 #: the training-curve figure frames its ELBO axis on the steps after this share of training
@@ -179,7 +179,9 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
     d["abs_bias"] = d["bias"].abs()
     d["bias_lo"], d["bias_hi"] = abs_bias_interval(d["bias"], d["bias_z"] if "bias_z" in d else np.nan)
     # a problem's gradients (parameter groups) averaged; so are their intervals' ends (conservative)
-    d = d.groupby(["problem", "name", "option", "value"], as_index=False)[["abs_bias", "bias_lo", "bias_hi", "mse"]].mean()
+    mse_banded = "mse_lo" in d and d["mse_lo"].notna().any()  # files from before the MSE's interval have none
+    kept = ["abs_bias", "bias_lo", "bias_hi", "mse", *(["mse_lo", "mse_hi"] if mse_banded else [])]
+    d = d.groupby(["problem", "name", "option", "value"], as_index=False)[kept].mean()
     problems_ = sorted(d["problem"].unique())
     names = list(dict.fromkeys(d["name"]))
     fig, axes_ = plt.subplots(2, len(problems_), figsize=(max(3.6 * len(problems_), 5), 5.6), squeeze=False,
@@ -198,7 +200,11 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
                 if floor is not None:
                     ax.fill_between(line["value"], line["bias_lo"].clip(lower=floor), line["bias_hi"],
                                     color=style(name).colour, alpha=0.12, linewidth=0)
+                elif col == "mse" and mse_banded:
+                    ax.fill_between(line["value"], line["mse_lo"], line["mse_hi"], color=style(name).colour, alpha=0.12,
+                                    linewidth=0)
             ax.set_xscale("log")
+            _ticks(ax, shown["value"])  # the values run, labelled (a range under a decade labelled every minor tick)
             ax.set_yscale("log")
             if floor is not None:
                 ax.set_ylim(bottom=floor)
@@ -206,7 +212,7 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
             ax.set_ylabel(label if j == 0 else "")
             ax.set_title(problem if i == 0 else "", fontsize=9)
     finish(fig, f"Biased estimators against their {option} (every other axis at its base setting); |bias| with its 95% "
-                f"interval (from its z), MSE without one",
+                f"interval (from its z), MSE " + ("with its 95% interval" if mse_banded else "without one"),
            [Line2D([], [], label=n, **style(n).line()) for n in names])
     return c.save(fig, f"bias_vs_{option}.png", f"Bias and MSE against {option}")
 

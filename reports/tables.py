@@ -215,6 +215,7 @@ def problem_table(df: pd.DataFrame, problem: str, base: dict[str, Any]) -> pd.Da
         rows["time_us_lo"], rows["time_us_hi"] = rows["time_per_estimate_min_s"] * 1e6, rows["time_per_estimate_max_s"] * 1e6
     for col, lo, hi in (("time_us", "time_us_lo", "time_us_hi"), ("variance", "variance_lo", "variance_hi"),
                         ("total_variance", "total_variance_lo", "total_variance_hi"), ("snr", "snr_lo", "snr_hi"),
+                        ("mse", "mse_lo", "mse_hi"),
                         ("variance_vs_reference", "variance_vs_reference_lo", "variance_vs_reference_hi"),
                         ("efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi")):
         if col in cols and lo in rows and rows[lo].notna().any():
@@ -279,11 +280,11 @@ def all_tables(df: pd.DataFrame) -> pd.DataFrame:
             "precision",
             "variance", "variance_se", "variance_lo", "variance_hi", "total_variance", "total_variance_lo",
             "total_variance_hi", "reference_estimator", "variance_vs_reference", "variance_vs_reference_lo",
-            "variance_vs_reference_hi", "bias_z", "mse", "snr", "snr_lo", "snr_hi", "agreement_z", "reference",
-            "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency", "efficiency_lo",
-            "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo", "efficiency_vs_reference_hi",
-            "efficiency_per_eval", "variance_x_evals", "variance_x_evals_lo", "variance_x_evals_hi", "confirmation_z",
-            "confirmation_replicates", "overview"]
+            "variance_vs_reference_hi", "bias_z", "mse", "mse_lo", "mse_hi", "snr", "snr_lo", "snr_hi", "agreement_z",
+            "reference", "time_per_estimate_s", "time_per_estimate_min_s", "time_per_estimate_max_s", "efficiency",
+            "efficiency_lo", "efficiency_hi", "efficiency_vs_reference", "efficiency_vs_reference_lo",
+            "efficiency_vs_reference_hi", "efficiency_per_eval", "variance_x_evals", "variance_x_evals_lo",
+            "variance_x_evals_hi", "confirmation_z", "confirmation_replicates", "overview"]
     ok = df[df["status"] == "ok"].sort_values(["problem", "parameter", "estimator", "setting", "n_samples"])
     out = ok[[c for c in keep if c in ok]].reset_index(drop=True)
     if "reference_estimator" in out:

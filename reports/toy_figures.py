@@ -69,6 +69,8 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
         return None
     panels = _panels(rows, problem, base, y)
     what = "variance of one estimate" if y == "variance" else "MSE against the truth"
+    lo, hi = f"{y}_lo", f"{y}_hi"  # its 95% interval, where the file has one (files from before the MSE's have not)
+    banded = lo in rows and rows[lo].notna().any()
     if not panels:
         return _dot_plot(c, rows, problem, base, y, what)
     params = list(dict.fromkeys(p for _, d in panels for p in d["parameter"]))
@@ -89,11 +91,11 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
                 line = line.sort_values(axis)
                 shown = line[y] > 0  # a zero (a triangle below) breaks the line: it does not pass over that setting
                 ax.plot(line[axis], line[y].where(shown), markersize=4, linewidth=1.2, label=est, **style(est).line())
-                if y == "variance" and "variance_lo" in line and line["variance_lo"].notna().any():
-                    ax.fill_between(line[axis], line["variance_lo"].where(shown), line["variance_hi"].where(shown),
+                if lo in line and line[lo].notna().any():
+                    ax.fill_between(line[axis], line[lo].where(shown), line[hi].where(shown),
                                     color=style(est).colour, alpha=0.13, linewidth=0)
                     alone = shown & ~shown.shift(1, fill_value=False) & ~shown.shift(-1, fill_value=False)
-                    ax.vlines(line.loc[alone, axis], line.loc[alone, "variance_lo"], line.loc[alone, "variance_hi"],
+                    ax.vlines(line.loc[alone, axis], line.loc[alone, lo], line.loc[alone, hi],
                               color=style(est).colour, alpha=0.5, linewidth=1.2)  # a band has no width at one point
             if axis == "n_samples" and not positive.empty:
                 n0 = positive["n_samples"].min()
@@ -120,7 +122,7 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
     at = ", ".join(f"{k} {fmt(v)}" for k, v in base.items() if k != "n_samples")
     title = (f"{problem}: {'variance' if y == 'variance' else 'MSE'} against each axis swept, the others at the base "
              f"setting ({at}{', n_samples ' + fmt(base['n_samples']) if 'n_samples' in base else ''})"
-             + ("; bands: 95% intervals" if y == "variance" else "")
+             + ("; bands: 95% intervals" if banded else "")
              + (f"; triangles at the floor: zero variance, exact there ({_exact_text(exact, drawn_positive)})"
                 if exact else ""))
     finish(fig, title, _handles(drawn, extra))
@@ -161,8 +163,8 @@ def _dot_plot(c: Any, rows: pd.DataFrame, problem: str, base: dict[str, Any], y:
                 continue
             r = here.loc[est]
             ax.plot([r[y]], [k], linestyle="none", color=style(est).colour, marker=style(est).marker)
-            if y == "variance" and pd.notna(r.get("variance_lo", np.nan)):
-                ax.plot([r["variance_lo"], r["variance_hi"]], [k, k], color=style(est).colour, linewidth=1.5)
+            if pd.notna(r.get(f"{y}_lo", np.nan)):
+                ax.plot([r[f"{y}_lo"], r[f"{y}_hi"]], [k, k], color=style(est).colour, linewidth=1.5)
         ax.set_yticks(range(len(order)), order if j == 0 else [""] * len(order), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel(what)

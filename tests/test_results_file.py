@@ -350,3 +350,26 @@ def test_resume_may_add_option_values(tmp_path):
     assert main([*base, "--temperature", "0.5", "2", "--out", str(whole)]) == 0
     assert table(out) == table(whole) and {r["estimator_options"] for r in rows(out)} == {"temperature=0.5",
                                                                                            "temperature=2.0"}
+
+
+def test_a_fault_in_the_statistics_fails_its_cell_only(tmp_path, monkeypatch):
+    """The statistics of the first cell raise: its rows say failed with the reason, the other setting's cell is ok."""
+    from benchmarks.stats import GradientStats
+
+    real, calls = GradientStats.summary, []
+
+    def first_raises(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OverflowError("math range error")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GradientStats, "summary", first_raises)
+    out = tmp_path / "r.csv"
+    assert main(["run", "--problem", "gaussian-quadratic", "--mu", "0", "1", "--estimator", "reparameterization",
+                 "--replicates", "64", "--out", str(out), "--quiet"]) == 1
+    got = rows(out)
+    failed = [r for r in got if r["status"] == "failed"]
+    reason = "the statistics could not be computed: OverflowError: math range error (at "
+    assert len(failed) == 2 and all(r["error"].startswith(reason) for r in failed)
+    assert sum(r["status"] == "ok" for r in got) == 2

@@ -214,11 +214,12 @@ def test_summary_bias_z_uses_coordinate_average():
 def test_jackknife_groups_hold_the_moments_of_their_batches_whatever_the_chunking():
     """BatchGroups: batch i of the cell joins group i mod G, whether it came in a chunk of fewer batches than
     groups (each updated in place) or of more; every group's count, mean and M2 equal its estimates' own."""
-    from benchmarks.stats import JACKKNIFE_GROUPS, VARIANCE_BATCH, BatchGroups, chunk_moments
+    from benchmarks.jackknife import JACKKNIFE_GROUPS, BatchGroups
+    from benchmarks.stats import VARIANCE_BATCH, chunk_moments
 
     torch.manual_seed(0)
     chunks = [torch.randn(VARIANCE_BATCH * b, 3, dtype=torch.float64) + 2 for b in (3, 7, 12, 1, 10, 4, 25)]
-    bg = BatchGroups()
+    bg = BatchGroups(VARIANCE_BATCH)
     for c in chunks:
         out = chunk_moments(c)
         bg.add(out[6], out[7])
