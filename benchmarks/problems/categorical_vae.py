@@ -36,7 +36,7 @@ from estimators.options import Option, at_least
 
 from .base import Context, builtin
 from .binary_vae import decoded_once, exact_gradient, outcome_log_likelihood
-from .vae import VAE, Tanh, VAEProblem, VAESetting
+from .vae import VAE, VAEProblem, VAESetting, network
 
 #: classes of each latent variable
 CLASSES = 4
@@ -67,9 +67,9 @@ class CategoricalVAE(VAE):
     def __init__(self, x_dim: int, hidden: int, latent: int):
         nn.Module.__init__(self)
         self.latent, k = latent, self.classes
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), Tanh(), nn.Linear(hidden, latent * k),
-                                     nn.Unflatten(-1, (latent, k)))
-        self.decoder = nn.Sequential(nn.Linear(latent * k, hidden), Tanh(), nn.Linear(hidden, x_dim))
+        # the other VAEs' one-tanh-layer MLPs (built in the same order: the same initial weights for a seed)
+        self.encoder = nn.Sequential(*network([x_dim, hidden, latent * k], "mlp"), nn.Unflatten(-1, (latent, k)))
+        self.decoder = network([latent * k, hidden, x_dim], "mlp")
 
     @staticmethod
     def q_from(enc_out: torch.Tensor) -> Independent:
