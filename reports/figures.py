@@ -309,7 +309,7 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     (reports.training), against step and against training wall time, per estimator."""
     import matplotlib.pyplot as plt
 
-    from .training import CURVE, mean_curves, with_seeds
+    from .training import CURVE, mean_curves, seeds_status, with_seeds
 
     if tr is None or "elbo_test" not in tr:
         return None
@@ -318,8 +318,7 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     if curves.empty:
         return None
     ends = tr.sort_values("step").groupby([*CURVE, "train_seed"], sort=False)["status"].last()
-    final = ends.groupby(level="estimator").agg(lambda s: "ok" if (s == "ok").all() else s[s != "ok"].iloc[0])
-    curves["estimator"] = curves["estimator"].map(lambda e: e if final.get(e, "ok") == "ok" else f"{e} ({final[e]})")
+    final = ends.groupby(level="estimator").agg(seeds_status)  # as the training table says it
     seeds = int(curves["seeds"].max())
     # the whole run; then, framed on the steps after the first FRAMED_FROM of training (where the estimators
     # differ, not the first steps' rise), against step and against wall time
@@ -330,8 +329,9 @@ def model_test_elbo(c: Canvas, tr: pd.DataFrame | None, problem: str) -> Made:
     for ax, x, label in panels:
         for est, line in curves.groupby("estimator", sort=False):
             line = line.sort_values(x)
-            name = "exact (the ceiling: the exact gradient)" if est == "exact" else est
-            look = style(est.split(" (")[0] if est not in c.palette else est)
+            name = ("exact (the ceiling: the exact gradient)" if est == "exact" else
+                    est if final.get(est, "ok") == "ok" else f"{est}: {final[est]}")
+            look = style(est)
             ax.plot(line[x], line["elbo_test"], label=name, markersize=3, linewidth=1.2, **{**look.line(), "marker": "."})
             if seeds > 1 and ax is not axes[0]:
                 ax.fill_between(line[x], line["lo"], line["hi"], color=look.colour, alpha=0.12, linewidth=0)

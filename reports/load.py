@@ -50,7 +50,10 @@ def axes(df: pd.DataFrame, problems: Any = None) -> list[str]:
 
 def option_columns(df: pd.DataFrame) -> list[str]:
     """The estimator-option columns (``temperature``, ...): the schema's middle columns that no row's setting
-    names and some row fills."""
+    names and some row fills, as read from the file (``df.attrs["options"]``, which read_results and
+    reports.tables.add_derived keep: the derived columns, efficiency and the ratios, are not options)."""
+    if "options" in df.attrs:
+        return [c for c in df.attrs["options"] if c in df]
     fixed = {c.name for c in _FIXED} | {"estimator_name"}
     named = set(axes(df))
     return [c for c in df.columns if c not in fixed and c not in named and df[c].notna().any()]
@@ -149,6 +152,7 @@ def read_results(path: str | Path, notes: list[str] | None = None) -> pd.DataFra
             df[c] = df[c].astype(object)
     df.attrs["notes"] = notes
     df.attrs["absent"] = absent
+    df.attrs["options"] = option_columns(df)
     return df
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE
 
-from .load import axes
+from .load import axes, option_columns
 
 #: the two-sided 95% normal quantile (benchmarks.stats.Z95; the report imports no model code)
 Z95 = 1.959963984540054
@@ -60,7 +60,9 @@ def is_toy(df: pd.DataFrame) -> pd.Series:
 
 
 def add_derived(df: pd.DataFrame) -> pd.DataFrame:
-    """Efficiency and ratios to the reference estimator at the same setting and parameter."""
+    """Efficiency and ratios to the reference estimator at the same setting and parameter (the estimator options
+    noted in ``attrs``, as read_results notes them: a merge may drop attrs, and these columns are not options)."""
+    options = option_columns(df)
     df = df.copy()
     df["efficiency"] = 1.0 / (df["variance"] * df["time_per_estimate_s"])
     if "variance_lo" in df and "time_per_estimate_min_s" in df:
@@ -101,7 +103,9 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
         df["efficiency_vs_reference_lo"] = df["efficiency_lo"] / df["_ref_hi"]
         df["efficiency_vs_reference_hi"] = df["efficiency_hi"] / df["_ref_lo"]
         df = df.drop(columns=["_ref_lo", "_ref_hi"])
-    return df.drop(columns=["_ref_var", "_ref_eff"])
+    df = df.drop(columns=["_ref_var", "_ref_eff"])
+    df.attrs["options"] = options
+    return df
 
 
 def _numeric_axes(df: pd.DataFrame) -> pd.DataFrame:

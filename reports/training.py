@@ -45,7 +45,7 @@ def mean_curves(tr: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _status(statuses: pd.Series) -> str:
+def seeds_status(statuses: pd.Series) -> str:
     """'ok' when every seed's curve ended ok; else the other status, with how many seeds had it."""
     bad = statuses[statuses != "ok"]
     if bad.empty:
@@ -72,7 +72,7 @@ def training_table(tr: pd.DataFrame) -> pd.DataFrame:
             "end lo": end.mean() - half, "end hi": end.mean() + half,
             "best test ELBO": g.groupby("train_seed")["elbo_test"].max().mean(),
             "train time (s)": last["wall_time_s"].mean(),
-            "status": _status(last["status"]),
+            "status": seeds_status(last["status"]),
         })
     return pd.DataFrame(out)
 

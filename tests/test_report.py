@@ -453,6 +453,8 @@ def test_a_setting_where_an_estimator_is_exact_by_symmetry_is_drawn_with_its_dec
                      dim=[1], n_samples=[4], replicates=100).validate(), out=out)
     report = build(out, tmp_path / "rep")
     text = report.read_text()
+    # no estimator here has an option: no figure against one (the derived columns, efficiency..., are not options)
+    assert not list((tmp_path / "rep" / "figures").glob("bias_vs_*.png"))
     declared = get_class("disarm").exact_when
     assert f"- disarm: zero variance in 1 row: every estimate was the same; exact, as the estimator declares: {declared}." in text
     from reports.figures import Canvas
