@@ -75,17 +75,25 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or usable_cores()) // workers)
 
 
+#: Dask settings of a local cluster's workers (they take the client's configuration when they start)
+PROFILE_OFF = {"distributed.worker.profile.enabled": False}
+
+
 @contextlib.contextmanager
 def connect(spec: ClusterSpec) -> Iterator[tuple[Any, int | None]]:
     """A Dask client on a new local cluster or the given scheduler, with at least one worker; yields
     (client, torch threads per worker: None for an existing cluster, whose workers keep theirs).
     ClusterError, in one line, where the scheduler cannot be reached or has no workers."""
+    import dask
     from distributed import Client, LocalCluster
 
     if spec.local:
         threads = threads_per_worker(spec.workers)
-        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=40) as cluster, Client(cluster) as client:
+        # no dashboard, so no one reads the workers' profiles: their sampling thread, which takes the GIL every 10 ms to
+        # walk the running task's stack, is off (PROFILE_OFF)
+        with dask.config.set(PROFILE_OFF), LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                                                        dashboard_address=None, silence_logs=40) as cluster, \
+                Client(cluster) as client:
             client.wait_for_workers(spec.workers, timeout=60)
             yield client, threads
         return

@@ -197,3 +197,15 @@ def test_a_local_workers_threads_share_out_the_cores_this_process_may_use(monkey
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # a process allowed 3 of the cores
         monkeypatch.setattr(os, "cpu_count", lambda: 64)
         assert cluster.usable_cores() == 3 and cluster.threads_per_worker(1) == 3 and cluster.threads_per_worker(2) == 1
+
+
+def test_a_local_clusters_workers_do_not_sample_profiles():
+    """No dashboard shows a local cluster's profiles, so its workers do not take them (the sampling thread takes the
+    GIL every 10 ms): the setting reaches the worker processes."""
+    import dask
+
+    from benchmarks.cluster import ClusterSpec, connect
+
+    with connect(ClusterSpec(workers=1)) as (client, _):
+        assert client.submit(lambda: dask.config.get("distributed.worker.profile.enabled"), pure=False).result() is False
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # the client's own setting is left as it was
