@@ -209,10 +209,8 @@ class GradientStats:
         the mean alone, as the MSE then is. [0, 0] for an MSE of exactly 0; NaN with fewer than two groups."""
         if mse == 0:
             return 0.0, 0.0
-        if self.groups.mean is None:
-            return math.nan, math.nan
-        t = truth.to(dtype=torch.float64, device=self.groups.mean.device)
-        se, df = self.groups.jackknife(lambda mean, var: ((0 if zero_variance else var) + (mean - t).square()).mean(-1))
+        se, df = self.groups.jackknife(lambda mean, var: ((0 if zero_variance else var) + (mean - truth.to(mean)).square())
+                                       .mean(-1))
         if not df or not math.isfinite(se):
             return math.nan, math.nan
         spread = math.exp(min(T95[df - 1] * se / mse, 700.0))  # beyond, exp overflows: the interval is [0, inf)

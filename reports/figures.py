@@ -24,7 +24,7 @@ from .load import option_columns
 from .overview import overview
 from .palette import style
 from .tables import Z95, fmt, is_toy
-from .toy_figures import _ticks, variance_figure
+from .toy_figures import value_ticks, variance_figure
 
 FIGURES = "figures"
 #: the training-curve figure frames its ELBO axis on the steps after this share of training
@@ -204,7 +204,7 @@ def option_effect(c: Canvas, df: pd.DataFrame) -> Made:
                     ax.fill_between(line["value"], line["mse_lo"], line["mse_hi"], color=style(name).colour, alpha=0.12,
                                     linewidth=0)
             ax.set_xscale("log")
-            _ticks(ax, shown["value"])  # the values run, labelled (a range under a decade labelled every minor tick)
+            value_ticks(ax, shown["value"])  # the values run, labelled (a range under a decade labelled every minor tick)
             ax.set_yscale("log")
             if floor is not None:
                 ax.set_ylim(bottom=floor)

@@ -24,7 +24,8 @@ from .tables import axis_slice, fmt
 PANEL_W, PANEL_H = 3.5, 2.7  # inches
 
 
-def _ticks(ax: Any, values: pd.Series) -> None:
+def value_ticks(ax: Any, values: pd.Series) -> None:
+    """Ticks on the x axis at the values run, each labelled once (a log axis under a decade labels every minor tick)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xticks(sorted(values.unique()))
@@ -106,7 +107,7 @@ def variance_figure(c: Any, df: pd.DataFrame, problem: str, base: dict[str, Any]
             values = pd.to_numeric(here[axis], errors="coerce")
             if axis in ("n_samples", "sigma") or (values.min() > 0 and values.max() >= 8 * values.min()):
                 ax.set_xscale("log")
-                _ticks(ax, here[axis])
+                value_ticks(ax, here[axis])
             zeros = here[here[y] == 0]
             if not zeros.empty:  # a log axis cannot show an exact zero: a triangle at its floor
                 floor = ax.get_ylim()[0]

@@ -28,13 +28,14 @@ def cells(estimator: str, setting: GaussianSetting, group: str, n_cells: int, R:
     return g.reshape(n_cells, R, -1)
 
 
-def summaries(g: torch.Tensor, chunk: int) -> list:
+def summaries(g: torch.Tensor, chunk: int, truth: torch.Tensor | None = None) -> list:
+    """Each cell of ``g`` [n_cells, R, P] summarized (against ``truth`` [P] where given), fed in chunks."""
     out = []
     for cell in g:
         stats = GradientStats()
         for part in cell.split(chunk):
             stats.update(part)
-        out.append(stats.summary(None))
+        out.append(stats.summary(truth))
     return out
 
 
@@ -169,16 +170,6 @@ def test_the_snr_interval_covers_the_true_snr_at_its_nominal_rate(shared):
     assert abs(covered - 0.95) <= z_bound(n_assertions=2) * math.sqrt(0.95 * 0.05 / n_cells), covered
 
 
-def mse_summaries(g: torch.Tensor, truth: torch.Tensor, chunk: int) -> list:
-    out = []
-    for cell in g:
-        stats = GradientStats()
-        for part in cell.split(chunk):
-            stats.update(part)
-        out.append(stats.summary(truth))
-    return out
-
-
 @pytest.mark.parametrize("shared, bias", [(0.0, 0.0), (3.0, 0.0), (3.0, 0.4), (0.0, 1.5)])
 def test_the_mse_interval_covers_the_true_mse_at_its_nominal_rate(shared, bias):
     """The MSE's 95% interval (delete-a-group jackknife, t quantile, log scale) holds the true per-estimate MSE,
@@ -193,7 +184,7 @@ def test_the_mse_interval_covers_the_true_mse_at_its_nominal_rate(shared, bias):
     truth = torch.linspace(-1, 1, P, dtype=torch.float64)
     g = torch.randn(n_cells, R, P, dtype=torch.float64) @ mix + truth + offset
     true_mse = (cov.diagonal() + offset.square()).mean().item()
-    s = mse_summaries(g, truth, chunk=100)
+    s = summaries(g, chunk=100, truth=truth)
     assert all(x.mse_lo < x.mse < x.mse_hi for x in s)
     covered = sum(x.mse_lo <= true_mse <= x.mse_hi for x in s) / n_cells
     # binomial spread of the coverage of 400 cells around 0.95, at the suite's false-failure rate
