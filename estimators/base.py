@@ -311,13 +311,6 @@ def draw(dist: Distribution, sample_shape: tuple[int, ...]) -> torch.Tensor:
     return dist.sample(sample_shape)
 
 
-def standard_exponential(shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> torch.Tensor:
-    """Exp(1) draws as -log u, u ~ U(0, 1) kept above the dtype's smallest normal (so the largest draw is about
-    87 in float32): the same distribution as ``Tensor.exponential_``, which took 5x as long on a CPU (measured:
-    46 ms against 9 ms for 2 million float32 draws, docs/performance.md)."""
-    return torch.rand(shape, dtype=dtype, device=device).clamp_(min=torch.finfo(dtype).tiny).log_().neg_()
-
-
 def evaluate(f: Function, x: torch.Tensor, dist: Distribution, n_samples: int) -> torch.Tensor:
     """Call f on samples ``x`` [n, *B, *E] and check it returns [n, *B]."""
     fx = f(x)

@@ -47,10 +47,11 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, draw, evaluate, parameter_surrogate, standard_exponential
+from .base import Estimator, EstimatorError, Function, Surrogate, draw, evaluate, parameter_surrogate
 from .discrete import _per_draw, discrete_parts
 from .options import Option
 from .registry import builtin
+from .uniforms import standard_exponential
 
 COPULAS = ("dirichlet", "gaussian", "independent")
 #: Gauss-Legendre nodes of the Gaussian copula's bivariate normal integral

@@ -39,10 +39,11 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, Function, Surrogate, draw, evaluate, standard_exponential
+from .base import Estimator, Function, Surrogate, draw, evaluate
 from .discrete import TEMPERATURE, discrete_parts
 from .options import Option, at_least, positive
 from .registry import builtin
+from .uniforms import UNIFORM_STEP, standard_exponential, uniform_buffer, uniform_codes_
 
 #: the Gumbel temperature of gumbel-rao and gst: the relaxations' option, swept by the default report at three values
 ST_TEMPERATURE = Option(TEMPERATURE.name, TEMPERATURE.type, TEMPERATURE.default, TEMPERATURE.help,
@@ -72,7 +73,7 @@ def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.
     [M, n, ..., C], no gradient."""
     theta = logits.detach()
     log_z = torch.logsumexp(theta, -1, keepdim=True)
-    e = standard_exponential((m, *d.shape), d.dtype, d.device)  # E_i ~ Exp(1)
+    e = standard_exponential((m, *d.shape), d.dtype, d.device, codes=True)  # E_i ~ Exp(1)
     drawn = d.argmax(-1, keepdim=True).expand(m, *d.shape[:-1], 1)  # the drawn class's index, [M, n, ..., 1]
     e_d = e.gather(-1, drawn)
     top = log_z - torch.log(e_d)  # the maximum, Gumbel(logsumexp theta), whichever class holds it
@@ -80,6 +81,46 @@ def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.
     # log Z - log(E_i / p_i + E_d) and computed in place (one pass each over the [M, n, ..., C] draws)
     below = e.mul_(torch.exp(log_z - theta)).add_(e_d).log_().neg_().add_(log_z)
     return below.scatter_(-1, drawn, top)
+
+
+def conditional_softmax(logits: torch.Tensor, d: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
+    """softmax((theta + G_m) / tau) at the M conditional Gumbels of ``conditional_gumbels`` (the same draws),
+    [M, n, ..., C], no gradient. At tau = 1 without a log or exp per number: exp(theta_i + G_i - log Z) is
+    1 / (E_i / p_i + E_d) for a class not drawn and 1 / E_d for the drawn one, normalised."""
+    if temperature != 1.0:
+        return softmax(conditional_gumbels(logits, d, m).div_(temperature))
+    theta = logits.detach()
+    inv_p = torch.exp(torch.logsumexp(theta, -1, keepdim=True) - theta)  # 1 / p_i (inf where p_i underflows: weight 0)
+    e = standard_exponential((m, *d.shape), d.dtype, d.device, codes=True)
+    drawn = d.argmax(-1, keepdim=True).expand(m, *d.shape[:-1], 1)
+    e_d = e.gather(-1, drawn)
+    w = e.mul_(inv_p).add_(e_d).reciprocal_().scatter_(-1, drawn, e_d.reciprocal())
+    return w.div_(w.sum(-1, keepdim=True))
+
+
+class MeanRelaxation(torch.autograd.Function):
+    """The mean over M of relaxations S_m = softmax((theta + G_m) / tau), given as [M, n, ..., C] without a graph,
+    as a function of the logits theta: value mean_m S_m; vector-Jacobian product with g [n, ..., C]
+    (1 / tau) mean_m (S_m g - S_m (S_m . g)), summed over the draws to theta's shape. Eager, this is the softmax's
+    own backward without the graph of M relaxed copies (two passes over them fewer)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, relaxations: torch.Tensor, temperature: float) -> torch.Tensor:
+        ctx.save_for_backward(relaxations)
+        ctx.temperature, ctx.shape = temperature, logits.shape
+        return relaxations.mean(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (s,) = ctx.saved_tensors
+        m, c = s.shape[0], s.shape[-1]
+        s, g_rows = s.reshape(m, -1, c), g.reshape(-1, c)  # as rows of C (broadcasting over singleton dims is slow)
+        dot = torch.linalg.vecdot(s, g_rows).unsqueeze(-1)  # S_m . g, [M, rows, 1]
+        vjp = s.mean(0).mul_(g_rows)
+        for k in range(m):
+            vjp.addcmul_(s[k], dot[k], value=-1 / m)
+        return vjp.div_(ctx.temperature).view(g.shape).sum_to_size(ctx.shape), None, None
 
 
 #: how many random numbers gumbel-rao's Bernoulli point draws at a time (a block of its M conditional draws)
@@ -129,8 +170,12 @@ class GumbelRao(_StraightThrough):
     M: int
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        relaxed = conditional_gumbels(logits, d, self.M).div_(self.temperature)  # (theta + G) / tau, [M, n, ..., C]
-        return softmax(relaxed + (logits - logits.detach()) / self.temperature).mean(0)  # its gradient in theta
+        if torch.compiler.is_compiling():  # compiled, the softmax and its backward fuse into the chunk's kernels
+            relaxed = conditional_gumbels(logits, d, self.M).div_(self.temperature)  # (theta + G) / tau, [M, n, ..., C]
+            return softmax(relaxed + (logits - logits.detach()) / self.temperature).mean(0)  # its gradient in theta
+        with torch.no_grad():
+            relaxations = conditional_softmax(logits, d, self.M, self.temperature)
+        return MeanRelaxation.apply(logits, relaxations, self.temperature)
 
     def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # over two classes G_1 - G_0 is logistic noise L, and argmax = b is theta + L > 0 iff b = 1: L = logit(v),
@@ -141,22 +186,38 @@ class GumbelRao(_StraightThrough):
         # at tau = 1, sigma(theta + logit v) = v / (v + (1 - v) e^-theta), no exp or log per draw; compiled, the general
         # form (the branch on the logits' range would break the graph, and the compiled kernel fuses the logit)
         closed = self.temperature == 1.0 and not torch.compiler.is_compiling() and t.abs().max() < 60
+        # in float32 eager, the uniforms come two per 64-bit draw of the generator (estimators.uniforms): u = 0.5 + code
+        # step, so v = start + u width = mid + code (width step)
+        codes = b.dtype == torch.float32 and not torch.compiler.is_compiling()
         with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, in place, without a graph
             c = torch.exp(-t)
             total, squares = torch.zeros_like(b), torch.zeros_like(b)
-            # the M draws a block at a time, each block of about GUMBEL_BLOCK numbers (the uniforms' buffer stays in
-            # cache and is not allocated afresh per chunk), in the order of one [M, *b.shape] draw
+            # the M draws a block at a time, each block of about GUMBEL_BLOCK numbers (the buffers stay in cache and
+            # are allocated once per chunk), in the order of one [M, *b.shape] draw; each pass writes into a buffer
             block = max(1, min(self.M, GUMBEL_BLOCK // max(1, b.numel())))
+            v, spare = (torch.empty((block, *b.shape), dtype=b.dtype, device=b.device) for _ in range(2))
+            if codes:
+                words = uniform_buffer(v.numel(), b.device)
+                mid, step = start + width / 2, width * UNIFORM_STEP
             for first in range(0, self.M, block):
-                relaxed = torch.rand((min(block, self.M - first), *b.shape), dtype=b.dtype, device=b.device)
-                relaxed.mul_(width).add_(start)
-                if closed:
-                    relaxed.div_(torch.addcmul(c, relaxed, 1 - c))
+                k = min(block, self.M - first)
+                vk, n = v[:k], k * b.numel()
+                if codes:
+                    vk.copy_(uniform_codes_(words[:(n + 1) // 2])[:n].view_as(vk))
+                    torch.addcmul(mid, vk, step, out=vk)
                 else:
-                    relaxed.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
-                    relaxed.add_(t).div_(self.temperature).sigmoid_()
-                total.add_(relaxed.sum(0))
-                squares.add_(relaxed.mul_(relaxed).sum(0))
+                    torch.addcmul(start, spare[:k].uniform_(), width, out=vk)  # v = start + u width
+                if closed:
+                    vk.div_(torch.addcmul(c, vk, 1 - c, out=spare[:k]))
+                else:
+                    vk.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
+                    vk.add_(t).div_(self.temperature).sigmoid_()
+                if k == 1:  # a block of one draw: accumulate it directly (a sum over one row is a copy)
+                    total.add_(vk[0])
+                    squares.addcmul_(vk[0], vk[0])
+                else:
+                    total.add_(vk.sum(0))
+                    squares.add_(vk.mul_(vk).sum(0))
             value = total.div_(self.M)
             slope = (value - squares.div_(self.M)).div_(self.temperature)
         return value + (theta - t) * slope  # the mean's value, and its derivative in theta
@@ -200,4 +261,5 @@ class ReinMax(_StraightThrough):
         return 2 * pi1 - pi0 / 2
 
 
-__all__ = ["GST", "GumbelRao", "ReinMax", "conditional_gumbels", "one_hot_draw", "softmax"]
+__all__ = ["GST", "GumbelRao", "MeanRelaxation", "ReinMax", "conditional_gumbels", "conditional_softmax", "one_hot_draw",
+           "softmax"]

@@ -204,19 +204,71 @@ def test_gumbel_rao_bernoulli_point_has_the_mean_of_its_relaxations_derivatives(
     torch.testing.assert_close(grad, want, rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_gumbel_rao_bernoulli_point_in_float32_draws_its_uniforms_two_per_word(temperature):
+    """In float32 the Bernoulli point takes its uniforms from estimators.uniforms (u = 1/2 + c 2^-24, two codes
+    per 64-bit word, M x n x dim of them in one block here): value and gradient are those of the mean of the
+    M relaxed points at exactly those uniforms, within float32 rounding."""
+    from estimators.uniforms import UNIFORM_STEP, uniform_buffer, uniform_codes_
+
+    est = estimators.get("gumbel-rao", M=5, temperature=temperature)
+    theta = torch.tensor([[-1.5, 0.2, 3.0]], requires_grad=True)
+    b = torch.tensor([[[1.0, 0.0, 1.0]], [[0.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]]])  # [n=3, 1, 3], 9 numbers
+    weights = torch.randn(b.shape, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(6)
+    point = est.bernoulli_point(theta, b)
+    (grad,) = torch.autograd.grad((point * weights).sum(), theta)
+    torch.manual_seed(6)
+    u = 0.5 + uniform_codes_(uniform_buffer(5 * 9, "cpu"))[: 5 * 9].double().view(5, *b.shape) * UNIFORM_STEP
+    t = theta.detach().double().requires_grad_(True)
+    q = torch.sigmoid(-t.detach())
+    v = b.double() * q + u * torch.where(b.bool(), 1 - q, q)
+    expected = torch.sigmoid((t + torch.logit(v)) / temperature).mean(0)
+    (want,) = torch.autograd.grad((expected * weights.double()).sum(), t)
+    torch.testing.assert_close(point.detach().double(), expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1.0, 0.4])
+def test_gumbel_rao_categorical_point_is_the_softmax_of_the_conditional_gumbels(dtype, temperature):
+    """conditional_softmax is softmax((theta + G_m) / tau) at conditional_gumbels' draws (at tau = 1 written as
+    normalised 1 / (E_i / p_i + E_d), without a log), and the point's gradient, MeanRelaxation's closed-form
+    backward, is autograd's through that softmax; a class of probability 0 (logit -1e4) gets weight 0."""
+    from estimators.straight_through import conditional_gumbels, conditional_softmax
+
+    est = estimators.get("gumbel-rao", M=4, temperature=temperature)
+    logits = torch.tensor([[0.3, -2.0, 1.1, -1e4], [1.0, 0.0, -0.5, 2.0]], dtype=dtype, requires_grad=True)
+    d = torch.nn.functional.one_hot(torch.tensor([[2, 0], [1, 3], [0, 3]]), 4).to(dtype)  # [n=3, 2, 4]
+    weights = torch.randn(d.shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(8)
+    relaxations = conditional_softmax(logits, d, 4, temperature)
+    torch.manual_seed(8)
+    point = est.point(logits, d)
+    (grad,) = torch.autograd.grad((point * weights).sum(), logits)
+    torch.manual_seed(8)
+    want = torch.softmax((conditional_gumbels(logits, d, 4) + logits - logits.detach()) / temperature, -1)
+    (want_grad,) = torch.autograd.grad((want.mean(0) * weights).sum(), logits)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(relaxations, want.detach(), **tol)
+    torch.testing.assert_close(point.detach(), want.mean(0).detach(), **tol)
+    torch.testing.assert_close(grad, want_grad, **tol)
+    assert (relaxations[..., 0, 3] == 0).all()
+
+
 def test_conditional_gumbels_are_the_truncated_gumbels_of_their_formula():
     """conditional_gumbels computes, in place, log Z - log(E_i / p_i + E_d) for the classes not drawn and
     log Z - log E_d for the drawn one: the truncated Gumbels -logaddexp(log E_i - theta_i, -top) of its
     derivation, from the same Exp(1) draws."""
-    from estimators.base import standard_exponential
     from estimators.straight_through import conditional_gumbels
+    from estimators.uniforms import standard_exponential
 
     logits = torch.tensor([[0.3, -2.0, 1.1, 4.0], [-1.0, 0.0, 0.5, -30.0]], dtype=torch.float64)
     d = torch.nn.functional.one_hot(torch.tensor([[2, 0], [3, 3], [0, 1]]), 4).to(torch.float64)  # [n=3, 2, 4]
     torch.manual_seed(3)
     got = conditional_gumbels(logits, d, 5)
     torch.manual_seed(3)
-    log_e = torch.log(standard_exponential((5, *d.shape), d.dtype, "cpu"))
+    log_e = torch.log(standard_exponential((5, *d.shape), d.dtype, "cpu", codes=True))
     log_z = torch.logsumexp(logits, -1, keepdim=True)
     top = log_z - (log_e * d).sum(-1, keepdim=True)
     want = torch.where(d.bool(), top, -torch.logaddexp(log_e - logits, -top))
