@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,8 +40,9 @@ from torch.distributions import Independent, Normal
 import estimators
 from estimators import Estimator
 
-from .perf_common import CompileFailed, median_time, runner_time, statistics_share
+from .perf_common import CompileFailed, median_time, runner_time, side_by_side, statistics_share
 from .problems import Context, GaussianProblem, GaussianSetting, get
+from .runner import CellEngine
 
 TOY_ESTIMATORS = ("reparameterization", "reinforce", "reinforce-ema")
 
@@ -129,13 +131,18 @@ def recent_speeds(repeats: int = 3, budget_s: float = 0.3, device: str = "cpu",
 def against_loop(loop: Callable[[int], Any], problem: Any, est: Estimator, s: Any, n: int, repeats: int,
                  budget_s: float, device: str, compile: bool) -> dict[str, Any]:
     """A discrete toy's estimates per second: ``loop(R)`` (R estimates, one backward() each; as many as fit in
-    ``budget_s``) against the runner's own path, eager and (with ``compile``) compiled, and their ratios."""
+    ``budget_s``) against the runner's own path, eager and (with ``compile``) compiled, and their ratios. Eager,
+    the two are timed side by side ``repeats`` times (``side_by_side``): ``speedup`` is the median of the pairs'
+    ratios and ``speedup_range`` their least and greatest."""
     probe = median_time(lambda: loop(20), 1, device) / 20
     r_loop = max(20, int(budget_s / probe))
-    t_loop = median_time(lambda: loop(r_loop), repeats, device) / r_loop
     replicates = 20_000 if budget_s >= 0.3 else 5_000
-    t_runner, _ = runner_time(problem, est, s, None, n, replicates, Context(compile="off", device=device), repeats)
-    row = {"loop_per_s": 1 / t_loop, "eager_per_s": 1 / t_runner, "speedup": t_loop / t_runner}
+    eager = Context(compile="off", device=device)
+    loops, runs = side_by_side(lambda: loop(r_loop), CellEngine(problem, est, s, None, n, replicates, eager), repeats, eager)
+    ratios = [(a / r_loop) / (b / replicates) for a, b in zip(loops, runs, strict=True)]
+    t_loop = statistics.median(loops) / r_loop
+    row = {"loop_per_s": 1 / t_loop, "eager_per_s": replicates / statistics.median(runs),
+           "speedup": statistics.median(ratios), "speedup_range": (min(ratios), max(ratios))}
     if compile:
         try:
             t_comp, row["compile_s"] = runner_time(problem, est, s, None, n, replicates,

@@ -54,11 +54,18 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
     return "-" if x is None or math.isnan(x) else f"{x:{spec}}{unit}"
 
 
+def _ratio(r: dict[str, Any]) -> str:
+    """The runner's median ratio to the loop, with the range of the side-by-side pairs' ratios."""
+    lo, hi = r.get("speedup_range", (r["speedup"], r["speedup"]))
+    return f"{r['speedup']:,.0f}x ({lo:,.0f}-{hi:,.0f})"
+
+
 def _discrete_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} {'compile':>8} {'x loop':>7}")
+    print(f"{'estimator':<19} {'loop':>9} {'runner':>11} {'x loop (range)':>16} {'compiled':>11} {'compile':>8} "
+          f"{'x loop':>7}")
     for r in rows:
         print(f"{r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
-              f"{r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
+              f"{_ratio(r):>16} {_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
               f"{_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
     _print_compile_failures(rows)
 
@@ -141,11 +148,11 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
                                   compile=compile_)
     print("\nthe 2019-2023 estimators, estimates per second at their fewest draws: bernoulli-quadratic (dim 100), "
           "categorical-quadratic (K 100)")
-    print(f"{'problem':<22} {'estimator':<22} {'n':>2} {'loop':>9} {'runner':>11} {'x loop':>7} {'compiled':>11} "
+    print(f"{'problem':<22} {'estimator':<22} {'n':>2} {'loop':>9} {'runner':>11} {'x loop (range)':>16} {'compiled':>11} "
           f"{'compile':>8} {'x loop':>7}")
     for r in out["recent"]:
         print(f"{r['problem']:<22} {r['estimator']:<22} {r['n_samples']:>2} {_fmt_rate(r['loop_per_s']):>9} "
-              f"{_fmt_rate(r['eager_per_s']):>11} {r['speedup']:>6,.0f}x {_fmt_rate(r.get('compiled_per_s')):>11} "
+              f"{_fmt_rate(r['eager_per_s']):>11} {_ratio(r):>16} {_fmt_rate(r.get('compiled_per_s')):>11} "
               f"{_fmt(r.get('compile_s'), '.1f', 's'):>8} {_fmt(r.get('compiled_speedup'), ',.0f', 'x'):>7}")
     _print_compile_failures(out["recent"])
 

@@ -32,6 +32,22 @@ class CompileFailed(RuntimeError):
     """torch.compile failed for a cell (the runner would run it eagerly): no compiled figure."""
 
 
+def side_by_side(loop: Callable[[], object], engine: CellEngine, repeats: int, ctx: Context) -> tuple[list[float], list[float]]:
+    """Wall times of ``loop()`` and of ``engine.measure()``, alternated ``repeats`` times (a slow spell of the shared
+    machine then slows both of a pair rather than all of one side); the loop has had a warm-up call, the engine
+    its own set-up."""
+    loops, runs = [], []
+    for _ in range(repeats):
+        sync(ctx)
+        start = time.perf_counter()
+        loop()
+        sync(ctx)
+        loops.append(time.perf_counter() - start)
+        engine.measure()
+        runs.append(engine.timing.elapsed)
+    return loops, runs
+
+
 def runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
                  repeats: int) -> tuple[float, float]:
     """(seconds per estimate, compile seconds) of the runner's own path, as in the results table

@@ -191,6 +191,7 @@ class GumbelRao(_StraightThrough):
         codes = b.dtype == torch.float32 and not torch.compiler.is_compiling()
         with torch.no_grad():  # the M relaxed points and their derivatives sigma' / tau, in place, without a graph
             c = torch.exp(-t)
+            c1 = 1 - c  # the logits hold a row per replicate: computed once, not per block
             total, squares = torch.zeros_like(b), torch.zeros_like(b)
             # the M draws a block at a time, each block of about GUMBEL_BLOCK numbers (the buffers stay in cache and
             # are allocated once per chunk), in the order of one [M, *b.shape] draw; each pass writes into a buffer
@@ -208,7 +209,7 @@ class GumbelRao(_StraightThrough):
                 else:
                     torch.addcmul(start, spare[:k].uniform_(), width, out=vk)  # v = start + u width
                 if closed:
-                    vk.div_(torch.addcmul(c, vk, 1 - c, out=spare[:k]))
+                    vk.div_(torch.addcmul(c, vk, c1, out=spare[:k]))
                 else:
                     vk.clamp_(torch.finfo(b.dtype).tiny, 1 - torch.finfo(b.dtype).eps).logit_()
                     vk.add_(t).div_(self.temperature).sigmoid_()
