@@ -111,7 +111,6 @@ class MeanRelaxation(torch.autograd.Function):
         return relaxations.mean(0)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (s,) = ctx.saved_tensors
         m, c = s.shape[0], s.shape[-1]
@@ -170,11 +169,12 @@ class GumbelRao(_StraightThrough):
     M: int
 
     def point(self, logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # compiled, the softmax and its backward fuse into the chunk's kernels
-            relaxed = conditional_gumbels(logits, d, self.M).div_(self.temperature)  # (theta + G) / tau, [M, n, ..., C]
-            return softmax(relaxed + (logits - logits.detach()) / self.temperature).mean(0)  # its gradient in theta
         with torch.no_grad():
             relaxations = conditional_softmax(logits, d, self.M, self.temperature)
+        if torch.compiler.is_compiling():  # the same Jacobian written in plain ops, which the compiler fuses (tracing
+            delta = logits - logits.detach()  # an autograd Function instantiates it, which warns in torch 2.13)
+            dot = (relaxations * delta).sum(-1, keepdim=True)
+            return relaxations.mean(0) + (relaxations * (delta - dot)).mean(0) / self.temperature
         return MeanRelaxation.apply(logits, relaxations, self.temperature)
 
     def bernoulli_point(self, theta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -184,3 +184,25 @@ def test_estbench_perf_times_the_discrete_compiled_path():
     (row,) = discrete_speeds(("disarm",), dim=10, repeats=1, budget_s=0.05, compile=True)
     assert "compile_failed" not in row, row["compile_failed"][:300]
     assert row["compiled_per_s"] > 0 and row["compile_s"] > 0 and row["compiled_speedup"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_gumbel_rao_has_the_eager_distribution():
+    """gumbel-rao's categorical point (conditional_softmax and the MeanRelaxation autograd Function) compiles, and
+    its compiled cells agree with its eager ones in mean, coordinate by coordinate (two-sample z-tests); eager, its
+    float32 uniforms come two per 64-bit word, compiled from the compiler's generator: the same distribution."""
+    from benchmarks.problems.discrete import CategoricalSetting
+
+    problem = get("categorical-quadratic")
+    s = CategoricalSetting(theta=1.0, t=0.45, K=5, dim=2)
+    est = estimators.get("gumbel-rao")
+    cells = {}
+    for mode in ("off", "on"):
+        torch.manual_seed(1)
+        stats, timing = runner.estimate_cell(problem, est, s, None, 1, 4000, Context(compile=mode))
+        assert timing.compiled == (mode == "on"), timing.note
+        cells[mode] = stats["theta"].coords
+    eager, compiled = cells["off"], cells["on"]
+    se = ((eager.var / eager.n + compiled.var / compiled.n) ** 0.5).double()
+    z = ((eager.mean - compiled.mean).double() / se).abs()
+    assert se.min() > 0 and z.max() <= z_bound(n_assertions=z.numel()), z
