@@ -73,7 +73,8 @@ def copula_uniforms(copula: str, shape: tuple[int, ...], dtype: torch.dtype, dev
     n = shape[0]
     if copula == "dirichlet":
         e = standard_exponential(shape, dtype, device)
-        return (1 - e / e.sum(0, keepdim=True)) ** (n - 1)
+        u = 1 - e / e.sum(0, keepdim=True)
+        return u if n == 2 else u ** (n - 1)
     if copula == "gaussian":
         eps = torch.randn(shape, dtype=dtype, device=device)
         return math.sqrt(n / (n - 1)) * (eps - eps.mean(0, keepdim=True))
@@ -83,6 +84,8 @@ def copula_uniforms(copula: str, shape: tuple[int, ...], dtype: torch.dtype, dev
 def one_minus_rho(copula: str, theta: torch.Tensor, n: int) -> torch.Tensor:
     """1 - rho, rho the correlation of two of a coordinate's n draws, from logits ``theta`` (float64 inside)."""
     t = theta.detach().to(torch.float64)
+    if n == 2 and copula != "independent":  # the antithetic pair of both copulas: min(p, q) / (p q) = 1 / max(p, q)
+        return t.abs().neg_().exp_().add_(1).to(theta.dtype)
     p, q = torch.sigmoid(t), torch.sigmoid(-t)
     pq = (p * q).clamp(min=torch.finfo(torch.float64).tiny)
     if copula == "independent":
