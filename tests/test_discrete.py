@@ -254,3 +254,28 @@ def test_bad_discrete_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["run", *argv, "--out", str(tmp_path / "r.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_suffix_logsumexp_is_logcumsumexp_reversed_on_narrow_and_wide_rows(dtype):
+    """stick-breaking-disarm's tails: on rows whose logits span less than DIRECT_SPREAD, the direct sum of
+    exp(theta - max); on wider rows (a spread of 2,000, a class of probability 0), torch.logcumsumexp. Both
+    give logsumexp(theta_{j..K}) and its gradient (the narrow rows against the float64 reference)."""
+    from estimators.discrete import DIRECT_SPREAD, suffix_logsumexp
+
+    narrow = torch.randn(6, 3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 4
+    wide = narrow.clone()
+    wide[0, 0, 2], wide[1, 1, 6], wide[2, 2, 0] = 2000.0, -float("inf"), -30.0
+    assert (narrow.amax(-1) - narrow.amin(-1)).max() < DIRECT_SPREAD[dtype]
+    weights = torch.randn(narrow.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for rows in (narrow, wide):
+        x = rows.to(dtype).requires_grad_(True)
+        got = suffix_logsumexp(x)
+        (grad,) = torch.autograd.grad((got * weights.to(dtype)).nan_to_num(0.0).sum(), x)
+        # narrow rows against float64's logcumsumexp; wide ones are logcumsumexp itself, in their own dtype
+        ref_x = (rows if rows is narrow else rows.to(dtype)).clone().requires_grad_(True)
+        want = torch.logcumsumexp(ref_x.flip(-1), -1).flip(-1)
+        (want_grad,) = torch.autograd.grad((want * weights.to(ref_x.dtype)).nan_to_num(0.0).sum(), ref_x)
+        tol = dict(rtol=2e-6, atol=2e-5) if dtype == torch.float32 and rows is narrow else dict(rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(got.double(), want.detach().double(), **tol)
+        torch.testing.assert_close(grad.double(), want_grad.double(), equal_nan=True, **tol)  # nan at -inf, as logcumsumexp
