@@ -14,18 +14,20 @@ from .problems import Context
 from .runner import CellEngine, sync
 
 
+def wall_time(fn: Callable[[], object], ctx: Context) -> float:
+    """Wall time of one fn() call (on a GPU, until its queued work is done)."""
+    sync(ctx)
+    start = time.perf_counter()
+    fn()
+    sync(ctx)
+    return time.perf_counter() - start
+
+
 def median_time(fn: Callable[[], object], repeats: int, device: str = "cpu") -> float:
     """Median wall time of fn() after one warm-up call (on a GPU, until its queued work is done)."""
     ctx = Context(device=device)
     fn()
-    times = []
-    for _ in range(repeats):
-        sync(ctx)
-        start = time.perf_counter()
-        fn()
-        sync(ctx)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(wall_time(fn, ctx) for _ in range(repeats))
 
 
 class CompileFailed(RuntimeError):
@@ -38,11 +40,7 @@ def side_by_side(loop: Callable[[], object], engine: CellEngine, repeats: int, c
     its own set-up."""
     loops, runs = [], []
     for _ in range(repeats):
-        sync(ctx)
-        start = time.perf_counter()
-        loop()
-        sync(ctx)
-        loops.append(time.perf_counter() - start)
+        loops.append(wall_time(loop, ctx))
         engine.measure()
         runs.append(engine.timing.elapsed)
     return loops, runs
