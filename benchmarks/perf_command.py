@@ -56,7 +56,7 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
 
 def _ratio(r: dict[str, Any]) -> str:
     """The runner's median ratio to the loop, with the range of the side-by-side pairs' ratios."""
-    lo, hi = r.get("speedup_range", (r["speedup"], r["speedup"]))
+    lo, hi = r["speedup_range"]
     return f"{r['speedup']:,.0f}x ({lo:,.0f}-{hi:,.0f})"
 
 

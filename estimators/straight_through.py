@@ -43,7 +43,7 @@ from .base import Estimator, Function, Surrogate, draw, evaluate
 from .discrete import TEMPERATURE, discrete_parts
 from .options import Option, at_least, positive
 from .registry import builtin
-from .uniforms import UNIFORM_STEP, standard_exponential, uniform_buffer, uniform_codes_
+from .uniforms import UNIFORM_STEP, codes_into_, standard_exponential, uniform_buffer
 
 #: the Gumbel temperature of gumbel-rao and gst: the relaxations' option, swept by the default report at three values
 ST_TEMPERATURE = Option(TEMPERATURE.name, TEMPERATURE.type, TEMPERATURE.default, TEMPERATURE.help,
@@ -68,19 +68,27 @@ def one_hot_draw(logits: torch.Tensor, n_samples: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(classes, logits.shape[-1]).to(logits.dtype)
 
 
-def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.Tensor:
-    """M draws of theta + G, G standard Gumbel given argmax(theta + G) = d (one-hot [n, ..., C]):
-    [M, n, ..., C], no gradient."""
+def _truncation(logits: torch.Tensor, d: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
+    """What the M conditional Gumbels given argmax(theta + G) = d (one-hot [n, ..., C]) are made of, no gradient:
+    (E_i / p_i + E_d [M, n, ..., C], its drawn class's entries to be overwritten; E_d [M, n, ..., 1], the drawn
+    class's index, log Z), E ~ Exp(1), computed in place (one pass each over the [M, n, ..., C] draws)."""
     theta = logits.detach()
     log_z = torch.logsumexp(theta, -1, keepdim=True)
     e = standard_exponential((m, *d.shape), d.dtype, d.device, codes=True)  # E_i ~ Exp(1)
     drawn = d.argmax(-1, keepdim=True).expand(m, *d.shape[:-1], 1)  # the drawn class's index, [M, n, ..., 1]
     e_d = e.gather(-1, drawn)
+    # 1 / p_i = exp(log Z - theta_i) (inf where p_i underflows: that class's Gumbel is -inf, its weight 0)
+    return e.mul_(torch.exp(log_z - theta)).add_(e_d), e_d, drawn, log_z
+
+
+def conditional_gumbels(logits: torch.Tensor, d: torch.Tensor, m: int) -> torch.Tensor:
+    """M draws of theta + G, G standard Gumbel given argmax(theta + G) = d (one-hot [n, ..., C]):
+    [M, n, ..., C], no gradient."""
+    terms, e_d, drawn, log_z = _truncation(logits, d, m)
     top = log_z - torch.log(e_d)  # the maximum, Gumbel(logsumexp theta), whichever class holds it
     # each other class: a Gumbel(theta_i) truncated below top, -log(E_i exp(-theta_i) + exp(-top)), written as
-    # log Z - log(E_i / p_i + E_d) and computed in place (one pass each over the [M, n, ..., C] draws)
-    below = e.mul_(torch.exp(log_z - theta)).add_(e_d).log_().neg_().add_(log_z)
-    return below.scatter_(-1, drawn, top)
+    # log Z - log(E_i / p_i + E_d)
+    return terms.log_().neg_().add_(log_z).scatter_(-1, drawn, top)
 
 
 def conditional_softmax(logits: torch.Tensor, d: torch.Tensor, m: int, temperature: float) -> torch.Tensor:
@@ -89,12 +97,8 @@ def conditional_softmax(logits: torch.Tensor, d: torch.Tensor, m: int, temperatu
     1 / (E_i / p_i + E_d) for a class not drawn and 1 / E_d for the drawn one, normalised."""
     if temperature != 1.0:
         return softmax(conditional_gumbels(logits, d, m).div_(temperature))
-    theta = logits.detach()
-    inv_p = torch.exp(torch.logsumexp(theta, -1, keepdim=True) - theta)  # 1 / p_i (inf where p_i underflows: weight 0)
-    e = standard_exponential((m, *d.shape), d.dtype, d.device, codes=True)
-    drawn = d.argmax(-1, keepdim=True).expand(m, *d.shape[:-1], 1)
-    e_d = e.gather(-1, drawn)
-    w = e.mul_(inv_p).add_(e_d).reciprocal_().scatter_(-1, drawn, e_d.reciprocal())
+    terms, e_d, drawn, _ = _truncation(logits, d, m)
+    w = terms.reciprocal_().scatter_(-1, drawn, e_d.reciprocal())
     return w.div_(w.sum(-1, keepdim=True))
 
 
@@ -202,10 +206,9 @@ class GumbelRao(_StraightThrough):
                 mid, step = start + width / 2, width * UNIFORM_STEP
             for first in range(0, self.M, block):
                 k = min(block, self.M - first)
-                vk, n = v[:k], k * b.numel()
+                vk = v[:k]
                 if codes:
-                    vk.copy_(uniform_codes_(words[:(n + 1) // 2])[:n].view_as(vk))
-                    torch.addcmul(mid, vk, step, out=vk)
+                    torch.addcmul(mid, codes_into_(vk, words), step, out=vk)
                 else:
                     torch.addcmul(start, spare[:k].uniform_(), width, out=vk)  # v = start + u width
                 if closed:

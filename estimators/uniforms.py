@@ -31,6 +31,13 @@ def uniform_codes_(words: torch.Tensor) -> torch.Tensor:
     return words.view(-1).view(torch.int32).bitwise_right_shift_(8)  # the top 24 bits of each half, sign kept
 
 
+def codes_into_(out: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """``out`` (a floating tensor) filled in place with out.numel() centred codes, drawn into the int64 buffer
+    ``words`` (``uniform_buffer``, large enough), and returned."""
+    n = out.numel()
+    return out.copy_(uniform_codes_(words[:(n + 1) // 2])[:n].view_as(out))
+
+
 def uniforms(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str,
              finish: Callable[[torch.Tensor], Any] | None = None) -> torch.Tensor:
     """U(0, 1) draws of torch.rand's distribution in ``dtype``, with ``finish`` (an in-place map) applied. In
@@ -46,9 +53,7 @@ def uniforms(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | 
     flat = u.view(-1)
     words = uniform_buffer(min(flat.numel(), CODE_BLOCK), device)
     for first in range(0, flat.numel(), CODE_BLOCK):
-        x = flat[first:first + CODE_BLOCK]
-        x.copy_(uniform_codes_(words[:(x.numel() + 1) // 2])[:x.numel()])
-        x.add_(2**23).mul_(UNIFORM_STEP)  # (c + 2^23) 2^-24, exact in float32
+        x = codes_into_(flat[first:first + CODE_BLOCK], words).add_(2**23).mul_(UNIFORM_STEP)  # (c + 2^23) 2^-24, exact
         if finish is not None:
             finish(x)
     return u
@@ -75,4 +80,4 @@ def uniform_buffer(n: int, device: torch.device | str) -> torch.Tensor:
     return torch.empty((n + 1) // 2, dtype=torch.int64, device=device)
 
 
-__all__ = ["CODE_BLOCK", "UNIFORM_STEP", "standard_exponential", "uniform_buffer", "uniform_codes_", "uniforms"]
+__all__ = ["CODE_BLOCK", "UNIFORM_STEP", "codes_into_", "standard_exponential", "uniform_buffer", "uniform_codes_", "uniforms"]
