@@ -129,24 +129,18 @@ def test_cell_engine_measures_again_with_new_draws():
 
 
 @pytest.mark.slow  # torch.compile: 3-16 s in a fresh clone, whose compile cache is cold
-def test_vae_tanh_is_torch_tanh_eagerly_and_within_a_few_ulp_of_it_compiled():
-    """The VAE's Tanh: torch.tanh itself in eager code; compiled on the CPU, 2 sigmoid(2x) - 1.
-    Against tanh in float64: sigmoid with relative error <= 4u (u = 2^-24: exp, an add, a
-    divide), doubled exactly, minus 1 (exact or one more rounding): |error| <= 9u < 10u. Its
-    derivative 4 s (1 - s): s off by <= 4u, 1 - s by <= 5u, the products rounded: < 48u."""
+def test_vae_tanh_compiled_is_within_a_few_ulp_of_tanh():
+    """The VAE's Tanh compiled on the CPU: 2 sigmoid(2x) - 1 in plain ops, fused by inductor, held to
+    the bounds of the eager form (tests/test_vae.py: value < 10u, derivative < 48u, u = 2^-24)."""
     from benchmarks.problems.vae import Tanh
 
     u = 2.0**-24
     x = torch.cat([torch.linspace(-12, 12, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 40.0, -40.0])])
     x = x.requires_grad_(True)
-    act = Tanh()
-    eager = act(x)
-    assert torch.equal(eager, torch.tanh(x))
-    compiled_act = torch.compile(act, dynamic=False)
+    compiled_act = torch.compile(Tanh(), dynamic=False)
     y = compiled_act(x)
     (g,) = torch.autograd.grad(y.sum(), x)
-    x64 = x.detach().double()
-    truth = torch.tanh(x64)
+    truth = torch.tanh(x.detach().double())
     assert (y.detach().double() - truth).abs().max().item() < 10 * u
     assert (g.double() - (1 - truth**2)).abs().max().item() < 48 * u
     # and it is not torch.tanh there (the bounds above are what the compiled form is held to)

@@ -41,6 +41,53 @@ def test_digits_are_shipped_scaled_and_split():
     assert torch.equal(d.test, again.test)  # fixed split
 
 
+def test_vae_tanh_is_within_a_few_ulp_of_tanh_and_differentiable_twice():
+    """The VAE's Tanh in eager float32 on the CPU: 2 sigmoid(2x) - 1, its derivative tanh's kernel on the
+    output. Against tanh in float64: sigmoid with relative error <= 4u (u = 2^-24: exp, an add, a divide),
+    doubled exactly, minus 1 (exact or one more rounding): |error| <= 9u < 10u. The derivative 1 - y^2:
+    y off by < 10u, |d(1 - y^2)/dy| <= 2, two roundings: < 48u. The second derivative -2y (1 - y^2) (REBAR
+    and RELAX differentiate through the decoder twice): |d/dy| <= 4, so y's error gives < 40u, the
+    roundings a few u more: < 48u. In float64 it is torch.tanh itself."""
+    from benchmarks.problems.vae import TANH_BLOCK, Tanh
+
+    u = 2.0**-24
+    x = torch.cat([torch.linspace(-12, 12, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 40.0, -40.0])])
+    x = x.requires_grad_(True)
+    y = Tanh()(x)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), x)
+    truth = torch.tanh(x.detach().double())
+    assert (y.detach().double() - truth).abs().max().item() < 10 * u
+    assert (g.detach().double() - (1 - truth**2)).abs().max().item() < 48 * u
+    assert (h.double() - (-2 * truth * (1 - truth**2))).abs().max().item() < 48 * u
+    assert not torch.equal(y.detach(), torch.tanh(x.detach()))  # the sigmoid form, not torch.tanh
+    # a tensor larger than a block gives, element for element, what blocks of it give
+    big = torch.randn(3 * TANH_BLOCK + 5)
+    assert torch.equal(Tanh()(big), torch.cat([Tanh()(part) for part in big.split(TANH_BLOCK)]))
+    x64 = torch.randn(1000, dtype=torch.float64)
+    assert torch.equal(Tanh()(x64), torch.tanh(x64))
+
+
+def test_vae_tanh_under_vmap_gives_the_looped_gradients():
+    """The encoder's vector-Jacobian products are vmapped (torch.func): through the Tanh they equal one
+    autograd call per cotangent, also for hidden activations larger than a block."""
+    from torch.func import functional_call, vjp, vmap
+
+    from benchmarks.problems.vae import TANH_BLOCK, Tanh
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 256), Tanh(), torch.nn.Linear(256, 2))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    x = torch.randn(TANH_BLOCK // 256 + 7, 3)
+    cotangents = torch.randn(4, len(x), 2)
+    (batched,) = vmap(vjp(lambda p: functional_call(net, p, (x,)), params)[1])(cotangents)
+    for i, c in enumerate(cotangents):
+        looped = torch.autograd.grad(net(x), list(net.parameters()), c)
+        for name, grad in zip(params, looped, strict=True):
+            torch.testing.assert_close(batched[name][i], grad)
+    assert vmap(Tanh())(torch.randn(2, TANH_BLOCK + 1)).shape == (2, TANH_BLOCK + 1)
+
+
 def test_kl_term_matches_monte_carlo_kl():
     """Closed-form KL(q || p) per image vs the mean of log q(z) - log p(z), z ~ q (z-test per image)."""
     model, x = small_model()
