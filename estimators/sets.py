@@ -40,6 +40,7 @@ with at most MAX_JOINT joint outcomes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -56,6 +57,15 @@ MAX_JOINT = 1 << 16
 MAX_JOINT_BATCH = 1 << 24
 #: the largest set unordered-set takes (its set probabilities sum over k! orders)
 MAX_SET = 6
+
+
+@functools.lru_cache(maxsize=32)
+def outcome_grid(classes: int, d: int, device: torch.device) -> torch.Tensor:
+    """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
+    coordinate the slowest); made once per (classes, d, device) and not written to."""
+    codes = torch.arange(classes**d, device=device)
+    place = classes ** torch.arange(d - 1, -1, -1, device=device)
+    return codes[:, None] // place % classes
 
 
 class JointDomain:
@@ -78,8 +88,15 @@ class JointDomain:
         if classes**d * batch.numel() > MAX_JOINT_BATCH:
             raise EstimatorError(f"estimator {name!r}: {classes}^{d} joint outcomes x a batch of {batch.numel()} is "
                                  f"more than {MAX_JOINT_BATCH} log-probabilities at once", capability=True)
-        self.grid = torch.tensor(list(itertools.product(range(classes), repeat=d)), device=logits.device)  # [M, D]
-        self.log_p = per[..., torch.arange(d, device=logits.device), self.grid].sum(-1)  # [*B, M]
+        self.grid = outcome_grid(classes, d, logits.device)  # [M, D]
+        # sum_d per[..., d, grid[m, d]] as an outer sum, coordinate by coordinate (the first the slowest, as in
+        # the grid): D broadcast adds of [*B, C^d, C], whose backward is sums, instead of a gather of [*B, M, D]
+        # (whose backward, an index_put of M x D entries per batch element, cost a binary VAE's training step
+        # more than its own matmuls)
+        log_p = per[..., 0, :]
+        for j in range(1, d):
+            log_p = (log_p[..., :, None] + per[..., j, None, :]).flatten(-2)
+        self.log_p = log_p  # [*B, M]
         self.bernoulli, self.event_ndims, self.dtype = bernoulli, event_ndims, logits.dtype
         self.size = len(self.grid)
 

@@ -166,6 +166,42 @@ def test_unordered_set_probabilities_sum_to_one_and_leave_one_out_ratios_are_nor
     assert set_probability(pair, torch.zeros((), dtype=torch.float64)).item() == pytest.approx(closed.item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "one categorical"])
+def test_joint_domain_log_probabilities_and_their_gradient_are_the_distributions(kind):
+    """JointDomain's log_p (an outer sum over coordinates) against the distribution's own log_prob at every
+    outcome of the grid (itertools.product's order), value and gradient, with a class of probability 0."""
+    import itertools
+
+    from torch.distributions import Bernoulli, Categorical, Independent
+
+    from estimators.sets import JointDomain
+
+    gen = torch.Generator().manual_seed(3)
+    if kind == "bernoulli":
+        logits = torch.randn(2, 5, 4, dtype=torch.float64, generator=gen)
+        dist_of = lambda lg: Independent(Bernoulli(logits=lg, validate_args=False), 1)  # noqa: E731
+        classes, d = 2, 4
+    else:
+        d = 3 if kind == "categorical" else 1
+        logits = torch.randn(2, 5, d, 3, dtype=torch.float64, generator=gen)
+        logits[0, 1, 0, 2] = -math.inf  # a class that cannot be drawn: its outcomes' log p is -inf, not nan
+        logits = logits if d > 1 else logits[..., 0, :]
+        dist_of = lambda lg: (Independent(Categorical(logits=lg, validate_args=False), 1) if d > 1  # noqa: E731
+                              else Categorical(logits=lg, validate_args=False))
+        classes = 3
+    logits.requires_grad_(True)
+    grid = torch.tensor(list(itertools.product(range(classes), repeat=d)))
+    outcomes = grid.to(logits.dtype) if kind == "bernoulli" else (grid if d > 1 else grid[:, 0])
+    weights = torch.randn(2, 5, classes**d, dtype=torch.float64, generator=gen)
+    domain = JointDomain(dist_of(logits), "test")
+    (got,) = torch.autograd.grad(torch.where(domain.log_p.isfinite(), domain.log_p * weights, 0).sum(), logits)
+    expected = dist_of(logits).log_prob(outcomes[:, None, None].expand(-1, 2, 5, *outcomes.shape[1:])).movedim(0, -1)
+    (want,) = torch.autograd.grad(torch.where(expected.isfinite(), expected * weights, 0).sum(), logits)
+    torch.testing.assert_close(domain.log_p, expected, rtol=0, atol=1e-12)
+    assert not domain.log_p.isnan().any() and (kind == "bernoulli" or domain.log_p.isinf().any())
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("estimator,k,n", [("unordered-set", 1, 3), ("unordered-set", 2, 1), ("unordered-set", 6, 1),
                                            ("sum-and-sample", 1, 1), ("sum-and-sample", 2, 3)])
 def test_the_set_estimators_are_unbiased_at_other_set_sizes(estimator, k, n):
