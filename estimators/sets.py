@@ -51,6 +51,7 @@ from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, eva
 from .discrete import discrete_parts
 from .options import Option, at_least
 from .registry import builtin
+from .uniforms import minus_log_, uniforms
 
 #: the most joint outcomes (classes^D) the set estimators enumerate, and outcomes x batch at once
 MAX_JOINT = 1 << 16
@@ -122,8 +123,9 @@ def evaluate_at(f: Function, domain: JointDomain, idx: torch.Tensor, dist: Distr
 
 def gumbel_top(log_p: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """n independent draws of k distinct outcomes without replacement (Gumbel-top-k), [n, *B, k]."""
-    u = torch.rand((n, *log_p.shape), dtype=log_p.dtype, device=log_p.device).clamp(min=torch.finfo(log_p.dtype).tiny)
-    return (log_p.detach() - torch.log(-torch.log(u))).topk(k, -1).indices
+    # the Gumbel noise -log E, E ~ Exp(1) = -log u, finished block by block in the cache (uniforms)
+    log_e = uniforms((n, *log_p.shape), log_p.dtype, log_p.device, lambda u: minus_log_(u).log_())
+    return (log_p.detach() - log_e).topk(k, -1).indices
 
 
 def set_probability(p: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:

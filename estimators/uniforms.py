@@ -59,7 +59,8 @@ def uniforms(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | 
     return u
 
 
-def _minus_log(u: torch.Tensor) -> torch.Tensor:
+def minus_log_(u: torch.Tensor) -> torch.Tensor:
+    """-log u in place, u kept above the dtype's smallest normal (Exp(1) from U(0, 1))."""
     return u.clamp_(min=torch.finfo(u.dtype).tiny).log_().neg_()
 
 
@@ -71,8 +72,8 @@ def standard_exponential(shape: tuple[int, ...], dtype: torch.dtype, device: tor
     from ``uniforms`` (two per 64-bit word in float32 eager). torch.rand stays the default so that the
     estimators that drew from it (arms) keep their random numbers, and the results published from them."""
     if not codes:
-        return _minus_log(torch.rand(shape, dtype=dtype, device=device))
-    return uniforms(shape, dtype, device, _minus_log)
+        return minus_log_(torch.rand(shape, dtype=dtype, device=device))
+    return uniforms(shape, dtype, device, minus_log_)
 
 
 def uniform_buffer(n: int, device: torch.device | str) -> torch.Tensor:
@@ -80,4 +81,5 @@ def uniform_buffer(n: int, device: torch.device | str) -> torch.Tensor:
     return torch.empty((n + 1) // 2, dtype=torch.int64, device=device)
 
 
-__all__ = ["CODE_BLOCK", "UNIFORM_STEP", "codes_into_", "standard_exponential", "uniform_buffer", "uniform_codes_", "uniforms"]
+__all__ = ["CODE_BLOCK", "UNIFORM_STEP", "codes_into_", "minus_log_", "standard_exponential", "uniform_buffer", "uniform_codes_",
+           "uniforms"]
