@@ -132,7 +132,7 @@ def test_cell_engine_measures_again_with_new_draws():
 def test_vae_tanh_compiled_is_within_a_few_ulp_of_tanh():
     """The VAE's Tanh compiled on the CPU: 2 sigmoid(2x) - 1 in plain ops, fused by inductor, held to
     the bounds of the eager form (tests/test_vae.py: value < 10u, derivative < 48u, u = 2^-24)."""
-    from benchmarks.problems.vae import Tanh
+    from benchmarks.problems.activations import Tanh
 
     u = 2.0**-24
     x = torch.cat([torch.linspace(-12, 12, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 40.0, -40.0])])

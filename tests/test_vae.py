@@ -48,7 +48,7 @@ def test_vae_tanh_is_within_a_few_ulp_of_tanh_and_differentiable_twice():
     y off by < 10u, |d(1 - y^2)/dy| <= 2, two roundings: < 48u. The second derivative -2y (1 - y^2) (REBAR
     and RELAX differentiate through the decoder twice): |d/dy| <= 4, so y's error gives < 40u, the
     roundings a few u more: < 48u. In float64 it is torch.tanh itself."""
-    from benchmarks.problems.vae import TANH_BLOCK, Tanh
+    from benchmarks.problems.activations import TANH_BLOCK, Tanh
 
     u = 2.0**-24
     x = torch.cat([torch.linspace(-12, 12, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 40.0, -40.0])])
@@ -73,7 +73,7 @@ def test_vae_tanh_under_vmap_gives_the_looped_gradients():
     autograd call per cotangent, also for hidden activations larger than a block."""
     from torch.func import functional_call, vjp, vmap
 
-    from benchmarks.problems.vae import TANH_BLOCK, Tanh
+    from benchmarks.problems.activations import TANH_BLOCK, Tanh
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 256), Tanh(), torch.nn.Linear(256, 2))
