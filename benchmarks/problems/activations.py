@@ -41,9 +41,10 @@ class Tanh(nn.Tanh):
 
     The CPU's vectorized tanh (eager torch.tanh, and inductor's, the same routine) is slow here:
     on [512, 256] float32, one thread, 338 us forward against 118 us for the sigmoid form's four
-    kernels (49 against 85 us on [128, 256], 4.6 against 10.8 ms on [16384, 256]); the hidden
-    layers' tanh took a quarter of a binary VAE's training step and 38% of measure-valued's
-    (docs/performance.md). The backward is tanh's own kernel on the output. The two forms differ
+    kernels (49 against 85 us on [128, 256], 4.6 against 10.8 ms on [16384, 256]); in torch.profiler,
+    one thread, torch.tanh and its backward took a quarter of a binary VAE's reinforce training step and
+    measure-valued's tanh 38% of its step (the steps' side-by-side speed-ups: docs/performance.md). The
+    backward is tanh's own kernel on the output. The two forms differ
     by at most a few units in the last place of 1 (a test bounds the value and the derivative). In
     float64 the eager sigmoid form is no faster on large tensors, and torch.tanh is kept. Compiled on a
     CPU (any dtype), the sigmoid form is written in plain ops, which inductor fuses into one loop
