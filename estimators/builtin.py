@@ -25,6 +25,7 @@ from .base import (
 )
 from .options import Option
 from .registry import builtin
+from .scores import score_delta
 
 
 @builtin
@@ -66,7 +67,7 @@ class Reinforce(Estimator):
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         x = draw(dist, (n_samples,))  # [n, *B, *E], no gradient through x
         fx = evaluate(f, x, dist, n_samples)
-        return Surrogate(loss=score_surrogate(fx, dist.log_prob(x)), f=fx.detach())
+        return Surrogate(loss=score_surrogate(fx, score_delta(dist, x)), f=fx.detach())
 
     def bound_surrogate(self, dist: Distribution, bound: Bound, n_samples: int, state: Any = None) -> Surrogate:
         """The multi-sample bound: L grad log p(x_1, ..., x_K) (the joint of the K draws), plus the
@@ -98,7 +99,7 @@ class ReinforceLOO(Estimator):
         fx = evaluate(f, x, dist, n_samples)
         fd = fx.detach()
         baseline = (fd.sum(0, keepdim=True) - fd) / (n_samples - 1)  # [n, *B]
-        return Surrogate(loss=score_surrogate(fx, dist.log_prob(x), baseline), f=fd)
+        return Surrogate(loss=score_surrogate(fx, score_delta(dist, x), baseline), f=fd)
 
 
 @builtin
@@ -129,7 +130,7 @@ class ReinforceEMA(Estimator):
         fx = evaluate(f, x, dist, n_samples)
         fd = fx.detach()
         baseline = torch.zeros((), dtype=fd.dtype, device=fd.device) if state is None else state
-        loss = score_surrogate(fx, dist.log_prob(x), baseline)
+        loss = score_surrogate(fx, score_delta(dist, x), baseline)
         batch_mean = fd.mean()
         new_state = batch_mean if state is None else self.decay * state + (1 - self.decay) * batch_mean
         return Surrogate(loss=loss, f=fd, state=new_state)

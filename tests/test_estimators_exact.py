@@ -151,3 +151,62 @@ def test_registry_lists_builtins_and_rejects_unknown_names():
     message = r"'reinforse'.*Did you mean 'reinforce'.*Valid estimators: reparameterization, reinforce"
     with pytest.raises(estimators.UnknownNameError, match=message):
         estimators.get("reinforse")
+
+
+def _score_cases():
+    """(dist, its parameters, draws [n, *B, *E]): plain Normal, Independent over the last dim, and a loc
+    broadcast along the batch (the draws' shape larger than the parameters')."""
+    g = torch.Generator().manual_seed(3)
+    loc = torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_()
+    scale = (torch.rand(4, 3, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    row = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()
+    yield Normal(loc, scale), (loc, scale)
+    yield Independent(Normal(loc, scale), 1), (loc, scale)
+    yield Independent(Normal(row, scale), 1), (row, scale)
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_score_delta_is_the_normal_log_density_gradient(case):
+    """estimators.scores.score_delta: value 0, gradient (weighted by any cotangent), second derivative
+    and vmapped vector-Jacobian products those of torch's Normal log_prob, which it skips computing."""
+    from estimators.scores import score_delta
+
+    dist, params = list(_score_cases())[case]
+    torch.manual_seed(case)
+    x = dist.sample((5,))
+    delta, log_prob = score_delta(dist, x), dist.log_prob(x)
+    assert delta.shape == log_prob.shape and not delta.detach().any()
+    w = torch.randn(log_prob.shape, dtype=torch.float64)
+    got = torch.autograd.grad((w * delta).sum(), params, create_graph=True)
+    want = torch.autograd.grad((w * log_prob).sum(), params, create_graph=True)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    second = [torch.autograd.grad((g * g).sum(), params, retain_graph=True) for g in (got[0], want[0])]
+    for a, b in zip(*second, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    def vjp_of(fn):
+        return torch.func.vmap(torch.func.vjp(lambda *p: fn(_rebuilt(dist, p), x), *params)[1])
+
+    ws = torch.randn(2, *log_prob.shape, dtype=torch.float64)
+    mine = vjp_of(score_delta)(ws)
+    theirs = vjp_of(lambda d, v: d.log_prob(v))(ws)
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _rebuilt(dist, params):
+    base = Normal(*params, validate_args=False)
+    return Independent(base, dist.reinterpreted_batch_ndims) if isinstance(dist, Independent) else base
+
+
+def test_score_delta_falls_back_where_draws_carry_a_gradient():
+    from estimators.scores import score_delta
+
+    loc = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    dist = Normal(loc, torch.ones(3, dtype=torch.float64))
+    x = dist.rsample((2,))  # depends on loc: the gradient of log p(x) includes the path through x
+    (got,) = torch.autograd.grad(score_delta(dist, x).sum(), loc)
+    lp = dist.log_prob(x)
+    (want,) = torch.autograd.grad((lp - lp.detach()).sum(), loc)
+    torch.testing.assert_close(got, want)

@@ -1,0 +1,59 @@
+"""log p(x) - its value: zero, with the gradient of log p(x) in the distribution's parameters (the
+score), for the score-function estimators' surrogates. A Normal's score is written out in its backward
+instead of differentiating torch.distributions' log-density, whose forward and backward are about twenty
+passes over the draws (REINFORCE's eager time: docs/performance.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, Normal
+
+from .base import unwrap
+
+
+def _reduce_to(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``g`` summed over the dimensions a tensor of ``shape`` was broadcast along to reach g's shape."""
+    return g if g.shape == shape else g.sum_to_size(shape)
+
+
+class _NormalScore(torch.autograd.Function):
+    """Zero per draw ([n, *B] from x [n, *B, *E]); backward the Normal score summed over the event dims:
+    d log p / d loc = (x - loc) / scale^2, d log p / d scale = ((x - loc)^2 / scale^2 - 1) / scale.
+    Differentiable again (plain ops on the saved inputs)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(loc: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, event_ndims: int) -> torch.Tensor:
+        return x.new_zeros(x.shape[: x.dim() - event_ndims])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        loc, scale, x, event_ndims = inputs
+        ctx.save_for_backward(loc, scale, x)
+        ctx.event_ndims = event_ndims
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        loc, scale, x = ctx.saved_tensors
+        w = grad.reshape(*grad.shape, *([1] * ctx.event_ndims))  # [n, *B, 1...]
+        inv = scale.reciprocal()
+        z = (x - loc) * inv  # standardized draws
+        g_loc = z * inv * w  # (x - loc) / scale^2, weighted
+        g_scale = torch.addcmul(inv * -w, z, g_loc) if ctx.needs_input_grad[1] else None  # (z^2 - 1) / scale
+        return (_reduce_to(g_loc, loc.shape) if ctx.needs_input_grad[0] else None,
+                None if g_scale is None else _reduce_to(g_scale, scale.shape), None, None)
+
+
+def score_delta(dist: Distribution, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) - its value, [n, *B] for draws x [n, *B, *E] that carry no gradient: value 0, gradient
+    grad log p(x) in the distribution's parameters. For a Normal (optionally Independent) in eager code,
+    the score is computed in the backward directly; otherwise (any other family, a compiled graph, which
+    fuses log_prob's passes, or draws that carry a gradient) it is ``log_prob(x) - log_prob(x).detach()``."""
+    base, event_ndims = unwrap(dist)
+    if type(base) is Normal and not x.requires_grad and not torch.compiler.is_compiling():
+        return _NormalScore.apply(base.loc, base.scale, x, event_ndims)
+    log_prob = dist.log_prob(x)
+    return log_prob - log_prob.detach()
