@@ -68,6 +68,35 @@ def test_toy_replicates(benchmark, dim: int, name: str, path: str):
         benchmark.extra_info["estimates_per_s"] = REPLICATES / benchmark.stats.stats.median
 
 
+#: (dim, estimator) of the groups against JAX; R x dim = 2^22 numbers per round, as estbench perf's largest
+AGAINST_JAX = [(dim, name) for dim in (100, 10000) for name in ("reparameterization", "reinforce")]
+
+
+@pytest.mark.parametrize("path", ("runner", "compiled", "jax"))
+@pytest.mark.parametrize("dim,name", AGAINST_JAX, ids=[f"dim{d}-{n}" for d, n in AGAINST_JAX])
+def test_toy_against_jax(benchmark, dim: int, name: str, path: str):
+    """The runner, eager and compiled, beside JAX's jit(vmap(grad)) doing the same work
+    (benchmarks.perf.jax_cells: the same estimates and per-coordinate statistics), at as many
+    estimates as estbench perf times (2^22 / dim): the loop would take seconds a round there."""
+    _skip_compiled_if_smoke(benchmark, path)
+    problem = get("gaussian-quadratic")
+    s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
+    r = (1 << 22) // dim
+    benchmark.group = f"toy dim={dim} {name} against JAX (n=1, {r} estimates)"
+    if path == "jax":
+        if benchmark.disabled:
+            pytest.skip("JAX compiles each cell; it is timed under --benchmark-only")
+        cells = perf.jax_cells(DEVICE)
+        if cells is None:
+            pytest.skip("JAX is not installed for this device (pip install -c constraints.txt -e '.[jax]')")
+        fn = cells(name, dim, r)
+    else:
+        fn = _engine(problem, estimators.get(name), s, None, r, path).measure
+    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    if not benchmark.disabled:
+        benchmark.extra_info["estimates_per_s"] = r / benchmark.stats.stats.median
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["reparameterization", "reinforce"])
 def test_vae_replicates(benchmark, name: str, path: str):

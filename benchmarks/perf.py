@@ -285,9 +285,10 @@ def jax_device(device: str) -> Any | None:
     return gpus[index] if index < len(gpus) else None
 
 
-def _jax_runner(device: str = "cpu") -> Callable[[str, int, int, int], float] | None:
-    """JAX jit(vmap(grad)) of the same estimators on the same problem, on ``device`` (see
-    jax_device), or None where JAX cannot run there.
+def jax_cells(device: str = "cpu") -> Callable[[str, int, int], Callable[[], Any]] | None:
+    """``cell(name, dim, R)``: a call of JAX's jit(vmap(grad)) of the same estimators on the same problem,
+    R estimates and their statistics, compiled and run once, on ``device`` (see jax_device); None where
+    JAX cannot run there.
 
     Per replicate: one draw x = mu + sigma * eps, f(x) = sum (x - k)^2; the estimate of
     d/d(mu, sigma) by the pathwise, score-function or running-baseline rule (the
@@ -325,16 +326,22 @@ def _jax_runner(device: str = "cpu") -> Callable[[str, int, int, int], float] | 
 
         return jax.jit(cell)
 
-    def run(name: str, dim: int, R: int, repeats: int) -> float:
-        rule = {"reinforce-ema": "baseline"}.get(name, name)
-        fn = make(rule, dim, R)
+    def cell(name: str, dim: int, R: int) -> Callable[[], Any]:
+        fn = make({"reinforce-ema": "baseline"}.get(name, name), dim, R)
         with jax.default_device(where):
             key, b = jax.device_put((jax.random.PRNGKey(0), jnp.float32(dim)), where)
             jax.block_until_ready(fn(key, b))  # compile
-            t = median_time(lambda: jax.block_until_ready(fn(key, b)), repeats)
-        return R / t
+        return lambda: jax.block_until_ready(fn(key, b))
 
-    return run
+    return cell
+
+
+def _jax_runner(device: str = "cpu") -> Callable[[str, int, int, int], float] | None:
+    """JAX's estimates per second (jax_cells), the median of ``repeats`` calls, or None where JAX cannot run."""
+    cells = jax_cells(device)
+    if cells is None:
+        return None
+    return lambda name, dim, R, repeats: R / median_time(cells(name, dim, R), repeats)
 
 
 # -- memory ------------------------------------------------------------------------------------
