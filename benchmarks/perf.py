@@ -243,11 +243,14 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
 
 def statistics_shares(names: tuple[str, ...] = ("reparameterization", "reinforce"), repeats: int = 3) -> list[dict[str, Any]]:
     """The share of an eager cell's chunk time its statistics take (perf_common.statistics_share), n = 1:
-    gaussian-quadratic at dim 1, 100 and 10,000 and the untrained digits VAE (batch 128)."""
+    gaussian-quadratic at dim 1, 100 and 10,000 and the untrained digits VAE (batch 128). Freed memory is
+    kept in the process, as the estbench commands keep it (benchmarks.allocator)."""
+    from .allocator import keep_freed_memory
     from .plan import make_plan
     from .rows import prepare
     from .sweep import Sweep
 
+    keep_freed_memory()
     problem, eager, rows = get("gaussian-quadratic"), Context(compile="off"), []
     for dim, R in ((1, 20000), (100, 50000), (10000, 1000)):
         s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
