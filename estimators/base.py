@@ -338,23 +338,6 @@ def score_surrogate(
     return (fx + weight * (log_prob - log_prob.detach())).mean(0)
 
 
-def score_term(signal: torch.Tensor, dist: Distribution, x: torch.Tensor) -> torch.Tensor:
-    """sum over axis 1 of signal_k (log p(x_k) - its value), [n, K, *B] -> [n, *B]: value 0, gradient
-    sum_k signal_k grad log p(x_k) (``signal`` detached; x [n, K, *B, *E]). A Bernoulli's score in its
-    logits, x - sigmoid(logits), is written out rather than differentiated through log_prob (the
-    multi-sample estimators' eager time: docs/performance.md)."""
-    signal = signal.detach()
-    base, event_ndims = unwrap(dist)
-    if type(base) is torch.distributions.Bernoulli:
-        logits = base.logits  # [*B, *E]
-        per = signal.reshape(*signal.shape, *([1] * event_ndims))
-        g = (per * (x - torch.sigmoid(logits.detach()))).sum(1)  # [n, *B, *E]
-        term = g * (logits - logits.detach())
-        return term.reshape(*term.shape[: 1 + len(dist.batch_shape)], -1).sum(-1)
-    log_prob = dist.log_prob(x)
-    return (signal * (log_prob - log_prob.detach())).sum(1)
-
-
 def parameter_surrogate(
     fx: torch.Tensor, estimates: list[tuple[torch.Tensor, torch.Tensor]], batch_ndims: int
 ) -> torch.Tensor:

@@ -21,11 +21,10 @@ from .base import (
     draw,
     evaluate,
     score_surrogate,
-    score_term,
 )
 from .options import Option
 from .registry import builtin
-from .scores import score_delta
+from .scores import score_delta, score_term
 
 
 @builtin

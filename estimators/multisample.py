@@ -48,10 +48,10 @@ from .base import (
     draw,
     gaussian_parameters,
     parameter_surrogate,
-    score_term,
 )
 from .discrete import antithetic_pair, disarm_gradient, discrete_parts
 from .registry import builtin
+from .scores import score_term
 
 
 def swapped_bounds(lw: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor:

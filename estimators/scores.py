@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Normal
+from torch.distributions import Bernoulli, Distribution, Normal
 
 from .base import unwrap
 
@@ -57,3 +57,19 @@ def score_delta(dist: Distribution, x: torch.Tensor) -> torch.Tensor:
         return _NormalScore.apply(base.loc, base.scale, x, event_ndims)
     log_prob = dist.log_prob(x)
     return log_prob - log_prob.detach()
+
+
+def score_term(signal: torch.Tensor, dist: Distribution, x: torch.Tensor) -> torch.Tensor:
+    """sum over axis 1 of signal_k (log p(x_k) - its value), [n, K, *B] -> [n, *B]: value 0, gradient
+    sum_k signal_k grad log p(x_k) (``signal`` detached; x [n, K, *B, *E]). A Bernoulli's score in its
+    logits, x - sigmoid(logits), is written out rather than differentiated through log_prob (the
+    multi-sample estimators' eager time: docs/performance.md); any other family's comes from score_delta."""
+    signal = signal.detach()
+    base, event_ndims = unwrap(dist)
+    if type(base) is Bernoulli:
+        logits = base.logits  # [*B, *E]
+        per = signal.reshape(*signal.shape, *([1] * event_ndims))
+        g = (per * (x - torch.sigmoid(logits.detach()))).sum(1)  # [n, *B, *E]
+        term = g * (logits - logits.detach())
+        return term.reshape(*term.shape[: 1 + len(dist.batch_shape)], -1).sum(-1)
+    return (signal * score_delta(dist, x)).sum(1)
