@@ -43,6 +43,7 @@ from .registry import (
     register,
     register_object,
 )
+from .scores import score_delta
 
 from .relax import Rebar, Relax  # isort: skip
 from .multisample import IWAE, VIMCO, DReG, LocalDisARM  # isort: skip
@@ -104,5 +105,6 @@ __all__ = [
     "provenance",
     "register",
     "register_object",
+    "score_delta",
     "score_surrogate",
 ]
