@@ -241,10 +241,12 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
     return rows
 
 
-def statistics_shares(names: tuple[str, ...] = ("reparameterization", "reinforce"), repeats: int = 3) -> list[dict[str, Any]]:
-    """The share of an eager cell's chunk time its statistics take (perf_common.statistics_share), n = 1:
-    gaussian-quadratic at dim 1, 100 and 10,000 and the untrained digits VAE (batch 128). Freed memory is
-    kept in the process, as the estbench commands keep it (benchmarks.allocator)."""
+def statistics_shares(names: tuple[str, ...] = ("reparameterization", "reinforce"), repeats: int = 3,
+                      n_samples: int = 1) -> list[dict[str, Any]]:
+    """The share of an eager cell's chunk time its statistics take (perf_common.statistics_share), n =
+    ``n_samples`` draws per estimate (the report's cells: 4): gaussian-quadratic at dim 1, 100 and 10,000 and the
+    untrained digits VAE (batch 128). Freed memory is kept in the process, as the estbench commands keep it
+    (benchmarks.allocator)."""
     from .allocator import keep_freed_memory
     from .plan import make_plan
     from .rows import prepare
@@ -256,14 +258,15 @@ def statistics_shares(names: tuple[str, ...] = ("reparameterization", "reinforce
         s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
         for name in names:
             rows.append({"problem": f"gaussian-quadratic, dim {dim}", "estimator": name,
-                         **statistics_share(problem, estimators.get(name), s, None, 1, R, eager, repeats)})
-    plan = make_plan(Sweep(problem=["vae-digits"], estimator=list(names), n_samples=[1], replicates=200,
+                         **statistics_share(problem, estimators.get(name), s, None, n_samples, R // n_samples, eager,
+                                            repeats)})
+    plan = make_plan(Sweep(problem=["vae-digits"], estimator=list(names), n_samples=[n_samples], replicates=200,
                            checkpoint=["untrained"], compile="off"))
     for cell, sweep in plan.cells:
         ctx = sweep.context()
         rows.append({"problem": "vae-digits, untrained", "estimator": cell.estimator_key,
                      **statistics_share(cell.problem, estimators.get(cell.estimator_key), cell.setting,
-                                        prepare(cell, ctx), 1, 200, ctx, repeats)})
+                                        prepare(cell, ctx), n_samples, 200, ctx, repeats)})
     return rows
 
 
