@@ -225,6 +225,10 @@ class Registry:
         return {n: why for n, why in self._missing.items() if n not in self._plugins}
 
     def get_class(self, name: str) -> type:
+        self.load_entry_points()
+        cls = self._plugins.get(name, self._builtin.get(name))  # as classes() resolves it, without building it
+        if cls is not None and (self._hidden is None or not self._hidden(cls)):
+            return cls
         classes = self.classes()
         if name not in classes:
             if name in self.missing():

@@ -234,3 +234,28 @@ def test_tutorial_bound_estimator_is_unbiased_on_both_bound_problems(tmp_path, c
     assert max(abs(float(r["bias_z"])) for r in ran) <= z_bound(len(ran))
     (skipped,) = [r for r in rows if r["problem"] == "bernoulli-quadratic"]
     assert skipped["status"] == "skipped" and "multi-sample" in skipped["error"]
+
+
+def test_get_class_finds_what_classes_lists_and_nothing_it_hides():
+    """Registry.get_class looks a name up directly; it must agree with classes(): a built-in, a plugin, and
+    a class the registry hides (the adapters under ESTBENCH_ADAPTERS=off) refused as unknown."""
+    from estimators.registry import Registry
+
+    class Base:
+        name = ""
+
+    hide = {"on": True}
+    reg = Registry("thing", Base, "Base", "estbench.test-things", "THINGS",
+                   hidden=lambda cls: hide["on"] and cls is not None and getattr(cls, "library", "") != "")
+    built = reg.builtin(type("Built", (Base,), {"name": "built"}))
+    plugin, adapter = type("Plug", (Base,), {"name": "plug"}), type("Adapter", (Base,), {"name": "adapter", "library": "lib"})
+    reg.register(plugin, "test", "test")
+    reg.register(adapter, "test", "test")
+    assert reg.get_class("built") is built and reg.get_class("plug") is plugin
+    assert "adapter" not in reg.classes()
+    with pytest.raises(estimators.UnknownNameError, match="adapter"):
+        reg.get_class("adapter")
+    hide["on"] = False
+    assert reg.get_class("adapter") is adapter and list(reg.classes()) == ["built", "plug", "adapter"]
+    with pytest.raises(estimators.UnknownNameError, match="nothing"):
+        reg.get_class("nothing")
