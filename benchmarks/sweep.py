@@ -335,9 +335,9 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
     NARROW_N only); and for each estimator
     option that declares report values (the relaxations' temperature), one over it. Model
     problems (the digits VAEs, Gaussian and binary) at both checkpoints (trained for 1000 steps) with R = 300,
-    and training curves of 500 steps. ``quick`` makes each
-    smaller (about a minute on 2 cores); in it the library adapters (``Estimator.library``, the [pyro] and [storchastic]
-    extras) run at each toy's base setting only, those that loop over replicates (``Estimator.loop``) with
+    and training curves of 500 steps. ``quick`` makes each smaller (about a minute on 2 cores); in it the library
+    adapters (``Estimator.library``, the [pyro] and [storchastic] extras) run at each toy's base setting only (not
+    on the models, nor in the studies), those that loop over replicates (``Estimator.loop``) with
     QUICK_LOOP_REPLICATES. With ``precision``, each R is a maximum PRECISION_REPORT_FACTOR times larger.
     """
     toys = [p for p in base.problem if problems.get_class(p).kind == "toy"]
@@ -379,12 +379,12 @@ def report_sweeps(base: Sweep, quick: bool = False) -> list[Sweep]:
                 values = option.report_quick if quick and option.report_quick else option.report
                 if values:
                     out.append(base.with_overrides(**one, estimator=[e], n_samples=[4], **{option.name: list(values)}))
-    if models:
-        out.append(base.with_overrides(problem=models, n_samples=[4], **vae))
+    if models and own:  # quick: without the library adapters, which run at the toys' base settings only
+        out.append(base.with_overrides(problem=models, estimator=own, n_samples=[4], **vae))
     if base.problem == problems.defaults():  # the default report: the studies of problems run by name only
         for p in problems.available():
             cls = problems.get_class(p)
             study = (cls.report_study_quick or cls.report_study) if quick else cls.report_study
-            if p not in base.problem and study:
-                out.append(base.with_overrides(problem=[p], **study))
+            if p not in base.problem and study and own:
+                out.append(base.with_overrides(problem=[p], **{"estimator": own, **study}))
     return out

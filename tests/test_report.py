@@ -476,7 +476,8 @@ def test_a_setting_where_an_estimator_is_exact_by_symmetry_is_drawn_with_its_dec
 
 def test_the_quick_report_runs_a_librarys_adapters_at_the_base_setting_and_a_looping_one_at_few_replicates(monkeypatch):
     """report --quick: an adapter (Estimator.library) only at each toy's base setting with n_samples 4, one that loops
-    over replicates (Estimator.loop) with QUICK_LOOP_REPLICATES; the default report sweeps both like any other."""
+    over replicates (Estimator.loop) with QUICK_LOOP_REPLICATES, neither on a model problem nor in a problem's study;
+    the default report sweeps both like any other."""
     import estimators
     from benchmarks import problems
     from benchmarks.plan import make_plan
@@ -501,6 +502,13 @@ def test_the_quick_report_runs_a_librarys_adapters_at_the_base_setting_and_a_loo
         for cell, sw in plan.cells:
             out.setdefault(cell.estimator, []).append((cell.setting, cell.n_samples, sw.replicates))
         return out
+
+    for quick_, model in ((True, False), (False, True)):  # a model problem, and a study run by name
+        seen = {cell.problem.name for cell, _ in make_plan(report_sweeps(
+            Sweep(problem=[problem, "vae-digits"], estimator=names), quick=quick_)).cells if ":" in cell.estimator}
+        assert seen == ({problem, "vae-digits"} if model else {problem}), (quick_, seen)
+        study = make_plan(report_sweeps(Sweep(problem=problems.defaults(), estimator=names), quick=quick_))
+        assert any(":" in c.estimator and c.problem.name == "vae-digits-categorical" for c, _ in study.cells) == model
 
     quick, full = cells(True), cells(False)
     ((setting, n, r),) = quick["testlib:batched"]  # one cell: the base setting (report_base, the other axes' defaults)
