@@ -13,11 +13,6 @@ from torch.distributions import Bernoulli, Distribution, Normal
 from .base import unwrap
 
 
-def _reduce_to(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``g`` summed over the dimensions a tensor of ``shape`` was broadcast along to reach g's shape."""
-    return g if g.shape == shape else g.sum_to_size(shape)
-
-
 class _NormalScore(torch.autograd.Function):
     """Zero per draw ([n, *B] from x [n, *B, *E]); backward the Normal score summed over the event dims:
     d log p / d loc = (x - loc) / scale^2, d log p / d scale = ((x - loc)^2 / scale^2 - 1) / scale.
@@ -43,8 +38,9 @@ class _NormalScore(torch.autograd.Function):
         z = (x - loc) * inv  # standardized draws
         g_loc = z * inv * w  # (x - loc) / scale^2, weighted
         g_scale = torch.addcmul(inv * -w, z, g_loc) if ctx.needs_input_grad[1] else None  # (z^2 - 1) / scale
-        return (_reduce_to(g_loc, loc.shape) if ctx.needs_input_grad[0] else None,
-                None if g_scale is None else _reduce_to(g_scale, scale.shape), None, None)
+        # summed over the dimensions loc and scale were broadcast along (sum_to_size: g itself where none)
+        return (g_loc.sum_to_size(loc.shape) if ctx.needs_input_grad[0] else None,
+                None if g_scale is None else g_scale.sum_to_size(scale.shape), None, None)
 
 
 def score_delta(dist: Distribution, x: torch.Tensor) -> torch.Tensor:
