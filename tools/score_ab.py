@@ -16,7 +16,6 @@ import torch
 
 import estimators
 import estimators.builtin
-import estimators.multisample
 import estimators.scores
 from benchmarks.allocator import keep_freed_memory
 from benchmarks.plan import make_plan
@@ -24,18 +23,17 @@ from benchmarks.rows import prepare
 from benchmarks.runner import CellEngine
 from benchmarks.sweep import Sweep
 
+SCORE_DELTA = estimators.scores.score_delta
+
 
 def log_density_delta(dist, x: torch.Tensor) -> torch.Tensor:
     log_prob = dist.log_prob(x)
     return log_prob - log_prob.detach()
 
 
-def log_density_term(signal: torch.Tensor, dist, x: torch.Tensor) -> torch.Tensor:
-    return (signal.detach() * log_density_delta(dist, x)).sum(1)
-
-
-def use(delta, term) -> None:
-    estimators.builtin.score_delta, estimators.builtin.score_term, estimators.multisample.score_term = delta, term, term
+def use(delta) -> None:
+    """``delta`` wherever score_delta is called: the single-sample estimators and score_term (multi-sample)."""
+    estimators.builtin.score_delta = estimators.scores.score_delta = delta
 
 
 def main(problem: str, name: str, dim: int, n_samples: int = 4, pairs: int = 7) -> None:
@@ -47,16 +45,15 @@ def main(problem: str, name: str, dim: int, n_samples: int = 4, pairs: int = 7) 
     prep = prepare(cell, ctx)
     R = max(1000, (1 << 22) // (dim * cell.n_samples))
 
-    def seconds(delta, term) -> float:
-        use(delta, term)
+    def seconds(delta) -> float:
+        use(delta)
         engine = CellEngine(cell.problem, estimators.get(name), cell.setting, prep, cell.n_samples, R, ctx)
         engine.measure()
         return engine.timing.elapsed
 
     ratios = []
     for _ in range(pairs):
-        ratios.append(seconds(log_density_delta, log_density_term) / seconds(estimators.scores.score_delta,
-                                                                            estimators.scores.score_term))
+        ratios.append(seconds(log_density_delta) / seconds(SCORE_DELTA))
         print(f"log-density / score: {ratios[-1]:.2f}", flush=True)
     print(f"{problem} {name} dim {dim}, n {cell.n_samples}, R {R}: median {statistics.median(ratios):.2f}x "
           f"({min(ratios):.2f}-{max(ratios):.2f}, {pairs} pairs)")
