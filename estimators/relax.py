@@ -97,13 +97,14 @@ class Rebar(Estimator):
         z_cond = logits + torch.log(v_cond) - torch.log1p(-v_cond)
         c_z = self.control(params, f, z, dist, n)  # [n, *B]
         c_cond = self.control(params, f, z_cond, dist, n)
-        # the score term's weight is constant in theta; while learning it keeps its dependence on the
-        # control variate's parameters (z~ detached from theta), frozen it is a constant
-        weight = fb - (self.control(params, f, z_cond.detach(), dist, n) if learning else c_cond.detach())
         log_p = Bernoulli(logits=logits, validate_args=False).log_prob(b)  # [n, *B, *E], of logits learning may detach
         if event_ndims:
             log_p = log_p.sum(-1)
-        return (weight * log_p + c_z - c_cond).mean(0)
+        # the score term's weight f(b) - c(z~) is a constant in theta: it multiplies log p(b) - log p(b).detach(),
+        # 0 in value, so its own dependence on theta (through z~) adds 0 to the gradient in theta. While learning
+        # it keeps its dependence on the control variate's parameters: c(z~) evaluated once serves both terms
+        weight = fb - (c_cond if learning else c_cond.detach())
+        return (weight * (log_p - log_p.detach()) + c_z - c_cond).mean(0)
 
     def surrogate(self, dist: Distribution, f: Function, n_samples: int, state: Any = None) -> Surrogate:
         _, logits, event_ndims = discrete_parts(dist, self.name, (Bernoulli,))

@@ -244,6 +244,51 @@ def test_rebar_and_relax_learn_during_the_warm_up_then_freeze():
             assert all(torch.equal(a, b) for a, b in zip(history[LEARN_CALLS - 1], later, strict=True)), name
 
 
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_rebar_and_relax_learn_from_the_gradient_of_the_estimates_second_moment(name):
+    """While learning, the surrogate's gradient in the logits is the papers' estimate, one per batch element,
+    g = mean over draws of [f(b) - c(z~)] d log p(b) + d c(z) - d c(z~) (z~'s own dependence on the logits
+    included, the weight's not), and the learning step's gradient in the control variate's parameters is that
+    of sum g^2: both against the formula differentiated draw by draw, in float64."""
+    from torch.distributions import Bernoulli, Independent
+
+    gen = torch.Generator().manual_seed(3)
+    n, B, D = 3, 5, 4
+    logits = torch.randn(B, D, dtype=torch.float64, generator=gen)
+    u, v = (torch.rand(n, B, D, dtype=torch.float64, generator=gen).clamp(1e-6, 1 - 1e-6) for _ in range(2))
+    w = torch.randn(D, dtype=torch.float64, generator=gen)
+
+    def f(x):  # [..., D] -> [...]: not linear, so c's derivatives depend on where it is evaluated
+        return torch.sin(x @ w) + ((x - 0.3) ** 2).sum(-1)
+
+    est = estimators.get(name)
+    dist = Independent(Bernoulli(logits=logits), 1)
+    params = [q.requires_grad_(True) for q in est.init_params(D, logits)]
+    params[0] = (params[0] * 1.3).detach().requires_grad_(True)  # eta != 1
+    if name == "relax":
+        params[-1] = torch.randn(params[-1].shape, dtype=torch.float64, generator=gen).requires_grad_(True)
+    theta = logits.clone().requires_grad_(True)
+    b = (logits + torch.log(u) - torch.log1p(-u) > 0).to(logits.dtype)
+    surrogate = est._terms(params, dist, f, n, theta, 1, u, v, f(b), True)
+    (g,) = torch.autograd.grad(surrogate.sum(), theta, create_graph=True)
+    got = torch.autograd.grad((g * g).sum(), params)
+
+    per_draw = logits.expand(n, B, D).clone().requires_grad_(True)  # the formula, draw by draw
+    p = torch.sigmoid(per_draw)
+    z = per_draw + torch.log(u) - torch.log1p(-u)
+    v_cond = torch.where(b > 0, v * p + (1 - p), v * (1 - p)).clamp(1e-6, 1 - 1e-6)
+    z_cond = per_draw + torch.log(v_cond) - torch.log1p(-v_cond)
+    c_z, c_cond = (est.control(params, f, x, dist, n) for x in (z, z_cond))
+    grad = [torch.autograd.grad(y.sum(), per_draw, create_graph=True)[0]
+            for y in (Bernoulli(logits=per_draw).log_prob(b).sum(-1), c_z, c_cond)]
+    want_g = ((f(b) - c_cond).unsqueeze(-1) * grad[0] + grad[1] - grad[2]).mean(0)
+    torch.testing.assert_close(g, want_g, rtol=1e-10, atol=1e-12)
+    want = torch.autograd.grad((want_g * want_g).sum(), params)
+    for a, e in zip(got, want, strict=True):
+        assert e.abs().max() > 1e-3  # every parameter is learned
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--problem", "bernoulli-quadratic", "--theta", "inf"], "theta must be a finite number, got theta=inf"),
     (["--problem", "bernoulli-coupled", "--dim", "21"], "bernoulli-coupled: dim must be <= 20, got dim=21"),
