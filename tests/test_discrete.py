@@ -246,10 +246,10 @@ def test_rebar_and_relax_learn_during_the_warm_up_then_freeze():
 
 @pytest.mark.parametrize("name", ["rebar", "relax"])
 def test_rebar_and_relax_learn_from_the_gradient_of_the_estimates_second_moment(name):
-    """While learning, the surrogate's gradient in the logits is the papers' estimate, one per batch element,
-    g = mean over draws of [f(b) - c(z~)] d log p(b) + d c(z) - d c(z~) (z~'s own dependence on the logits
-    included, the weight's not), and the learning step's gradient in the control variate's parameters is that
-    of sum g^2: both against the formula differentiated draw by draw, in float64."""
+    """While learning, the estimate as a function of the control variate's parameters is the papers', one per
+    batch element, g = mean over draws of [f(b) - c(z~)] d log p(b) + d c(z) - d c(z~) (z~'s own dependence on
+    the logits included, the weight's not), and the learning step's gradient in those parameters is that of
+    sum g^2: both against the formula differentiated in the logits draw by draw, in float64."""
     from torch.distributions import Bernoulli, Independent
 
     gen = torch.Generator().manual_seed(3)
@@ -267,10 +267,8 @@ def test_rebar_and_relax_learn_from_the_gradient_of_the_estimates_second_moment(
     params[0] = (params[0] * 1.3).detach().requires_grad_(True)  # eta != 1
     if name == "relax":
         params[-1] = torch.randn(params[-1].shape, dtype=torch.float64, generator=gen).requires_grad_(True)
-    theta = logits.clone().requires_grad_(True)
     b = (logits + torch.log(u) - torch.log1p(-u) > 0).to(logits.dtype)
-    surrogate = est._terms(params, dist, f, n, theta, 1, u, v, f(b), True)
-    (g,) = torch.autograd.grad(surrogate.sum(), theta, create_graph=True)
+    g = est.learning_gradient(params, dist, f, n, est.learning_parts(logits, u, v), f(b), 1)
     got = torch.autograd.grad((g * g).sum(), params)
 
     per_draw = logits.expand(n, B, D).clone().requires_grad_(True)  # the formula, draw by draw
