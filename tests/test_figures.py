@@ -124,6 +124,38 @@ def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp
     assert images[0].shape == images[1].shape and np.array_equal(images[0], images[1])
 
 
+def test_a_figure_drawn_once_is_savefigs_image_pixel_for_pixel(tmp_path):
+    """reports.figures.save_drawn (one draw, its pixels written) against savefig (a layout pass, then a render):
+    a constrained-layout figure with log axes, a legend below the panels and a wrapped title, as the report's."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.image import imread
+
+    from reports.drawing import finish, theme
+    from reports.figures import DPI, save_drawn
+
+    theme()
+    images = []
+    for how in ("savefig", "drawn"):
+        fig, grid = plt.subplots(2, 2, figsize=(7, 5), layout="constrained")
+        for k, ax in enumerate(grid.flat):
+            for j in range(6):
+                ax.plot([1, 2, 4, 8], [10.0 ** -(j + k) * v for v in (1, 0.6, 0.3, 0.12)], marker="o", label=f"estimator {j}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"panel {k}", fontsize=9)
+        finish(fig, "a title long enough to be wrapped to the width of the figure, " * 3, grid[0][0].get_lines())
+        path = tmp_path / f"{how}.png"
+        if how == "savefig":
+            fig.savefig(path, dpi=DPI, format="png")
+        else:
+            save_drawn(fig, path)
+        plt.close(fig)
+        images.append(imread(path))
+    assert images[0].shape == images[1].shape and images[0].shape[0] > 5 * DPI
+    assert np.array_equal(images[0], images[1])
+
+
 def test_the_bias_interval_of_the_temperature_figure_follows_from_the_bias_and_its_z():
     """|bias| -+ 1.96 standard errors, the standard error |bias / z|; clipped at 0; an exact z (0 or infinite)
     gives the point; a missing z, no interval."""
