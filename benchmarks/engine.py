@@ -24,7 +24,7 @@ from estimators import Estimator, EstimatorError
 from . import compiling
 from .problems import Context, Problem
 from .problems.counting import count_f_evals
-from .stats import GradientStats, chunk_moments
+from .stats import GradientStats, cell_batch, chunk_moments
 
 #: with a precision, the fewest estimates a cell draws before its stopping rule is read (benchmarks.sweep
 #: holds the same number for validating --replicates; 25 batches of the variance's standard error)
@@ -182,11 +182,13 @@ class CellEngine:
         max_chunk = problem.chunk_size(setting, n_samples) * chunk_factor(ctx)
         least = PRECISION_MIN_REPLICATES if ctx.precision is not None else replicates
         self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-min(least, replicates) // TIMING_REPEATS))))
+        # the variance's batches: VARIANCE_BATCH estimates, fewer where the chunks are smaller (stats.cell_batch)
+        self.batch = batch = cell_batch(sizes[0])
 
         def step(r: int, state: Any) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
             out = problem.chunk(estimator, setting, prepared, n_samples, r, state, ctx)
             _check_grads(out.grads, problem.groups, r)
-            return {g: chunk_moments(out.grads[g]) for g in problem.groups}, out.state
+            return {g: chunk_moments(out.grads[g], batch) for g in problem.groups}, out.state
 
         state = estimator.init_state()
         # Warm-up, neither timed nor measured: a small call pays one-time costs (allocator,
@@ -229,7 +231,7 @@ class CellEngine:
         variance has a relative standard error of at most ``precision``."""
         if precision is not None:
             return self.measure_to_precision(precision, min_replicates)
-        stats = {g: GradientStats() for g in self.groups}
+        stats = {g: GradientStats(self.batch) for g in self.groups}
         state = self.state
         each_chunk = not self.ctx.device.startswith("cuda")
         sizes = self.sizes  # lazy (ChunkPlan): indexed, never listed
@@ -266,7 +268,7 @@ class CellEngine:
         precision; a group with fewer than two batches meets none. Each chunk is timed on its own (with a
         GPU wait, as the rule reads the statistics after each chunk); the chunks drawn are then split into
         TIMING_REPEATS consecutive parts for the timing spread, as ``measure`` does."""
-        stats = {g: GradientStats() for g in self.groups}
+        stats = {g: GradientStats(self.batch) for g in self.groups}
         state, done, times = self.state, 0, []
 
         def precise() -> bool:  # the summary's variance and standard error, without the rest of a summary

@@ -25,9 +25,11 @@ give SE = sd(V_b) / sqrt(B) over the B batches: the standard error of the mean
 of the batch variances. It is slightly larger than the pooled estimate's own
 (for normal estimates by sqrt(m / (m - 1)), 3% at m = 16; for heavy tails the
 two agree), so the interval errs on the wide side. The 95% interval is taken on
-the log scale, variance x exp(+-1.96 SE / variance), which stays positive and
-follows the right skew of a variance estimate (the coverage test in
-tests/test_intervals.py measures it, heavy-tailed cells included).
+the log scale, variance x exp(+-t SE / variance), t the 95% quantile of Student's t
+with B - 1 degrees of freedom (``t95``), which stays positive and follows the right
+skew of a variance estimate (the coverage tests in tests/test_intervals.py measure it,
+heavy-tailed cells and a cell of 50 estimates included). A cell whose chunks are
+smaller than VARIANCE_BATCH has smaller batches (``cell_batch``: 8 for chunks of 10).
 """
 
 from __future__ import annotations
@@ -57,20 +59,41 @@ VARIANCE_BATCH = 16
 Z95 = 1.959963984540054
 
 
+def cell_batch(chunk: int) -> int:
+    """Estimates per batch of a cell whose chunks hold ``chunk`` estimates (all but perhaps a shorter last one):
+    VARIANCE_BATCH, or for smaller chunks the largest power of two within one (at least 2), so that a cell
+    of few estimates (the quick report's VAE cells, R = 50 in chunks of 10) still has batches, and an interval.
+    A batch of m normal estimates makes the standard error larger than the pooled estimate's own by about
+    sqrt(m / (m - 1)): 3% at 16, 7% at 8 (the interval errs on the wide side)."""
+    if chunk >= VARIANCE_BATCH:
+        return VARIANCE_BATCH
+    return max(2, 1 << (max(chunk, 2).bit_length() - 1))
+
+
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``df`` >= 1 degrees of freedom: the table to 9, then the
+    Cornish-Fisher expansion about the normal quantile (within 2e-4 of the exact quantile from df = 10 on)."""
+    if df <= len(T95):
+        return T95[df - 1]
+    z = Z95
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2) + \
+        (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+
+
 def _batch_sums(x: torch.Tensor) -> torch.Tensor:
-    """Sums over dim 1 of ``x`` [b, VARIANCE_BATCH, P] by halves (a pairwise tree), in its own dtype: exact
-    where a batch's values are equal (each level doubles them), and within log2(VARIANCE_BATCH) roundings
-    elsewhere (torch's own sum over that dimension adds one row after another)."""
+    """Sums over dim 1 of ``x`` [b, m, P] (m a power of two) by halves (a pairwise tree), in its own dtype: exact
+    where a batch's values are equal (each level doubles them), and within log2(m) roundings elsewhere
+    (torch's own sum over that dimension adds one row after another)."""
     while x.shape[1] > 1:
         half = x.shape[1] // 2
         x = x[:, :half] + x[:, half:]
     return x[:, 0]
 
 
-def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def chunk_moments(g: torch.Tensor, batch: int = VARIANCE_BATCH) -> tuple[torch.Tensor, ...]:
     """Everything GradientStats needs from one chunk of estimates [r, P]: per-coordinate
     (mean, M2), (mean, M2) of the coordinate average of each replicate, (mean, M2) of the
-    coordinate-averaged variances of the chunk's r // VARIANCE_BATCH whole batches (zeros
+    coordinate-averaged variances of the chunk's r // batch whole batches of ``batch`` (a power of two; zeros
     when it has none; the merge then skips them), and those batches' per-coordinate means and
     M2s [b, P] (for the jackknife groups of the SNR's interval).
 
@@ -86,23 +109,23 @@ def chunk_moments(g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     estimates' own time at dim 100 and 10,000 (docs/performance.md)."""
     g = g.detach()
     r, p = g.shape
-    b = r // VARIANCE_BATCH
+    b = r // batch
     avg = moments((g.sum(1) / p).to(torch.float64))  # of each replicate's coordinate average
     if not b:
         zeros = g.new_zeros((), dtype=torch.float64)
         empty = g.new_zeros((0, p), dtype=torch.float64)
         return (*moments(g), *avg, zeros, zeros, empty, empty)
-    x = g[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, p)
-    mean_own = _batch_sums(x) / VARIANCE_BATCH  # [b, P], the chunk's dtype
+    x = g[: b * batch].reshape(b, batch, p)
+    mean_own = _batch_sums(x) / batch  # [b, P], the chunk's dtype
     dev = x - mean_own[:, None]
     batch_m2 = dev.mul_(dev).sum(1).to(torch.float64)  # [b, P]
     batch_mean = mean_own.to(torch.float64)
-    batches = moments(batch_m2.mean(-1) / (VARIANCE_BATCH - 1))  # of the batches' variances [b]
+    batches = moments(batch_m2.mean(-1) / (batch - 1))  # of the batches' variances [b]
     mean = batch_mean.mean(0)  # the whole batches' per-coordinate mean and M2 [P]
-    m2 = batch_m2.sum(0) + (batch_mean - mean).square().sum(0) * VARIANCE_BATCH
-    if r > b * VARIANCE_BATCH:  # the rows after the last whole batch, merged in
-        n_a, n_b = b * VARIANCE_BATCH, r - b * VARIANCE_BATCH
-        mean_b, m2_b = moments(g[b * VARIANCE_BATCH:])
+    m2 = batch_m2.sum(0) + (batch_mean - mean).square().sum(0) * batch
+    if r > b * batch:  # the rows after the last whole batch, merged in
+        n_a, n_b = b * batch, r - b * batch
+        mean_b, m2_b = moments(g[b * batch:])
         delta = mean_b - mean
         mean, m2 = mean + delta * (n_b / r), m2 + m2_b + delta.square() * (n_a * n_b / r)
     return (mean, m2, *avg, *batches, batch_mean, batch_m2)
@@ -149,22 +172,23 @@ def mean_snr(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 class GradientStats:
     """Statistics of one parameter group's gradient estimates."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: int = VARIANCE_BATCH) -> None:
+        self.batch = batch  # estimates per batch (cell_batch): chunk_moments must be given the same
         self.coords = Moments()  # per coordinate, [P]
         self.avg = Moments()  # coordinate average of each replicate, scalar
-        self.batches = Moments()  # coordinate-averaged variance of each batch of VARIANCE_BATCH, scalar
-        self.groups = BatchGroups(VARIANCE_BATCH)  # per coordinate, of each jackknife group of batches: the SNR's interval
+        self.batches = Moments()  # coordinate-averaged variance of each batch of ``batch``, scalar
+        self.groups = BatchGroups(batch)  # per coordinate, of each jackknife group of batches: the SNR's interval
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
         if g.shape[0]:
-            self.merge(g.shape[0], chunk_moments(g))
+            self.merge(g.shape[0], chunk_moments(g, self.batch))
 
     def merge(self, r: int, chunk: tuple[torch.Tensor, ...]) -> None:
-        """Merge the chunk_moments() of r estimates."""
+        """Merge the chunk_moments(..., self.batch) of r estimates."""
         self.coords.merge(r, chunk[0], chunk[1])
         self.avg.merge(r, chunk[2], chunk[3])
-        if r // VARIANCE_BATCH:
-            self.batches.merge(r // VARIANCE_BATCH, chunk[4], chunk[5])
+        if r // self.batch:
+            self.batches.merge(r // self.batch, chunk[4], chunk[5])
             self.groups.add(chunk[6], chunk[7])
 
     def finite(self) -> bool:
@@ -185,7 +209,7 @@ class GradientStats:
         if self.batches.n < 2:
             return math.nan, math.nan, math.nan
         se = math.sqrt(self.batches.var.item() / self.batches.n)
-        spread = math.exp(Z95 * se / variance)
+        spread = math.exp(t95(self.batches.n - 1) * se / variance)
         return se, variance / spread, variance * spread
 
     def snr_interval(self, snr: float) -> tuple[float, float]:

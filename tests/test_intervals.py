@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import estimators
-from benchmarks import problems
+from benchmarks import problems, runner
 from benchmarks.problems import Context, GaussianSetting
 from benchmarks.stats import VARIANCE_BATCH, GradientStats
 
@@ -70,18 +70,19 @@ def test_exact_zero_variance_has_a_zero_interval_and_too_few_batches_none():
 
 
 #: measured: at R = 1000 the interval of a score-function estimate whose tail is heavy (sigma eps^3 at
-#: mu = k) holds the exact variance in 88% of cells (90% at mu - k = -3, sigma 0.7): too few replicates
-#: see the rare large estimates that set the variance, so the estimate and its standard error are both
-#: low together. Larger batches, a t quantile or a kurtosis-based error did not do better (88-93%).
+#: mu = k) holds the exact variance in 90-91% of cells (two runs of 1000 cells, the t quantile of the
+#: batches): too few replicates see the rare large estimates that set the variance, so the estimate and its
+#: standard error are both low together. Larger batches or a kurtosis-based error did not do better.
+#: At mu - k = -3, sigma 0.7 the t quantile brought it to 93-96% (1000 cells each, two seeds).
 UNDERCOVERS = pytest.mark.xfail(strict=True, reason="batch-means interval undercovers a heavy tail at R = 1000 "
-                                "(88-90% measured); an open part of the uncertainty issue")
+                                "(90-91% measured); an open part of the uncertainty issue")
 COVERAGE = [
     # (estimator, mu, k, sigma, gradient): the pathwise one, the score function near and far from k
     ("reparameterization", 0.0, 0.0, 1.0, "mu"),
     ("reparameterization", 0.5, 0.0, 0.7, "sigma"),
     pytest.param("reinforce", 0.0, 0.0, 1.0, "mu", marks=UNDERCOVERS),
     ("reinforce", 2.5, 0.0, 1.0, "mu"),  # |mu - k| >= 2
-    pytest.param("reinforce", 0.0, 3.0, 0.7, "mu", marks=UNDERCOVERS),  # |mu - k| >= 2
+    ("reinforce", 0.0, 3.0, 0.7, "mu"),  # |mu - k| >= 2
 ]
 
 
@@ -96,6 +97,31 @@ def test_the_95_percent_interval_covers_the_exact_variance(estimator, mu, k, sig
     hits = sum(x.variance_lo <= exact <= x.variance_hi for x in s)
     bound = z_bound(n_assertions=len(COVERAGE)) * math.sqrt(n_cells * 0.95 * 0.05)
     assert abs(hits - 0.95 * n_cells) <= bound, (estimator, group, hits / n_cells)
+
+
+def test_a_cell_of_few_estimates_has_batches_and_its_interval_covers_at_the_nominal_rate():
+    """A cell of R = 50 in chunks of 10 (the runner's plan for R = 50: the quick report's VAE cells) has batches of
+    8 (stats.cell_batch), so an interval; for normal estimates it holds the exact variance in 95% of 400 cells
+    within the binomial bound (the interval takes the t quantile of its 5 batches), and the runner's own cell
+    of R = 50 reports one."""
+    from benchmarks.stats import cell_batch
+
+    n_cells, R, chunk = 400, 50, 10
+    assert cell_batch(chunk) == 8 and cell_batch(16) == VARIANCE_BATCH and cell_batch(1) == 2
+    exact = quadratic_variances(0.0, 1.0, 1, 1)["reparameterization"]["mu"]
+    g = cells("reparameterization", GaussianSetting(0.0, 1.0, 0.0, 1), "mu", n_cells, R, seed=5)
+    s = []
+    for cell in g:
+        stats = GradientStats(cell_batch(chunk))
+        for part in cell.split(chunk):
+            stats.update(part)
+        s.append(stats.summary(None))
+    hits = sum(x.variance_lo <= exact <= x.variance_hi for x in s)
+    assert abs(hits - 0.95 * n_cells) <= z_bound(n_assertions=1) * math.sqrt(n_cells * 0.95 * 0.05), hits / n_cells
+    stats, _ = runner.estimate_cell(QUAD, estimators.get("reinforce"), GaussianSetting(0.5, 1.0, 0.0, 3), None, 4,
+                                    R, CTX)
+    summary = stats["mu"].summary(None)
+    assert 0 < summary.variance_lo < summary.variance < summary.variance_hi < math.inf
 
 
 def test_a_variance_zero_up_to_rounding_is_reported_as_exactly_zero_with_the_reason():

@@ -82,7 +82,7 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path):
     flagged = binary.split("flagged biased: ", 1)[1].split("**", 1)[0].split(", ")
     assert any(e.startswith("gumbel-softmax") for e in flagged) and any(e.startswith("straight-through") for e in flagged)
     assert not set(flagged) & {"arm", "disarm", "reinforce", "reinforce-loo", "rebar", "relax", "exact"}, flagged
-    assert "| MSE |" in binary and "max z vs exact" in binary
+    assert "| MSE [95% CI] |" in binary and "max z vs exact" in binary  # R = 50 in chunks of 10: batches of 8
     assert "## vae-digits-binary: training with each estimator" in text1
     for fig in ("vae-digits-binary_gradient_variance.png", "vae-digits-binary_test_elbo.png"):
         assert f"(figures/{fig})" in text1
