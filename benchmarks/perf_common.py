@@ -72,7 +72,7 @@ def statistics_share(problem: Any, est: Estimator, setting: Any, prep: Any, n: i
     engine = CellEngine(problem, est, setting, prep, n, R, ctx)
     state, spent = engine.state, [0.0, 0.0]
     for k in range(repeats + 1):
-        stats = {g: GradientStats() for g in problem.groups}
+        stats = {g: GradientStats(engine.batch) for g in problem.groups}
         for r in engine.sizes:
             sync(ctx)
             t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def statistics_share(problem: Any, est: Estimator, setting: Any, prep: Any, n: i
             sync(ctx)
             t1 = time.perf_counter()
             for g in problem.groups:
-                stats[g].merge(r, chunk_moments(out.grads[g]))
+                stats[g].merge(r, chunk_moments(out.grads[g], engine.batch))  # the engine's batches
             _check_finite(stats)  # as the engine does after each chunk on the CPU
             sync(ctx)
             t2 = time.perf_counter()

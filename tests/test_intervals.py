@@ -12,7 +12,7 @@ import torch
 import estimators
 from benchmarks import problems, runner
 from benchmarks.problems import Context, GaussianSetting
-from benchmarks.stats import VARIANCE_BATCH, GradientStats
+from benchmarks.stats import VARIANCE_BATCH, GradientStats, cell_batch
 
 from .statutil import z_bound
 from .test_statistics import quadratic_variances
@@ -29,10 +29,11 @@ def cells(estimator: str, setting: GaussianSetting, group: str, n_cells: int, R:
 
 
 def summaries(g: torch.Tensor, chunk: int, truth: torch.Tensor | None = None) -> list:
-    """Each cell of ``g`` [n_cells, R, P] summarized (against ``truth`` [P] where given), fed in chunks."""
+    """Each cell of ``g`` [n_cells, R, P] summarized (against ``truth`` [P] where given), fed in chunks with the
+    runner's batches for that chunk (stats.cell_batch: VARIANCE_BATCH from chunks of 16 on)."""
     out = []
     for cell in g:
-        stats = GradientStats()
+        stats = GradientStats(cell_batch(chunk))
         for part in cell.split(chunk):
             stats.update(part)
         out.append(stats.summary(truth))
@@ -104,18 +105,10 @@ def test_a_cell_of_few_estimates_has_batches_and_its_interval_covers_at_the_nomi
     8 (stats.cell_batch), so an interval; for normal estimates it holds the exact variance in 95% of 400 cells
     within the binomial bound (the interval takes the t quantile of its 5 batches), and the runner's own cell
     of R = 50 reports one."""
-    from benchmarks.stats import cell_batch
-
     n_cells, R, chunk = 400, 50, 10
     assert cell_batch(chunk) == 8 and cell_batch(16) == VARIANCE_BATCH and cell_batch(1) == 2
     exact = quadratic_variances(0.0, 1.0, 1, 1)["reparameterization"]["mu"]
-    g = cells("reparameterization", GaussianSetting(0.0, 1.0, 0.0, 1), "mu", n_cells, R, seed=5)
-    s = []
-    for cell in g:
-        stats = GradientStats(cell_batch(chunk))
-        for part in cell.split(chunk):
-            stats.update(part)
-        s.append(stats.summary(None))
+    s = summaries(cells("reparameterization", GaussianSetting(0.0, 1.0, 0.0, 1), "mu", n_cells, R, seed=5), chunk)
     hits = sum(x.variance_lo <= exact <= x.variance_hi for x in s)
     assert abs(hits - 0.95 * n_cells) <= z_bound(n_assertions=1) * math.sqrt(n_cells * 0.95 * 0.05), hits / n_cells
     stats, _ = runner.estimate_cell(QUAD, estimators.get("reinforce"), GaussianSetting(0.5, 1.0, 0.0, 3), None, 4,

@@ -13,14 +13,11 @@ import math
 import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests: the cells and the closed forms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.test_statistics: the closed forms
-
-import estimators  # noqa: E402
-from benchmarks import problems  # noqa: E402
-from benchmarks.problems import Context, GaussianSetting  # noqa: E402
-from benchmarks.stats import GradientStats, cell_batch  # noqa: E402
+from benchmarks.problems import GaussianSetting  # noqa: E402
+from benchmarks.stats import cell_batch  # noqa: E402
+from tests.test_intervals import cells, summaries  # noqa: E402
 from tests.test_statistics import quadratic_variances  # noqa: E402
 
 #: (estimator, mu, k, sigma, gradient): normal estimates, a skewed one, a score function far from k, two heavy tails
@@ -28,30 +25,21 @@ CASES = [("reparameterization", 0.0, 0.0, 1.0, "mu"), ("reparameterization", 0.5
          ("reinforce", 2.5, 0.0, 1.0, "mu"), ("reinforce", 0.0, 3.0, 0.7, "mu"), ("reinforce", 0.0, 0.0, 1.0, "mu")]
 
 
-def coverage(estimator: str, mu: float, k: float, sigma: float, group: str, R: int, chunk: int, cells: int,
+def coverage(estimator: str, mu: float, k: float, sigma: float, group: str, R: int, chunk: int, n_cells: int,
              seed: int) -> float:
-    torch.manual_seed(seed)
-    problem = problems.get("gaussian-quadratic")
-    g = problem.chunk(estimators.get(estimator), GaussianSetting(mu, sigma, k, 1), None, 1, cells * R, None,
-                      Context(dtype=torch.float64)).grads[group].reshape(cells, R, -1)
+    """The share of ``n_cells`` cells whose interval holds the exact variance (no interval: a miss)."""
     exact = quadratic_variances(mu - k, sigma, 1, 1)[estimator][group]
-    hits = 0
-    for cell in g:
-        stats = GradientStats(cell_batch(chunk))
-        for part in cell.split(chunk):
-            stats.update(part)
-        s = stats.summary(None)
-        hits += not math.isnan(s.variance_lo) and s.variance_lo <= exact <= s.variance_hi
-    return hits / cells
+    s = summaries(cells(estimator, GaussianSetting(mu, sigma, k, 1), group, n_cells, R, seed), chunk)
+    return sum(not math.isnan(x.variance_lo) and x.variance_lo <= exact <= x.variance_hi for x in s) / n_cells
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     R, chunk = int(sys.argv[1]), int(sys.argv[2])
-    cells = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
+    n_cells = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
     seed = int(sys.argv[4]) if len(sys.argv) > 4 else 11
-    print(f"R = {R} in chunks of {chunk} (batches of {cell_batch(chunk)}), {cells} cells, seed {seed}")
+    print(f"R = {R} in chunks of {chunk} (batches of {cell_batch(chunk)}), {n_cells} cells, seed {seed}")
     for case in CASES:
         est, mu, k, sigma, group = case
-        print(f"{est} mu={mu} k={k} sigma={sigma} gradient of {group}: {coverage(*case, R, chunk, cells, seed):.1%}")
+        print(f"{est} mu={mu} k={k} sigma={sigma} gradient of {group}: {coverage(*case, R, chunk, n_cells, seed):.1%}")
