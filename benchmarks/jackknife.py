@@ -29,41 +29,44 @@ class BatchGroups:
         self.m2: torch.Tensor | None = None
 
     def add(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
-        """Merge whole batches' per-coordinate means and M2s [b, P] (Chan et al., per group)."""
-        b, size = batch_mean.shape[0], float(self.batch)
+        """Merge whole batches' per-coordinate means and M2s [b, P] (Chan et al., per group). The batches that
+        finish the groups' current round and those that start the last one join their groups one each, in
+        place; the whole rounds between, a grid of G columns, join by plain sums over the grid's rows."""
+        b, g = batch_mean.shape[0], self.groups
         if not b:
             return
-        start = self.batches % self.groups
-        self.batches += b
-        if self.n is not None and b <= self.groups:  # each batch joins its own group: Chan's update of those rows
-            first = min(b, self.groups - start)  # the rows from start on, then those from group 0 (contiguous views)
-            self._update_rows(slice(start, start + first), batch_mean[:first], batch_m2[:first])
-            if first < b:
-                self._update_rows(slice(0, b - first), batch_mean[first:], batch_m2[first:])
-            return
-        # the batches on a grid of G columns, batch j in column (start + j) mod G, the slots before the first and
-        # after the last empty (weight 0): each group's count, mean and M2 by plain sums over the grid's rows
-        g, p = self.groups, batch_mean.shape[1]
-        rows = -(-(start + b) // g)
-        pad = (0, 0, start, rows * g - start - b)
-        weight = batch_mean.new_zeros(rows * g)
-        weight[start:start + b] = 1.0
-        weight = weight.view(rows, g, 1)
-        per = weight.sum(0)  # batches per group [G, 1]
-        grid = torch.nn.functional.pad(batch_mean, pad).view(rows, g, p)
-        mean = grid.sum(0) / per.clamp(min=1)
-        dev = (grid - mean).mul_(weight)
-        m2 = torch.nn.functional.pad(batch_m2, pad).view(rows, g, p).sum(0) + dev.mul_(dev).sum(0) * size
-        n = per[:, 0] * size
         if self.n is None:
-            self.n, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.n + n
-        share = torch.where(total > 0, n / total.clamp(min=1), 0.0)[:, None]
+            self.n = batch_mean.new_zeros(g)
+            self.mean = batch_mean.new_zeros(g, batch_mean.shape[1])
+            self.m2 = torch.zeros_like(self.mean)
+        start = self.batches % g
+        self.batches += b
+        head = min(b, (g - start) % g)  # to the end of the current round: groups start .. start + head - 1
+        if head:
+            self._update_rows(slice(start, start + head), batch_mean[:head], batch_m2[:head])
+        rounds = (b - head) // g
+        whole = slice(head, head + rounds * g)
+        if rounds == 1:  # one batch a group
+            self._update_rows(slice(0, g), batch_mean[whole], batch_m2[whole])
+        elif rounds:
+            self._merge_rounds(batch_mean[whole].view(rounds, g, -1), batch_m2[whole].view(rounds, g, -1))
+        tail = b - head - rounds * g  # the start of the next round: groups 0 .. tail - 1
+        if tail:
+            self._update_rows(slice(0, tail), batch_mean[b - tail:], batch_m2[b - tail:])
+
+    def _merge_rounds(self, grid_mean: torch.Tensor, grid_m2: torch.Tensor) -> None:
+        """Chan's merge of whole rounds of batches, [rounds, G, P] (batch j of round i in group j), into every group."""
+        rounds, size = grid_mean.shape[0], float(self.batch)
+        mean = grid_mean.sum(0) / rounds
+        dev = grid_mean - mean
+        m2 = grid_m2.sum(0).add_(dev.mul_(dev).sum(0), alpha=size)
+        n_b = rounds * size
+        n_a = self.n[:, None]
         delta = mean - self.mean
-        self.mean = self.mean + delta * share
-        self.m2 = self.m2 + m2 + delta.square() * (self.n * share[:, 0])[:, None]
-        self.n = total
+        share = n_b / (n_a + n_b)
+        self.mean.addcmul_(delta, share)
+        self.m2.add_(m2).addcmul_(delta, delta * (n_a * share))
+        self.n += n_b
 
     def _update_rows(self, rows: slice, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
         """Chan's update of groups ``rows`` (a slice), each with one batch: in place, on views of [b, P]."""
@@ -72,6 +75,18 @@ class BatchGroups:
         self.mean[rows].addcmul_(delta, (size / (n_a + size))[:, None])
         self.m2[rows].add_(batch_m2).addcmul_(delta, delta * (n_a * size / (n_a + size))[:, None])
         self.n[rows] = n_a + size
+
+    @staticmethod
+    def _merged(n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(count, mean, M2) of the groups [G], [G, P], [G, P] together (each holding estimates)."""
+        total = n.sum()
+        mean_t = (n[:, None] * mean).sum(0) / total
+        return total, mean_t, m2.sum(0) + (n[:, None] * (mean - mean_t).square()).sum(0)
+
+    def total(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-coordinate (mean, M2) [P] of all the batches' estimates (at least one batch)."""
+        full = self.n > 0
+        return self._merged(self.n[full], self.mean[full], self.m2[full])[1:]
 
     def jackknife(self, statistic) -> tuple[float, int]:
         """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the
@@ -83,9 +98,7 @@ class BatchGroups:
         g = int(n.shape[0])
         if g < 2:
             return math.nan, 0
-        total = n.sum()
-        mean_t = (n[:, None] * mean).sum(0) / total
-        m2_t = m2.sum(0) + (n[:, None] * (mean - mean_t).square()).sum(0)
+        total, mean_t, m2_t = self._merged(n, mean, m2)
         rest = total - n  # [G]
         mean_r = (total * mean_t - n[:, None] * mean) / rest[:, None]
         m2_r = (m2_t - m2 - (n * rest / total)[:, None] * (mean - mean_r).square()).clamp(min=0)

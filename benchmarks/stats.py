@@ -91,16 +91,16 @@ def _batch_sums(x: torch.Tensor) -> torch.Tensor:
 
 
 def chunk_moments(g: torch.Tensor, batch: int = VARIANCE_BATCH) -> tuple[torch.Tensor, ...]:
-    """Everything GradientStats needs from one chunk of estimates [r, P]: per-coordinate
-    (mean, M2), (mean, M2) of the coordinate average of each replicate, (mean, M2) of the
-    coordinate-averaged variances of the chunk's r // batch whole batches of ``batch`` (a power of two; zeros
-    when it has none; the merge then skips them), and those batches' per-coordinate means and
-    M2s [b, P] (for the jackknife groups of the SNR's interval).
+    """Everything GradientStats needs from one chunk of estimates [r, P]: (mean, M2) of the coordinate average of
+    each replicate; (mean, M2) of the coordinate-averaged variances of the chunk's b = r // batch whole batches of
+    ``batch`` (a power of two; zeros when it has none, which the merge then skips); those batches'
+    per-coordinate means and M2s [b, P]; and where rows follow the last whole batch, their per-coordinate
+    (mean, M2) [P]. The per-coordinate mean and M2 of all the estimates are the batches' and those rows' merged
+    (GradientStats.coords), once, when asked for, rather than a chunk at a time.
 
     The passes over the chunk run in its own dtype: each batch's mean (summed by halves), the squared
-    deviations from it and their sum, and each replicate's coordinate sum; what they give, [b, P] and [r],
-    is float64 from there on. The chunk's per-coordinate mean and M2 are its batches' merged (Chan et al.),
-    with the rows after the last whole batch. Estimates that are all equal keep a mean of exactly their
+    deviations from it (one fused pass, mse_loss) and their sum, and each replicate's coordinate sum; what they
+    give, [b, P] and [r], is float64 from there on. Estimates that are all equal keep a mean of exactly their
     value and an M2 of exactly 0. In float32 a batch's M2 is that of the same values in float64 within
     about 16 x 2^-24 relatively, plus 16 times the squared rounding of the batch mean (a few 2^-24 of
     the values' magnitude), which matters only where a coordinate's standard deviation is below about
@@ -114,21 +114,14 @@ def chunk_moments(g: torch.Tensor, batch: int = VARIANCE_BATCH) -> tuple[torch.T
     if not b:
         zeros = g.new_zeros((), dtype=torch.float64)
         empty = g.new_zeros((0, p), dtype=torch.float64)
-        return (*moments(g), *avg, zeros, zeros, empty, empty)
-    x = g[: b * batch].reshape(b, batch, p)
+        return (*avg, zeros, zeros, empty, empty, *moments(g))
+    x = g[: b * batch].view(b, batch, p)
     mean_own = _batch_sums(x) / batch  # [b, P], the chunk's dtype
-    dev = x - mean_own[:, None]
-    batch_m2 = dev.mul_(dev).sum(1).to(torch.float64)  # [b, P]
-    batch_mean = mean_own.to(torch.float64)
+    squares = torch.nn.functional.mse_loss(x, mean_own[:, None].expand_as(x), reduction="none")
+    batch_m2 = squares.sum(1).to(torch.float64)  # [b, P]
     batches = moments(batch_m2.mean(-1) / (batch - 1))  # of the batches' variances [b]
-    mean = batch_mean.mean(0)  # the whole batches' per-coordinate mean and M2 [P]
-    m2 = batch_m2.sum(0) + (batch_mean - mean).square().sum(0) * batch
-    if r > b * batch:  # the rows after the last whole batch, merged in
-        n_a, n_b = b * batch, r - b * batch
-        mean_b, m2_b = moments(g[b * batch:])
-        delta = mean_b - mean
-        mean, m2 = mean + delta * (n_b / r), m2 + m2_b + delta.square() * (n_a * n_b / r)
-    return (mean, m2, *avg, *batches, batch_mean, batch_m2)
+    out = (*avg, *batches, mean_own.to(torch.float64), batch_m2)
+    return (*out, *moments(g[b * batch:])) if r > b * batch else out  # with the rows after the last whole batch
 
 
 class Moments:
@@ -170,14 +163,18 @@ def mean_snr(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 
 class GradientStats:
-    """Statistics of one parameter group's gradient estimates."""
+    """Statistics of one parameter group's gradient estimates. Per coordinate, they are held by jackknife group of
+    whole batches (BatchGroups) and, apart, for the rows of each chunk after its last whole batch; the
+    per-coordinate mean and M2 of all the estimates (``coords``) are these merged when asked for."""
 
     def __init__(self, batch: int = VARIANCE_BATCH) -> None:
         self.batch = batch  # estimates per batch (cell_batch): chunk_moments must be given the same
-        self.coords = Moments()  # per coordinate, [P]
         self.avg = Moments()  # coordinate average of each replicate, scalar
         self.batches = Moments()  # coordinate-averaged variance of each batch of ``batch``, scalar
         self.groups = BatchGroups(batch)  # per coordinate, of each jackknife group of batches: the SNR's interval
+        self.rest = Moments()  # per coordinate, of the rows after each chunk's last whole batch
+        self.count = 0
+        self._coords: Moments | None = None
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
         if g.shape[0]:
@@ -185,20 +182,37 @@ class GradientStats:
 
     def merge(self, r: int, chunk: tuple[torch.Tensor, ...]) -> None:
         """Merge the chunk_moments(..., self.batch) of r estimates."""
-        self.coords.merge(r, chunk[0], chunk[1])
-        self.avg.merge(r, chunk[2], chunk[3])
+        self.count += r
+        self._coords = None
+        self.avg.merge(r, chunk[0], chunk[1])
         if r // self.batch:
-            self.batches.merge(r // self.batch, chunk[4], chunk[5])
-            self.groups.add(chunk[6], chunk[7])
+            self.batches.merge(r // self.batch, chunk[2], chunk[3])
+            self.groups.add(chunk[4], chunk[5])
+        if r % self.batch:
+            self.rest.merge(r % self.batch, chunk[6], chunk[7])
+
+    @property
+    def coords(self) -> Moments:
+        """Per coordinate [P], of all the estimates so far: the batches' groups and the other rows merged."""
+        if self._coords is None:
+            self._coords = Moments()
+            if self.groups.batches:
+                self._coords.merge(self.groups.batches * self.batch, *self.groups.total())
+            if self.rest.mean is not None:
+                self._coords.merge(self.rest.n, self.rest.mean, self.rest.m2)
+        return self._coords
 
     def finite(self) -> bool:
-        """Whether every estimate so far was finite: one NaN or inf in a coordinate makes its
-        running mean non-finite, so this costs O(P), not a pass over the estimates."""
-        return self.coords.mean is None or bool(torch.isfinite(self.coords.mean).all())
+        """Whether every estimate so far was finite. One NaN or inf in a coordinate makes that replicate's
+        coordinate sum, and so the running mean of the coordinate averages, non-finite: a check of one number.
+        That sum, in the estimates' dtype, may also overflow where no coordinate does; then the per-coordinate
+        means decide."""
+        mean = self.avg.mean
+        return mean is None or bool(torch.isfinite(mean)) or bool(torch.isfinite(self.coords.mean).all())
 
     @property
     def n(self) -> int:
-        return self.coords.n
+        return self.count
 
     def variance_interval(self, variance: float) -> tuple[float, float, float]:
         """(standard error, 95% low, 95% high) of the coordinate-averaged variance, by batch means

@@ -156,8 +156,9 @@ def test_chunked_moments_equal_one_pass_moments():
 
 @pytest.mark.parametrize("rows", [7, 16, 203, 1600])
 def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
-    """chunk_moments reduces a float32 chunk in float32 (batch sums by halves, deviations, row sums) and merges in
-    float64: every statistic agrees with the same computed on the chunk copied to float64, within bounds from
+    """chunk_moments reduces a float32 chunk in float32 (batch sums by halves, squared deviations, row sums) and
+    GradientStats merges in float64: every statistic, and the per-coordinate mean and M2 of the chunk
+    (GradientStats.coords), agrees with the same computed on the chunk copied to float64, within bounds from
     float32's unit roundoff u = 2^-24: a batch mean is off by at most e = 4 u max|x| (four additions and an
     exact division by 16), a sum of 16 squares by 16 u of itself, a row sum of P values by P u sum|x|; and a
     merge's M2 moves by at most 2 sum|deviation| x error + count x error^2. Estimates that are all equal keep
@@ -169,12 +170,15 @@ def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
     g = torch.randn(rows, p) * torch.tensor([1.0, 1e-3, 10.0, 1.0, 0.0]) + torch.tensor([0.0, 5.0, -3.0, 1e3, 2.5])
     x = g.to(torch.float64)
     b = rows // VARIANCE_BATCH
-    batches = x[: b * VARIANCE_BATCH].reshape(b, VARIANCE_BATCH, p)
+    whole = b * VARIANCE_BATCH
+    batches = x[:whole].reshape(b, VARIANCE_BATCH, p)
     batch_mean = batches.mean(1)
     batch_m2 = (batches - batch_mean[:, None]).square().sum(1)
     variances = batch_m2.mean(-1) / (VARIANCE_BATCH - 1)
     avg = x.mean(1)
-    want = (*moments(x), *moments(avg), *(moments(variances) if b else (torch.zeros(()),) * 2), batch_mean, batch_m2)
+    want = (*moments(avg), *(moments(variances) if b else (torch.zeros(()),) * 2), batch_mean, batch_m2)
+    if rows > whole:
+        want += moments(x[whole:])
     got = chunk_moments(g)
 
     def merged(dev: torch.Tensor, err: torch.Tensor, m2: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
@@ -184,31 +188,59 @@ def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
     e = 4 * u * x.abs().amax(0)  # [P]: a batch mean's rounding
     e_avg = p * u * x.abs().sum(1).amax() / p  # a replicate's coordinate average's
     m2_err = 16 * u * batch_m2 + VARIANCE_BATCH * e * e  # [b, P]: each batch's M2
-    bounds = [e + 1e-12,
-              merged(batch_mean - want[0], VARIANCE_BATCH * e, want[1], m2_err.sum(0)) if b else 1e-9 * want[1] + 1e-12,
-              e_avg + 1e-12, merged(avg - want[2], e_avg, want[3], 0.0)]
+    bounds = [e_avg + 1e-12, merged(avg - want[0], e_avg, want[1], 0.0)]
     if b:
         v_err = m2_err.mean(-1) / (VARIANCE_BATCH - 1)
-        bounds += [v_err.max() + 1e-12, merged(variances - want[4], v_err.max(), want[5], 0.0), e + 1e-12, m2_err + 1e-12]
+        bounds += [v_err.max() + 1e-12, merged(variances - want[2], v_err.max(), want[3], 0.0), e + 1e-12, m2_err + 1e-12]
     else:
         bounds += [1e-12] * 4
+    if rows > whole:  # the rows after the last whole batch: float64 from the start
+        bounds += [1e-12 * x.abs().amax(0) + 1e-12, 1e-9 * want[-1] + 1e-12]
     assert len(got) == len(want) == len(bounds)
     for i, (a, w, bound) in enumerate(zip(got, want, bounds, strict=True)):
         assert a.dtype == torch.float64 and a.shape == w.shape, i
         assert ((a - w).abs() <= bound).all(), (i, (a - w).abs(), bound)
-    assert got[1][4] == 0 and (not b or (got[7][:, 4] == 0).all())  # the constant coordinate
+    assert not b or (got[5][:, 4] == 0).all()  # the constant coordinate
+
+    stats = GradientStats()
+    stats.merge(rows, got)
+    mean, m2 = moments(x)
+    assert stats.n == rows and stats.coords.n == rows
+    assert ((stats.coords.mean - mean).abs() <= e + 1e-12).all(), (stats.coords.mean - mean).abs()
+    m2_bound = merged(batch_mean - mean, VARIANCE_BATCH * e, m2, m2_err.sum(0)) if b else 1e-9 * m2 + 1e-12
+    assert ((stats.coords.m2 - m2).abs() <= m2_bound).all(), ((stats.coords.m2 - m2).abs(), m2_bound)
+    assert stats.coords.m2[4] == 0 and stats.coords.mean[4] == 2.5
 
 
-def test_summary_bias_z_uses_coordinate_average():
-    g = torch.tensor([[1.0, 3.0], [3.0, 5.0], [2.0, 4.0]], dtype=torch.float64)
-    st = GradientStats()
-    st.update(g)
-    s = st.summary(torch.tensor([2.0, 3.0], dtype=torch.float64))
-    # coordinate averages 2, 4, 3: mean 3, sd 1 -> se 1/sqrt(3); bias = mean(2, 4) - mean(2, 3) = 0.5
-    assert s.bias == pytest.approx(0.5)
-    assert s.bias_z == pytest.approx(0.5 / (1 / math.sqrt(3)))
-    assert s.variance == pytest.approx(1.0)
-    assert s.mse == pytest.approx(((2 / 3) + 0) / 2 + ((2 / 3) + 1) / 2)
+def test_gradient_stats_merge_chunks_as_one_pass_and_check_finiteness_exactly():
+    """GradientStats' per-coordinate mean and M2 (its groups of whole batches and the rows after each chunk's last
+    whole batch, merged) equal those of all its estimates in one pass, in float64 to rounding, however the
+    estimates came in chunks; finite() turns False on one non-finite coordinate, and not where a replicate's
+    coordinate sum overflows float32 while every coordinate is finite."""
+    from benchmarks.stats import VARIANCE_BATCH, moments
+
+    torch.manual_seed(2)
+    x = torch.randn(1000, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0, 1e-2, 0.0]) + 1e3
+    stats = GradientStats()
+    for part in torch.split(x, [5, 100, 16, 333, 48, 1, 497]):
+        stats.update(part)
+    mean, m2 = moments(x)
+    assert stats.n == 1000 and stats.groups.batches == sum(n // VARIANCE_BATCH for n in (5, 100, 16, 333, 48, 1, 497))
+    torch.testing.assert_close(stats.coords.mean, mean, rtol=1e-14, atol=0)
+    torch.testing.assert_close(stats.coords.m2, m2, rtol=1e-10, atol=1e-20)
+    assert stats.coords.m2[3] == 0
+    assert stats.finite()
+    huge = GradientStats()
+    sign = torch.tensor([1.0] * 8 + [-1.0] * 8).repeat(2)[:, None]  # a batch's halves cancel, so its mean is 0
+    huge.update(sign * torch.full((32, 4), 1e38))  # each row's float32 coordinate sum overflows: the coordinates decide
+    assert not math.isfinite(huge.avg.mean.item()) and huge.finite()
+    for bad in (math.nan, math.inf):
+        late = GradientStats()
+        late.update(torch.ones(48, 3))
+        y = torch.ones(40, 3)
+        y[37, 1] = bad  # among the rows after the last whole batch
+        late.update(y)
+        assert not late.finite()
 
 
 def test_jackknife_groups_hold_the_moments_of_their_batches_whatever_the_chunking():
@@ -222,7 +254,7 @@ def test_jackknife_groups_hold_the_moments_of_their_batches_whatever_the_chunkin
     bg = BatchGroups(VARIANCE_BATCH)
     for c in chunks:
         out = chunk_moments(c)
-        bg.add(out[6], out[7])
+        bg.add(out[4], out[5])
     batches = torch.cat(chunks).reshape(-1, VARIANCE_BATCH, 3)
     assert bg.batches == batches.shape[0]
     for k in range(JACKKNIFE_GROUPS):
