@@ -24,7 +24,7 @@ from estimators import Estimator, EstimatorError
 from . import compiling
 from .problems import Context, Problem
 from .problems.counting import count_f_evals
-from .stats import GradientStats, cell_batch, chunk_moments
+from .stats import VARIANCE_BATCH, GradientStats, cell_batch, chunk_moments
 
 #: with a precision, the fewest estimates a cell draws before its stopping rule is read (benchmarks.sweep
 #: holds the same number for validating --replicates; 25 batches of the variance's standard error)
@@ -114,12 +114,17 @@ def chunk_factor(ctx: Context) -> int:
 
 class ChunkPlan(Sequence):
     """Chunk sizes, as equal as possible: ``count`` chunks of ``size``, then perhaps one shorter
-    ``last`` (one compiled shape covers all but perhaps the last). Held as three numbers, so its
+    ``last`` (one compiled shape covers all but perhaps the last). Where ``max_chunk`` is at least
+    4 x ``multiple``, sizes are counted in multiples of it (the variance's batches: a chunk of whole
+    batches has no rows after its last one to reduce and merge apart, which at dim 10,000 cost a
+    sixth of the statistics), at the price of at most one chunk more. Held as three numbers, so its
     memory does not grow with the number of replicates."""
 
-    def __init__(self, replicates: int, max_chunk: int):
-        k = -(-replicates // max(1, max_chunk))
-        self.size = -(-replicates // k)
+    def __init__(self, replicates: int, max_chunk: int, multiple: int = 1):
+        unit = multiple if max_chunk >= 4 * multiple else 1
+        units = -(-replicates // unit)
+        k = -(-units // (max(1, max_chunk) // unit))
+        self.size = max(1, min(replicates, -(-units // k) * unit))
         self.count, self.last = divmod(replicates, self.size)
 
     def __len__(self) -> int:
@@ -146,9 +151,9 @@ class ChunkPlan(Sequence):
         return f"ChunkPlan({self.count} x {self.size}" + (f" + {self.last})" if self.last else ")")
 
 
-def chunk_plan(replicates: int, max_chunk: int) -> ChunkPlan:
-    """Chunk sizes, as equal as possible (one compiled shape covers all but perhaps the last)."""
-    return ChunkPlan(replicates, max_chunk)
+def chunk_plan(replicates: int, max_chunk: int, multiple: int = 1) -> ChunkPlan:
+    """Chunk sizes, as equal as possible (one compiled shape covers all but perhaps the last; ChunkPlan)."""
+    return ChunkPlan(replicates, max_chunk, multiple)
 
 
 def warmup_calls(estimator: Estimator) -> int:
@@ -181,7 +186,8 @@ class CellEngine:
         # TIMING_REPEATS chunks in the fewest estimates a cell may stop at
         max_chunk = problem.chunk_size(setting, n_samples) * chunk_factor(ctx)
         least = PRECISION_MIN_REPLICATES if ctx.precision is not None else replicates
-        self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-min(least, replicates) // TIMING_REPEATS))))
+        self.sizes = sizes = chunk_plan(replicates, max(1, min(max_chunk, -(-min(least, replicates) // TIMING_REPEATS))),
+                                        VARIANCE_BATCH)
         # the variance's batches: VARIANCE_BATCH estimates, fewer where the chunks are smaller (stats.cell_batch)
         self.batch = batch = cell_batch(sizes[0])
 

@@ -53,6 +53,9 @@ def test_chunk_plan_is_even_with_at_most_one_shorter_chunk():
         sizes = runner.chunk_plan(R, m)
         assert sum(sizes) == R and max(sizes) <= max(m, 1)
         assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
+    for R, m, want in ((1000, 100, [96] * 10 + [40]), (50_000, 10_485, [10_000] * 5), (52_425, 10_485, [8752] * 5 + [8665]),
+                       (50, 10, [10] * 5), (130, 70, [48, 48, 34]), (5, 100, [5])):
+        assert list(runner.chunk_plan(R, m, 16)) == want  # whole batches of 16 where chunks may hold 64
 
 
 @pytest.mark.slow
