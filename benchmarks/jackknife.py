@@ -18,15 +18,27 @@ class BatchGroups:
     """Per-coordinate (count, mean, M2) of JACKKNIFE_GROUPS groups of whole batches, in float64
     ([G], [G, P], [G, P]; memory independent of R): batch i (counted over the whole cell) joins
     group i mod G. From these, ``jackknife`` gives the standard error of any statistic of the
-    per-coordinate mean and variance, whatever the correlation between coordinates."""
+    per-coordinate mean and variance, whatever the correlation between coordinates.
+
+    Batches join in turn, so the groups' counts are known without looking at the data (``n``): groups
+    0 .. i - 1 hold one batch more than the others, i the batches so far mod G. Each update below is of
+    groups with equal counts, so its weights are numbers, not tensors."""
 
     def __init__(self, batch: int, groups: int = JACKKNIFE_GROUPS) -> None:
         self.batch = batch  # estimates per batch
         self.groups = groups
         self.batches = 0
-        self.n: torch.Tensor | None = None
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
+
+    @property
+    def n(self) -> torch.Tensor | None:
+        """Estimates in each group [G] (float64, on the statistics' device); None before the first batch."""
+        if self.mean is None:
+            return None
+        full, more = divmod(self.batches, self.groups)
+        counts = [(full + (k < more)) * self.batch for k in range(self.groups)]
+        return torch.tensor(counts, dtype=self.mean.dtype, device=self.mean.device)
 
     def add(self, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
         """Merge whole batches' per-coordinate means and M2s [b, P] (Chan et al., per group). The batches that
@@ -35,46 +47,45 @@ class BatchGroups:
         b, g = batch_mean.shape[0], self.groups
         if not b:
             return
-        if self.n is None:
-            self.n = batch_mean.new_zeros(g)
+        if self.mean is None:
             self.mean = batch_mean.new_zeros(g, batch_mean.shape[1])
             self.m2 = torch.zeros_like(self.mean)
         start = self.batches % g
+        held = self.batches // g * self.batch  # estimates in each of groups start .. G - 1 (and in every one at 0)
         self.batches += b
         head = min(b, (g - start) % g)  # to the end of the current round: groups start .. start + head - 1
         if head:
-            self._update_rows(slice(start, start + head), batch_mean[:head], batch_m2[:head])
+            self._update_rows(slice(start, start + head), batch_mean[:head], batch_m2[:head], held)
+            held += self.batch  # now every group's
         rounds = (b - head) // g
         whole = slice(head, head + rounds * g)
         if rounds == 1:  # one batch a group
-            self._update_rows(slice(0, g), batch_mean[whole], batch_m2[whole])
+            self._update_rows(slice(0, g), batch_mean[whole], batch_m2[whole], held)
         elif rounds:
-            self._merge_rounds(batch_mean[whole].view(rounds, g, -1), batch_m2[whole].view(rounds, g, -1))
+            self._merge_rounds(batch_mean[whole].view(rounds, g, -1), batch_m2[whole].view(rounds, g, -1), held)
         tail = b - head - rounds * g  # the start of the next round: groups 0 .. tail - 1
         if tail:
-            self._update_rows(slice(0, tail), batch_mean[b - tail:], batch_m2[b - tail:])
+            self._update_rows(slice(0, tail), batch_mean[b - tail:], batch_m2[b - tail:], held + rounds * self.batch)
 
-    def _merge_rounds(self, grid_mean: torch.Tensor, grid_m2: torch.Tensor) -> None:
-        """Chan's merge of whole rounds of batches, [rounds, G, P] (batch j of round i in group j), into every group."""
-        rounds, size = grid_mean.shape[0], float(self.batch)
-        mean = grid_mean.sum(0) / rounds
+    def _merge_rounds(self, grid_mean: torch.Tensor, grid_m2: torch.Tensor, held: int) -> None:
+        """Chan's merge of whole rounds of batches, [rounds, G, P] (batch j of round i in group j), into every group,
+        each holding ``held`` estimates."""
+        rounds, size = grid_mean.shape[0], self.batch
+        mean = grid_mean.sum(0).div_(rounds)
         dev = grid_mean - mean
         m2 = grid_m2.sum(0).add_(dev.mul_(dev).sum(0), alpha=size)
-        n_b = rounds * size
-        n_a = self.n[:, None]
-        delta = mean - self.mean
-        share = n_b / (n_a + n_b)
-        self.mean.addcmul_(delta, share)
-        self.m2.add_(m2).addcmul_(delta, delta * (n_a * share))
-        self.n += n_b
+        share = rounds * size / (held + rounds * size)
+        delta = mean.sub_(self.mean)
+        self.mean.add_(delta, alpha=share)
+        self.m2.add_(m2).addcmul_(delta, delta, value=held * share)
 
-    def _update_rows(self, rows: slice, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
-        """Chan's update of groups ``rows`` (a slice), each with one batch: in place, on views of [b, P]."""
-        n_a, size = self.n[rows], float(self.batch)
+    def _update_rows(self, rows: slice, batch_mean: torch.Tensor, batch_m2: torch.Tensor, held: int) -> None:
+        """Chan's update of groups ``rows`` (a slice), each holding ``held`` estimates, with one batch each: in
+        place, on views of [b, P]."""
+        share = self.batch / (held + self.batch)
         delta = batch_mean - self.mean[rows]
-        self.mean[rows].addcmul_(delta, (size / (n_a + size))[:, None])
-        self.m2[rows].add_(batch_m2).addcmul_(delta, delta * (n_a * size / (n_a + size))[:, None])
-        self.n[rows] = n_a + size
+        self.mean[rows].add_(delta, alpha=share)
+        self.m2[rows].add_(batch_m2).addcmul_(delta, delta, value=held * share)
 
     @staticmethod
     def _merged(n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -85,16 +96,18 @@ class BatchGroups:
 
     def total(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-coordinate (mean, M2) [P] of all the batches' estimates (at least one batch)."""
-        full = self.n > 0
-        return self._merged(self.n[full], self.mean[full], self.m2[full])[1:]
+        n = self.n
+        full = n > 0
+        return self._merged(n[full], self.mean[full], self.m2[full])[1:]
 
     def jackknife(self, statistic) -> tuple[float, int]:
         """(standard error, degrees of freedom) of ``statistic(mean [.., P], variance [.., P]) -> [..]`` by the
         delete-a-group jackknife over the groups that hold estimates; (NaN, 0) with fewer than two."""
-        if self.n is None:
+        n = self.n
+        if n is None:
             return math.nan, 0
-        full = self.n > 0
-        n, mean, m2 = self.n[full], self.mean[full], self.m2[full]
+        full = n > 0
+        n, mean, m2 = n[full], self.mean[full], self.m2[full]
         g = int(n.shape[0])
         if g < 2:
             return math.nan, 0

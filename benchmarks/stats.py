@@ -138,15 +138,16 @@ class Moments:
         self.merge(x.shape[0], *moments(x))
 
     def merge(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
-        """Merge the (count, mean, M2) of another set of rows (Chan et al.)."""
+        """Merge the (count, mean, M2) of another set of rows (Chan et al.), in place (its own copies of the
+        first rows' mean and M2)."""
         if self.mean is None:
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            self.n, self.mean, self.m2 = n_b, mean_b.clone(), m2_b.clone()
             return
-        n = self.n + n_b
+        share = n_b / (self.n + n_b)
         delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
-        self.n = n
+        self.mean.add_(delta, alpha=share)
+        self.m2.add_(m2_b).addcmul_(delta, delta, value=self.n * share)
+        self.n += n_b
 
     @property
     def var(self) -> torch.Tensor:
