@@ -41,6 +41,21 @@ def test_digits_are_shipped_scaled_and_split():
     assert torch.equal(d.test, again.test)  # fixed split
 
 
+def test_digits_read_from_the_shipped_file_are_scikit_learns_and_its_loader_stands_in(monkeypatch):
+    """digits_pixels reads scikit-learn's file without importing it: the same array as its load_digits; and where
+    the file is not found, load_digits itself gives them."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from benchmarks.data import digits_pixels
+
+    want = sk_load_digits().data
+    assert np.array_equal(digits_pixels(), want)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert np.array_equal(digits_pixels(), want)
+
+
 def test_vae_tanh_is_within_a_few_ulp_of_tanh_and_differentiable_twice():
     """The VAE's Tanh in eager float32 on the CPU: 2 sigmoid(2x) - 1, its derivative tanh's kernel on the
     output. Against tanh in float64: sigmoid with relative error <= 4u (u = 2^-24: exp, an add, a divide),
