@@ -63,7 +63,9 @@ def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]], y: str =
     """One panel per problem: each estimator's variance / the reference's at the base setting (log axis,
     95% interval), hollow where biased, a triangle at the edge where exact (left; efficiency: right);
     ``y`` "efficiency_vs_reference": the same for efficiency (efficiency.png). None without rows."""
+    import matplotlib as mpl
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
     variance = y == "variance_vs_reference"
@@ -79,7 +81,7 @@ def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]], y: str =
     ncol = min(PANEL_COLUMNS, len(problems))
     nrow = -(-len(problems) // ncol)
     fig, grid = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.6, nrow * (0.17 * len(order) + 0.9) + 1.0),
-                             squeeze=False, sharey=True, layout="constrained")
+                             squeeze=False, layout="constrained")
     parts_seen: dict[str, str] = {}
     for k, problem in enumerate(problems):
         ax = grid[k // ncol][k % ncol]
@@ -108,10 +110,18 @@ def overview(c: Any, df: pd.DataFrame, base: dict[str, dict[str, Any]], y: str =
         ax.tick_params(axis="x", labelsize=7)
     for k in range(len(problems), nrow * ncol):
         grid[k // ncol][k % ncol].set_visible(False)
-    grid[0][0].set_yticks(range(len(order)), order)
-    grid[0][0].invert_yaxis()
-    for r in range(nrow):
-        grid[r][0].tick_params(axis="y", labelsize=7)
+    rows_at = range(len(order))
+    for k in range(len(problems)):  # one row per estimator in every panel, named in the first column's
+        ax = grid[k // ncol][k % ncol]
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        if k % ncol == 0:
+            ax.set_yticks(rows_at, order)
+            ax.tick_params(axis="y", labelsize=7)
+        else:  # the rows' grid lines without ticks: a tick costs its layout, on every panel (a third of the figure)
+            ax.set_yticks([])
+            ax.add_collection(LineCollection([[(0, y), (1, y)] for y in rows_at], transform=ax.get_yaxis_transform(),
+                                             colors=mpl.rcParams["grid.color"], linewidths=mpl.rcParams["grid.linewidth"],
+                                             zorder=0.5))
     handles = [Line2D([], [], color="grey", marker=m, linestyle="none", label=f"{p}") for p, m in parts_seen.items()]
     handles += [Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
                        label="hollow: biased (flagged in this cell, or declared)"),
