@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 #: processes that draw the figures side by side (at most; no more than the cores this process may use)
@@ -53,14 +54,21 @@ def _draw(job: tuple[Any, tuple[Any, ...]]) -> Any:
 
 
 def draw_all(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = None, first: tuple[Any, ...] = ()) -> list[Any]:
-    """Each job's figure, (function, args) -> function(*args), in the jobs' order. Drawing is matplotlib's
+    """Each job's figure, (function, args) -> function(*args), in the jobs' order (start_drawing, then its result)."""
+    return start_drawing(jobs, processes, first)()
+
+
+def start_drawing(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = None,
+                  first: tuple[Any, ...] = ()) -> Callable[[], list[Any]]:
+    """Start drawing each job's figure, (function, args) -> function(*args); the function returned waits for them and
+    gives them in the jobs' order, so that the caller may work in between. Drawing is matplotlib's
     single-threaded Python, so the figures are drawn in up to ``processes`` processes side by side (the
-    cores this process may use, at most FIGURE_PROCESSES; 1: here, one after the other). The processes are
-    forks of this one: they start at once, with matplotlib imported, and run no torch code; a fresh
-    interpreter (spawn, forkserver) would run a calling script's unguarded top level again. Where fork is
-    not offered, in a daemonic process (a Dask or multiprocessing worker, which may not start processes),
-    where processes cannot be started, or where a drawing process dies, the figures not yet drawn are drawn
-    here. Jobs whose function is in ``first`` (the largest figures) start first."""
+    cores this process may use, at most FIGURE_PROCESSES; 1: here, one after the other, when the result is
+    asked for). The processes are forks of this one: they start at once, with matplotlib imported, and run no
+    torch code; a fresh interpreter (spawn, forkserver) would run a calling script's unguarded top level again.
+    Where fork is not offered, in a daemonic process (a Dask or multiprocessing worker, which may not start
+    processes), where processes cannot be started, or where a drawing process dies, the figures not yet drawn
+    are drawn here. Jobs whose function is in ``first`` (the largest figures) start first."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -70,14 +78,26 @@ def draw_all(jobs: list[tuple[Any, tuple[Any, ...]]], processes: int | None = No
         processes = min(FIGURE_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     processes = max(1, min(processes, len(jobs)))
     theme()
-    made: dict[int, Any] = {}
+    pool, futures = None, {}
     if processes > 1 and "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon:
         try:
-            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-                order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] not in first)
-                futures = {i: pool.submit(_draw, jobs[i]) for i in order}
-                for i in range(len(jobs)):
+            pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+            for i in sorted(range(len(jobs)), key=lambda i: jobs[i][0] not in first):
+                futures[i] = pool.submit(_draw, jobs[i])
+        except (BrokenProcessPool, OSError):  # none could start: the rest are drawn here
+            futures = {}
+
+    def result() -> list[Any]:
+        made: dict[int, Any] = {}
+        try:
+            for i in range(len(jobs)):
+                if i in futures:
                     made[i] = futures[i].result()
-        except (BrokenProcessPool, OSError):  # a process died, or none could start: the rest are drawn here
+        except (BrokenProcessPool, OSError):  # a process died: the rest are drawn here
             pass
-    return [made[i] if i in made else _draw(job) for i, job in enumerate(jobs)]
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        return [made[i] if i in made else _draw(job) for i, job in enumerate(jobs)]
+
+    return result

@@ -1,15 +1,15 @@
 """The report's figures, one function each, drawn with matplotlib (seaborn's theme). Imports no model code.
 
 Each figure function takes a :class:`Canvas` (where figures go, the estimators in order) and the
-data, draws its figure if the data allow, and returns a :class:`Figure` (title, relative path, the
-problem and section it belongs to) or None. :func:`figures` draws them all. Every estimator keeps
-one colour and marker throughout (reports.palette); the toy problems' figures are in
-reports.toy_figures.
+data, draws its figure if the data allow, and returns a :class:`Figure` (title, relative path, the problem and section
+it belongs to) or None. :func:`figures` draws them all. Every estimator keeps one colour and marker throughout
+(reports.palette); the toy problems' figures are in reports.toy_figures.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
-from .drawing import draw_all, finish, theme
+from .drawing import finish, start_drawing, theme
 from .load import option_columns
 from .overview import overview
 from .palette import style
@@ -373,10 +373,10 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
     return [p for p, rows in ok.groupby("problem") if flagged_biased(rows)]
 
 
-def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
-            processes: int | None = None, check: bool = False) -> list[Figure]:
-    """Draw every figure the data allow (in up to ``processes`` processes, see draw_all); returns them
-    in order. ``check``: Canvas.check. A report's confirmation reruns (reports.confirm) are not drawn."""
+def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]], processes: int | None = None,
+            check: bool = False, later: bool = False) -> list[Figure] | Callable[[], list[Figure]]:
+    """Draw every figure the data allow (in up to ``processes`` processes, see start_drawing); returns them in order, or with
+    ``later`` a function that waits for them. ``check``: Canvas.check. A report's confirmation reruns are not drawn."""
     from .confirm import is_confirmation
 
     df = df[~is_confirmation(df)]
@@ -396,4 +396,5 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
                                           (model_test_elbo, (c, tr, p)))),
         (overview, (c, df, base, "efficiency_vs_reference")),
     ]
-    return [m for m in draw_all(jobs, processes) if m is not None]
+    pending = start_drawing(jobs, processes)
+    return (lambda: [m for m in pending() if m is not None]) if later else [m for m in pending() if m is not None]

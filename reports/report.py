@@ -169,7 +169,10 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
     base = bases(df)
-    made = figures(df, tr, out, base)
+    pending = figures(df, tr, out, base, later=True)  # drawn in other processes while the text is made here
+    libraries = library_section(df)
+    tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))
+    made = pending()
     placed: set[str] = set()
 
     def figure_lines(problem: str, section: str = "") -> list[str]:
@@ -229,7 +232,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
             md += ["Exact (variance reported as 0; ratios and efficiency shown as 'exact'):", "", *zero, ""]
         md += figure_lines(problem)
 
-    md += library_section(df)
+    md += libraries
 
     if tr is not None:
         t = training_table(tr)
@@ -269,7 +272,6 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         for f in rest:
             md += [f"### {f.title}", "", f"![{f.title}]({f.path})", ""]
 
-    tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))
     atomic_write(out / "tables.csv", lambda p: tables.map(csv_safe).to_csv(p, index=False))
     report = out / "report.md"
     write_text(report, "\n".join(md))
