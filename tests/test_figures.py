@@ -192,3 +192,36 @@ def test_the_temperature_figure_is_drawn_with_its_bias_bands(tmp_path):
     assert made is not None and (tmp_path / made.path).exists()
     (bands,) = saved
     assert all(n > 0 for n in bands) and df["mse_lo"].notna().any()
+
+
+def test_the_binary_vae_figure_draws_no_bar_for_an_mse_that_is_rounding(tmp_path, monkeypatch):
+    """On the example report's results: `exact` on the binary VAE has variance 0 and an MSE of float32's rounding
+    (~1e-16, bias z 0). Neither panel draws a bar in its colour, the MSE axis is not stretched down to the rounding,
+    and the title says why; the other estimators' MSE bars are all there."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Rectangle
+
+    import reports.figures as F
+
+    df = add_derived(attach_confirmations(read_results(EXAMPLE / "results.csv")))
+    rows = df[(df["problem"] == "vae-digits-binary") & (df["status"] == "ok")]
+    exact = rows[rows["estimator"] == "exact"]
+    assert not exact.empty and (exact["variance"] == 0).all() and (exact["bias_z"] == 0).all()
+    assert (exact["mse"] > 0).all() and (exact["mse"] < 1e-12).all()  # the rounding this figure must not show
+    canvas = F.Canvas(tmp_path, sorted(df["estimator"].unique()), check=True)
+    saved, original = [], F.Canvas.save
+
+    def keep(self, fig, *args, **kwargs):
+        saved.append((fig._suptitle.get_text(), [([p.get_facecolor() for p in ax.patches if isinstance(p, Rectangle)],
+                                                  ax.get_ylim()) for ax in fig.axes[:2]]))
+        return original(self, fig, *args, **kwargs)
+
+    monkeypatch.setattr(F.Canvas, "save", keep)
+    assert F.model_gradient_variance(canvas, df, "vae-digits-binary") is not None
+    (title, panels), = saved
+    black = to_rgba(style("exact").colour)
+    assert "exact: zero variance and MSE within rounding, no bar" in title.replace("\n", " ")
+    for colours, _ in panels:
+        assert black not in [tuple(c) for c in colours]
+    others = rows[(rows["estimator"] != "exact") & (rows["mse"] > 0)]
+    assert panels[1][1][0] > 1e-12 and len([c for c in panels[1][0] if c[3] > 0]) >= len(others)
