@@ -228,6 +228,22 @@ def test_pyro_bias_verdicts_against_the_exact_gradient(adapters_on):
     assert abs(avg["bias_z"]) < 4
 
 
+def test_pyros_decaying_average_settles_within_the_warm_up():
+    """pyro:tracegraph-elbo-avg-baseline updates its average at each replicate (one step each), so its declared
+    warm-up of 5 calls leaves the average's start at most 1% of its weight in the smallest warm-up the runner makes
+    (the quick report's looping cells: QUICK_LOOP_REPLICATES in TIMING_REPEATS chunks), and the baseline Pyro is
+    given is that factor."""
+    pytest.importorskip("pyro", reason=NEEDS.format("pyro"))
+    from benchmarks.engine import TIMING_REPEATS, warmup_calls
+    from benchmarks.sweep import QUICK_LOOP_REPLICATES
+    from estimators.adapters.pyro_adapter import TraceGraphELBOAvgBaseline
+
+    est = TraceGraphELBOAvgBaseline()
+    steps = warmup_calls(est) * (QUICK_LOOP_REPLICATES // TIMING_REPEATS)
+    assert est.baseline_beta ** steps <= 0.01 and warmup_calls(est) < 10
+    assert est.guide_options()["baseline"] == {"use_decaying_avg_baseline": True, "baseline_beta": est.baseline_beta}
+
+
 # ---------------------------------------------------------------------------------------------
 # the report
 
