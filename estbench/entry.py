@@ -32,6 +32,9 @@ def main() -> int:
         # Ctrl-C, and it would then kill itself with SIGINT at exit: nothing was started, so end here.
         sys.stderr.flush()
         os._exit(INTERRUPTED)
+    if _SIGINT:  # a Ctrl-C whose KeyboardInterrupt an import swallowed (torch's C extension, importing numpy, does)
+        print("estbench: interrupted while starting; nothing was run", file=sys.stderr)
+        return INTERRUPTED
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = cli_main()
