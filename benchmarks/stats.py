@@ -115,7 +115,7 @@ def chunk_moments(g: torch.Tensor, batch: int = VARIANCE_BATCH) -> tuple[torch.T
         zeros = g.new_zeros((), dtype=torch.float64)
         empty = g.new_zeros((0, p), dtype=torch.float64)
         return (*avg, zeros, zeros, empty, empty, *moments(g))
-    x = g[: b * batch].view(b, batch, p)
+    x = g[: b * batch].reshape(b, batch, p)
     mean_own = _batch_sums(x) / batch  # [b, P], the chunk's dtype
     squares = torch.nn.functional.mse_loss(x, mean_own[:, None].expand_as(x), reduction="none")
     batch_m2 = squares.sum(1).to(torch.float64)  # [b, P]
@@ -174,7 +174,6 @@ class GradientStats:
         self.batches = Moments()  # coordinate-averaged variance of each batch of ``batch``, scalar
         self.groups = BatchGroups(batch)  # per coordinate, of each jackknife group of batches: the SNR's interval
         self.rest = Moments()  # per coordinate, of the rows after each chunk's last whole batch
-        self.count = 0
         self._coords: Moments | None = None
 
     def update(self, g: torch.Tensor) -> None:  # g: [r, P]
@@ -183,7 +182,6 @@ class GradientStats:
 
     def merge(self, r: int, chunk: tuple[torch.Tensor, ...]) -> None:
         """Merge the chunk_moments(..., self.batch) of r estimates."""
-        self.count += r
         self._coords = None
         self.avg.merge(r, chunk[0], chunk[1])
         if r // self.batch:
@@ -213,7 +211,7 @@ class GradientStats:
 
     @property
     def n(self) -> int:
-        return self.count
+        return self.avg.n  # every estimate's coordinate average is in it
 
     def variance_interval(self, variance: float) -> tuple[float, float, float]:
         """(standard error, 95% low, 95% high) of the coordinate-averaged variance, by batch means

@@ -215,15 +215,16 @@ def test_chunk_statistics_of_float32_estimates_match_float64_ones(rows):
 def test_gradient_stats_merge_chunks_as_one_pass_and_check_finiteness_exactly():
     """GradientStats' per-coordinate mean and M2 (its groups of whole batches and the rows after each chunk's last
     whole batch, merged) equal those of all its estimates in one pass, in float64 to rounding, however the
-    estimates came in chunks; finite() turns False on one non-finite coordinate, and not where a replicate's
+    estimates came in chunks (contiguous or not); finite() turns False on one non-finite coordinate, and not where a replicate's
     coordinate sum overflows float32 while every coordinate is finite."""
     from benchmarks.stats import VARIANCE_BATCH, moments
 
     torch.manual_seed(2)
     x = torch.randn(1000, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0, 1e-2, 0.0]) + 1e3
     stats = GradientStats()
-    for part in torch.split(x, [5, 100, 16, 333, 48, 1, 497]):
-        stats.update(part)
+    for i, part in enumerate(torch.split(x, [5, 100, 16, 333, 48, 1, 497])):
+        stats.update(part if i % 2 else part.t().contiguous().t())  # a chunk may come in any layout
+        assert i % 2 or not part.t().contiguous().t().is_contiguous()
     mean, m2 = moments(x)
     assert stats.n == 1000 and stats.groups.batches == sum(n // VARIANCE_BATCH for n in (5, 100, 16, 333, 48, 1, 497))
     torch.testing.assert_close(stats.coords.mean, mean, rtol=1e-14, atol=0)
