@@ -170,9 +170,11 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
         copy_file(curves_path(results), out / "results-training.csv")
     base = bases(df)
     pending = figures(df, tr, out, base, later=True)  # drawn in other processes while the text is made here
-    libraries = library_section(df)
-    tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))
-    made = pending()
+    try:
+        libraries = library_section(df)
+        tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))
+    finally:  # the drawing processes end here, whatever the text did
+        made = pending()
     placed: set[str] = set()
 
     def figure_lines(problem: str, section: str = "") -> list[str]:
