@@ -233,7 +233,7 @@ class GradientStats:
         se, df = self.groups.jackknife(mean_snr)
         if not df or not math.isfinite(se):
             return math.nan, math.nan
-        half = T95[df - 1] * se
+        half = t95(df) * se
         return max(0.0, snr - half), snr + half
 
     def mse_interval(self, mse: float, truth: torch.Tensor, zero_variance: bool = False) -> tuple[float, float]:
@@ -250,7 +250,7 @@ class GradientStats:
                                        .mean(-1))
         if not df or not math.isfinite(se):
             return math.nan, math.nan
-        spread = math.exp(min(T95[df - 1] * se / mse, 700.0))  # beyond, exp overflows: the interval is [0, inf)
+        spread = math.exp(min(t95(df) * se / mse, 700.0))  # beyond, exp overflows: the interval is [0, inf)
         return mse / spread, mse * spread
 
     def summary(self, truth: torch.Tensor | None, zero_below: float = 0.0,
