@@ -14,7 +14,8 @@ An executor has:
 - ``immediate_reference``: whether the run loop asks for such statistics at once (serially: the
   rows keep the order of an uninterrupted run) or after the other units (a cluster).
 
-:class:`Serial` runs in this process; benchmarks.distributed.Dask runs on a Dask cluster.
+:class:`Serial` runs the cells in this process, and the training curves after them side by side in forked
+processes (benchmarks.curve_pool); benchmarks.distributed.Dask runs on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from .curve_pool import curve_processes, train_side_by_side
 from .plan import Cell, Plan
 from .rows import curve_rows, measure_cell, prepare
 from .stats import GradientStats
@@ -32,7 +34,9 @@ Unit = tuple[str, Cell, Sweep, list[dict[str, Any]], "dict[str, GradientStats] |
 
 
 class Serial:
-    """The units one after the other in this process, one setting's prepared data held at a time."""
+    """The cells one after the other in this process, one setting's prepared data held at a time; then the
+    training curves, in as many forked processes of one torch thread as the usable cores where there are
+    several (benchmarks.curve_pool: a curve is one core's work whatever its threads), else here."""
 
     immediate_reference = True
 
@@ -59,6 +63,11 @@ class Serial:
             rows, stats = measure_cell(cell, sweep, self._prepare(cell, sweep), sweep.context())
             yield "cell", cell, sweep, rows, stats
         self._prepared = (None, None)  # not held while the curves train
+        processes = curve_processes(todo_curves)
+        if processes > 1:
+            for cell, sweep, rows in train_side_by_side(todo_curves, processes):
+                yield "curve", cell, sweep, rows, None
+            return
         for cell, sweep in todo_curves:
             yield "curve", cell, sweep, curve_rows(cell, sweep, sweep.context()), None
 

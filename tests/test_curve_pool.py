@@ -1,0 +1,148 @@
+"""The training curves side by side in forked processes (benchmarks.curve_pool): the same rows as in this
+process, a process that dies taking no other curve with it, and nothing left running after a stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks import runner
+from benchmarks.curve_pool import curve_processes, train_side_by_side
+from benchmarks.plan import curve_cells
+from benchmarks.rows import curve_rows
+from benchmarks.sweep import Sweep
+from estbench.cli import main
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="curves are forked on Linux only")
+
+VAE = ["--problem", "vae-digits-binary", "--checkpoint", "untrained", "--hidden", "8", "--latent", "3", "--batch", "4",
+       "--replicates", "10", "--quiet"]
+#: an estimator that kills the process it runs in when that is not the one that imported it (a forked one)
+KILLS_FORKED = '''
+import os
+import signal
+from pathlib import Path
+
+from estimators import Reinforce
+
+PARENT = os.getpid()
+
+
+class KillsForked(Reinforce):
+    name = "kills-forked"
+
+    def surrogate(self, dist, f, n_samples, state=None):
+        marker = Path({marker!r})
+        if os.getpid() != PARENT and ({always!r} or not marker.exists()):
+            marker.write_text("died")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().surrogate(dist, f, n_samples, state)
+'''
+
+
+def _sweep(**kw) -> Sweep:
+    return Sweep(problem=["vae-digits-binary"], estimator=["reinforce", "disarm"], checkpoint=["untrained"], hidden=[8],
+                 latent=[3], batch=[4], n_samples=[4], replicates=10, train_steps=20, train_seeds=2, **kw).validate()
+
+
+def test_curves_trained_side_by_side_have_the_rows_of_this_process(monkeypatch):
+    todo = [(c, sw) for sw in [_sweep()] for c in curve_cells(sw)]
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "2")
+    assert curve_processes(todo) == 2
+    got = {}
+    for cell, _, rows in train_side_by_side(todo, 2):
+        got[(cell.estimator, cell.train_seed)] = rows
+    here = {(c.estimator, c.train_seed): curve_rows(c, sw, sw.context()) for c, sw in todo}
+    assert got.keys() == here.keys() and len(got) == 4
+    for key, rows in here.items():
+        theirs = pd.DataFrame(got[key]).drop(columns="wall_time_s")
+        pd.testing.assert_frame_equal(theirs, pd.DataFrame(rows).drop(columns="wall_time_s"))  # seeded: the same numbers
+
+
+def test_how_many_processes(monkeypatch):
+    todo = [(c, sw) for sw in [_sweep()] for c in curve_cells(sw)]
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "1")
+    assert curve_processes(todo) == 1  # every curve in this process
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "64")
+    assert curve_processes(todo) == 4  # at most one a curve
+    assert curve_processes(todo[:1]) == 1
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "none")  # not a number: the usable cores
+    assert curve_processes(todo) == min(4, len(os.sched_getaffinity(0)))
+    gpu = [(c, Sweep(problem=sw.problem, estimator=sw.estimator, device="cuda")) for c, sw in todo]  # not validated
+    assert curve_processes(gpu) == 1  # a forked child cannot use its parent's CUDA context
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_process_that_dies_takes_no_other_curve_with_it(tmp_path, monkeypatch, always):
+    """The killed process's curves are trained again one at a time: killed once, every curve ends with the
+    numbers of an undisturbed run; killed every time, that estimator's curves alone become failed rows."""
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "2")
+    plugin = tmp_path / "kills.py"
+    plugin.write_text(KILLS_FORKED.format(marker=str(tmp_path / "died"), always=always))
+    out = tmp_path / "r.csv"
+    argv = ["run", *VAE, "--plugin", str(plugin), "--estimator", "reinforce", "kills-forked", "disarm",
+            "--train-steps", "10", "--train-seeds", "2"]
+    assert main([*argv, "--out", str(out)]) == 0  # the exit status counts failed cells (estbench.cli), not curves
+    assert (tmp_path / "died").read_text() == "died"  # it did die
+    curves = pd.read_csv(runner.curves_path(out))
+    ends = curves.groupby(["estimator", "train_seed"]).tail(1)
+    assert len(ends) == 6 and not curves.duplicated(["estimator", "train_seed", "step"]).any()
+    killer = ends["estimator"] == "kills-forked"
+    if always:
+        assert (ends[killer]["status"] == "failed").all() and (ends[~killer]["status"] != "failed").all()
+        errors = curves[curves["estimator"] == "kills-forked"]["error"]
+        assert errors.str.contains("died .* also when it trained alone").all()
+    else:
+        assert (ends["status"] != "failed").all()  # 'stalled' after 10 steps: a curve that ended
+        monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "1")
+        assert main([*argv, "--out", str(tmp_path / "here.csv")]) == 0
+        here = pd.read_csv(runner.curves_path(tmp_path / "here.csv"))
+        key = ["estimator", "train_seed", "step"]
+        numbers = ["elbo_train", "elbo_test"]
+        pd.testing.assert_frame_equal(curves.sort_values(key)[numbers].reset_index(drop=True),
+                                      here.sort_values(key)[numbers].reset_index(drop=True))
+
+
+def _processes_with(text: str) -> list[int]:
+    """Processes whose command line holds ``text`` (forked ones have their parent's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_curves_train_leaves_no_process_running(tmp_path):
+    out = tmp_path / "ctrl-c.csv"
+    cmd = [sys.executable, "-m", "estbench", "run", *VAE, "--estimator", "reinforce", "disarm", "--train-steps", "100000",
+           "--train-seeds", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1], env={**os.environ, "ESTBENCH_CURVE_PROCESSES": "2"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_processes_with(str(out))) < 3 and time.monotonic() < deadline:  # the run and its two trainers
+            time.sleep(0.1)
+        assert len(_processes_with(str(out))) >= 3, "the curves never started side by side"
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        _, err = proc.communicate(timeout=30)  # the curves would train for minutes
+        assert proc.returncode == 130, err.decode()[-2000:]
+        time.sleep(0.5)
+        assert _processes_with(str(out)) == []
+        assert out.exists()  # the cells' rows are kept
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what a failed check left running
+        proc.communicate()
