@@ -10,7 +10,7 @@ takes no other curve with it: the curves it was training are run again one at a 
 its process alone becomes a failed row. Ctrl-C stops them all at once (the processes ignore SIGINT; this
 one kills them).
 
-``ESTBENCH_CURVE_PROCESSES=N`` sets the number of processes (1: every curve in this process, as before).
+``ESTBENCH_CURVE_PROCESSES=N`` sets the number of processes (1: every curve in this process, one after another).
 Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process.
 """
 
@@ -34,7 +34,7 @@ from .plan import Cell
 from .rows import curve_rows, failed_curve
 from .sweep import Sweep
 
-#: what the forked processes train: set before they are forked, read by index in them
+#: in a forked process, the run's curves, read by index (set by _start from the parent's list, not pickled)
 _CURVES: list[tuple[Cell, Sweep]] = []
 
 
@@ -52,7 +52,9 @@ def curve_processes(todo_curves: list[tuple[Cell, Sweep]]) -> int:
     return min(wanted if wanted >= 1 else usable_cores(), len(todo_curves))
 
 
-def _start() -> None:
+def _start(curves: list[tuple[Cell, Sweep]]) -> None:
+    global _CURVES
+    _CURVES = curves
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills this process
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command line's handler (KeyboardInterrupt), inherited
@@ -73,28 +75,25 @@ def _kill(pool: ProcessPoolExecutor) -> None:
 
 def train_side_by_side(todo_curves: list[tuple[Cell, Sweep]], processes: int) -> Iterator[tuple[Cell, Sweep, list]]:
     """Yields (cell, sweep, rows) for each curve as it completes, trained in ``processes`` forked processes."""
-    global _CURVES
-    _CURVES = list(todo_curves)
-    queue = deque(range(len(_CURVES)))
+    curves = list(todo_curves)
+    queue = deque(range(len(curves)))
     alone: set[int] = set()  # curves whose process died beside others: trained again with none beside them
-    context = multiprocessing.get_context("fork")
-    try:
-        while queue:
-            pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start)
-            ended = False
-            try:
-                yield from _drain(pool, queue, alone, processes)
-                ended = True
-            finally:
-                if ended:
-                    pool.shutdown(wait=True)
-                else:  # an exception, Ctrl-C, or the caller stopped reading
-                    _kill(pool)
-    finally:
-        _CURVES = []
+    context = multiprocessing.get_context("fork")  # the processes inherit ``curves`` (initargs are not pickled)
+    while queue:
+        pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start, initargs=(curves,))
+        ended = False
+        try:
+            yield from _drain(pool, curves, queue, alone, processes)
+            ended = True
+        finally:
+            if ended:
+                pool.shutdown(wait=True)
+            else:  # an exception, Ctrl-C, or the caller stopped reading
+                _kill(pool)
 
 
-def _drain(pool: ProcessPoolExecutor, queue: deque, alone: set[int], processes: int) -> Iterator[tuple[Cell, Sweep, list]]:
+def _drain(pool: ProcessPoolExecutor, curves: list[tuple[Cell, Sweep]], queue: deque, alone: set[int],
+           processes: int) -> Iterator[tuple[Cell, Sweep, list]]:
     """Train the queue's curves on ``pool`` until it is empty or the pool breaks (a process died): then the curves
     it was training go back to the queue's front, each to be trained alone, or, one that was, become failed rows."""
     running: dict[Future, int] = {}
@@ -116,7 +115,7 @@ def _drain(pool: ProcessPoolExecutor, queue: deque, alone: set[int], processes: 
         died = []
         for future in finished:
             index = running.pop(future)
-            cell, sweep = _CURVES[index]
+            cell, sweep = curves[index]
             error = future.exception()
             if isinstance(error, BrokenProcessPool):
                 died.append(index)
@@ -124,7 +123,7 @@ def _drain(pool: ProcessPoolExecutor, queue: deque, alone: set[int], processes: 
                 yield cell, sweep, future.result() if error is None else failed_curve(cell, sweep, _error_text(error))
         if broken:
             if len(died) == 1 and died[0] in alone:
-                cell, sweep = _CURVES[died[0]]
+                cell, sweep = curves[died[0]]
                 yield cell, sweep, failed_curve(cell, sweep, "the process training this curve died (killed by a "
                                                 "signal or the memory killer), also when it trained alone")
             else:
