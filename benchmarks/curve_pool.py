@@ -11,7 +11,8 @@ its process alone becomes a failed row. Ctrl-C stops them all at once (the proce
 one kills them).
 
 ``ESTBENCH_CURVE_PROCESSES=N`` sets the number of processes (1: every curve in this process, one after another).
-Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process.
+Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process, as do those not
+yet done where no process can be forked (memory, the process limit).
 """
 
 from __future__ import annotations
@@ -85,11 +86,20 @@ def train_side_by_side(todo_curves: list[tuple[Cell, Sweep]], processes: int) ->
         try:
             yield from _drain(pool, curves, queue, alone, processes)
             ended = True
+        except _CannotFork:
+            break
         finally:
             if ended:
                 pool.shutdown(wait=True)
-            else:  # an exception, Ctrl-C, or the caller stopped reading
+            else:  # an exception, Ctrl-C, the caller stopped reading, or no process could be forked
                 _kill(pool)
+    for index in queue:  # where no process could be forked: here, one after another
+        cell, sweep = curves[index]
+        yield cell, sweep, curve_rows(cell, sweep, sweep.context())
+
+
+class _CannotFork(Exception):
+    """No process could be forked (memory, the process limit): the curves not yet done train in this process."""
 
 
 def _drain(pool: ProcessPoolExecutor, curves: list[tuple[Cell, Sweep]], queue: deque, alone: set[int],
@@ -108,6 +118,9 @@ def _drain(pool: ProcessPoolExecutor, curves: list[tuple[Cell, Sweep]], queue: d
                 if not running:
                     return
                 break
+            except OSError as exc:  # fork failed: what was submitted is trained again here (none of it was yielded)
+                queue.extendleft(reversed([*running.values(), index]))
+                raise _CannotFork from exc
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         broken = any(isinstance(f.exception(), BrokenProcessPool) for f in finished)
         if broken:

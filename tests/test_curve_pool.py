@@ -80,6 +80,29 @@ def test_how_many_processes(monkeypatch):
     assert curve_processes(gpu) == 1  # a forked child cannot use its parent's CUDA context
 
 
+def test_where_no_process_can_be_forked_the_curves_train_here(monkeypatch):
+    """The first curve is handed to a forked process, the second's fork fails (ENOMEM): the pool is stopped and
+    every curve, the one already handed out included, trains in this process, each once, with the same rows."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [(c, sw) for sw in [_sweep()] for c in curve_cells(sw)]
+    submit, calls = ProcessPoolExecutor.submit, []
+
+    def fails_after_one(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError(12, "Cannot allocate memory")
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", fails_after_one)
+    got = [(cell.estimator, cell.train_seed, rows) for cell, _, rows in train_side_by_side(todo, 2)]
+    assert len(calls) == 2 and sorted(g[:2] for g in got) == sorted((c.estimator, c.train_seed) for c, _ in todo)
+    here = {(c.estimator, c.train_seed): curve_rows(c, sw, sw.context()) for c, sw in todo}
+    for estimator, seed, rows in got:
+        pd.testing.assert_frame_equal(pd.DataFrame(rows).drop(columns="wall_time_s"),
+                                      pd.DataFrame(here[(estimator, seed)]).drop(columns="wall_time_s"))
+
+
 @pytest.mark.parametrize("always", [False, True])
 def test_a_process_that_dies_takes_no_other_curve_with_it(tmp_path, monkeypatch, always):
     """The killed process's curves are trained again one at a time: killed once, every curve ends with the
