@@ -2,7 +2,7 @@
 
 Bad input (unknown names and options, impossible values, malformed files) prints one
 line naming the bad value and the valid choices, and exits with status 2. A run in
-which some cells failed exits with status 1.
+which some cells or training curves failed exits with status 1.
 """
 
 from __future__ import annotations
@@ -219,6 +219,16 @@ def _failed(df: Any) -> int:
     return int((df["status"] == "failed").sum())
 
 
+def _failed_curves(path: Any) -> int:
+    """Training curves that failed (a failed curve is one row) in the training file at ``path``, if there is one."""
+    import pandas as pd
+
+    try:
+        return _failed(pd.read_csv(path, usecols=["status"])) if path.exists() else 0
+    except (OSError, ValueError):  # unreadable: the run's own messages say more
+        return 0
+
+
 def _progress(args: argparse.Namespace) -> api.Progress:
     return lambda plan: progress(plan, args.quiet)
 
@@ -235,11 +245,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = _failed(df)  # the whole table, earlier runs' cells included
     if failed:
         print(f"{failed} rows failed; see the status and error columns of {args.out}", file=sys.stderr)
-        return EXIT_FAILED_CELLS
-    return 0
+    failed_curves = _failed_curves(curves_path(args.out))
+    if failed_curves:
+        print(f"{failed_curves} training curves failed; see the status and error columns of {curves_path(args.out)}",
+              file=sys.stderr)
+    return EXIT_FAILED_CELLS if failed or failed_curves else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.results_file import curves_path
+
     _check_resume_overwrite(args)
     command = " ".join(["estbench report", *args.argv])
     if args.results:
@@ -257,8 +272,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = _failed(df)
     if failed:
         print(f"{failed} rows failed; they are listed in the report", file=sys.stderr)
-        return EXIT_FAILED_CELLS
-    return 0
+    failed_curves = _failed_curves(curves_path(report.parent / "results.csv"))
+    if failed_curves:
+        print(f"{failed_curves} training curves failed; the report's training tables say whose", file=sys.stderr)
+    return EXIT_FAILED_CELLS if failed or failed_curves else 0
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
