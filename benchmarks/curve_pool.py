@@ -1,18 +1,18 @@
 """A run's training curves side by side in forked processes (the serial executor's, after its cells).
 
-A curve is one core's work whatever its torch threads (300 steps of the binary VAE: 0.87-1.04 s with one
-thread, 0.78-1.02 s with two; docs/performance.md), so on a machine of several cores the curves train in as
-many processes of one thread each. The processes are forked from this one after the cells: they have its
-estimators, problems and plugins (a notebook's own classes included) without importing or shipping
-anything, and hand back rows, which this process alone writes. A curve's numbers do not depend on where it
-trains (each is seeded from its identity). A process that dies (a plugin that kills it, the memory killer)
-takes no other curve with it: the curves it was training are run again one at a time, and one that kills
-its process alone becomes a failed row. Ctrl-C stops them all at once (the processes ignore SIGINT; this
-one kills them).
+A curve is one core's work whatever its torch threads (300 steps of the binary VAE: 0.87-1.04 s with one thread,
+0.78-1.02 s with two; docs/performance.md), so on a machine of several cores the curves train in as many
+processes of one thread each. The processes are forked from this one after the cells: they have its estimators,
+problems and plugins (a notebook's own classes included) without importing or shipping anything, and hand back
+rows, which this process alone writes. A curve's numbers are those of training it here (each is seeded from its
+identity; docs/performance.md compares them). A process that dies (a plugin that kills it, the memory killer)
+takes no other curve with it: the curves it was training are run again one at a time, and one that kills its
+process alone becomes a failed row. Ctrl-C stops them all at once (the processes ignore SIGINT; this one kills
+them).
 
 ``ESTBENCH_CURVE_PROCESSES=N`` sets the number of processes (1: every curve in this process, one after another).
-Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process, as do those not
-yet done where no process can be forked (memory, the process limit).
+Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process, as do those not yet
+done where no process can be forked (memory, the process limit).
 """
 
 from __future__ import annotations
