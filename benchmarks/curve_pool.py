@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .cluster import usable_cores
+from .cluster import WORKERS_PER_CORE, usable_cores
 from .engine import _error_text
 from .plan import Cell
 from .rows import curve_rows, failed_curve
@@ -41,7 +41,8 @@ _CURVES: list[tuple[Cell, Sweep]] = []
 
 def curve_processes(todo_curves: list[tuple[Cell, Sweep]]) -> int:
     """How many processes train these curves: ESTBENCH_CURVE_PROCESSES where it is a positive integer, else the
-    usable cores; at most one per curve; 1 (this process) where fork is unsafe or the curves run on a GPU."""
+    usable cores; at most one per curve and WORKERS_PER_CORE per usable core (as a local Dask cluster without
+    --force); 1 (this process) where fork is unsafe or the curves run on a GPU."""
     if len(todo_curves) < 2 or not sys.platform.startswith("linux"):
         return 1
     if any(torch.device(sweep.device).type != "cpu" for _, sweep in todo_curves):
@@ -50,7 +51,9 @@ def curve_processes(todo_curves: list[tuple[Cell, Sweep]]) -> int:
         wanted = int(os.environ.get("ESTBENCH_CURVE_PROCESSES", "0"))
     except ValueError:
         wanted = 0
-    return min(wanted if wanted >= 1 else usable_cores(), len(todo_curves))
+    cores = usable_cores()
+    # more than WORKERS_PER_CORE a core would fill the memory with copies of torch's working set for no speed
+    return min(wanted if wanted >= 1 else cores, WORKERS_PER_CORE * cores, len(todo_curves))
 
 
 def _start(curves: list[tuple[Cell, Sweep]]) -> None:

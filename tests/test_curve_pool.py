@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import runner
+from benchmarks.cluster import WORKERS_PER_CORE
 from benchmarks.curve_pool import curve_processes, train_side_by_side
 from benchmarks.plan import curve_cells
 from benchmarks.rows import curve_rows
@@ -74,6 +75,9 @@ def test_how_many_processes(monkeypatch):
     monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "64")
     assert curve_processes(todo) == 4  # at most one a curve
     assert curve_processes(todo[:1]) == 1
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "100000")
+    cores = len(os.sched_getaffinity(0))
+    assert curve_processes(todo * 1000) == WORKERS_PER_CORE * cores  # not a process per curve: the memory
     monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "none")  # not a number: the usable cores
     assert curve_processes(todo) == min(4, len(os.sched_getaffinity(0)))
     gpu = [(c, Sweep(problem=sw.problem, estimator=sw.estimator, device="cuda")) for c, sw in todo]  # not validated
