@@ -42,9 +42,9 @@ _CURVES: list[tuple[Cell, Sweep]] = []
 def curve_processes(todo_curves: list[tuple[Cell, Sweep]]) -> int:
     """How many processes train these curves: ESTBENCH_CURVE_PROCESSES where it is a positive integer, else the
     usable cores; at most one per curve and WORKERS_PER_CORE per usable core (as a local Dask cluster without
-    --force); 1 (this process) where fork is unsafe or the curves run on a GPU."""
-    if len(todo_curves) < 2 or not sys.platform.startswith("linux"):
-        return 1
+    --force); 1 (this process) where fork is unsafe, in a daemonic process, or where the curves run on a GPU."""
+    if len(todo_curves) < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return 1  # a daemonic process (a multiprocessing pool's worker) may not start processes (reports.drawing too)
     if any(torch.device(sweep.device).type != "cpu" for _, sweep in todo_curves):
         return 1  # a forked child cannot use its parent's CUDA context
     try:

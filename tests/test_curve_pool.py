@@ -4,6 +4,7 @@ process, a process that dies taking no other curve with it, and nothing left run
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -80,6 +81,9 @@ def test_how_many_processes(monkeypatch):
     assert curve_processes(todo * 1000) == WORKERS_PER_CORE * cores  # not a process per curve: the memory
     monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "none")  # not a number: the usable cores
     assert curve_processes(todo) == min(4, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    assert curve_processes(todo) == 1  # a pool's worker may not start processes: here
+    monkeypatch.undo()
     gpu = [(c, Sweep(problem=sw.problem, estimator=sw.estimator, device="cuda")) for c, sw in todo]  # not validated
     assert curve_processes(gpu) == 1  # a forked child cannot use its parent's CUDA context
 
