@@ -14,8 +14,8 @@ An executor has:
 - ``immediate_reference``: whether the run loop asks for such statistics at once (serially: the
   rows keep the order of an uninterrupted run) or after the other units (a cluster).
 
-:class:`Serial` runs the cells in this process, and the training curves after them side by side in forked
-processes (benchmarks.curve_pool); benchmarks.distributed.Dask runs on a Dask cluster.
+:class:`Serial` runs the cells in this process, and the training curves side by side in forked processes
+(benchmarks.curve_pool), beside the cells and after them; benchmarks.distributed.Dask runs on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .curve_pool import curve_processes, train_side_by_side
+from .curve_pool import CurvePool, curve_processes, share_cores, torch_threads
 from .plan import Cell, Plan
 from .rows import curve_rows, measure_cell, prepare
 from .stats import GradientStats
@@ -34,9 +34,11 @@ Unit = tuple[str, Cell, Sweep, list[dict[str, Any]], "dict[str, GradientStats] |
 
 
 class Serial:
-    """The cells one after the other in this process, one setting's prepared data held at a time; then the
-    training curves, in as many forked processes of one torch thread as the usable cores where there are
-    several (benchmarks.curve_pool: a curve is one core's work whatever its threads), else here."""
+    """The cells one after the other in this process, one setting's prepared data held at a time, and the
+    training curves in forked processes of one torch thread where there are several usable cores
+    (benchmarks.curve_pool: a curve is one core's work whatever its threads): while the cells run, on half
+    the cores (their torch threads meanwhile the other half), then on every core; with one core, here after
+    the cells."""
 
     immediate_reference = True
 
@@ -59,17 +61,30 @@ class Serial:
         return self._prepared[1]
 
     def units(self, todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]]) -> Iterator[Unit]:
+        processes = curve_processes(todo_curves)
+        if processes <= 1:
+            yield from self._cells(todo)
+            for cell, sweep in todo_curves:
+                yield "curve", cell, sweep, curve_rows(cell, sweep, sweep.context()), None
+            return
+        with CurvePool(todo_curves, processes) as pool:
+            if todo:  # the cells on part of the cores, some curves beside them on the others
+                pool.limit, threads = share_cores(processes)
+                pool.start()
+                with torch_threads(threads):
+                    for unit in self._cells(todo):
+                        yield unit
+                        for cell, sweep, rows in pool.ready():
+                            yield "curve", cell, sweep, rows, None
+            pool.limit = processes
+            for cell, sweep, rows in pool.rest():
+                yield "curve", cell, sweep, rows, None
+
+    def _cells(self, todo: list[tuple[Cell, Sweep]]) -> Iterator[Unit]:
         for cell, sweep in todo:
             rows, stats = measure_cell(cell, sweep, self._prepare(cell, sweep), sweep.context())
             yield "cell", cell, sweep, rows, stats
         self._prepared = (None, None)  # not held while the curves train
-        processes = curve_processes(todo_curves)
-        if processes > 1:
-            for cell, sweep, rows in train_side_by_side(todo_curves, processes):
-                yield "curve", cell, sweep, rows, None
-            return
-        for cell, sweep in todo_curves:
-            yield "curve", cell, sweep, curve_rows(cell, sweep, sweep.context()), None
 
     def reference_stats(self, cell: Cell, sweep: Sweep) -> dict[str, GradientStats] | None:
         ref = Cell(cell.problem, cell.problem.reference, cell.setting, cell.n_samples)

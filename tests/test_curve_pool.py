@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import runner
 from benchmarks.cluster import WORKERS_PER_CORE
@@ -178,3 +179,47 @@ def test_ctrl_c_while_curves_train_leaves_no_process_running(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # what a failed check left running
         proc.communicate()
+
+
+def test_curves_train_beside_the_cells_on_the_cores_left(monkeypatch):
+    """While the cells run here (on share_cores' threads), curves train in the processes and each finished one
+    hands its process the next at once: a cell that waits until two curves are done (one at a time beside the
+    cells) sees them done without this process handing anything out, and they come back before the last cell."""
+    from benchmarks import curve_pool, executors
+
+    monkeypatch.setattr(curve_pool, "usable_cores", lambda: 2)  # one curve beside cells on one thread
+    pools, threads = [], []
+
+    class Recorded(curve_pool.CurvePool):
+        def __init__(self, *args):
+            super().__init__(*args)
+            pools.append(self)
+
+    def fake_cell(cell, sweep, prepared, ctx):
+        threads.append(torch.get_num_threads())
+        if len(threads) == 3:  # the last cell but one: wait for two curves trained beside it
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with pools[0]._changed:
+                    assert len(pools[0]._running) <= 1  # the limit beside the cells
+                    if len(pools[0]._done) >= 2:
+                        break
+                time.sleep(0.01)
+        return [], None
+
+    monkeypatch.setattr(executors, "CurvePool", Recorded)
+    monkeypatch.setattr(executors, "measure_cell", fake_cell)
+    monkeypatch.setattr(executors, "prepare", lambda cell, ctx: None)
+    sw = _sweep().with_overrides(n_samples=[1, 4]).validate()
+    todo = runner.make_plan([sw]).cells
+    todo_curves = [(c, sw) for c in curve_cells(sw)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        units = [(kind, cell.estimator) for kind, cell, *_ in executors.Serial().units(todo, todo_curves)]
+        assert threads == [1] * 4 and torch.get_num_threads() == 2  # the cells' threads, then torch's own again
+    finally:
+        torch.set_num_threads(before)
+    kinds = [kind for kind, _ in units]
+    assert kinds.count("cell") == 4 and kinds.count("curve") == len(todo_curves) == 8
+    assert kinds.index("curve") < len(kinds) - 1 - kinds[::-1].index("cell")  # a curve came back before the last cell
