@@ -328,16 +328,50 @@ def test_progress_lines_count_training_curves_as_what_they_are(monkeypatch, caps
     from estbench.progress import _progress_lines
 
     monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
-    unit = SimpleNamespace(problem=SimpleNamespace(name="vae-digits"), label="vae-digits/reinforce")
-    for curves, said in (([(unit, None)], "cells and training curves done"), ([], "cells done")):
-        update = _progress_lines(SimpleNamespace(cells=[(unit, None)] * 2, curves=curves))
-        for _ in range(2 + len(curves)):
-            update(unit)
+    def unit():
+        return SimpleNamespace(problem=SimpleNamespace(name="vae-digits"), label="vae-digits/reinforce")
+
+    for curves, said in (([(unit(), None)], "cells and training curves done"), ([], "cells done")):
+        cells = [(unit(), None) for _ in range(2)]
+        update = _progress_lines(SimpleNamespace(cells=cells, curves=curves))
+        for done, _ in cells + curves:
+            update(done)
         update(None)
         lines = capsys.readouterr().err.splitlines()
         total = 2 + len(curves)
         assert lines[0].startswith(f"estbench: 1/{total} {said}, ")
         assert lines[-1].startswith(f"estbench: {total}/{total} {said} in ")
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_the_time_left_adds_cells_and_curves_only_where_they_ran_one_after_the_other(monkeypatch, capsys, beside):
+    """Four cells of 10 s and four curves of 30 s. Beside: a curve comes back every 30 s while a cell ends every 10 s;
+    after two cells and one curve (t = 30 s), 2 cells x 10 s and 3 curves x 30 s are left at once: 90 s, the longer
+    stream. One after the other: after the cells (40 s) and one curve (70 s), 3 x 30 s = 90 s; after two cells,
+    20 s + 4 x 30 s (a curve's time unknown yet: the cells' mean, 10 s each) = 60 s."""
+    from types import SimpleNamespace
+
+    from estbench import progress
+
+    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    cells = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"cell{i}"), None) for i in range(4)]
+    curves = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"curve{i}"), None) for i in range(4)]
+    update = progress._progress_lines(SimpleNamespace(cells=cells, curves=curves))
+    if beside:
+        events = [(10, cells[0]), (20, cells[1]), (30, curves[0]), (30.5, cells[2])]
+    else:
+        events = [(10, cells[0]), (20, cells[1]), (30, cells[2]), (40, cells[3]), (70, curves[0])]
+    for t, (unit, _) in events:
+        clock[0] = t
+        update(unit)
+    lines = capsys.readouterr().err.splitlines()
+    said = {line.split(" (last: ")[1].rstrip(")"): line.split("about ")[1].split(" left")[0] for line in lines}
+    if beside:
+        assert said["curve0"] == "1:30" and said["cell2"] == "1:30"  # the curves' 90 s, not the cells' 20 s then 10 s
+    else:
+        assert said["cell1"] == "1:00" and said["curve0"] == "1:30"
 
 
 def test_resume_may_add_option_values(tmp_path):
