@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", metavar="FILE", help="rebuild from this results CSV without recomputing")
     p.add_argument("--benchmarks", metavar="FILE", help="pytest-benchmark JSON to include (from --benchmark-json)")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller sweep for a first look (40-43 s on 2 cores, 48-52 s with the adapters' extras)")
+                   help="a smaller sweep for a first look (44-47 s on 2 cores, 51-57 s with the adapters' extras)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("perf", help="speed of the replicate engine against a backward() loop, JAX and a matmul")
