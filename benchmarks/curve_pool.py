@@ -4,13 +4,13 @@ A curve is one core's work whatever its torch threads (300 steps of the binary V
 0.78-1.02 s with two; docs/performance.md), so on a machine of several cores the curves train in processes of one
 thread each. They start with the run: while this process measures the cells, on part of the cores
 (``share_cores``), some of the curves train beside them on the others, and once the cells are done the curves left
-train on every core. A cell and a curve beside it do not slow each other measurably (docs/performance.md), two
-cells would. The processes are forked from this one: they have its estimators, problems and plugins (a notebook's
-own classes included) without importing or shipping anything, and hand back rows, which this process alone writes.
-A curve's numbers are those of training it here (each is seeded from its identity; docs/performance.md compares
-them). A process that dies (a plugin that kills it, the memory killer) takes no other curve with it: the curves it
-was training are run again one at a time, and one that kills its process alone becomes a failed row. Ctrl-C stops
-them all at once (the processes ignore SIGINT; this one kills them).
+train on every core. A curve beside the cells slows them by about 1%, where a second cell would by 12-33%, and
+loses 0-20% itself (docs/performance.md). The processes are forked from this one: they have its estimators,
+problems and plugins (a notebook's own classes included) without importing or shipping anything, and hand back
+rows, which this process alone writes. A curve's numbers are those of training it here (each is seeded from its
+identity; docs/performance.md compares them). A process that dies (a plugin that kills it, the memory killer) takes
+no other curve with it: the curves it was training are run again one at a time, and one that kills its process
+alone becomes a failed row. Ctrl-C stops them all at once (the processes ignore SIGINT; this one kills them).
 
 ``ESTBENCH_CURVE_PROCESSES=N`` sets the number of processes (1: every curve in this process, after the cells).
 Forking needs Linux and a CPU run: elsewhere, or on a GPU, the curves train in this process, as do those not yet

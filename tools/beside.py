@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
+from typing import Any
 
 import torch
 
@@ -35,7 +36,7 @@ def curves(a: int, b: int) -> float:
     return time.perf_counter() - start
 
 
-def _train_forever(done: int) -> None:
+def _train_forever(done: Any) -> None:
     torch.set_num_threads(1)
     todo = _curves()
     while True:
@@ -47,8 +48,9 @@ def _train_forever(done: int) -> None:
 def cells(threads: int, beside: bool) -> tuple[float, int]:
     """(seconds of the cells, curves trained beside them)."""
     keep_freed_memory()  # as estbench's commands do
-    count = multiprocessing.get_context("fork").Value("i", 0)
-    trainer = multiprocessing.get_context("fork").Process(target=_train_forever, args=(count,), daemon=True)
+    fork = multiprocessing.get_context("fork")
+    count = fork.Value("i", 0)
+    trainer = fork.Process(target=_train_forever, args=(count,), daemon=True)
     if beside:
         trainer.start()
     torch.set_num_threads(threads)
