@@ -80,6 +80,15 @@ class Serial:
             for cell, sweep, rows in pool.rest():
                 yield "curve", cell, sweep, rows, None
 
+    @staticmethod
+    def curve_concurrency(todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]]) -> tuple[int, int]:
+        """(curves trained at once while cells are left, 0 where they follow the cells; after the cells): what
+        ``units`` does, for the progress lines' time left."""
+        processes = curve_processes(todo_curves)
+        if processes <= 1:
+            return 0, 1
+        return (share_cores(processes)[0] if todo else processes), processes
+
     def _cells(self, todo: list[tuple[Cell, Sweep]]) -> Iterator[Unit]:
         for cell, sweep in todo:
             rows, stats = measure_cell(cell, sweep, self._prepare(cell, sweep), sweep.context())

@@ -14,6 +14,7 @@ completed cell holds is refused (benchmarks.schema CONTENT_COLUMNS).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,10 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                     writers[0].write(cell_rows)
 
             agreement = _Agreement(ex, write)
+            declare, hear = getattr(ex, "curve_concurrency", None), getattr(progress, "concurrency", None)
+            if declare is not None and hear is not None and todo_curves:
+                hear(*declare(todo, todo_curves))  # how many curves train at once, for the time left
+            timed = getattr(progress, "timed", False)
             for kind, cell, sweep, unit_rows, stats in ex.units(todo, todo_curves):
                 if kind == "cell":
                     agreement.cell(cell, sweep, unit_rows, stats)
@@ -202,7 +207,10 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                     if len(writers) > 1:
                         writers[1].write(unit_rows)
                 if progress is not None:
-                    progress(cell)
+                    if timed and kind == "curve":  # its own training time: several train at once
+                        progress(cell, seconds=_trained_seconds(unit_rows))
+                    else:
+                        progress(cell)
             agreement.finish()
     finally:
         for w in writers:
@@ -215,6 +223,12 @@ def _run(plan: Plan, out: Path | None, progress: Callable[[Cell], None] | None, 
                                f"rows (the first: {cell.label}); the rows "
                                f"written are kept" + (f": continue with --resume on {out}" if out else ""))
     return rows
+
+
+def _trained_seconds(curve_rows: list[dict[str, Any]]) -> float | None:
+    """A curve's training time: its last logged ``wall_time_s`` (None for a failed curve, which has none)."""
+    times = [t for r in curve_rows if isinstance(t := r.get("wall_time_s"), float | int) and math.isfinite(t)]
+    return max(times, default=None)
 
 
 def _key(cell: Cell, sweep: Sweep, key: tuple[str, ...]) -> tuple[str, ...]:

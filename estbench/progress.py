@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -11,6 +12,8 @@ from typing import Any
 #: Seconds between progress lines when stderr is not a terminal (CI logs, nohup);
 #: $ESTBENCH_PROGRESS_EVERY overrides it (0: a line per cell).
 PROGRESS_EVERY_S = 30.0
+#: after the cells, the curves' pace is measured once this many seconds have passed (before: the pace beside them)
+PACE_AFTER_S = 10.0
 
 
 def progress(plan: Any, quiet: bool):
@@ -45,56 +48,152 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def _progress_lines(plan: Any):
-    """Progress lines for a log. The time left is estimated per kind of unit (a problem's cells, its training
-    curves) from the mean time of the units of that kind done so far (of all units of their stream where none of a
-    kind is done yet): a VAE cell takes a thousand times a toy cell's. Cells and curves are two streams, each unit
-    timed from the one before it in its stream: where curves have come back while cells were left (they train
-    beside the cells, benchmarks.curve_pool), the time left is the longer stream's, else the two added."""
+def _size(cell: Any, sweep: Any) -> float:
+    """A curve's size: one gradient estimate's memory (the problem's replicate_bytes) times its training steps; 0
+    where the problem does not say (or fails to)."""
     try:
-        every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
-    except ValueError:
-        every = PROGRESS_EVERY_S
-    curve_ids = {id(c) for c, _ in plan.curves}
-    remaining = Counter([(c.problem.name, "cell") for c, _ in plan.cells] + [(c.problem.name, "curve") for c, _ in plan.curves])
-    total = sum(remaining.values())
-    done_what = "cells and training curves done" if plan.curves else "cells done"  # both are units of the count
-    start = last_line = time.monotonic()
-    last_unit = {"cell": start, "curve": start}
-    spent: dict[tuple, list[float]] = {}
-    done, beside = 0, False
+        return float(cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())) * sweep.train_steps
+    except Exception:  # noqa: BLE001 - a plugin problem's fault costs the time left its weights, not the run
+        return 0.0
 
-    def stream_left(stream: str) -> float:
-        pooled = [t for k, ts in spent.items() if k[1] == stream for t in ts] or [t for ts in spent.values() for t in ts]
-        overall = sum(pooled) / len(pooled) if pooled else 0.0
-        mean = {k: sum(ts) / len(ts) for k, ts in spent.items() if ts}
-        return sum(n * mean.get(k, overall) for k, n in remaining.items() if k[1] == stream)
 
-    def left() -> float:
-        cells, curves = stream_left("cell"), stream_left("curve")
-        return max(cells, curves) if beside else cells + curves
+def _progress_lines(plan: Any) -> _Lines:
+    return _Lines(plan)
 
-    def update(cell: Any) -> None:
-        nonlocal done, last_line, beside
+
+class _Lines:
+    """Progress lines for a log: a line every ESTBENCH_PROGRESS_EVERY seconds with the units done, the time
+    elapsed and the time left, estimated per kind of unit (a problem's cells, its training curves): a VAE cell
+    takes a thousand times a toy cell's.
+
+    A cell's time is the time since the cell before it (the cells run one after the other), a kind's the mean of
+    its cells done (of all cells done where none of a kind is). A curve's time is its own training time where the
+    run loop gives it (``seconds``; its rows' ``wall_time_s``, which leaves out its test-set evaluations), else the
+    time since the curve before it. Curves are weighed by their size, the memory of one gradient estimate
+    (``Problem.replicate_bytes``) times the training steps: a kind's curves left take its seconds per unit of size
+    so far, a kind not seen yet the seconds per unit of every curve done (a batch of 16 trains in a fraction of a
+    batch of 128's time), and before any curve is done, at least the time they have been training. Their work W
+    is done at the pace measured (curve seconds come back per second) while the cells run and, once the cells
+    are done and PACE_AFTER_S have passed, after them. The run loop declares how many curves train at once beside
+    the cells and after them (``concurrency``, from its executor); before a pace is measured, that is the pace,
+    and the pace after the cells is the pace beside them x after / beside. The time left is the cells' C plus
+    the curve work not done beside them, (W - pace beside x C) / pace after, and no less than the longest curve
+    left at one process's pace. Without a declaration, one curve at a time: then C + W, or where a curve came
+    back while cells were left, the longer of the two."""
+
+    timed = True  # the run loop passes a curve's own training time
+
+    def __init__(self, plan: Any) -> None:
+        try:
+            self.every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
+        except ValueError:
+            self.every = PROGRESS_EVERY_S
+        self.size = {id(c): _size(c, sw) for c, sw in plan.curves}  # the curves' weights; 0 where not known
+        self.curve_ids = set(self.size)
+        self.size_left = Counter()
+        for c, _ in plan.curves:
+            self.size_left[c.problem.name] += self.size[id(c)]
+        self.sized: dict[str, list[tuple[float, float]]] = {}  # a kind's (seconds, size) of its curves done with a size
+        self.remaining = Counter([(c.problem.name, "cell") for c, _ in plan.cells] +
+                                 [(c.problem.name, "curve") for c, _ in plan.curves])
+        self.total = sum(self.remaining.values())
+        self.what = "cells and training curves done" if plan.curves else "cells done"  # both are units of the count
+        self.start = self.last_line = time.monotonic()
+        self.last_unit = {"cell": self.start, "curve": self.start}
+        self.spent: dict[tuple, list[float]] = {}
+        self.done = 0
+        self.declared: tuple[int, int] | None = None
+        self.own = {"beside": 0.0, "after": 0.0}  # curves' own seconds come back while cells ran, and after
+        self.returned = {"beside": self.start, "after": self.start}  # when the last of them came back
+        self.cells_end: float | None = None if plan.cells else self.start
+        self.beside = False
+
+    def concurrency(self, beside: int, after: int) -> None:
+        """Curves trained at once while cells are left (0: none, they follow the cells) and after the cells."""
+        self.declared = (max(0, beside), max(1, after))
+
+    def _mean(self, stream: str) -> float:
+        pooled = [t for k, ts in self.spent.items() if k[1] == stream for t in ts]
+        if pooled:
+            return sum(pooled) / len(pooled)
+        if stream == "curve" and self.declared and self.declared[0]:  # none done yet, all running since the start
+            return max(0.0, time.monotonic() - self.start)
+        everything = [t for ts in self.spent.values() for t in ts]
+        return sum(everything) / len(everything) if everything else 0.0
+
+    def _left(self, stream: str) -> tuple[float, float]:
+        """(the stream's time left, one unit after another; its longest unit left)."""
+        overall = self._mean(stream)
+        means = {k: (sum(ts) / len(ts) if ts else overall) for k, ts in self.spent.items()}
+        done = [st for sts in self.sized.values() for st in sts] if stream == "curve" else []
+        rate = sum(t for t, _ in done) / sum(z for _, z in done) if done else None  # seconds per unit of size
+        total, longest = 0.0, 0.0
+        for k, n in self.remaining.items():
+            if k[1] != stream or n <= 0:
+                continue
+            own = self.sized.get(k[0])
+            kind_rate = sum(t for t, _ in own) / sum(z for _, z in own) if own else rate
+            if stream == "curve" and kind_rate is not None and self.size_left[k[0]] > 0:
+                part = kind_rate * self.size_left[k[0]]
+            else:
+                part = n * means.get(k, overall)
+            total, longest = total + part, max(longest, part / n)
+        return total, longest
+
+    def _pace(self, now: float) -> tuple[float, float]:
+        """(curve work done per second while the cells run, after them): as measured, from the curves' own times
+        (after the cells, once PACE_AFTER_S have passed), else what the declared processes would do (after: the pace
+        beside the cells x after / beside)."""
+        beside, after = self.declared or ((1, 1) if self.beside else (0, 1))
+        b_end = self.returned["beside"]  # up to the last curve that came back: none in flight is counted as done
+        measured = self.own["beside"] / (b_end - self.start) if self.own["beside"] > 0 and b_end > self.start else 0.0
+        pace_beside = measured or float(beside)
+        a_end = self.returned["after"]
+        if self.cells_end is not None and self.own["after"] > 0 and a_end - self.cells_end >= PACE_AFTER_S:
+            return pace_beside, self.own["after"] / (a_end - self.cells_end)
+        return pace_beside, (pace_beside * after / beside if beside and measured else float(after))
+
+    def left(self) -> float:
+        cells, _ = self._left("cell")
+        work, longest = self._left("curve")
+        if not work:
+            return cells
+        beside, after = self.declared or ((1, 1) if self.beside else (0, 1))
+        pace_beside, pace_after = self._pace(time.monotonic())
+        return cells + max(longest * after / pace_after, max(0.0, work - pace_beside * cells) / pace_after)
+
+    def __call__(self, cell: Any, seconds: float | None = None) -> None:
         now = time.monotonic()
         if cell is None:  # the closing line; none where no unit was done (a run refused: its error is the line)
-            if done:
-                print(f"estbench: {done}/{total} {done_what} in {_clock(now - start)}", file=sys.stderr, flush=True)
+            if self.done:
+                print(f"estbench: {self.done}/{self.total} {self.what} in {_clock(now - self.start)}", file=sys.stderr,
+                      flush=True)
             return
-        stream = "curve" if id(cell) in curve_ids else "cell"
+        stream = "curve" if id(cell) in self.curve_ids else "cell"
         kind = (cell.problem.name, stream)
-        if stream == "curve" and any(n for k, n in remaining.items() if k[1] == "cell"):
-            beside = True  # a curve came back while cells were left: the two streams run at once
-        since = last_unit[stream] if beside else max(last_unit.values())  # one after the other: the last unit's end
-        if now - since > 1e-3:  # units kept by --resume report at once; they say nothing of the time
-            spent.setdefault(kind, []).append(now - since)
-        last_unit[stream] = now
-        if remaining[kind] > 0:
-            remaining[kind] -= 1
-        done += 1
-        if now - last_line >= every and done < total:
-            last_line = now
-            print(f"estbench: {done}/{total} {done_what}, {_clock(now - start)} elapsed, about {_clock(left())} left "
-                  f"(last: {cell.label})", file=sys.stderr, flush=True)
-
-    return update
+        cells_left = any(n for k, n in self.remaining.items() if k[1] == "cell")
+        if stream == "curve" and cells_left:
+            self.beside = True  # a curve came back while cells were left: the two streams run at once
+        concurrent = self.beside or bool(self.declared and self.declared[0])
+        since = self.last_unit[stream] if concurrent else max(self.last_unit.values())
+        took = seconds if stream == "curve" and seconds is not None and math.isfinite(seconds) else now - since
+        if took > 1e-3:  # units kept by --resume report at once; they say nothing of the time
+            self.spent.setdefault(kind, []).append(took)
+            if stream == "curve" and self.size.get(id(cell), 0) > 0:
+                self.sized.setdefault(kind[0], []).append((took, self.size[id(cell)]))
+        if stream == "curve":
+            self.size_left[kind[0]] -= self.size.get(id(cell), 0)
+            if seconds is not None and took > 1e-3:
+                phase = "after" if self.cells_end is not None else "beside"
+                self.own[phase] += took
+                self.returned[phase] = now
+        self.last_unit[stream] = now
+        if self.remaining[kind] > 0:
+            self.remaining[kind] -= 1
+        if stream == "cell" and self.cells_end is None and not any(n for k, n in self.remaining.items() if k[1] == "cell"):
+            self.cells_end = now
+        self.done += 1
+        if now - self.last_line >= self.every and self.done < self.total:
+            self.last_line = now
+            print(f"estbench: {self.done}/{self.total} {self.what}, {_clock(now - self.start)} elapsed, about "
+                  f"{_clock(self.left())} left (last: {cell.label})", file=sys.stderr, flush=True)

@@ -223,3 +223,49 @@ def test_curves_train_beside_the_cells_on_the_cores_left(monkeypatch):
     kinds = [kind for kind, _ in units]
     assert kinds.count("cell") == 4 and kinds.count("curve") == len(todo_curves) == 8
     assert kinds.index("curve") < len(kinds) - 1 - kinds[::-1].index("cell")  # a curve came back before the last cell
+
+
+def test_the_run_loop_tells_the_progress_how_many_curves_train_at_once_and_each_ones_time(monkeypatch):
+    """A progress callback that asks (``timed``, ``concurrency``) hears the serial executor's curve concurrency
+    (2 cores: one curve beside the cells, two after) and, for each curve, its rows' last wall_time_s; cells are
+    reported without a time. One that does not ask is called with the cell alone."""
+    from benchmarks import curve_pool
+
+    monkeypatch.setattr(curve_pool, "usable_cores", lambda: 2)
+    monkeypatch.setenv("ESTBENCH_CURVE_PROCESSES", "2")
+    heard, calls, curves = [], [], []
+
+    class Progress:
+        timed = True
+
+        def concurrency(self, beside, after):
+            heard.append((beside, after))
+
+        def __call__(self, cell, seconds=None):
+            calls.append((cell.label, seconds))
+
+    plan = runner.make_plan([_sweep()])
+    runner.run(plan, progress=Progress(), curves=curves)
+    assert heard == [(1, 2)]
+    timed = {label: s for label, s in calls if s is not None}
+    assert len(calls) == len(plan.cells) + len(plan.curves) and len(timed) == len(plan.curves) == 4
+    trained = {c.label: max(r["wall_time_s"] for r in curves if (r["estimator"], r["train_seed"]) ==
+                            (c.estimator, c.train_seed)) for c, _ in plan.curves}
+    assert timed == trained and all(s > 0 for s in timed.values())
+    plain = []
+    runner.run(plan, progress=lambda cell: plain.append(cell))
+    assert len(plain) == len(plan.cells) + len(plan.curves)
+
+
+def test_the_pool_hands_out_each_problems_first_curve_first():
+    """Each problem's first curve, then the rest in the plan's order: the progress lines learn every problem's
+    pace early."""
+    from types import SimpleNamespace
+
+    from benchmarks.curve_pool import CurvePool, first_of_each_problem
+
+    names = ["a", "a", "a", "b", "b", "c"]
+    curves = [(SimpleNamespace(problem=SimpleNamespace(name=n)), None) for n in names]
+    assert first_of_each_problem(curves) == [0, 3, 5, 1, 2, 4]
+    assert list(CurvePool(curves, 2)._queue) == [0, 3, 5, 1, 2, 4]
+    assert first_of_each_problem([]) == []

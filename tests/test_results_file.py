@@ -374,6 +374,36 @@ def test_the_time_left_adds_cells_and_curves_only_where_they_ran_one_after_the_o
         assert said["cell1"] == "1:00" and said["curve0"] == "1:30"
 
 
+def test_the_time_left_counts_the_curves_training_at_once_beside_the_cells_and_after(monkeypatch, capsys):
+    """Declared: one curve beside the cells, two after. Four cells of 10 s, six curves of 30 s of training each.
+    After the first cell (t = 10 s, no curve done: each takes at least the 10 s they have been running, at the
+    declared pace): C = 3 x 10 s, W = 6 x 10 s, 30 + (60 - 30) / 2 = 45 s. The first curve back at t = 30 s with
+    its own 30 s (the pace beside the cells: 30 s of work in 30 s, so 2 after them): C = 2 x 10 s and W = 5 x 30 s
+    from its own time, 20 + (150 - 20) / 2 = 85 s. After the cells (t = 40 s): 150 / 2 = 75 s. One curve left
+    (t = 100 s; 120 s of work came back in the 60 s after the cells): 30 s, not 15 (a curve is not split)."""
+    from types import SimpleNamespace
+
+    from estbench import progress
+
+    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    cells = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"cell{i}"), None) for i in range(4)]
+    curves = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"curve{i}"), None) for i in range(6)]
+    update = progress._progress_lines(SimpleNamespace(cells=cells, curves=curves))
+    update.concurrency(1, 2)
+    events = [(10, cells[0], None), (20, cells[1], None), (30, curves[0], 30.0), (30.5, cells[2], None),
+              (40, cells[3], None), (60, curves[1], 30.0), (70, curves[2], 30.0), (90, curves[3], 30.0),
+              (100, curves[4], 30.0)]
+    for t, (unit, _), seconds in events:
+        clock[0] = t
+        update(unit, seconds=seconds)
+    lines = capsys.readouterr().err.splitlines()
+    said = {line.split(" (last: ")[1].rstrip(")"): line.split("about ")[1].split(" left")[0] for line in lines}
+    assert said["cell0"] == "0:45" and said["curve0"] == "1:25" and said["cell3"] == "1:15"
+    assert said["curve4"] == "0:30"
+
+
 def test_resume_may_add_option_values(tmp_path):
     """--temperature 0.5, then --temperature 0.5 2 with --resume: one new cell per added value, and
     the table equals one run of both values."""
