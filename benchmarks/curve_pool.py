@@ -4,7 +4,7 @@ A curve is one core's work whatever its torch threads (300 steps of the binary V
 0.78-1.02 s with two; docs/performance.md), so on a machine of several cores the curves train in processes of one
 thread each. They start with the run: while this process measures the cells, on part of the cores
 (``share_cores``), some of the curves train beside them on the others, and once the cells are done the curves left
-train on every core; each problem's first curve is handed out first (``first_of_each_problem``). A curve
+train on every core; each problem's first curve is handed out first, then every curve's first seed (``hand_out_order``). A curve
 beside the cells slows them by about 1%, where a second cell would by 12-33%, and loses 0-20% itself
 (docs/performance.md). The processes are forked from this one: they have its estimators,
 problems and plugins (a notebook's own classes included) without importing or shipping anything, and hand back
@@ -81,14 +81,16 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def first_of_each_problem(curves: list[tuple[Cell, Sweep]]) -> list[int]:
-    """The order the pool hands the curves out in: each problem's first curve, then the rest in the plan's order.
-    The progress lines then know each problem's pace early (a batch of 16 trains in a third of a batch of 128's
-    time), and the run still ends on the plan's last, small problems' curves."""
+def hand_out_order(curves: list[tuple[Cell, Sweep]]) -> list[int]:
+    """The order the pool hands the curves out in: each problem's first curve, then every curve of the first
+    training seed, then of the second, and so on, each in the plan's order. The progress lines then know each
+    problem's pace early and each estimator's once its first seed is back (its seeds take about the same time), and
+    the run still ends on the plan's last, small problems' curves."""
     seen: set[str] = set()
     first = [i for i, (cell, _) in enumerate(curves) if cell.problem.name not in seen and not seen.add(cell.problem.name)]
     firsts = set(first)
-    return first + [i for i in range(len(curves)) if i not in firsts]
+    rest = sorted((i for i in range(len(curves)) if i not in firsts), key=lambda i: (curves[i][0].train_seed, i))
+    return first + rest
 
 
 def _start(curves: list[tuple[Cell, Sweep]]) -> None:
@@ -124,7 +126,7 @@ class CurvePool:
 
     def __init__(self, curves: list[tuple[Cell, Sweep]], processes: int) -> None:
         self.curves, self.processes, self.limit = list(curves), processes, processes
-        self._queue = deque(first_of_each_problem(self.curves))
+        self._queue = deque(hand_out_order(self.curves))
         self._alone: set[int] = set()  # curves whose process died beside others: trained again with none beside them
         self._running: dict[Future, int] = {}
         self._done: list[Done] = []

@@ -57,29 +57,39 @@ def _size(cell: Any, sweep: Any) -> float:
         return 0.0
 
 
+def _group(cell: Any) -> str:
+    """A curve's group: its label less its training seed (the same estimator, problem, setting and samples)."""
+    label = str(cell.label)
+    return label[: label.rindex("-train_seed=")] + "]" if "-train_seed=" in label else label
+
+
 def _progress_lines(plan: Any) -> _Lines:
     return _Lines(plan)
 
 
 class _Lines:
     """Progress lines for a log: a line every ESTBENCH_PROGRESS_EVERY seconds with the units done, the time
-    elapsed and the time left, estimated per kind of unit (a problem's cells, its training curves): a VAE cell
-    takes a thousand times a toy cell's.
+    elapsed and the time left.
 
-    A cell's time is the time since the cell before it (the cells run one after the other), a kind's the mean of
-    its cells done (of all cells done where none of a kind is). A curve's time is its own training time where the
-    run loop gives it (``seconds``; its rows' ``wall_time_s``, which leaves out its test-set evaluations), else the
-    time since the curve before it. Curves are weighed by their size, the memory of one gradient estimate
-    (``Problem.replicate_bytes``) times the training steps: a kind's curves left take its seconds per unit of size
-    so far, a kind not seen yet the seconds per unit of every curve done (a batch of 16 trains in a fraction of a
-    batch of 128's time), and before any curve is done, at least the time they have been training. Their work W
-    is done at the pace measured (curve seconds come back per second) while the cells run and, once the cells
-    are done and PACE_AFTER_S have passed, after them. The run loop declares how many curves train at once beside
-    the cells and after them (``concurrency``, from its executor); before a pace is measured, that is the pace,
-    and the pace after the cells is the pace beside them x after / beside. The time left is the cells' C plus
-    the curve work not done beside them, (W - pace beside x C) / pace after, and no less than the longest curve
-    left at one process's pace. Without a declaration, one curve at a time: then C + W, or where a curve came
-    back while cells were left, the longer of the two."""
+    Cells: a cell's time is the time since the cell before it (the cells run one after the other); the cells left
+    of a problem take the mean of its cells done (of all cells done where none of it is): a VAE cell takes a
+    thousand times a toy cell's.
+
+    Curves: a curve's time is its own training time where the run loop gives it (``seconds``; its rows' last
+    ``wall_time_s``, which leaves out its test-set evaluations), else the time since the curve before it. Each
+    curve left is weighed by its size, the memory of one gradient estimate (``Problem.replicate_bytes``) times its
+    training steps, at the seconds per unit of size of the nearest curves done: its own group's (the same
+    estimator, problem and setting; its other seeds), else its problem's, else every curve's (a batch of 16 trains
+    in a fraction of a batch of 128's time); before any is done, at least the time they have been training. The
+    pool hands out each problem's first curve, then every group's first seed, first (benchmarks.curve_pool).
+
+    Their work W is done at the pace measured (curve-seconds come back per second, up to the last one back) while
+    the cells run and, once the cells are done and PACE_AFTER_S have passed, after them. The run loop declares
+    how many curves train at once beside the cells and after them (``concurrency``, from its executor); before a
+    pace is measured that is the pace, and the pace after the cells is the pace beside them x after / beside. The
+    time left is the cells' C plus the curve work not done beside them, (W - pace beside x C) / pace after, and
+    no less than the longest curve left at one process's pace. Without a declaration, one curve at a time: then
+    C + W, or where a curve came back while cells were left, the longer of the two."""
 
     timed = True  # the run loop passes a curve's own training time
 
@@ -88,19 +98,16 @@ class _Lines:
             self.every = float(os.environ.get("ESTBENCH_PROGRESS_EVERY", PROGRESS_EVERY_S))
         except ValueError:
             self.every = PROGRESS_EVERY_S
-        self.size = {id(c): _size(c, sw) for c, sw in plan.curves}  # the curves' weights; 0 where not known
-        self.curve_ids = set(self.size)
-        self.size_left = Counter()
-        for c, _ in plan.curves:
-            self.size_left[c.problem.name] += self.size[id(c)]
-        self.sized: dict[str, list[tuple[float, float]]] = {}  # a kind's (seconds, size) of its curves done with a size
-        self.remaining = Counter([(c.problem.name, "cell") for c, _ in plan.cells] +
-                                 [(c.problem.name, "curve") for c, _ in plan.curves])
-        self.total = sum(self.remaining.values())
+        # each curve: (its group, its problem, its size); those not done yet
+        self.curves = {id(c): (_group(c), c.problem.name, _size(c, sw)) for c, sw in plan.curves}
+        self.curves_left = set(self.curves)
+        self.curve_times: dict[str, list[tuple[float, float]]] = {}  # (seconds, size) by group and by problem; "" all
+        self.remaining = Counter(c.problem.name for c, _ in plan.cells)  # the cells left, by problem
+        self.cell_times: dict[str, list[float]] = {}
+        self.total = len(plan.cells) + len(plan.curves)
         self.what = "cells and training curves done" if plan.curves else "cells done"  # both are units of the count
         self.start = self.last_line = time.monotonic()
         self.last_unit = {"cell": self.start, "curve": self.start}
-        self.spent: dict[tuple, list[float]] = {}
         self.done = 0
         self.declared: tuple[int, int] | None = None
         self.own = {"beside": 0.0, "after": 0.0}  # curves' own seconds come back while cells ran, and after
@@ -112,35 +119,27 @@ class _Lines:
         """Curves trained at once while cells are left (0: none, they follow the cells) and after the cells."""
         self.declared = (max(0, beside), max(1, after))
 
-    def _mean(self, stream: str) -> float:
-        pooled = [t for k, ts in self.spent.items() if k[1] == stream for t in ts]
-        if pooled:
-            return sum(pooled) / len(pooled)
-        if stream == "curve" and self.declared and self.declared[0]:  # none done yet, all running since the start
+    def _cells_left(self) -> float:
+        every = [t for ts in self.cell_times.values() for t in ts]
+        overall = sum(every) / len(every) if every else 0.0
+        return sum(n * (sum(ts) / len(ts) if (ts := self.cell_times.get(p)) else overall)
+                   for p, n in self.remaining.items() if n > 0)
+
+    def _curve_left(self, group: str, problem: str, size: float) -> float:
+        """One curve's expected training time, from the nearest curves done."""
+        for key in (group, problem, ""):
+            done = self.curve_times.get(key)
+            if done:
+                sized = [(t, z) for t, z in done if z > 0]
+                if size > 0 and sized:
+                    return size * sum(t for t, _ in sized) / sum(z for _, z in sized)
+                return sum(t for t, _ in done) / len(done)
+        if self.declared and self.declared[0]:  # none done yet, all of them training since the start
             return max(0.0, time.monotonic() - self.start)
-        everything = [t for ts in self.spent.values() for t in ts]
-        return sum(everything) / len(everything) if everything else 0.0
+        every = [t for ts in self.cell_times.values() for t in ts]
+        return sum(every) / len(every) if every else 0.0
 
-    def _left(self, stream: str) -> tuple[float, float]:
-        """(the stream's time left, one unit after another; its longest unit left)."""
-        overall = self._mean(stream)
-        means = {k: (sum(ts) / len(ts) if ts else overall) for k, ts in self.spent.items()}
-        done = [st for sts in self.sized.values() for st in sts] if stream == "curve" else []
-        rate = sum(t for t, _ in done) / sum(z for _, z in done) if done else None  # seconds per unit of size
-        total, longest = 0.0, 0.0
-        for k, n in self.remaining.items():
-            if k[1] != stream or n <= 0:
-                continue
-            own = self.sized.get(k[0])
-            kind_rate = sum(t for t, _ in own) / sum(z for _, z in own) if own else rate
-            if stream == "curve" and kind_rate is not None and self.size_left[k[0]] > 0:
-                part = kind_rate * self.size_left[k[0]]
-            else:
-                part = n * means.get(k, overall)
-            total, longest = total + part, max(longest, part / n)
-        return total, longest
-
-    def _pace(self, now: float) -> tuple[float, float]:
+    def _pace(self) -> tuple[float, float]:
         """(curve work done per second while the cells run, after them): as measured, from the curves' own times
         (after the cells, once PACE_AFTER_S have passed), else what the declared processes would do (after: the pace
         beside the cells x after / beside)."""
@@ -154,12 +153,13 @@ class _Lines:
         return pace_beside, (pace_beside * after / beside if beside and measured else float(after))
 
     def left(self) -> float:
-        cells, _ = self._left("cell")
-        work, longest = self._left("curve")
+        cells = self._cells_left()
+        each = [self._curve_left(*self.curves[i]) for i in self.curves_left]
+        work, longest = sum(each), max(each, default=0.0)
         if not work:
             return cells
-        beside, after = self.declared or ((1, 1) if self.beside else (0, 1))
-        pace_beside, pace_after = self._pace(time.monotonic())
+        after = (self.declared or (0, 1))[1]
+        pace_beside, pace_after = self._pace()
         return cells + max(longest * after / pace_after, max(0.0, work - pace_beside * cells) / pace_after)
 
     def __call__(self, cell: Any, seconds: float | None = None) -> None:
@@ -169,29 +169,30 @@ class _Lines:
                 print(f"estbench: {self.done}/{self.total} {self.what} in {_clock(now - self.start)}", file=sys.stderr,
                       flush=True)
             return
-        stream = "curve" if id(cell) in self.curve_ids else "cell"
-        kind = (cell.problem.name, stream)
-        cells_left = any(n for k, n in self.remaining.items() if k[1] == "cell")
-        if stream == "curve" and cells_left:
+        curve = self.curves.get(id(cell))
+        stream = "curve" if curve else "cell"
+        if curve and any(self.remaining.values()):
             self.beside = True  # a curve came back while cells were left: the two streams run at once
         concurrent = self.beside or bool(self.declared and self.declared[0])
         since = self.last_unit[stream] if concurrent else max(self.last_unit.values())
-        took = seconds if stream == "curve" and seconds is not None and math.isfinite(seconds) else now - since
-        if took > 1e-3:  # units kept by --resume report at once; they say nothing of the time
-            self.spent.setdefault(kind, []).append(took)
-            if stream == "curve" and self.size.get(id(cell), 0) > 0:
-                self.sized.setdefault(kind[0], []).append((took, self.size[id(cell)]))
-        if stream == "curve":
-            self.size_left[kind[0]] -= self.size.get(id(cell), 0)
-            if seconds is not None and took > 1e-3:
+        took = seconds if curve and seconds is not None and math.isfinite(seconds) else now - since
+        self.last_unit[stream] = now
+        if curve:
+            self.curves_left.discard(id(cell))
+            if took > 1e-3:  # units kept by --resume report at once; they say nothing of the time
+                for key in (curve[0], curve[1], ""):
+                    self.curve_times.setdefault(key, []).append((took, curve[2]))
                 phase = "after" if self.cells_end is not None else "beside"
                 self.own[phase] += took
                 self.returned[phase] = now
-        self.last_unit[stream] = now
-        if self.remaining[kind] > 0:
-            self.remaining[kind] -= 1
-        if stream == "cell" and self.cells_end is None and not any(n for k, n in self.remaining.items() if k[1] == "cell"):
-            self.cells_end = now
+        else:
+            name = cell.problem.name
+            if took > 1e-3:
+                self.cell_times.setdefault(name, []).append(took)
+            if self.remaining[name] > 0:
+                self.remaining[name] -= 1
+            if self.cells_end is None and not any(self.remaining.values()):
+                self.cells_end = now
         self.done += 1
         if now - self.last_line >= self.every and self.done < self.total:
             self.last_line = now

@@ -257,15 +257,15 @@ def test_the_run_loop_tells_the_progress_how_many_curves_train_at_once_and_each_
     assert len(plain) == len(plan.cells) + len(plan.curves)
 
 
-def test_the_pool_hands_out_each_problems_first_curve_first():
-    """Each problem's first curve, then the rest in the plan's order: the progress lines learn every problem's
-    pace early."""
+def test_the_pool_hands_out_each_problems_first_curve_then_each_seed_in_turn():
+    """Each problem's first curve, then the first seed's curves, then the second's, each in the plan's order: the
+    progress lines learn every problem's pace, then every estimator's, early."""
     from types import SimpleNamespace
 
-    from benchmarks.curve_pool import CurvePool, first_of_each_problem
+    from benchmarks.curve_pool import CurvePool, hand_out_order
 
-    names = ["a", "a", "a", "b", "b", "c"]
-    curves = [(SimpleNamespace(problem=SimpleNamespace(name=n)), None) for n in names]
-    assert first_of_each_problem(curves) == [0, 3, 5, 1, 2, 4]
-    assert list(CurvePool(curves, 2)._queue) == [0, 3, 5, 1, 2, 4]
-    assert first_of_each_problem([]) == []
+    plan = [("a", 0), ("a", 1), ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)]
+    curves = [(SimpleNamespace(problem=SimpleNamespace(name=n), train_seed=s), None) for n, s in plan]
+    assert hand_out_order(curves) == [0, 4, 6, 2, 1, 3, 5]
+    assert list(CurvePool(curves, 2)._queue) == [0, 4, 6, 2, 1, 3, 5]
+    assert hand_out_order([]) == []

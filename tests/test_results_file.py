@@ -404,6 +404,32 @@ def test_the_time_left_counts_the_curves_training_at_once_beside_the_cells_and_a
     assert said["curve4"] == "0:30"
 
 
+def test_a_curve_left_takes_its_own_estimators_time_where_one_of_its_seeds_is_back(monkeypatch, capsys):
+    """No cells; estimator a's seeds train in 10 s, b's in 40 s (one problem, no size known). With a's first seed
+    and b's first back (50 s of curve work in the first 50 s: pace 1), a's other seed and b's two others are left:
+    10 + 2 x 40 = 90 s, where the problem's mean would say 3 x 25 = 75 s."""
+    from types import SimpleNamespace
+
+    from estbench import progress
+
+    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+
+    def curve(est, seed):
+        suffix = f"-train_seed={seed}" if seed else ""
+        return SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"{est}[p-s-n=1{suffix}]")
+
+    curves = [(curve("a", s), None) for s in range(2)] + [(curve("b", s), None) for s in range(3)]
+    update = progress._progress_lines(SimpleNamespace(cells=[], curves=curves))
+    update.concurrency(0, 1)
+    for t, unit, seconds in ((10, curves[0][0], 10.0), (50, curves[2][0], 40.0)):
+        clock[0] = t
+        update(unit, seconds=seconds)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.split("about ")[1].startswith("1:30 left")
+
+
 def test_resume_may_add_option_values(tmp_path):
     """--temperature 0.5, then --temperature 0.5 2 with --resume: one new cell per added value, and
     the table equals one run of both values."""
