@@ -12,7 +12,9 @@ An executor has:
   setting, computed again with its own seed (so the same numbers) when its rows are in the file
   from an earlier run;
 - ``immediate_reference``: whether the run loop asks for such statistics at once (serially: the
-  rows keep the order of an uninterrupted run) or after the other units (a cluster).
+  rows keep the order of an uninterrupted run) or after the other units (a cluster);
+- optionally ``curve_concurrency(todo, todo_curves)``: (curves trained at once while cells are left, after
+  them), which the run loop passes to a progress callback that asks (its time left; estbench.progress).
 
 :class:`Serial` runs the cells in this process, and the training curves side by side in forked processes
 (benchmarks.curve_pool), beside the cells and after them; benchmarks.distributed.Dask runs on a Dask cluster.
