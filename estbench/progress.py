@@ -44,7 +44,9 @@ def progress(plan: Any, quiet: bool):
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(max(0.0, seconds))), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
@@ -52,9 +54,10 @@ def _size(cell: Any, sweep: Any) -> float:
     """A curve's size: one gradient estimate's memory (the problem's replicate_bytes) times its training steps; 0
     where the problem does not say (or fails to)."""
     try:
-        return float(cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())) * sweep.train_steps
+        size = float(cell.problem.replicate_bytes(cell.setting, cell.n_samples, sweep.context())) * sweep.train_steps
     except Exception:  # noqa: BLE001 - a plugin problem's fault costs the time left its weights, not the run
         return 0.0
+    return size if math.isfinite(size) and size > 0 else 0.0
 
 
 def _group(cell: Any) -> str:

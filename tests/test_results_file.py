@@ -430,6 +430,27 @@ def test_a_curve_left_takes_its_own_estimators_time_where_one_of_its_seeds_is_ba
     assert last.split("about ")[1].startswith("1:30 left")
 
 
+def test_a_problem_whose_size_is_no_number_weighs_nothing_in_the_time_left():
+    """A plugin problem's replicate_bytes that raises, is NaN or negative gives its curves no size (they take the
+    mean time of the curves done); a time left that is no number prints as '?', never raises."""
+    from types import SimpleNamespace
+
+    from estbench import progress
+
+    def curve(value):
+        def replicate_bytes(*_):
+            if isinstance(value, Exception):
+                raise value
+            return value
+        return SimpleNamespace(problem=SimpleNamespace(name="p", replicate_bytes=replicate_bytes), setting=None,
+                               n_samples=1)
+
+    sweep = SimpleNamespace(context=lambda: None, train_steps=10)
+    sizes = [progress._size(curve(v), sweep) for v in (ValueError("no"), float("nan"), -5, float("inf"), 3)]
+    assert sizes == [0.0, 0.0, 0.0, 0.0, 30.0]
+    assert progress._clock(float("nan")) == "?" and progress._clock(-2.0) == "0:00" and progress._clock(3725) == "1:02:05"
+
+
 def test_resume_may_add_option_values(tmp_path):
     """--temperature 0.5, then --temperature 0.5 2 with --resume: one new cell per added value, and
     the table equals one run of both values."""
