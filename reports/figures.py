@@ -375,9 +375,16 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
 
 
 def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]], processes: int | None = None,
-            check: bool = False, later: bool = False) -> list[Figure] | Callable[[], list[Figure]]:
-    """Draw every figure the data allow (in up to ``processes`` processes, see start_drawing); returns them in order, or with
-    ``later`` a function that waits for them. ``check``: Canvas.check. A report's confirmation reruns are not drawn."""
+            check: bool = False) -> list[Figure]:
+    """Every figure the data allow, drawn (in up to ``processes`` processes, see start_drawing), in order."""
+    return start_figures(df, tr, out, base, processes, check)()
+
+
+def start_figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
+                  processes: int | None = None, check: bool = False) -> Callable[[], list[Figure]]:
+    """Start drawing every figure the data allow (in up to ``processes`` processes, see start_drawing); returns a
+    function that waits for them and gives them in order. ``check``: Canvas.check. A report's confirmation reruns
+    are not drawn."""
     from .confirm import is_confirmation
 
     df = df[~is_confirmation(df)]
@@ -397,4 +404,4 @@ def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str
                                           (model_test_elbo, (c, tr, p)))),
         (overview, (c, df, base, "efficiency_vs_reference"))]
     pending = start_drawing(jobs, processes)
-    return (lambda: [m for m in pending() if m is not None]) if later else [m for m in pending() if m is not None]
+    return lambda: [m for m in pending() if m is not None]

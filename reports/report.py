@@ -35,7 +35,7 @@ from benchmarks.schema import csv_safe
 
 from .brief import summary_line
 from .confirm import attach_confirmations
-from .figures import figures
+from .figures import start_figures
 from .libraries import library_section
 from .load import ResultsError, read_results, read_training
 from .overview import overview_rows
@@ -169,7 +169,7 @@ def _build_into(out: Path, df: pd.DataFrame, tr: pd.DataFrame | None, results: P
     if tr is not None:
         copy_file(curves_path(results), out / "results-training.csv")
     base = bases(df)
-    pending = figures(df, tr, out, base, later=True)  # drawn in other processes while the text is made here
+    pending = start_figures(df, tr, out, base)  # drawn in other processes while the text is made here
     try:
         libraries = library_section(df)
         tables = all_tables(df.assign(overview=df.index.isin(overview_rows(df, base).index)))

@@ -211,12 +211,14 @@ def test_a_failing_build_leaves_the_report_folder_as_it_was(tmp_path, monkeypatc
     df.loc[df.index[:4], "time_per_estimate_s"] *= 2
     df.to_csv(tmp_path / "results.csv", index=False)
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("figure failed")
+    def broken(*args, **kwargs):  # a figure fails while it is drawn: when the build waits for the figures
+        def wait():
+            raise RuntimeError("figure failed")
+        return wait
 
     import reports.report as report_module
 
-    monkeypatch.setattr(report_module, "figures", broken)
+    monkeypatch.setattr(report_module, "start_figures", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
         build(tmp_path / "results.csv", out, overwrite=True)
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
