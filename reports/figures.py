@@ -374,17 +374,10 @@ def _with_biased(df: pd.DataFrame) -> list[str]:
     return [p for p, rows in ok.groupby("problem") if flagged_biased(rows)]
 
 
-def figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]], processes: int | None = None,
-            check: bool = False) -> list[Figure]:
-    """Every figure the data allow, drawn (in up to ``processes`` processes, see start_drawing), in order."""
-    return start_figures(df, tr, out, base, processes, check)()
-
-
 def start_figures(df: pd.DataFrame, tr: pd.DataFrame | None, out: Path, base: dict[str, dict[str, Any]],
                   processes: int | None = None, check: bool = False) -> Callable[[], list[Figure]]:
-    """Start drawing every figure the data allow (in up to ``processes`` processes, see start_drawing); returns a
-    function that waits for them and gives them in order. ``check``: Canvas.check. A report's confirmation reruns
-    are not drawn."""
+    """Start drawing every figure the data allow (in up to ``processes`` processes, see start_drawing); returns a function
+    that waits for them and gives them in order. ``check``: Canvas.check. Confirmation reruns are not drawn."""
     from .confirm import is_confirmation
 
     df = df[~is_confirmation(df)]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reports.confirm import attach_confirmations
-from reports.figures import LayoutError, figures, layout_faults
+from reports.figures import LayoutError, layout_faults, start_figures
 from reports.load import read_results, read_training
 from reports.overview import overview_rows
 from reports.palette import FAMILIES, style
@@ -65,7 +65,7 @@ def test_every_figure_of_the_example_report_lies_within_its_bounds(tmp_path):
     df = add_derived(attach_confirmations(read_results(EXAMPLE / "results.csv")))
     tr = read_training(EXAMPLE / "results.csv")
     try:
-        made = figures(df, tr, tmp_path, bases(df), processes=2, check=True)
+        made = start_figures(df, tr, tmp_path, bases(df), processes=2, check=True)()
     except LayoutError as exc:
         pytest.fail(str(exc))
     names = {Path(f.path).name for f in made}

@@ -317,7 +317,7 @@ def test_legacy_option_label_becomes_option_columns(tmp_path):
 def test_figures_drawn_in_processes_are_the_ones_drawn_here(tmp_path):
     """The figures are drawn side by side in fresh processes (reports.figures.draw_all): the same files, in the same
     order, as drawn one after the other in this process."""
-    from reports.figures import figures
+    from reports.figures import start_figures
     from reports.load import read_training
     from reports.tables import add_derived, bases
 
@@ -329,7 +329,7 @@ def test_figures_drawn_in_processes_are_the_ones_drawn_here(tmp_path):
     made = {}
     for processes in (1, 2):
         out = tmp_path / str(processes)
-        made[processes] = figures(df, tr, out, bases(df), processes=processes)
+        made[processes] = start_figures(df, tr, out, bases(df), processes=processes)()
     assert made[1] == made[2] and {f.path for f in made[1]} >= {f"figures/{f}" for f in FIGURES}
     for f in made[1]:
         assert (tmp_path / "1" / f.path).read_bytes() == (tmp_path / "2" / f.path).read_bytes(), f.path
