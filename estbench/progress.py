@@ -104,9 +104,9 @@ class _Lines:
         # each curve: (its group, its problem, its size); those not done yet
         self.curves = {id(c): (_group(c), c.problem.name, _size(c, sw)) for c, sw in plan.curves}
         self.curves_left = set(self.curves)
-        self.curve_times: dict[str, list[tuple[float, float]]] = {}  # (seconds, size) by group and by problem; "" all
+        self.curve_times: dict[str, list[Any]] = {}  # the curves done, by group, by problem and ("") all (_curve_left)
         self.remaining = Counter(c.problem.name for c, _ in plan.cells)  # the cells left, by problem
-        self.cell_times: dict[str, list[float]] = {}
+        self.cell_times: dict[str, tuple[float, int]] = {}
         self.total = len(plan.cells) + len(plan.curves)
         self.what = "cells and training curves done" if plan.curves else "cells done"  # both are units of the count
         self.start = self.last_line = time.monotonic()
@@ -122,25 +122,23 @@ class _Lines:
         """Curves trained at once while cells are left (0: none, they follow the cells) and after the cells."""
         self.declared = (max(0, beside), max(1, after))
 
+    def _cell_mean(self, key: str) -> float | None:
+        seconds, count = self.cell_times.get(key, (0.0, 0))
+        return seconds / count if count else None
+
     def _cells_left(self) -> float:
-        every = [t for ts in self.cell_times.values() for t in ts]
-        overall = sum(every) / len(every) if every else 0.0
-        return sum(n * (sum(ts) / len(ts) if (ts := self.cell_times.get(p)) else overall)
-                   for p, n in self.remaining.items() if n > 0)
+        overall = self._cell_mean("") or 0.0
+        return sum(n * (self._cell_mean(p) or overall) for p, n in self.remaining.items() if n > 0)
 
     def _curve_left(self, group: str, problem: str, size: float) -> float:
         """One curve's expected training time, from the nearest curves done."""
         for key in (group, problem, ""):
-            done = self.curve_times.get(key)
+            done = self.curve_times.get(key)  # [seconds of those with a size, their size, all seconds, count]
             if done:
-                sized = [(t, z) for t, z in done if z > 0]
-                if size > 0 and sized:
-                    return size * sum(t for t, _ in sized) / sum(z for _, z in sized)
-                return sum(t for t, _ in done) / len(done)
+                return size * done[0] / done[1] if size > 0 and done[1] > 0 else done[2] / done[3]
         if self.declared and self.declared[0]:  # none done yet, all of them training since the start
             return max(0.0, time.monotonic() - self.start)
-        every = [t for ts in self.cell_times.values() for t in ts]
-        return sum(every) / len(every) if every else 0.0
+        return self._cell_mean("") or 0.0
 
     def _pace(self) -> tuple[float, float]:
         """(curve work done per second while the cells run, after them): as measured, from the curves' own times
@@ -184,14 +182,19 @@ class _Lines:
             self.curves_left.discard(id(cell))
             if took > 1e-3:  # units kept by --resume report at once; they say nothing of the time
                 for key in (curve[0], curve[1], ""):
-                    self.curve_times.setdefault(key, []).append((took, curve[2]))
+                    sums = self.curve_times.setdefault(key, [0.0, 0.0, 0.0, 0])
+                    if curve[2] > 0:
+                        sums[0], sums[1] = sums[0] + took, sums[1] + curve[2]
+                    sums[2], sums[3] = sums[2] + took, sums[3] + 1
                 phase = "after" if self.cells_end is not None else "beside"
                 self.own[phase] += took
                 self.returned[phase] = now
         else:
             name = cell.problem.name
             if took > 1e-3:
-                self.cell_times.setdefault(name, []).append(took)
+                for key in (name, ""):  # a problem's cells and ("") every cell: (seconds, count)
+                    seconds, count = self.cell_times.get(key, (0.0, 0))
+                    self.cell_times[key] = (seconds + took, count + 1)
             if self.remaining[name] > 0:
                 self.remaining[name] -= 1
             if self.cells_end is None and not any(self.remaining.values()):
