@@ -343,12 +343,16 @@ def test_progress_lines_count_training_curves_as_what_they_are(monkeypatch, caps
         assert lines[-1].startswith(f"estbench: {total}/{total} {said} in ")
 
 
-@pytest.mark.parametrize("beside", [True, False])
-def test_the_time_left_adds_cells_and_curves_only_where_they_ran_one_after_the_other(monkeypatch, capsys, beside):
-    """Four cells of 10 s and four curves of 30 s. Beside: a curve comes back every 30 s while a cell ends every 10 s;
-    after two cells and one curve (t = 30 s), 2 cells x 10 s and 3 curves x 30 s are left at once: 90 s, the longer
-    stream. One after the other: after the cells (40 s) and one curve (70 s), 3 x 30 s = 90 s; after two cells,
-    20 s + 4 x 30 s (a curve's time unknown yet: the cells' mean, 10 s each) = 60 s."""
+def _units(*labels: str) -> list:
+    """Cells or curves of one problem "p" for the progress lines, by label."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(problem=SimpleNamespace(name="p"), label=label) for label in labels]
+
+
+def _time_left_said(monkeypatch, capsys, cells, curves, events, concurrency=None) -> dict[str, str]:
+    """The progress lines' time left after each unit of ``events`` [(t, unit, its own seconds or None)], on a fake
+    clock, a line per unit: {the unit's label: the time left it said}."""
     from types import SimpleNamespace
 
     from estbench import progress
@@ -356,18 +360,28 @@ def test_the_time_left_adds_cells_and_curves_only_where_they_ran_one_after_the_o
     monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
-    cells = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"cell{i}"), None) for i in range(4)]
-    curves = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"curve{i}"), None) for i in range(4)]
-    update = progress._progress_lines(SimpleNamespace(cells=cells, curves=curves))
+    update = progress._progress_lines(SimpleNamespace(cells=[(c, None) for c in cells], curves=[(c, None) for c in curves]))
+    if concurrency is not None:
+        update.concurrency(*concurrency)
+    for t, unit, seconds in events:
+        clock[0] = t
+        update(unit) if seconds is None else update(unit, seconds=seconds)
+    lines = capsys.readouterr().err.splitlines()
+    return {line.split(" (last: ")[1].rstrip(")"): line.split("about ")[1].split(" left")[0] for line in lines}
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_the_time_left_adds_cells_and_curves_only_where_they_ran_one_after_the_other(monkeypatch, capsys, beside):
+    """Four cells of 10 s and four curves of 30 s. Beside: a curve comes back every 30 s while a cell ends every 10 s;
+    after two cells and one curve (t = 30 s), 2 cells x 10 s and 3 curves x 30 s are left at once: 90 s, the longer
+    stream. One after the other: after the cells (40 s) and one curve (70 s), 3 x 30 s = 90 s; after two cells,
+    20 s + 4 x 30 s (a curve's time unknown yet: the cells' mean, 10 s each) = 60 s."""
+    cells, curves = _units(*(f"cell{i}" for i in range(4))), _units(*(f"curve{i}" for i in range(4)))
     if beside:
         events = [(10, cells[0]), (20, cells[1]), (30, curves[0]), (30.5, cells[2])]
     else:
         events = [(10, cells[0]), (20, cells[1]), (30, cells[2]), (40, cells[3]), (70, curves[0])]
-    for t, (unit, _) in events:
-        clock[0] = t
-        update(unit)
-    lines = capsys.readouterr().err.splitlines()
-    said = {line.split(" (last: ")[1].rstrip(")"): line.split("about ")[1].split(" left")[0] for line in lines}
+    said = _time_left_said(monkeypatch, capsys, cells, curves, [(t, unit, None) for t, unit in events])
     if beside:
         assert said["curve0"] == "1:30" and said["cell2"] == "1:30"  # the curves' 90 s, not the cells' 20 s then 10 s
     else:
@@ -381,25 +395,11 @@ def test_the_time_left_counts_the_curves_training_at_once_beside_the_cells_and_a
     its own 30 s (the pace beside the cells: 30 s of work in 30 s, so 2 after them): C = 2 x 10 s and W = 5 x 30 s
     from its own time, 20 + (150 - 20) / 2 = 85 s. After the cells (t = 40 s): 150 / 2 = 75 s. One curve left
     (t = 100 s; 120 s of work came back in the 60 s after the cells): 30 s, not 15 (a curve is not split)."""
-    from types import SimpleNamespace
-
-    from estbench import progress
-
-    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
-    clock = [0.0]
-    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
-    cells = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"cell{i}"), None) for i in range(4)]
-    curves = [(SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"curve{i}"), None) for i in range(6)]
-    update = progress._progress_lines(SimpleNamespace(cells=cells, curves=curves))
-    update.concurrency(1, 2)
+    cells, curves = _units(*(f"cell{i}" for i in range(4))), _units(*(f"curve{i}" for i in range(6)))
     events = [(10, cells[0], None), (20, cells[1], None), (30, curves[0], 30.0), (30.5, cells[2], None),
               (40, cells[3], None), (60, curves[1], 30.0), (70, curves[2], 30.0), (90, curves[3], 30.0),
               (100, curves[4], 30.0)]
-    for t, (unit, _), seconds in events:
-        clock[0] = t
-        update(unit, seconds=seconds)
-    lines = capsys.readouterr().err.splitlines()
-    said = {line.split(" (last: ")[1].rstrip(")"): line.split("about ")[1].split(" left")[0] for line in lines}
+    said = _time_left_said(monkeypatch, capsys, cells, curves, events, concurrency=(1, 2))
     assert said["cell0"] == "0:45" and said["curve0"] == "1:25" and said["cell3"] == "1:15"
     assert said["curve4"] == "0:30"
 
@@ -408,26 +408,11 @@ def test_a_curve_left_takes_its_own_estimators_time_where_one_of_its_seeds_is_ba
     """No cells; estimator a's seeds train in 10 s, b's in 40 s (one problem, no size known). With a's first seed
     and b's first back (50 s of curve work in the first 50 s: pace 1), a's other seed and b's two others are left:
     10 + 2 x 40 = 90 s, where the problem's mean would say 3 x 25 = 75 s."""
-    from types import SimpleNamespace
-
-    from estbench import progress
-
-    monkeypatch.setenv("ESTBENCH_PROGRESS_EVERY", "0")
-    clock = [0.0]
-    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
-
-    def curve(est, seed):
-        suffix = f"-train_seed={seed}" if seed else ""
-        return SimpleNamespace(problem=SimpleNamespace(name="p"), label=f"{est}[p-s-n=1{suffix}]")
-
-    curves = [(curve("a", s), None) for s in range(2)] + [(curve("b", s), None) for s in range(3)]
-    update = progress._progress_lines(SimpleNamespace(cells=[], curves=curves))
-    update.concurrency(0, 1)
-    for t, unit, seconds in ((10, curves[0][0], 10.0), (50, curves[2][0], 40.0)):
-        clock[0] = t
-        update(unit, seconds=seconds)
-    last = capsys.readouterr().err.splitlines()[-1]
-    assert last.split("about ")[1].startswith("1:30 left")
+    curves = _units(*(f"{est}[p-s-n=1{f'-train_seed={s}' if s else ''}]" for est, n in (("a", 2), ("b", 3))
+                      for s in range(n)))
+    said = _time_left_said(monkeypatch, capsys, [], curves, [(10, curves[0], 10.0), (50, curves[2], 40.0)],
+                           concurrency=(0, 1))
+    assert said["b[p-s-n=1]"] == "1:30"
 
 
 def test_a_problem_whose_size_is_no_number_weighs_nothing_in_the_time_left():
