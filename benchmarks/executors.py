@@ -63,7 +63,7 @@ class Serial:
         return self._prepared[1]
 
     def units(self, todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]]) -> Iterator[Unit]:
-        processes = curve_processes(todo_curves)
+        beside, processes = self.curve_concurrency(todo, todo_curves)
         if processes <= 1:
             yield from self._cells(todo)
             for cell, sweep in todo_curves:
@@ -71,9 +71,9 @@ class Serial:
             return
         with CurvePool(todo_curves, processes) as pool:
             if todo:  # the cells on part of the cores, some curves beside them on the others
-                pool.limit, threads = share_cores(processes)
+                pool.limit = beside
                 pool.start()
-                with torch_threads(threads):
+                with torch_threads(share_cores(processes)[1]):
                     for unit in self._cells(todo):
                         yield unit
                         for cell, sweep, rows in pool.ready():
@@ -84,8 +84,8 @@ class Serial:
 
     @staticmethod
     def curve_concurrency(todo: list[tuple[Cell, Sweep]], todo_curves: list[tuple[Cell, Sweep]]) -> tuple[int, int]:
-        """(curves trained at once while cells are left, 0 where they follow the cells; after the cells): what
-        ``units`` does, for the progress lines' time left."""
+        """(curves trained at once while cells are left, 0 where they follow the cells in this process; after the
+        cells, 1 for this process): what ``units`` does, and what the progress lines' time left assumes."""
         processes = curve_processes(todo_curves)
         if processes <= 1:
             return 0, 1
