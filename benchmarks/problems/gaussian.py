@@ -45,7 +45,9 @@ def normal_leaves(mu: float | tuple[float, ...], sigma: float | tuple[float, ...
         if isinstance(value, tuple):
             row = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
             return row.expand(replicates, dim).clone().requires_grad_(True)
-        return torch.full((replicates, dim), value, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+        # requires_grad_ after the fill, not torch.full(requires_grad=True): dynamo breaks the compiled chunk's graph
+        # at a creation function with requires_grad=True (a compiled dim-10,000 estimate then cost about 1.5x)
+        return torch.full((replicates, dim), value, dtype=ctx.dtype, device=ctx.device).requires_grad_(True)
 
     mu_, sigma_ = leaf(mu), leaf(sigma)
     # validate_args=False: the setting was validated once (validate()); per-call checks of
