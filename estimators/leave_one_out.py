@@ -95,7 +95,8 @@ def one_minus_rho(copula: str, theta: torch.Tensor, n: int) -> torch.Tensor:
         apart = x - (2 * x ** (1 / (n - 1)) - 1).clamp(min=0) ** (n - 1)  # P(b_i = 1, b_j = 0)
     else:
         h = torch.special.ndtri(p)
-        nodes, weights = legendre(LEGENDRE_NODES)
+        # inside torch.compile the nodes are made in the graph: dynamo traces through lru_cache and says so
+        nodes, weights = (legendre.__wrapped__ if torch.compiler.is_compiling() else legendre)(LEGENDRE_NODES)
         r = -1 / (n - 1)
         s = (r * nodes).to(device=t.device).reshape(-1, *([1] * t.dim()))
         integrand = torch.exp(-h * h / (1 + s)) / torch.sqrt(1 - s * s)

@@ -89,7 +89,9 @@ class JointDomain:
         if classes**d * batch.numel() > MAX_JOINT_BATCH:
             raise EstimatorError(f"estimator {name!r}: {classes}^{d} joint outcomes x a batch of {batch.numel()} is "
                                  f"more than {MAX_JOINT_BATCH} log-probabilities at once", capability=True)
-        self.grid = outcome_grid(classes, d, logits.device)  # [M, D]
+        # inside torch.compile the grid is made in the graph: dynamo traces through lru_cache and says so
+        grid = outcome_grid.__wrapped__ if torch.compiler.is_compiling() else outcome_grid
+        self.grid = grid(classes, d, logits.device)  # [M, D]
         # sum_d per[..., d, grid[m, d]] as an outer sum, coordinate by coordinate (the first the slowest, as in
         # the grid): D broadcast adds of [*B, C^d, C], whose backward is sums, instead of a gather of [*B, M, D]
         # (whose backward, an index_put of M x D entries per batch element, cost a binary VAE's training step
