@@ -40,7 +40,17 @@ from torch.distributions import Independent, Normal
 import estimators
 from estimators import Estimator
 
-from .perf_common import CompileFailed, median_time, runner_time, side_by_side, statistics_share
+from .perf_common import (
+    CompileFailed,
+    alternated,
+    engine_call,
+    median_time,
+    rates_and_ratios,
+    runner_time,
+    side_by_side,
+    statistics_share,
+    wall_time,
+)
 from .problems import Context, GaussianProblem, GaussianSetting, get
 from .runner import CellEngine
 
@@ -200,12 +210,17 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
 
     Each path runs about ``budget_s`` seconds per repeat (R scaled from a probe), so slow
     and fast paths are timed with similar precision; R is at least 1000 for the runner.
-    JAX runs on the same device (its CPU, or its GPU where JAX was installed with CUDA
-    support); where it cannot, there is no JAX column.
+    The runner eager, compiled and JAX are timed in turn, ``repeats`` rounds of one call
+    each (a slow spell of the shared machine then slows all three of a round rather than
+    all of one path): each rate is the median over the rounds, each ratio to JAX
+    (``eager_vs_jax``, ``compiled_vs_jax``, ``vs_jax`` for the better of the two) the median
+    of the rounds' own ratios, with their range (``*_range``). JAX runs on the same device
+    (its CPU, or its GPU where JAX was installed with CUDA support); where it cannot, there
+    is no JAX column.
     """
     problem = get("gaussian-quadratic")
     assert isinstance(problem, GaussianProblem)
-    run_jax = _jax_runner(device) if jax else None
+    cells = jax_cells(device) if jax else None
     rows = []
     for dim in dims:
         s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=dim)
@@ -222,22 +237,20 @@ def toy_speeds(dims: tuple[int, ...] = (1, 100, 10000), names: tuple[str, ...] =
             else:
                 # a GPU is busy only with millions of numbers at once (runner.GPU_CHUNK_FACTOR)
                 r_run = max(100, (1 << 26) // dim)
-            t_eager, _ = runner_time(problem, est, s, None, 1, r_run, eager, repeats)
-            row: dict[str, Any] = {"dim": dim, "estimator": name, "loop_per_s": 1 / t_loop,
-                                   "eager_per_s": 1 / t_eager, "replicates": r_run}
+            row: dict[str, Any] = {"dim": dim, "estimator": name, "loop_per_s": 1 / t_loop, "replicates": r_run}
+            paths: dict[str, Callable[[], float]] = {"eager": engine_call(CellEngine(problem, est, s, None, 1, r_run, eager))}
             if compile:
-                try:
-                    t_comp, c_s = runner_time(problem, est, s, None, 1, r_run, comp, repeats)
-                    row.update(compiled_per_s=1 / t_comp, compile_s=c_s)
-                except CompileFailed as exc:
-                    row["compile_failed"] = str(exc)
-            if run_jax is not None:
-                row["jax_per_s"] = run_jax(name, dim, r_run, repeats)
-            best = max(row["eager_per_s"], row.get("compiled_per_s", 0.0))
-            row["speedup"] = best / row["loop_per_s"]
-            if "jax_per_s" in row:
-                row["vs_jax"] = best / row["jax_per_s"]
-            rows.append(row)
+                engine = CellEngine(problem, est, s, None, 1, r_run, comp)
+                if engine.timing.compiled:
+                    paths["compiled"] = engine_call(engine)
+                    row["compile_s"] = engine.timing.compile_s
+                else:
+                    row["compile_failed"] = engine.timing.note
+            if cells is not None:
+                jax_call = cells(name, dim, r_run)
+                jax_call()  # a warm-up call, as the engines' set-up
+                paths["jax"] = lambda: wall_time(jax_call, eager)  # noqa: B023 - called in this iteration
+            rows.append(rates_and_ratios(row, alternated(paths, repeats), r_run))
     return rows
 
 
@@ -340,14 +353,6 @@ def jax_cells(device: str = "cpu") -> Callable[[str, int, int], Callable[[], Any
         return lambda: jax.block_until_ready(fn(key, b))
 
     return cell
-
-
-def _jax_runner(device: str = "cpu") -> Callable[[str, int, int, int], float] | None:
-    """JAX's estimates per second (jax_cells), the median of ``repeats`` calls, or None where JAX cannot run."""
-    cells = jax_cells(device)
-    if cells is None:
-        return None
-    return lambda name, dim, R, repeats: R / median_time(cells(name, dim, R), repeats)
 
 
 # -- memory ------------------------------------------------------------------------------------

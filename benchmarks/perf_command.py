@@ -45,6 +45,14 @@ def _jax_version() -> str:
     return jax.__version__
 
 
+def _vs_jax(row: dict[str, Any], key: str) -> str:
+    """'1.52x (1.31-1.70)': a ratio's median over the rounds and its range; '-' where there is none."""
+    if row.get(key) is None:
+        return "-"
+    low, high = row[f"{key}_range"]
+    return f"{row[key]:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def _fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -119,13 +127,16 @@ def main(args: argparse.Namespace | None = None) -> dict[str, Any]:
     out["toy"] = toy_speeds(dims=dims, compile=compile_, jax=not args.no_jax, repeats=args.repeats,
                             budget_s=0.1 if args.quick else 0.3, device=device)
     has_jax = any("jax_per_s" in r for r in out["toy"])
-    print("\ngaussian-quadratic, single-sample estimates per second (runner = sampling + estimator + float64 stats)")
+    print("\ngaussian-quadratic, single-sample estimates per second (runner = sampling + estimator + float64 stats);"
+          f"\nrunner, compiled and JAX timed in turn, {args.repeats} rounds: medians, and each ratio to JAX the median"
+          " (and range) of the rounds' ratios")
     print(f"{'dim':>6} {'estimator':<19} {'loop':>9} {'runner':>11} {'compiled':>11} {'compile':>8} {'jax':>11}"
-          f" {'x loop':>7} {'x jax':>6}")
+          f" {'x loop':>7} {'runner / jax':>17} {'compiled / jax':>17}")
     for r in out["toy"]:
         print(f"{r['dim']:>6} {r['estimator']:<19} {_fmt_rate(r['loop_per_s']):>9} {_fmt_rate(r['eager_per_s']):>11} "
               f"{_fmt_rate(r.get('compiled_per_s')):>11} {_fmt(r.get('compile_s'), '.1f', 's'):>8} "
-              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6,.0f}x {_fmt(r.get('vs_jax'), '.2f', 'x'):>6}")
+              f"{_fmt_rate(r.get('jax_per_s')):>11} {r['speedup']:>6,.0f}x {_vs_jax(r, 'eager_vs_jax'):>17} "
+              f"{_vs_jax(r, 'compiled_vs_jax'):>17}")
     _print_compile_failures(out["toy"])
     if has_jax:
         print(f"(JAX {_jax_version()} ran on {jax_device(device)})")

@@ -30,6 +30,26 @@ def median_time(fn: Callable[[], object], repeats: int, device: str = "cpu") -> 
     return statistics.median(wall_time(fn, ctx) for _ in range(repeats))
 
 
+def alternated(paths: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Each path's seconds over ``repeats`` rounds, one call of every path a round, in turn (a slow spell of the
+    shared machine then slows every path of a round rather than all of one); a path returns its own seconds."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, call in paths.items():
+            times[name].append(call())
+    return times
+
+
+def engine_call(engine: CellEngine) -> Callable[[], float]:
+    """A call measuring ``engine`` once more (new estimates), returning the seconds it took."""
+
+    def call() -> float:
+        engine.measure()
+        return engine.timing.elapsed
+
+    return call
+
+
 class CompileFailed(RuntimeError):
     """torch.compile failed for a cell (the runner would run it eagerly): no compiled figure."""
 
@@ -89,3 +109,18 @@ def statistics_share(problem: Any, est: Estimator, setting: Any, prep: Any, n: i
                 spent[0] += t1 - t0
                 spent[1] += t2 - t1
     return {"per_estimate_s": sum(spent) / (repeats * R), "statistics_share": spent[1] / sum(spent)}
+
+
+def rates_and_ratios(row: dict[str, Any], times: dict[str, list[float]], r: int) -> dict[str, Any]:
+    """``row`` with each path's estimates per second (the median round) and each ratio to JAX (the median of
+    the rounds' ratios, and their range)."""
+    for path, ts in times.items():
+        row[f"{path}_per_s"] = r / statistics.median(ts)
+    best = [min(pair) for pair in zip(*(times[p] for p in ("eager", "compiled") if p in times), strict=True)]
+    row["speedup"] = max(row["eager_per_s"], row.get("compiled_per_s", 0.0)) / row["loop_per_s"]
+    if "jax" in times:
+        for key, ts in (("eager_vs_jax", times["eager"]), ("compiled_vs_jax", times.get("compiled")), ("vs_jax", best)):
+            if ts is not None:
+                ratios = [j / t for j, t in zip(times["jax"], ts, strict=True)]
+                row[key], row[f"{key}_range"] = statistics.median(ratios), (min(ratios), max(ratios))
+    return row

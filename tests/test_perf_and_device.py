@@ -3,6 +3,7 @@ and the CUDA path, where a GPU is present."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -24,6 +25,38 @@ def test_perf_functions_run_and_report_positive_times():
     assert vae[0]["speedup"] > 0 and vae[0]["gflops"] > 0
     o = perf.vae_training_overhead(steps=2, rounds=1)
     assert o["suite_s_per_step"] > 0 and o["inline_s_per_step"] > 0
+
+
+def test_paths_are_timed_in_turn_and_ratios_are_the_rounds_medians():
+    """alternated calls every path once a round, in order; rates_and_ratios takes each path's median round and,
+    for each ratio to JAX, the median of the rounds' own ratios (not the ratio of the medians) and their range."""
+    from benchmarks.perf_common import alternated, rates_and_ratios
+
+    calls: list[str] = []
+    seconds = {"eager": iter([2.0, 4.0, 1.0]), "compiled": iter([1.0, 1.0, 2.0]), "jax": iter([2.0, 2.0, 8.0])}
+    paths = {name: (lambda name=name: calls.append(name) or next(seconds[name])) for name in seconds}
+    times = alternated(paths, 3)
+    assert calls == ["eager", "compiled", "jax"] * 3
+    row = rates_and_ratios({"loop_per_s": 1.0}, times, 8)
+    assert row["eager_per_s"] == 4.0 and row["compiled_per_s"] == 8.0 and row["jax_per_s"] == 4.0
+    # the rounds' ratios: eager 1.0, 0.5, 8.0 (median 1.0; the medians' ratio would be 4 / 4 = 1.0 too);
+    # compiled 2.0, 2.0, 4.0 (median 2.0, against 8 / 4 = 2.0); the better of the two each round: 2.0, 2.0, 8.0
+    assert row["eager_vs_jax"] == 1.0 and row["eager_vs_jax_range"] == (0.5, 8.0)
+    assert row["compiled_vs_jax"] == 2.0 and row["compiled_vs_jax_range"] == (2.0, 4.0)
+    assert row["vs_jax"] == 2.0 and row["vs_jax_range"] == (2.0, 8.0)
+    assert row["speedup"] == 8.0
+    # a slow round for JAX alone moves its ratios in that round only
+    row = rates_and_ratios({"loop_per_s": 1.0}, {"eager": [1.0, 1.0, 1.0], "jax": [1.0, 1.0, 9.0]}, 1)
+    assert row["eager_vs_jax"] == 1.0 and row["eager_vs_jax_range"] == (1.0, 9.0) and "compiled_vs_jax" not in row
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (the [jax] extra)")
+def test_toy_speeds_time_jax_in_turn_with_the_runner():
+    rows = perf.toy_speeds(dims=(3,), names=("reinforce",), compile=False, jax=True, repeats=3, budget_s=0.001)
+    r = rows[0]
+    assert r["jax_per_s"] > 0 and "compiled_vs_jax" not in r
+    low, high = r["eager_vs_jax_range"]
+    assert 0 < low <= r["eager_vs_jax"] <= high and r["vs_jax"] == r["eager_vs_jax"]
 
 
 def test_vae_flop_count_matches_a_count_of_the_matmuls():
