@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import estimators
@@ -50,6 +50,12 @@ class Cell:
     def label(self) -> str:
         seed = f"-train_seed={self.train_seed}" if self.train_seed else ""
         return f"{self.estimator_key}[{self.problem.name}-{self.problem.setting_label(self.setting)}-n={self.n_samples}{seed}]"
+
+    @property
+    def group(self) -> str:
+        """A training curve's group, its label with the training seed left out: the same estimator, problem, setting
+        and samples (the curves of one estimator that the progress lines time together)."""
+        return replace(self, train_seed=0).label
 
 
 def identity(cell: Cell, sweep: Sweep) -> dict[str, Any]:

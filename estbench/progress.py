@@ -61,9 +61,9 @@ def _size(cell: Any, sweep: Any) -> float:
 
 
 def _group(cell: Any) -> str:
-    """A curve's group: its label less its training seed (the same estimator, problem, setting and samples)."""
-    label = str(cell.label)
-    return label[: label.rindex("-train_seed=")] + "]" if "-train_seed=" in label else label
+    """A curve's group, as the plan declares it (``Cell.group``: the same estimator, problem, setting and samples,
+    any training seed); a unit that declares none is its own group."""
+    return str(getattr(cell, "group", cell.label))
 
 
 def _progress_lines(plan: Any) -> _Lines:

@@ -343,11 +343,14 @@ def test_progress_lines_count_training_curves_as_what_they_are(monkeypatch, caps
         assert lines[-1].startswith(f"estbench: {total}/{total} {said} in ")
 
 
-def _units(*labels: str) -> list:
-    """Cells or curves of one problem "p" for the progress lines, by label."""
+def _units(*labels: str, groups: tuple[str, ...] = ()) -> list:
+    """Cells or curves of one problem "p" for the progress lines, by label (and, for curves, their groups)."""
     from types import SimpleNamespace
 
-    return [SimpleNamespace(problem=SimpleNamespace(name="p"), label=label) for label in labels]
+    units = [SimpleNamespace(problem=SimpleNamespace(name="p"), label=label) for label in labels]
+    for unit, group in zip(units, groups, strict=False):
+        unit.group = group
+    return units
 
 
 def _time_left_said(monkeypatch, capsys, cells, curves, events, concurrency=None) -> dict[str, str]:
@@ -408,8 +411,9 @@ def test_a_curve_left_takes_its_own_estimators_time_where_one_of_its_seeds_is_ba
     """No cells; estimator a's seeds train in 10 s, b's in 40 s (one problem, no size known). With a's first seed
     and b's first back (50 s of curve work in the first 50 s: pace 1), a's other seed and b's two others are left:
     10 + 2 x 40 = 90 s, where the problem's mean would say 3 x 25 = 75 s."""
-    curves = _units(*(f"{est}[p-s-n=1{f'-train_seed={s}' if s else ''}]" for est, n in (("a", 2), ("b", 3))
-                      for s in range(n)))
+    seeds = [(est, s) for est, n in (("a", 2), ("b", 3)) for s in range(n)]
+    curves = _units(*(f"{est}[p-s-n=1{f'-train_seed={s}' if s else ''}]" for est, s in seeds),
+                    groups=tuple(f"{est}[p-s-n=1]" for est, _ in seeds))
     said = _time_left_said(monkeypatch, capsys, [], curves, [(10, curves[0], 10.0), (50, curves[2], 40.0)],
                            concurrency=(0, 1))
     assert said["b[p-s-n=1]"] == "1:30"

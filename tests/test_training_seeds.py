@@ -26,6 +26,10 @@ def test_each_estimator_trains_once_per_seed_from_its_own_seed():
     seeds = {training_seed(7, i) for i in range(3)}
     assert training_seed(7, 0) == 7 and len(seeds) == 3  # the first is the run's seed; the others differ
     assert training_seed(7, 1) != training_seed(8, 1)
+    # an estimator's seeds share a group (its seed 0's label, declared, not parsed); estimators differ
+    first = {c.estimator: c.label for c in cells if c.train_seed == 0}
+    assert {(c.estimator, c.group) for c in cells} == set(first.items()) and len(set(first.values())) == 2
+    assert all(c.group != c.label for c in cells if c.train_seed)
 
 
 def test_train_seeds_out_of_range_is_refused():
