@@ -58,12 +58,8 @@ def side_by_side(loop: Callable[[], object], engine: CellEngine, repeats: int, c
     """Wall times of ``loop()`` and of ``engine.measure()``, alternated ``repeats`` times (a slow spell of the shared
     machine then slows both of a pair rather than all of one side); the loop has had a warm-up call, the engine
     its own set-up."""
-    loops, runs = [], []
-    for _ in range(repeats):
-        loops.append(wall_time(loop, ctx))
-        engine.measure()
-        runs.append(engine.timing.elapsed)
-    return loops, runs
+    times = alternated({"loop": lambda: wall_time(loop, ctx), "runner": engine_call(engine)}, repeats)
+    return times["loop"], times["runner"]
 
 
 def runner_time(problem: Any, est: Estimator, setting: Any, prep: Any, n: int, R: int, ctx: Context,
