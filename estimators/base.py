@@ -26,6 +26,7 @@ of the loss stays equal to the plain Monte Carlo average of ``f``.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,23 @@ class EstimatorError(ValueError):
         super().__init__(message)
         self.capability = capability
 
+
+
+def made_once(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """functools.lru_cache for the constant tensors an estimator makes from plain arguments (an outcome grid,
+    quadrature nodes), not written to; inside torch.compile the function is called past the cache (dynamo traces
+    through lru_cache anyway, and warns that it does) so that the tensors are made in the graph."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args: Any) -> Any:
+            return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+        return call
+
+    return wrap
 
 @dataclass
 class Surrogate:

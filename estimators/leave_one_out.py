@@ -40,14 +40,13 @@ double-cv an f differentiable in its input at the binary draws.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, draw, evaluate, parameter_surrogate
+from .base import Estimator, EstimatorError, Function, Surrogate, draw, evaluate, made_once, parameter_surrogate
 from .discrete import _per_draw, discrete_parts
 from .options import Option
 from .registry import builtin
@@ -58,7 +57,7 @@ COPULAS = ("dirichlet", "gaussian", "independent")
 LEGENDRE_NODES = 32
 
 
-@functools.lru_cache(maxsize=4)
+@made_once(maxsize=4)
 def legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(nodes, weights) of n-point Gauss-Legendre on [0, 1], float64 (Golub-Welsch)."""
     k = torch.arange(1, n, dtype=torch.float64)
@@ -95,8 +94,7 @@ def one_minus_rho(copula: str, theta: torch.Tensor, n: int) -> torch.Tensor:
         apart = x - (2 * x ** (1 / (n - 1)) - 1).clamp(min=0) ** (n - 1)  # P(b_i = 1, b_j = 0)
     else:
         h = torch.special.ndtri(p)
-        # inside torch.compile the nodes are made in the graph: dynamo traces through lru_cache and says so
-        nodes, weights = (legendre.__wrapped__ if torch.compiler.is_compiling() else legendre)(LEGENDRE_NODES)
+        nodes, weights = legendre(LEGENDRE_NODES)
         r = -1 / (n - 1)
         s = (r * nodes).to(device=t.device).reshape(-1, *([1] * t.dim()))
         integrand = torch.exp(-h * h / (1 + s)) / torch.sqrt(1 - s * s)

@@ -40,14 +40,13 @@ with at most MAX_JOINT joint outcomes.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Any
 
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate
+from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, made_once
 from .discrete import discrete_parts
 from .options import Option, at_least
 from .registry import builtin
@@ -60,7 +59,7 @@ MAX_JOINT_BATCH = 1 << 24
 MAX_SET = 6
 
 
-@functools.lru_cache(maxsize=32)
+@made_once(maxsize=32)
 def outcome_grid(classes: int, d: int, device: torch.device) -> torch.Tensor:
     """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
     coordinate the slowest); made once per (classes, d, device) and not written to."""
@@ -89,9 +88,7 @@ class JointDomain:
         if classes**d * batch.numel() > MAX_JOINT_BATCH:
             raise EstimatorError(f"estimator {name!r}: {classes}^{d} joint outcomes x a batch of {batch.numel()} is "
                                  f"more than {MAX_JOINT_BATCH} log-probabilities at once", capability=True)
-        # inside torch.compile the grid is made in the graph: dynamo traces through lru_cache and says so
-        grid = outcome_grid.__wrapped__ if torch.compiler.is_compiling() else outcome_grid
-        self.grid = grid(classes, d, logits.device)  # [M, D]
+        self.grid = outcome_grid(classes, d, logits.device)  # [M, D]
         # sum_d per[..., d, grid[m, d]] as an outer sum, coordinate by coordinate (the first the slowest, as in
         # the grid): D broadcast adds of [*B, C^d, C], whose backward is sums, instead of a gather of [*B, M, D]
         # (whose backward, an index_put of M x D entries per batch element, cost a binary VAE's training step

@@ -234,3 +234,27 @@ def test_measure_valued_calls_f_on_as_many_draws_as_f_of_x():
     g_rows = torch.autograd.grad(est(dist2, row_by_row, N).loss, (mu2, sigma2))
     for a, b in zip(g_split, g_rows, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow  # torch.compile
+def test_made_once_caches_eagerly_and_is_called_past_the_cache_under_compile():
+    """estimators.base.made_once: eagerly one call per argument (the same tensor back); inside torch.compile the
+    function itself, so dynamo does not warn of tracing through lru_cache (the warning reached estbench perf)."""
+    import warnings
+
+    from estimators.base import made_once
+
+    calls: list[int] = []
+
+    @made_once(maxsize=4)
+    def grid(n: int) -> torch.Tensor:
+        calls.append(n)
+        return torch.arange(n)
+
+    assert grid(3) is grid(3) and calls == [3]
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = torch.compile(lambda x: x + grid(3))(torch.ones(3, dtype=torch.long))
+    assert torch.equal(out, torch.arange(3) + 1)
+    assert not [w for w in caught if "lru_cache" in str(w.message)], [str(w.message) for w in caught]
