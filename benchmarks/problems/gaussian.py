@@ -46,7 +46,7 @@ def normal_leaves(mu: float | tuple[float, ...], sigma: float | tuple[float, ...
             row = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
             return row.expand(replicates, dim).clone().requires_grad_(True)
         # requires_grad_ after the fill, not torch.full(requires_grad=True): dynamo breaks the compiled chunk's graph
-        # at a creation function with requires_grad=True (a compiled dim-10,000 estimate then cost about 1.5x)
+        # at a creation function with requires_grad=True (compiled estimates then cost 1.06-1.31x, docs/performance.md)
         return torch.full((replicates, dim), value, dtype=ctx.dtype, device=ctx.device).requires_grad_(True)
 
     mu_, sigma_ = leaf(mu), leaf(sigma)
