@@ -26,13 +26,12 @@ wrapped in Independent over its last dimension.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
 from torch.distributions import Bernoulli, Categorical, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, parameter_surrogate, unwrap
+from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, made_once, parameter_surrogate, unwrap
 from .options import Option, positive
 from .registry import builtin
 
@@ -53,6 +52,37 @@ def discrete_parts(dist: Distribution, estimator: str, kinds: tuple[type, ...] =
         raise EstimatorError(f"estimator {estimator!r} needs a {allowed} distribution (optionally Independent over "
                              f"its last dimension), got {dist_name(dist)}", capability=True)
     return base, base.logits, event_ndims
+
+
+@made_once(maxsize=32)
+def outcome_grid(classes: int, d: int, device: torch.device) -> torch.Tensor:
+    """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
+    coordinate the slowest); made once per (classes, d, device) and not written to."""
+    codes = torch.arange(classes**d, device=device)
+    place = classes ** torch.arange(d - 1, -1, -1, device=device)
+    return codes[:, None] // place % classes
+
+
+def coordinate_log_probs(base: Distribution, logits: torch.Tensor, event_ndims: int) -> torch.Tensor:
+    """log p of every class of every coordinate, [*B, D, C] (a Bernoulli's classes 0 and 1; D = 1 without
+    an event dimension), differentiable in the logits."""
+    per = torch.stack([torch.nn.functional.logsigmoid(-logits), torch.nn.functional.logsigmoid(logits)], -1) \
+        if isinstance(base, Bernoulli) else torch.log_softmax(logits, -1)  # [*B, *E, C]
+    return per if event_ndims else per.unsqueeze(-2)
+
+
+def joint_log_probs(per: torch.Tensor) -> torch.Tensor:
+    """The joint log p of every outcome of outcome_grid's order, [*B, C^D], from coordinate_log_probs [*B, D, C].
+
+    sum_d per[..., d, grid[m, d]] as an outer sum, coordinate by coordinate (the first the slowest, as in the
+    grid): D broadcast adds of [*B, C^d, C], whose backward is sums, instead of a gather of [*B, M, D] (whose
+    backward, an index_put of M x D entries per batch element, cost a binary VAE's training step more than its
+    own matmuls) or the distribution's log_prob at [M, *B, D] expanded outcomes (D times the elements, each a
+    log-sigmoid)."""
+    log_p = per[..., 0, :]
+    for j in range(1, per.shape[-2]):
+        log_p = (log_p[..., :, None] + per[..., j, None, :]).flatten(-2)
+    return log_p
 
 
 def _per_draw(fx: torch.Tensor, event_ndims: int) -> torch.Tensor:
@@ -256,15 +286,17 @@ class Exact(Estimator):
         if classes**d * dist.batch_shape.numel() > MAX_EVALUATIONS:
             raise EstimatorError(f"estimator 'exact': {classes}^{d} outcomes x a batch of {dist.batch_shape.numel()} is "
                                  f"more than {MAX_EVALUATIONS} evaluations of f at once", capability=True)
-        grid = torch.tensor(list(itertools.product(range(classes), repeat=d)), device=logits.device)  # [M, d]
+        # a copy of the cached grid: f may write to what it is given
+        grid = outcome_grid(classes, d, logits.device).to(logits.dtype if isinstance(base, Bernoulli) else torch.long,
+                                                          copy=True)  # [M, d]
         if not event_ndims:
             grid = grid[:, 0]
         batch = dist.batch_shape
-        grid = grid.to(logits.dtype) if isinstance(base, Bernoulli) else grid
         # the same outcomes for every batch element: an expanded view (stride 0 over the batch), which
         # an f may use to evaluate each outcome once (the binary VAE's decoder does)
         x = grid.reshape(len(grid), *([1] * len(batch)), *dist.event_shape).expand(len(grid), *batch, *dist.event_shape)
         fx = evaluate(f, x, dist, len(grid))  # [M, *B]
-        loss = (dist.log_prob(x).exp() * fx).sum(0)
+        log_p = joint_log_probs(coordinate_log_probs(base, logits, event_ndims)).movedim(-1, 0)  # [M, *B]
+        loss = (log_p.exp() * fx).sum(0)
         return Surrogate(loss=loss, f=fx.detach())
 

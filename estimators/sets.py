@@ -46,8 +46,8 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate, made_once
-from .discrete import discrete_parts
+from .base import Estimator, EstimatorError, Function, Surrogate, dist_name, evaluate
+from .discrete import coordinate_log_probs, discrete_parts, joint_log_probs, outcome_grid
 from .options import Option, at_least
 from .registry import builtin
 from .uniforms import minus_log_, uniforms
@@ -59,15 +59,6 @@ MAX_JOINT_BATCH = 1 << 24
 MAX_SET = 6
 
 
-@made_once(maxsize=32)
-def outcome_grid(classes: int, d: int, device: torch.device) -> torch.Tensor:
-    """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
-    coordinate the slowest); made once per (classes, d, device) and not written to."""
-    codes = torch.arange(classes**d, device=device)
-    place = classes ** torch.arange(d - 1, -1, -1, device=device)
-    return codes[:, None] // place % classes
-
-
 class JointDomain:
     """The joint outcomes of a factorized Bernoulli / categorical distribution: ``log_p`` [*B, M], each
     outcome's joint log-probability (differentiable in the logits), and ``values(idx)`` the outcomes at
@@ -76,10 +67,7 @@ class JointDomain:
     def __init__(self, dist: Distribution, name: str):
         base, logits, event_ndims = discrete_parts(dist, name)
         bernoulli = isinstance(base, Bernoulli)
-        per = torch.stack([torch.nn.functional.logsigmoid(-logits), torch.nn.functional.logsigmoid(logits)], -1) \
-            if bernoulli else torch.log_softmax(logits, -1)  # [*B, *E, C]
-        if not event_ndims:
-            per = per.unsqueeze(-2)  # one coordinate
+        per = coordinate_log_probs(base, logits, event_ndims)  # [*B, D, C]
         d, classes = per.shape[-2], per.shape[-1]
         if classes**d > MAX_JOINT:
             raise EstimatorError(f"estimator {name!r} enumerates at most {MAX_JOINT} joint outcomes; "
@@ -89,14 +77,7 @@ class JointDomain:
             raise EstimatorError(f"estimator {name!r}: {classes}^{d} joint outcomes x a batch of {batch.numel()} is "
                                  f"more than {MAX_JOINT_BATCH} log-probabilities at once", capability=True)
         self.grid = outcome_grid(classes, d, logits.device)  # [M, D]
-        # sum_d per[..., d, grid[m, d]] as an outer sum, coordinate by coordinate (the first the slowest, as in
-        # the grid): D broadcast adds of [*B, C^d, C], whose backward is sums, instead of a gather of [*B, M, D]
-        # (whose backward, an index_put of M x D entries per batch element, cost a binary VAE's training step
-        # more than its own matmuls)
-        log_p = per[..., 0, :]
-        for j in range(1, d):
-            log_p = (log_p[..., :, None] + per[..., j, None, :]).flatten(-2)
-        self.log_p = log_p  # [*B, M]
+        self.log_p = joint_log_probs(per)  # [*B, M]
         self.bernoulli, self.event_ndims, self.dtype = bernoulli, event_ndims, logits.dtype
         self.size = len(self.grid)
 
