@@ -258,3 +258,37 @@ def test_made_once_caches_eagerly_and_is_called_past_the_cache_under_compile():
         out = torch.compile(lambda x: x + grid(3))(torch.ones(3, dtype=torch.long))
     assert torch.equal(out, torch.arange(3) + 1)
     assert not [w for w in caught if "lru_cache" in str(w.message)], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical"])
+def test_exact_is_the_sum_over_outcomes_and_an_f_writing_its_input_spoils_no_later_call(kind):
+    """exact's gradient against the sum of p(b) f(b) over itertools.product's outcomes with the distribution's own
+    log_prob; its outcomes come from a cache (estimators.discrete.outcome_grid), so an f that overwrites the
+    outcomes it is handed must not change the next call's (fails if the cached grid itself is handed to f)."""
+    import itertools
+
+    gen = torch.Generator().manual_seed(5)
+    classes = 2 if kind == "bernoulli" else 3
+    logits = torch.randn(4, 3, *([classes] if kind == "categorical" else []), dtype=torch.float64, generator=gen)
+    logits.requires_grad_(True)
+    make = (lambda lg: Independent(Bernoulli(logits=lg), 1)) if kind == "bernoulli" else \
+        (lambda lg: Independent(Categorical(logits=lg), 1))  # noqa: E731
+    weights = torch.randn(3, dtype=torch.float64, generator=gen)
+
+    def f(x):
+        return (x.to(torch.float64) * weights).sum(-1) ** 2
+
+    def f_writing(x):
+        out = f(x)
+        x.as_strided((x.shape[0], x.shape[-1]), (x.stride(0), x.stride(-1))).fill_(1)  # an expanded view's outcomes
+        return out
+
+    outcomes = torch.tensor(list(itertools.product(range(classes), repeat=3)), dtype=torch.float64)
+    values = outcomes if kind == "bernoulli" else outcomes.long()
+    expected = (make(logits).log_prob(values[:, None].expand(-1, 4, 3)).exp() * f(values)[:, None]).sum(0)
+    (want,) = torch.autograd.grad(expected.sum(), logits)
+    exact = estimators.get("exact")
+    (first,) = torch.autograd.grad(exact(make(logits), f_writing, 1).loss.sum(), logits)
+    (second,) = torch.autograd.grad(exact(make(logits), f, 1).loss.sum(), logits)
+    torch.testing.assert_close(first, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(second, want, rtol=1e-12, atol=1e-12)
