@@ -322,3 +322,15 @@ def test_suffix_logsumexp_is_logcumsumexp_reversed_on_narrow_and_wide_rows(dtype
         tol = dict(rtol=2e-6, atol=2e-5) if dtype == torch.float32 and rows is narrow else dict(rtol=1e-12, atol=1e-10)
         torch.testing.assert_close(got.double(), want.detach().double(), **tol)
         torch.testing.assert_close(grad.double(), want_grad.double(), equal_nan=True, **tol)  # nan at -inf, as logcumsumexp
+
+
+def test_the_truths_outcomes_are_itertools_products_in_its_order():
+    """benchmarks.problems.discrete.outcomes (the enumerated truths' outcomes, made in tensors) against
+    itertools.product, Bernoulli and three classes."""
+    import itertools
+
+    from benchmarks.problems.discrete import outcomes
+
+    for dim, classes in [(1, 2), (5, 2), (3, 3)]:
+        expected = torch.tensor(list(itertools.product(range(classes), repeat=dim)), dtype=torch.float64)
+        assert torch.equal(outcomes(dim, classes), expected)
