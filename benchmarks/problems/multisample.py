@@ -52,6 +52,9 @@ QUADRATURE_MAX_VARIABLES = 4  # dim x K: 24^4 = 331,776 points
 REFERENCE_DRAWS = 1 << 24
 REFERENCE_MIN_REPLICATES = 1 << 14
 REFERENCE_SEED = 2016
+#: standard normals per block of the reference (512 KB of float64, in a core's cache): one process, K = 16,
+#: alternated three times, 1.48-1.53 s against 1.85-2.10 s in blocks of 2^20 (the same draws, in the same order)
+REFERENCE_BLOCK = 1 << 16
 
 K_AXIS = Option("K", int, (4,), "samples in the importance-weighted bound, 1 to 4096", check=at_least(1, 4096),
                 report=(1, 2, 4, 8, 16, 64), report_quick=(2, 16))
@@ -200,8 +203,8 @@ def _iwae_reference(s: IWAESetting) -> tuple[tuple[torch.Tensor, ...], tuple[tor
     draws = s.dim * s.K
     total = max(REFERENCE_MIN_REPLICATES, REFERENCE_DRAWS // draws)
     stats = (Moments(), Moments())
-    for start in range(0, total, max(1, (1 << 20) // draws)):
-        r = min(max(1, (1 << 20) // draws), total - start)
+    for start in range(0, total, max(1, REFERENCE_BLOCK // draws)):
+        r = min(max(1, REFERENCE_BLOCK // draws), total - start)
         mu = torch.full((r, 1, s.dim), s.mu, dtype=torch.float64, requires_grad=True)
         sigma = torch.full((r, 1, s.dim), s.sigma, dtype=torch.float64, requires_grad=True)
         x = mu + sigma * torch.randn(r, s.K, s.dim, generator=gen, dtype=torch.float64)
