@@ -61,8 +61,10 @@ def matmul_gflops() -> float:
 
 
 def machine() -> str:
-    """The machine, its threads, and how this process allocates memory (benchmarks.allocator)."""
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+    """The machine with the vector instructions torch's CPU kernels use (AVX512, AVX2, ...: rows computed with other
+    ones may differ in the last bits), its threads, and how this process allocates memory (benchmarks.allocator)."""
+    return (f"{platform.system()} {platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, "
             f"{allocator.describe()}")
 
 

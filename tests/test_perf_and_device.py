@@ -325,3 +325,15 @@ def test_statistics_share_splits_a_cells_chunk_time():
     s = GaussianSetting(mu=1.0, sigma=1.0, k=0.0, dim=10)
     out = statistics_share(get("gaussian-quadratic"), estimators.get("reinforce"), s, None, 1, 2000, Context(compile="off"), 1)
     assert out["per_estimate_s"] > 0 and 0 < out["statistics_share"] < 1
+
+
+def test_the_machine_column_names_the_vector_instructions_torchs_kernels_use():
+    """Rows made with other vector instructions (AVX512 against AVX2) may differ in the last bits, so the machine
+    column says which ones this process's CPU kernels use, beside the cores the report's text reads from it."""
+    import re
+
+    from benchmarks.machine import machine
+
+    text = machine()
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in text
+    assert re.search(r"(\d+) cores", text).group(1) == str(os.cpu_count())
