@@ -1,6 +1,6 @@
 """Compare the uncertainty of two results files of the same command (for docs/uncertainty.md).
 
-    .venv/bin/python tools/compare_runs.py A/results.csv B/results.csv
+    .venv/bin/python tools/compare_runs.py A/results.csv B/results.csv    (or the report folders A B)
 
 For each file: its cells, the estimates drawn, the widest and the median 95% variance interval (hi / lo),
 and the timing spread (slowest / fastest of the 5 timed parts). Then the variance rankings the intervals
@@ -11,6 +11,7 @@ of them B separates the same way, reverses, or leaves overlapping. Reads results
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -52,8 +53,15 @@ def separated(df: pd.DataFrame, what: str = "variance") -> dict[tuple, int]:
 
 
 def main(a: str, b: str) -> None:
+    # a report folder stands for its results.csv
+    paths = [Path(p) / "results.csv" if Path(p).is_dir() else Path(p) for p in (a, b)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"compare_runs: no results file at {', '.join(missing)} (give two results CSVs or report folders)",
+              file=sys.stderr)
+        sys.exit(2)
     da, db = (pd.read_csv(p, dtype={"error": str, "estimator_options": str}).fillna({"estimator_options": ""})
-              for p in (a, b))
+              for p in paths)
     summary("A", da)
     summary("B", db)
     for what in ("variance", "efficiency"):
@@ -68,4 +76,7 @@ def main(a: str, b: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
     main(*sys.argv[1:3])
