@@ -53,7 +53,6 @@ class EstimatorError(ValueError):
         self.capability = capability
 
 
-
 def made_once(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """functools.lru_cache for the constant tensors an estimator makes from plain arguments (an outcome grid,
     quadrature nodes), not written to; inside torch.compile the function is called past the cache (dynamo traces
@@ -69,6 +68,7 @@ def made_once(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
         return call
 
     return wrap
+
 
 @dataclass
 class Surrogate:

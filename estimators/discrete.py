@@ -54,13 +54,17 @@ def discrete_parts(dist: Distribution, estimator: str, kinds: tuple[type, ...] =
     return base, base.logits, event_ndims
 
 
+def outcome_digits(classes: int, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
+    coordinate the slowest): the digits of 0 .. classes^d - 1 in base ``classes`` (bit operations for two)."""
+    codes, places = torch.arange(classes**d, device=device)[:, None], torch.arange(d - 1, -1, -1, device=device)
+    return (codes >> places) & 1 if classes == 2 else codes // classes**places % classes
+
+
 @made_once(maxsize=32)
 def outcome_grid(classes: int, d: int, device: torch.device) -> torch.Tensor:
-    """All classes^d outcomes of d coordinates, [M, d] int64, in itertools.product's order (the first
-    coordinate the slowest); made once per (classes, d, device) and not written to."""
-    codes = torch.arange(classes**d, device=device)
-    place = classes ** torch.arange(d - 1, -1, -1, device=device)
-    return codes[:, None] // place % classes
+    """outcome_digits, made once per (classes, d, device) and not written to."""
+    return outcome_digits(classes, d, device)
 
 
 def coordinate_log_probs(base: Distribution, logits: torch.Tensor, event_ndims: int) -> torch.Tensor:

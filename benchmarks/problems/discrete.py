@@ -34,6 +34,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Independent
 
 from estimators import Estimator
+from estimators.discrete import outcome_digits
 from estimators.options import Option, at_least, between, finite
 
 from .base import Chunk, Context, Problem, SettingError, builtin, surrogate
@@ -175,11 +176,9 @@ def coupling(dim: int, w_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def outcomes(dim: int, classes: int = 2) -> torch.Tensor:
     """Every outcome of ``dim`` variables with ``classes`` values each, [classes^dim, dim], float64, in
-    itertools.product's order (the first variable the slowest): the digits of 0 .. classes^dim - 1 in base
-    ``classes``, made in tensors (bernoulli-multisample's 2^20 outcomes of 20 variables: 4 s through itertools)."""
-    codes, places = torch.arange(classes**dim)[:, None], torch.arange(dim - 1, -1, -1)
-    digits = (codes >> places) & 1 if classes == 2 else codes // classes**places % classes
-    return digits.to(torch.float64)
+    itertools.product's order (estimators.discrete.outcome_digits, not its cache: bernoulli-multisample's 2^20
+    outcomes of 20 variables are 168 MB; made in tensors, not through itertools, which took 4 s)."""
+    return outcome_digits(classes, dim).to(torch.float64)
 
 
 @builtin

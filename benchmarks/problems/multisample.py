@@ -203,8 +203,9 @@ def _iwae_reference(s: IWAESetting) -> tuple[tuple[torch.Tensor, ...], tuple[tor
     draws = s.dim * s.K
     total = max(REFERENCE_MIN_REPLICATES, REFERENCE_DRAWS // draws)
     stats = (Moments(), Moments())
-    for start in range(0, total, max(1, REFERENCE_BLOCK // draws)):
-        r = min(max(1, REFERENCE_BLOCK // draws), total - start)
+    block = max(1, REFERENCE_BLOCK // draws)
+    for start in range(0, total, block):
+        r = min(block, total - start)
         mu = torch.full((r, 1, s.dim), s.mu, dtype=torch.float64, requires_grad=True)
         sigma = torch.full((r, 1, s.dim), s.sigma, dtype=torch.float64, requires_grad=True)
         x = mu + sigma * torch.randn(r, s.K, s.dim, generator=gen, dtype=torch.float64)
