@@ -18,7 +18,9 @@ A cell that fails for a reason of its own returns failed rows, as serially, and 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +52,23 @@ class Job:
 _STATE: dict[str, Any] = {}  # per worker process: the job's plan, the plugins loaded, the prepared data
 
 
+def _plugin_folder() -> Path:
+    """A new folder for a plugin file sent by the client: inside the worker's own scratch folder, which Dask
+    removes with the worker (and purges after a worker killed); outside a worker, a temporary folder removed
+    when the process exits."""
+    scratch = _STATE.get("scratch")
+    if scratch is None:
+        try:
+            from distributed import get_worker
+
+            scratch = get_worker().local_directory
+        except (ImportError, ValueError):  # not in a Dask task
+            folder = tempfile.mkdtemp(prefix="estbench-plugin-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            return Path(folder)
+    return Path(tempfile.mkdtemp(prefix="estbench-plugin-", dir=scratch))
+
+
 def _load_plugins(job: Job) -> None:
     from benchmarks import plugins
 
@@ -58,8 +77,7 @@ def _load_plugins(job: Job) -> None:
         if (spec, content) in loaded:
             continue
         if name is not None and content is not None:  # a file: the client's bytes, under the client's file name
-            folder = Path(tempfile.mkdtemp(prefix="estbench-plugin-"))
-            path = folder / name
+            path = _plugin_folder() / name
             path.write_bytes(content)
             plugins.load(str(path))
         else:
@@ -80,9 +98,12 @@ def _plan(job: Job) -> Any:
     return _STATE["plan"]
 
 
-def worker_info(job: Job) -> dict[str, Any]:
-    """Run on every worker before any work: its versions and, once the job's plugins are loaded there,
-    where each estimator of the plan comes from (or the error that loading gave)."""
+def worker_info(job: Job, dask_worker: Any = None) -> dict[str, Any]:
+    """Run on every worker before any work (``Client.run``, which hands it the worker): its versions and, once
+    the job's plugins are loaded there, where each estimator of the plan comes from (or the error that loading
+    gave)."""
+    if dask_worker is not None:
+        _STATE["scratch"] = dask_worker.local_directory
     import platform
 
     import torch

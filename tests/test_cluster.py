@@ -88,10 +88,14 @@ class AlwaysDies(Reinforce):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_once(tmp_path):
+def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_once(tmp_path, monkeypatch):
     """A plugin file (which the workers get from the client) kills its worker the first time it runs: the
     scheduler runs that cell again on a living worker, and the file ends with every row once, each with the
-    numbers a serial run gives (same seeds)."""
+    numbers a serial run gives (same seeds). The workers write the plugin file inside their own scratch
+    folders, not loose in the temporary folder, where nothing would remove it."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # the workers' processes start with it
     plugin = tmp_path / "dies.py"
     plugin.write_text(DIES.format(marker=str(tmp_path / "died")))
     out, serial = tmp_path / "r.csv", tmp_path / "serial.csv"
@@ -103,6 +107,7 @@ def test_a_worker_killed_mid_cell_has_its_cell_run_again_and_every_row_written_o
     assert len(df) == 2 * 3 * 2 and not df.duplicated(KEY).any() and (df["status"] == "ok").all()
     assert main([*argv, "--out", str(serial)]) == 0
     pd.testing.assert_frame_equal(content(out), content(serial))
+    assert not list(temporary.glob("estbench-plugin-*"))
 
 
 @pytest.mark.slow
