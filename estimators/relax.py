@@ -25,6 +25,9 @@ computed once per call (``learning_parts``) and each step differentiates only c 
 evaluated at z and z~ in one call of f on the 2n points (here and in the surrogate): half the operations of two
 calls, which on a small toy are the cost (the toys' warm-up 1.2-1.3x faster, bernoulli-polynomial's and the
 binary VAE's, whose cost is the arithmetic, 1.0-1.1x).
+Parameters of f itself (a decoder's weights) get mean_i grad f(b_i), as with every estimator, plus the gradient
+of mean_i [c(z_i) - c(z~_i)] (zero in expectation, since z and z~ have the same marginal): the surrogate's terms
+as written, and as Tucker et al.'s REBAR code differentiates them for the generative model's variables.
 Requires: a Bernoulli distribution, optionally Independent over its last dimension.
 """
 
