@@ -63,28 +63,33 @@ class Canvas:
              section: str = "") -> Figure:
         import matplotlib.pyplot as plt
 
+        drop_invisible_minor_ticks(fig)
+        drawn = not (tight and fig.get_layout_engine() is None)  # else savefig's tight box
         if self.check:
+            if drawn:
+                fig.set_dpi(DPI)  # checked as saved: the check's drawing is the one whose pixels are written
             bad = layout_faults(fig, set(self.estimators))
             if bad:
                 plt.close(fig)
                 raise LayoutError(f"{name}: {'; '.join(bad)}")
-        drop_invisible_minor_ticks(fig)
-        if tight and fig.get_layout_engine() is None:
-            atomic_write(self.out / FIGURES / name, lambda p: fig.savefig(p, dpi=DPI, format="png", bbox_inches="tight"))
+        if drawn:
+            save_drawn(fig, self.out / FIGURES / name, drawn=self.check)
         else:
-            save_drawn(fig, self.out / FIGURES / name)
+            atomic_write(self.out / FIGURES / name, lambda p: fig.savefig(p, dpi=DPI, format="png", bbox_inches="tight"))
         plt.close(fig)
         return Figure(title, f"{FIGURES}/{name}", problem, section)
 
 
-def save_drawn(fig: Any, path: Path) -> None:
+def save_drawn(fig: Any, path: Path, drawn: bool = False) -> None:
     """``fig`` (a layout engine's: constrained) drawn once at DPI and its pixels written as a PNG: the same image,
     pixel for pixel, as ``fig.savefig(path, dpi=DPI)``, which draws a figure with a layout engine twice (once
-    to lay it out without rendering, then to render), 8-15% of a report's build (docs/performance.md)."""
+    to lay it out without rendering, then to render), 8-15% of a report's build (docs/performance.md).
+    ``drawn``: the figure was just drawn at DPI and not changed since (Canvas.check's drawing), so not again."""
     import matplotlib.image
 
-    fig.set_dpi(DPI)
-    fig.canvas.draw()  # the layout engine runs first, as in savefig's first pass
+    if not drawn:
+        fig.set_dpi(DPI)
+        fig.canvas.draw()  # the layout engine runs first, as in savefig's first pass
     pixels = np.asarray(fig.canvas.buffer_rgba())
     atomic_write(path, lambda p: matplotlib.image.imsave(p, pixels, format="png"))
 

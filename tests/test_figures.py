@@ -126,17 +126,18 @@ def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp
 
 def test_a_figure_drawn_once_is_savefigs_image_pixel_for_pixel(tmp_path):
     """reports.figures.save_drawn (one draw, its pixels written) against savefig (a layout pass, then a render):
-    a constrained-layout figure with log axes, a legend below the panels and a wrapped title, as the report's."""
+    a constrained-layout figure with log axes, a legend below the panels and a wrapped title, as the report's.
+    Saved by a checking Canvas (the layout check's drawing written, not drawn again), the same image."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.image import imread
 
     from reports.drawing import finish, theme
-    from reports.figures import DPI, save_drawn
+    from reports.figures import DPI, Canvas, save_drawn
 
     theme()
     images = []
-    for how in ("savefig", "drawn"):
+    for how in ("savefig", "drawn", "checked"):
         fig, grid = plt.subplots(2, 2, figsize=(7, 5), layout="constrained")
         for k, ax in enumerate(grid.flat):
             for j in range(6):
@@ -148,12 +149,14 @@ def test_a_figure_drawn_once_is_savefigs_image_pixel_for_pixel(tmp_path):
         path = tmp_path / f"{how}.png"
         if how == "savefig":
             fig.savefig(path, dpi=DPI, format="png")
-        else:
+        elif how == "drawn":
             save_drawn(fig, path)
+        else:
+            path = tmp_path / Canvas(tmp_path, [], check=True).save(fig, "checked.png", "checked").path
         plt.close(fig)
         images.append(imread(path))
-    assert images[0].shape == images[1].shape and images[0].shape[0] > 5 * DPI
-    assert np.array_equal(images[0], images[1])
+    assert images[0].shape == images[1].shape == images[2].shape and images[0].shape[0] > 5 * DPI
+    assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
 
 
 def test_the_bias_interval_of_the_temperature_figure_follows_from_the_bias_and_its_z():
