@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchmarks.results_file import REFERENCE, atomic_write
 
-from .drawing import finish, start_drawing, theme
+from .drawing import drop_invisible_minor_ticks, finish, start_drawing, theme
 from .load import option_columns
 from .overview import overview
 from .palette import style
@@ -92,27 +92,6 @@ def save_drawn(fig: Any, path: Path, drawn: bool = False) -> None:
         fig.canvas.draw()  # the layout engine runs first, as in savefig's first pass
     pixels = np.asarray(fig.canvas.buffer_rgba())
     atomic_write(path, lambda p: matplotlib.image.imsave(p, pixels, format="png"))
-
-
-def drop_invisible_minor_ticks(fig: Any) -> None:
-    """Remove the minor ticks of ``fig``'s axes that would draw nothing: no tick mark (seaborn's whitegrid theme
-    draws none), no minor grid line, and no label (a log axis labels its minor ticks only where it spans little).
-    Laying them out took about a fifth of a figure's drawing time, and the saved image is the same pixel for pixel
-    (tests/test_figures.py)."""
-    import matplotlib as mpl
-    from matplotlib.ticker import NullLocator
-
-    for ax in fig.axes:
-        for axis, sides in ((ax.xaxis, ("bottom", "top")), (ax.yaxis, ("left", "right"))):
-            if isinstance(axis.get_minor_locator(), NullLocator):
-                continue
-            kw = axis.get_tick_params(which="minor")
-            rc = {side: mpl.rcParams[f"{axis.axis_name}tick.{side}"] for side in sides}
-            marks = any(kw.get(side, rc[side]) for side in sides)
-            grid = kw.get("gridOn", mpl.rcParams["axes.grid"] and mpl.rcParams["axes.grid.which"] in ("minor", "both"))
-            if marks or grid or any(axis.get_minor_formatter().format_ticks(list(axis.get_minorticklocs()))):
-                continue
-            axis.set_minor_locator(NullLocator())
 
 
 class LayoutError(AssertionError):

@@ -97,8 +97,7 @@ def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp
     from matplotlib.image import imread
     from matplotlib.ticker import NullLocator
 
-    from reports.drawing import theme
-    from reports.figures import drop_invisible_minor_ticks
+    from reports.drawing import drop_invisible_minor_ticks, theme
 
     theme()
 
