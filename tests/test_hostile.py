@@ -325,6 +325,7 @@ class Shifted(GaussianQuadratic):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["file", "module"])
 def test_a_resume_after_a_problem_plugin_changed_is_refused(tmp_path, how, monkeypatch):
     """A problem plugin (a file, or a module on the path) whose code changed between the run and its resume."""

@@ -50,6 +50,7 @@ def test_paths_are_timed_in_turn_and_ratios_are_the_rounds_medians():
     assert row["eager_vs_jax"] == 1.0 and row["eager_vs_jax_range"] == (1.0, 9.0) and "compiled_vs_jax" not in row
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (the [jax] extra)")
 def test_toy_speeds_time_jax_in_turn_with_the_runner():
     rows = perf.toy_speeds(dims=(3,), names=("reinforce",), compile=False, jax=True, repeats=3, budget_s=0.001)
