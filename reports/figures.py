@@ -64,15 +64,15 @@ class Canvas:
         import matplotlib.pyplot as plt
 
         drop_invisible_minor_ticks(fig)
-        drawn = not (tight and fig.get_layout_engine() is None)  # else savefig's tight box
+        laid_out = not (tight and fig.get_layout_engine() is None)  # saved from one drawing; else savefig's tight box
         if self.check:
-            if drawn:
+            if laid_out:
                 fig.set_dpi(DPI)  # checked as saved: the check's drawing is the one whose pixels are written
             bad = layout_faults(fig, set(self.estimators))
             if bad:
                 plt.close(fig)
                 raise LayoutError(f"{name}: {'; '.join(bad)}")
-        if drawn:
+        if laid_out:
             save_drawn(fig, self.out / FIGURES / name, drawn=self.check)
         else:
             atomic_write(self.out / FIGURES / name, lambda p: fig.savefig(p, dpi=DPI, format="png", bbox_inches="tight"))
