@@ -58,7 +58,10 @@ def h(x: torch.Tensor) -> torch.Tensor:
     return torch.sin(x.to(torch.float64) @ W)
 
 
-@pytest.mark.parametrize("name,family", held(), ids=[f"{n}-{f}" for n, f in held()])
+HELD = held()
+
+
+@pytest.mark.parametrize("name,family", HELD, ids=[f"{n}-{f}" for n, f in HELD])
 def test_f_s_own_parameters_get_the_gradient_of_the_average_of_f(name, family):
     torch.manual_seed(1)
     phi = torch.full((R,), 1.7, dtype=torch.float64, requires_grad=True)  # one f parameter per replicate

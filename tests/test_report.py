@@ -18,6 +18,14 @@ FIGURES = ["overview.png", "gaussian-quadratic_variance.png", "vae-digits_gradie
            "vae-digits_test_elbo.png", "efficiency.png"]
 
 
+def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds from here on write the report's text and tables without drawing its figures (for a test that reads
+    only those: the figures are checked in tests/test_figures.py and by the end-to-end test's first build)."""
+    import reports.report
+
+    monkeypatch.setattr(reports.report, "start_figures", lambda *args, **kwargs: list)
+
+
 def md_tables(text: str) -> list[str]:
     """The Markdown tables of a report, as blocks of lines."""
     return re.findall(r"(?:^\|.*\|\n)+", text, flags=re.M)
@@ -117,10 +125,7 @@ def test_report_end_to_end_and_rebuild_gives_same_tables(tmp_path, monkeypatch):
     gauss = tables[tables["problem"] == "gaussian-quadratic"]
     assert gauss["variance_vs_reparam"].equals(gauss["variance_vs_reference"])
     out2 = tmp_path / "r2"
-    import reports.report
-
-    # the rebuild's tables against the first build's: its figures (the first build's, checked above) not drawn again
-    monkeypatch.setattr(reports.report, "start_figures", lambda *args, **kwargs: list)
+    no_figures(monkeypatch)  # the rebuild's tables against the first build's, whose figures were checked above
     assert main(["report", "--results", str(out / "results.csv"), "--out", str(out2)]) == 0
     text2 = (out2 / "report.md").read_text()
     assert md_tables(text1) == md_tables(text2)
@@ -342,9 +347,7 @@ def test_figures_drawn_in_processes_are_the_ones_drawn_here(tmp_path):
 def test_the_reports_rebuild_hint_rebuilds_it_from_where_it_was_made(tmp_path, monkeypatch):
     import shlex
 
-    import reports.report
-
-    monkeypatch.setattr(reports.report, "start_figures", lambda *args, **kwargs: list)  # the text is what is read
+    no_figures(monkeypatch)  # the text is what is read
     monkeypatch.chdir(tmp_path)
     for name in ("results.csv", "results-training.csv"):
         shutil.copy(DATA / name, tmp_path / name)
